@@ -1,0 +1,1 @@
+"""Analysis of screening results: tables, trends and plots. No workflow imports."""

@@ -1,0 +1,213 @@
+"""The ``dp-screen`` command.
+
+Every bad input or unreachable database ends with one line ``error: ...`` on stderr and exit status 1 (usage
+mistakes caught by click exit with 2).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from dp_screen import __version__
+from dp_screen.errors import DPScreenError, InputError
+from dp_screen.settings import DPScreenSettings
+
+
+def _settings(ctx: click.Context) -> DPScreenSettings:
+    return ctx.obj["settings"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dp-screen")
+@click.option("--db-uri", envvar="DP_SCREEN_DB_URI", default=None, help="MongoDB URI; unset: the embedded server.")
+@click.option(
+    "--home", envvar="DP_SCREEN_HOME", default=None, type=click.Path(file_okay=False, path_type=Path),
+    help="Project folder for the embedded database and outputs (default ./.dp_screen).",
+)  # fmt: skip
+@click.pass_context
+def cli(ctx: click.Context, db_uri: str | None, home: Path | None) -> None:
+    """dp_screen: high-throughput screening of AA'BB'X6 double perovskites."""
+    overrides = {k: v for k, v in {"db_uri": db_uri, "home": home}.items() if v is not None}
+    try:
+        ctx.obj = {"settings": DPScreenSettings(**overrides)}
+    except Exception as exc:  # pydantic ValidationError from a malformed DP_SCREEN_* variable
+        raise DPScreenError(f"malformed dp_screen settings: {exc}".replace("\n", " ")) from None
+
+
+# ---------------------------------------------------------------------------------------------------------------- db
+@cli.group()
+def db() -> None:
+    """Start, stop or inspect the embedded database server (or check a MongoDB URI)."""
+
+
+@db.command("start")
+@click.pass_context
+def db_start(ctx: click.Context) -> None:
+    """Start the embedded SecantusDB server (reused if already running)."""
+    from dp_screen.stores import EmbeddedServer, ping
+
+    settings = _settings(ctx)
+    if settings.db_uri:
+        ping(settings.db_uri, settings.db_timeout_s)
+        click.echo(f"using MongoDB at {settings.db_uri}; nothing to start")
+        return
+    state = EmbeddedServer(settings).start()
+    click.echo(f"embedded database running at {state['uri']} (pid {state['pid']}, data in {state['storage_path']})")
+
+
+@db.command("stop")
+@click.pass_context
+def db_stop(ctx: click.Context) -> None:
+    """Stop the embedded server."""
+    from dp_screen.stores import EmbeddedServer
+
+    stopped = EmbeddedServer(_settings(ctx)).stop()
+    click.echo("embedded database stopped" if stopped else "embedded database was not running")
+
+
+@db.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def db_status(ctx: click.Context, as_json: bool) -> None:
+    """Where the database is, whether it answers, and how many documents each collection holds."""
+    from dp_screen.stores import COLLECTIONS, EmbeddedServer, database_uri, get_store
+
+    settings = _settings(ctx)
+    if settings.db_uri:
+        info = {"running": True, "uri": settings.db_uri, "embedded": False}
+    else:
+        info = {**EmbeddedServer(settings).status(), "embedded": True}
+    if info["running"]:
+        uri = database_uri(settings, start=False)
+        counts = {}
+        for name in COLLECTIONS:
+            store = get_store(name, settings, uri)
+            store.connect()
+            counts[name] = store._collection.estimated_document_count()
+            store.close()
+        info["counts"] = counts
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    for k, v in info.items():
+        click.echo(f"{k:13s} {v}")
+
+
+# --------------------------------------------------------------------------------------------------------- enumerate
+def _split(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+@cli.command("enumerate")
+@click.option("--table", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Site-table CSV (default: the packaged rule R1).")
+@click.option("--anions", default=None, help="Comma-separated X elements to keep, e.g. O,F (default: all).")
+@click.option("--same-a/--no-same-a", default=True, show_default=True, help="Allow A = A'.")
+@click.option("--same-b/--no-same-b", default=True, show_default=True, help="Allow B = B'.")
+@click.option("--dry-run", is_flag=True, help="Count only; do not touch the store.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--chunk-size", default=5000, show_default=True, type=click.IntRange(min=1),
+              help="Documents per bulk write.")
+@click.pass_context
+def enumerate_cmd(ctx, table, anions, same_a, same_b, dry_run, as_json, chunk_size) -> None:  # noqa: PLR0913
+    """Enumerate every charge-balanced AA'BB'X6 composition (with descriptors) into the store."""
+    from dp_screen.chemistry.composition_space import summarize
+    from dp_screen.jobs.enumerate import EnumerationSettings, enumerate_table, write_compositions
+
+    settings = EnumerationSettings(
+        table=str(table) if table else None, anions=_split(anions), allow_same_a=same_a, allow_same_b=same_b
+    )
+    if dry_run:
+        _, df = enumerate_table(settings)
+        summary = summarize(df)
+        if as_json:
+            click.echo(json.dumps(summary))
+        else:
+            _print_summary(summary)
+        return
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="comp", desc="writing compositions", file=sys.stderr, mininterval=0.5)
+
+    def on_total(n: int) -> None:
+        bar.total = n
+        bar.refresh()
+
+    summary = write_compositions(
+        settings, _settings(ctx), chunk_size=chunk_size, progress=bar.update, on_total=on_total
+    )
+    bar.close()
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        _print_summary(summary)
+        click.echo(
+            f"written: {summary['inserted']} new, {summary['replaced']} replaced, {summary['skipped']} already stored; "
+            f"collection 'compositions' now holds {summary['stored_total']} documents ({summary['seconds']} s)"
+        )
+
+
+def _print_summary(summary: dict) -> None:
+    click.echo(f"compositions: {summary['total']}  (with Cs: {summary['with_Cs']})")
+    for anion, n in summary["by_anion"].items():
+        click.echo(f"  X = {anion:2s} {n:>8d}")
+
+
+# ------------------------------------------------------------------------------------------------------- descriptors
+@cli.command("descriptors")
+@click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="CSV with columns A, A2, B, B2, X and optionally nA, nA2, nB, nB2, nX.")
+@click.option("--output", "output_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="CSV to write (one row per input row; bad rows carry an 'error').")
+@click.option("--table", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Site table whose radii take precedence (default: rule R1).")
+def descriptors_cmd(input_path: Path, output_path: Path, table: Path | None) -> None:
+    """Compute descriptors for a user's list of compositions."""
+    import pandas as pd
+
+    from dp_screen.chemistry.site_tables import load_site_table
+    from dp_screen.chemistry.user_compositions import descriptors_for_table
+
+    try:
+        rows = pd.read_csv(input_path, dtype=str, keep_default_na=False, comment="#", skipinitialspace=True)
+    except FileNotFoundError:
+        raise InputError(f"input file {str(input_path)!r} does not exist") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(f"input file {str(input_path)!r} is not a readable CSV: {exc}".replace("\n", " ")) from None
+    rows.columns = [c.strip() for c in rows.columns]
+    out = descriptors_for_table(rows, load_site_table(table))
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    out.to_csv(output_path, index=False)
+    bad = out[out["error"] != ""]
+    for msg in bad["error"]:
+        click.echo(f"error: {msg}", err=True)
+    click.echo(f"wrote {output_path}: {len(out) - len(bad)} compositions with descriptors, {len(bad)} rejected")
+    if len(bad):
+        sys.exit(1)
+
+
+# --------------------------------------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning dp_screen errors into one line and a non-zero exit."""
+    try:
+        cli.main(args=argv, prog_name="dp-screen", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except DPScreenError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""jobflow Makers for each pipeline step (thin wrappers over the science modules)."""

@@ -1,0 +1,1 @@
+"""pydantic documents stored in the dp_screen collections."""

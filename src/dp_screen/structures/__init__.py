@@ -1,0 +1,1 @@
+"""Starting structures (bond-valence and DLS cells, Glazer tilts). Pure science, no workflow imports."""
