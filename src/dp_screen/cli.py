@@ -132,16 +132,18 @@ def enumerate_cmd(ctx, table, anions, same_a, same_b, dry_run, as_json, chunk_si
 
     from tqdm import tqdm
 
-    bar = tqdm(total=0, unit="comp", desc="writing compositions", file=sys.stderr, mininterval=0.5)
+    bars: list[tqdm] = []  # made once the store answered, so errors never share a line with the bar
 
     def on_total(n: int) -> None:
-        bar.total = n
-        bar.refresh()
+        bars.append(tqdm(total=n, unit="comp", desc="writing compositions", file=sys.stderr, mininterval=0.5))
 
-    summary = write_compositions(
-        settings, _settings(ctx), chunk_size=chunk_size, progress=bar.update, on_total=on_total
-    )
-    bar.close()
+    try:
+        summary = write_compositions(
+            settings, _settings(ctx), chunk_size=chunk_size, progress=lambda n: bars[0].update(n), on_total=on_total
+        )
+    finally:
+        for bar in bars:
+            bar.close()
     if as_json:
         click.echo(json.dumps(summary))
     else:

@@ -168,7 +168,7 @@ def descriptors_for_table(rows: pd.DataFrame, table: SiteTable) -> pd.DataFrame:
     out = finish_table(out) if len(out) else out
     bad = pd.DataFrame({"row": [i + 1 for i in errors], "error": list(errors.values())})
     merged = pd.concat([out, bad], ignore_index=True)
-    merged["error"] = merged.get("error", pd.Series(dtype=str)).fillna("")
+    merged["error"] = merged["error"].astype(object).fillna("") if "error" in merged else ""
     for c in ("nA", "nA2", "nB", "nB2", "nX", "dqA", "dqB"):
         if c in merged:
             merged[c] = merged[c].astype("Int64")  # stays integer next to the empty cells of rejected rows
