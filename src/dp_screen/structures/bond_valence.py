@@ -155,10 +155,14 @@ class BondValenceTable:
 
 @cache
 def _brese_okeeffe() -> dict:
-    import pymatgen.analysis.bond_valence as bv
+    import pymatgen.core
     from monty.serialization import loadfn
 
-    return loadfn(Path(bv.__file__).parent / "bvparam_1991.yaml")
+    # pymatgen moved its analysis.bond_valence module to core; the data file sits beside it
+    for folder in (Path(pymatgen.core.__file__).parent, Path(pymatgen.core.__file__).parent.parent / "analysis"):
+        if (folder / "bvparam_1991.yaml").exists():
+            return loadfn(folder / "bvparam_1991.yaml")
+    return {}
 
 
 @cache

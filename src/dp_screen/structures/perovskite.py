@@ -24,7 +24,6 @@ from functools import cache
 import numpy as np
 from pymatgen.core import Lattice, Species, Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-from scipy.optimize import minimize
 
 from dp_screen.errors import DPScreenError, InputError
 from dp_screen.structures.bond_valence import BondValenceTable, bond_valence_table
@@ -101,7 +100,13 @@ class BuiltStructure:
     tilt_angles: list[float]
     bond_lengths: dict[str, float]
     bv_parameters: list[dict] = field(default_factory=list)
-    supercell_40: Structure | None = None
+    cell40: tuple[np.ndarray, np.ndarray, list] | None = None  # positions, cell diagonal, species of the 2x2x2 cell
+
+    @property
+    def supercell_40(self) -> Structure:
+        """The 40-atom 2x2x2 pseudo-cubic construction cell."""
+        pos, cell, species = self.cell40
+        return Structure(Lattice(np.diag(cell)), species, pos, coords_are_cartesian=True)
 
     @property
     def volume_per_fu(self) -> float:
@@ -139,7 +144,7 @@ def _sign(sense: str, axis: int, i: int, j: int, k: int) -> int:
     return (-1) ** sum(other)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # hashed by identity: one cached instance per (ordering, tilt)
 class _Template:
     """Everything of the 40-atom construction that does not depend on the free parameters."""
 
@@ -186,64 +191,109 @@ def _template(ordering: str, tilt: str) -> _Template:
     )  # fmt: skip
 
 
-def _geometry(t: _Template, d_b: float, d_b2: float, amps_rad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cartesian positions (40, 3) and the diagonal of the 2x2x2 cell for given parameters."""
-    w_axis = np.array([amps_rad[g] if g >= 0 else 0.0 for g in t.groups])
-    w = t.signs * w_axis  # (4, 3) rotation vector per B-species octahedron
-    theta = np.array([math.hypot(*[w_axis[b] for b in range(3) if b != a]) for a in range(3)])
+def _geometry(t: _Template, d_b: np.ndarray, d_b2: np.ndarray, amps_deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cartesian positions (S, 40, 3) and the diagonal of the 2x2x2 cell (S, 3) for S parameter sets.
+
+    ``d_b``, ``d_b2``: (S,) bond lengths; ``amps_deg``: (S, n_amplitudes) tilt amplitudes in degrees.
+    """
+    d_b, d_b2 = np.asarray(d_b, dtype=float), np.asarray(d_b2, dtype=float)
+    n_set = d_b.shape[0]
+    amps = np.radians(np.asarray(amps_deg, dtype=float).reshape(n_set, -1))
+    w_axis = np.zeros((n_set, 3))
+    for axis, g in enumerate(t.groups):
+        if g >= 0:
+            w_axis[:, axis] = amps[:, g]
+    sq = w_axis**2
+    theta = np.sqrt(np.maximum(sq.sum(axis=1, keepdims=True) - sq, 0.0))  # (S, 3): |w x e| along x, y, z
     sin_t, cos_t = np.sin(theta), np.cos(theta)
-    spacing = d_b * cos_t + np.sqrt(np.maximum(d_b2**2 - (d_b * sin_t) ** 2, 1e-6))
-    a_pos = (t.a_sites + 0.5) * spacing
-    b_pos = t.b_sites * spacing
+    spacing = d_b[:, None] * cos_t + np.sqrt(np.maximum(d_b2[:, None] ** 2 - (d_b[:, None] * sin_t) ** 2, 1e-6))
+    a_pos = (t.a_sites + 0.5)[None] * spacing[:, None, :]
+    b_pos = t.b_sites[None] * spacing[:, None, :]
     e = np.eye(3)[t.x_axis] * t.x_sigma[:, None]  # (24, 3) bond directions
-    perp = np.cross(w[t.x_owner], e)
-    norm = np.linalg.norm(perp, axis=1)
-    safe = np.where(norm > 1e-12, norm, 1.0)
-    perp_unit = perp / safe[:, None]
-    th = theta[t.x_axis]
-    x_pos = b_pos[t.x_owner] + d_b * (np.cos(th)[:, None] * e + np.sin(th)[:, None] * perp_unit)
-    return np.vstack([a_pos, b_pos, x_pos]), 2.0 * spacing
+    w = t.signs[None] * w_axis[:, None, :]  # (S, 4, 3) rotation vector of each B octahedron
+    perp = np.cross(w[:, t.x_owner], e[None])  # (S, 24, 3)
+    norm = np.linalg.norm(perp, axis=2, keepdims=True)
+    perp_unit = perp / np.where(norm > 1e-12, norm, 1.0)
+    th = theta[:, t.x_axis][..., None]
+    x_pos = b_pos[:, t.x_owner] + d_b[:, None, None] * (np.cos(th) * e[None] + np.sin(th) * perp_unit)
+    return np.concatenate([a_pos, b_pos, x_pos], axis=1), 2.0 * spacing
 
 
-class _GIIModel:
-    """Fast GII of the construction: a fixed list of cation-anion pairs and their bond-valence parameters."""
+@cache
+def _pairs(t: _Template) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Bonded cation-anion pairs (cation, anion, image) of the construction, and the (P, 40)
+    incidence matrix that turns bond valences into site sums. The same for every composition of a template."""
+    pos, cell = _geometry(t, np.array([1.0]), np.array([1.0]), np.zeros((1, 3)))
+    pos, cell = pos[0], cell[0]
+    roles = t.species_roles
+    cations = [i for i, r in enumerate(roles) if r != "X"]
+    anions = np.array([i for i, r in enumerate(roles) if r == "X"])
+    ci, ai, img = [], [], []
+    for c in cations:
+        for n in itertools.product((-1, 0, 1), repeat=3):
+            d = np.linalg.norm(pos[anions] + np.array(n) * cell - pos[c], axis=1)
+            # first coordination shells only (A-X12, B-X6): second-shell bonds (2.24 and 2.45 units away) carry
+            # < 0.01 v.u. even at the largest tilts, as in SPuDS
+            for a in anions[d < 1.75]:  # the B-B spacing is 2.0 for unit bond lengths
+                ci.append(c)
+                ai.append(a)
+                img.append(n)
+    ci, ai = np.array(ci), np.array(ai)
+    incidence = np.zeros((len(ci), len(roles)))
+    incidence[np.arange(len(ci)), ci] = 1.0
+    incidence[np.arange(len(ci)), ai] = 1.0
+    return ci, ai, np.array(img, dtype=float), incidence
 
-    def __init__(self, t: _Template, species: SiteSpeciesSet, table: BondValenceTable, d0: tuple[float, float]):
-        self.t = t
-        role_species = {"A": species.A, "A2": species.A2, "B": species.B, "B2": species.B2, "X": species.X}
-        self.formal = np.array([abs(role_species[r][1]) for r in t.species_roles], dtype=float)
-        pos, cell = _geometry(t, *d0, np.zeros(3))
-        cations = np.array([i for i, r in enumerate(t.species_roles) if r != "X"])
-        anions = np.array([i for i, r in enumerate(t.species_roles) if r == "X"])
-        images = np.array(list(itertools.product((-1, 0, 1), repeat=3)), dtype=float)
-        cutoff = 1.3 * float(cell.mean()) / 2
-        ci, ai, img = [], [], []
-        for c in cations:
-            for n in images:
-                d = np.linalg.norm(pos[anions] + n * cell - pos[c], axis=1)
-                for a in anions[d < cutoff]:
-                    ci.append(c)
-                    ai.append(a)
-                    img.append(n)
-        self.ci, self.ai, self.img = np.array(ci), np.array(ai), np.array(img)
-        self.params = {}
-        r0, b = [], []
-        for c in self.ci:
-            el, q = role_species[t.species_roles[c]]
-            key = (el, q, species.X[0], species.X[1])
-            if key not in self.params:
-                self.params[key] = table.lookup(*key)
-            r0.append(self.params[key].r0)
-            b.append(self.params[key].b)
-        self.r0, self.b = np.array(r0), np.array(b)
-        self.n = len(t.species_roles)
 
-    def gii(self, d_b: float, d_b2: float, amps_rad: np.ndarray) -> float:
-        pos, cell = _geometry(self.t, d_b, d_b2, amps_rad)
-        vec = pos[self.ai] + self.img * cell - pos[self.ci]
-        s = np.exp((self.r0 - np.sqrt(np.einsum("ij,ij->i", vec, vec))) / self.b)
-        v = np.bincount(self.ci, s, self.n) + np.bincount(self.ai, s, self.n)
-        return float(np.sqrt(np.mean((v - self.formal) ** 2)))
+def _residuals(t: _Template, x: np.ndarray, r0: np.ndarray, b: np.ndarray, formal: np.ndarray, fixed: bool) -> np.ndarray:
+    """Bond-valence-sum residuals V_i - |v_i| (S, 40) for parameter rows x (S, m)."""
+    ci, ai, img, incidence = _pairs(t)
+    d_b = x[:, 0]
+    d_b2 = x[:, 0] if fixed else x[:, 1]
+    amps = x[:, 1:] if fixed else x[:, 2:]
+    pos, cell = _geometry(t, d_b, d_b2, amps)
+    vec = pos[:, ai] + img[None] * cell[:, None, :] - pos[:, ci]
+    dist = np.sqrt(np.einsum("spk,spk->sp", vec, vec))
+    return np.exp((r0 - dist) / b) @ incidence - formal
+
+
+def _least_squares_batch(t, x0, lo, hi, r0, b, formal, fixed, max_iter=80) -> np.ndarray:
+    """Bounded Levenberg-Marquardt on many compositions at once (the GII is the rms of the residuals)."""
+    x = x0.copy()
+    n, m = x.shape
+    lam = np.full(n, 1e-3)
+    steps = np.where(np.arange(m) < (1 if fixed else 2), 1e-5, 1e-3)  # Angstrom for lengths, degrees for tilts
+    f = (_residuals(t, x, r0, b, formal, fixed) ** 2).sum(axis=1)
+    active = np.ones(n, dtype=bool)
+    eye = np.eye(m)
+    for _ in range(max_iter):
+        idx = np.flatnonzero(active)
+        if idx.size == 0:
+            break
+        xa = x[idx]
+        probes = np.concatenate([xa[:, None, :], xa[:, None, :] + np.diag(steps)[None]], axis=1)  # (k, m+1, m)
+
+        def rep(arr, idx=idx):
+            return np.repeat(arr[idx], m + 1, axis=0)
+
+        res = _residuals(t, probes.reshape(-1, m), rep(r0), rep(b), rep(formal), fixed).reshape(idx.size, m + 1, -1)
+        r = res[:, 0]
+        jac = (res[:, 1:] - r[:, None]) / steps[None, :, None]  # (k, m, 40)
+        grad = np.einsum("kmi,ki->km", jac, r)
+        hess = np.einsum("kmi,kni->kmn", jac, jac)
+        diag = np.diagonal(hess, axis1=1, axis2=2)
+        damped = hess + lam[idx, None, None] * eye[None] * (diag[:, :, None] + 1e-9)
+        step = -np.linalg.solve(damped, grad[..., None])[..., 0]
+        trial = np.clip(xa + step, lo[idx], hi[idx])
+        f_trial = (_residuals(t, trial, r0[idx], b[idx], formal[idx], fixed) ** 2).sum(axis=1)
+        better = f_trial < f[idx]
+        moved = np.abs(trial - xa).max(axis=1)
+        x[idx[better]] = trial[better]
+        f[idx[better]] = f_trial[better]
+        lam[idx] = np.where(better, lam[idx] / 3.0, lam[idx] * 5.0)
+        done = (better & (moved < 1e-6)) | (lam[idx] > 1e8)
+        active[idx[done]] = False
+    return x
 
 
 def _ideal_lengths(species: SiteSpeciesSet, table: BondValenceTable) -> tuple[float, float]:
@@ -263,22 +313,187 @@ def _check_ordering(species: SiteSpeciesSet, ordering: str) -> None:
         )
 
 
+def _role_species(species: SiteSpeciesSet) -> dict[str, tuple[str, int]]:
+    return {"A": species.A, "A2": species.A2, "B": species.B, "B2": species.B2, "X": species.X}
+
+
 def _structure(t: _Template, species: SiteSpeciesSet, pos: np.ndarray, cell: np.ndarray) -> Structure:
-    role_species = {"A": species.A, "A2": species.A2, "B": species.B, "B2": species.B2, "X": species.X}
-    sp = [Species(*role_species[r]) for r in t.species_roles]
-    return Structure(Lattice(np.diag(cell)), sp, pos, coords_are_cartesian=True)
+    roles = _role_species(species)
+    return Structure(
+        Lattice(np.diag(cell)), [Species(*roles[r]) for r in t.species_roles], pos, coords_are_cartesian=True
+    )
 
 
-def _verify(structure: Structure, species: SiteSpeciesSet, ordering: str, tilt: str) -> tuple[int, int | None, Structure]:
+@dataclass(frozen=True, eq=False)
+class _SymmetryReference:
+    """spglib's analysis of one (ordering, tilt, species pattern), reused for every composition of that pattern."""
+
+    number: int
+    rotations: np.ndarray  # (n_ops, 3, 3) in fractions of the 2x2x2 cell
+    translations: np.ndarray  # (n_ops, 3)
+    permutations: np.ndarray  # (n_ops, 40): where each op sends each atom
+    to_primitive: np.ndarray  # (3, 3): primitive lattice = to_primitive @ diag(cell)
+    primitive_atoms: np.ndarray  # indices of the 40-atom cell that make up the primitive cell
+
+
+def _codes(t: _Template, species: SiteSpeciesSet) -> tuple[int, ...]:
+    roles = _role_species(species)
+    codes_of: dict[tuple[str, int], int] = {}
+    return tuple(codes_of.setdefault(roles[r], len(codes_of) + 1) for r in t.species_roles)
+
+
+@cache
+def _symmetry_reference(t: _Template, codes: tuple[int, ...]) -> _SymmetryReference:
+    """Run spglib on a generic member of the family (distinct bond lengths where species differ, distinct tilts)."""
+    import spglib
+
+    n_amp = len({g for g in t.groups if g >= 0})
+    same_b = codes[8] == codes[12]  # first B and first B' site
+    d_b, d_b2 = 2.0, 2.0 if same_b else 2.13
+    amps = np.array([[9.0, 6.5, 4.0][:n_amp]])
+    pos, cell = _geometry(t, np.array([d_b]), np.array([d_b2]), amps)
+    pos, cell = pos[0], cell[0]
+    frac = pos / cell
+    spg_cell = (np.diag(cell), frac, list(codes))
+    data = spglib.get_symmetry_dataset(spg_cell, symprec=SYMPREC)
+    rot, trans = np.array(data.rotations, dtype=float), np.array(data.translations)
+    moved = np.einsum("oij,nj->oni", rot, frac) + trans[:, None, :]
+    diff = moved[:, :, None, :] - frac[None, None, :, :]
+    diff -= np.round(diff)
+    perm = np.argmin(np.linalg.norm(diff * cell, axis=3), axis=2)
+    p_lat, _, _ = spglib.standardize_cell(spg_cell, to_primitive=True, no_idealize=True, symprec=SYMPREC)
+    to_prim = np.asarray(p_lat) @ np.diag(1.0 / cell)
+    # the 40-atom cell's atoms that are distinct modulo the primitive lattice
+    prim_frac = pos @ np.linalg.inv(to_prim @ np.diag(cell))
+    keep: list[int] = []
+    for i, f in enumerate(prim_frac):
+        if not any(np.allclose(((f - prim_frac[j]) + 0.5) % 1.0 - 0.5, 0.0, atol=1e-4) for j in keep):
+            keep.append(i)
+    return _SymmetryReference(int(data.number), rot, trans, perm, to_prim, np.array(keep))
+
+
+def _verify_and_reduce(t, species, pos, cell, ordering, tilt, full_check=False):
+    """Space group of a structure, checked against the tilt table, and its primitive cell.
+
+    spglib analyses each (ordering, tilt, species pattern) once (its symmetry costs ~35 ms for a cubic metric);
+    every structure is then checked to carry every one of those operations (the bounds on bond lengths and tilt
+    amplitudes keep it from gaining more). ``full_check`` also runs spglib on the structure itself.
+    Returns (space group number, expected number, primitive Structure, (positions, cell, species) of the 40 atoms).
+    """
+    codes = _codes(t, species)
+    ref = _symmetry_reference(t, codes)
     expected = expected_space_group(ordering, tilt, species.same_a, species.same_b)
-    sga = SpacegroupAnalyzer(structure, symprec=SYMPREC, angle_tolerance=0.5)
-    number = sga.get_space_group_number()
+    frac = pos / cell
+    moved = np.einsum("oij,nj->oni", ref.rotations, frac) + ref.translations[:, None, :]
+    diff = moved - frac[ref.permutations]
+    diff -= np.round(diff)
+    worst = float(np.abs(diff * cell).max()) if len(diff) else 0.0
+    number = ref.number
+    if full_check or worst > 10 * SYMPREC:
+        import spglib
+
+        number = int(spglib.get_symmetry_dataset((np.diag(cell), frac, list(codes)), symprec=SYMPREC).number)
     if expected is not None and number != expected:
         raise SymmetryError(
             f"{species.formula} {ordering} {tilt}: spglib finds space group {number}, the tilt table gives {expected}"
         )
-    primitive = sga.find_primitive()
-    return number, expected, primitive
+    roles = _role_species(species)
+    sp = [Species(*roles[r]) for r in t.species_roles]
+    prim_lat = ref.to_primitive @ np.diag(cell)
+    prim_frac = pos[ref.primitive_atoms] @ np.linalg.inv(prim_lat)
+    primitive = Structure(Lattice(prim_lat), [sp[i] for i in ref.primitive_atoms], prim_frac % 1.0)
+    return number, expected, primitive, (pos, cell, sp)
+
+
+def build_bvm_structures(
+    species_list: list[SiteSpeciesSet],
+    ordering: str = "rocksalt",
+    tilt: str = "a0a0a0",
+    fixed_midpoint: bool = False,
+    table: BondValenceTable | None = None,
+) -> list[BuiltStructure | DPScreenError]:
+    """Build the bond-valence structures of many compositions with one ordering and tilt system, all at once.
+
+    The optimisation runs vectorised over the whole list (the cost per structure falls with the batch size). A
+    composition that cannot be built (no bond-valence parameters, wrong ordering, symmetry mismatch) gets its
+    error in its place in the returned list; the others are built.
+    """
+    table = table or bond_valence_table()
+    expected_space_group(ordering, tilt, False, False)  # validates ordering and tilt once for everyone
+    t = _template(ordering, tilt)
+    ci = _pairs(t)[0]
+    n_amp = len({g for g in t.groups if g >= 0})
+    out: list[BuiltStructure | DPScreenError | None] = [None] * len(species_list)
+    rows, r0s, bs, formals, d0s, bv_used = [], [], [], [], [], []
+    for n, species in enumerate(species_list):
+        try:
+            species.check_balance()
+            _check_ordering(species, ordering)
+            roles = _role_species(species)
+            params = {}
+            for role in ("A", "A2", "B", "B2"):
+                key = (*roles[role], *species.X)
+                if key not in params:
+                    params[key] = table.lookup(*key)
+            keys = [(*roles[t.species_roles[c]], *species.X) for c in ci]
+            r0s.append([params[k].r0 for k in keys])
+            bs.append([params[k].b for k in keys])
+            formals.append([abs(roles[r][1]) for r in t.species_roles])
+            d0s.append(_ideal_lengths(species, table))
+            bv_used.append([p.as_dict() for p in params.values()])
+            rows.append(n)
+        except DPScreenError as exc:
+            out[n] = exc
+    if not rows:
+        return out  # type: ignore[return-value]
+    r0, b, formal, d0 = (np.array(v, dtype=float) for v in (r0s, bs, formals, d0s))
+    n_rows = len(rows)
+    start = np.tile([START_TILT_DEG - 2.0 * k for k in range(n_amp)], (n_rows, 1))
+    amp_lo, amp_hi = np.full((n_rows, n_amp), 0.5), np.full((n_rows, n_amp), MAX_TILT_DEG)
+    if fixed_midpoint:
+        x0 = np.column_stack([d0.mean(axis=1), start])
+        lo = np.column_stack([0.7 * d0.min(axis=1), amp_lo])
+        hi = np.column_stack([1.3 * d0.max(axis=1), amp_hi])
+    else:
+        x0 = np.column_stack([d0, start])
+        lo = np.column_stack([0.7 * d0, amp_lo])
+        hi = np.column_stack([1.3 * d0, amp_hi])
+    x = _least_squares_batch(t, x0, lo, hi, r0, b, formal, fixed_midpoint)
+    k0 = 1 if fixed_midpoint else 2
+    if n_amp > 1:
+        # GII may drive two distinct letters (b != c) to equal amplitudes, which is another tilt system:
+        # keep them at least MIN_LETTER_SPLIT_DEG apart
+        for row in x:
+            amps = row[k0:]
+            order = np.argsort(-amps)
+            for hi_i, lo_i in itertools.pairwise(order):
+                if amps[hi_i] - amps[lo_i] < MIN_LETTER_SPLIT_DEG:
+                    amps[lo_i] = max(amps[hi_i] - MIN_LETTER_SPLIT_DEG, 0.5)
+    if not fixed_midpoint:
+        # B = B': the optimum is symmetric; remove the finite-difference asymmetry so the symmetry is exact
+        same_b = np.array([species_list[n].same_b for n in rows])
+        x[same_b, 0] = x[same_b, 1] = x[same_b, :2].mean(axis=1)
+    gii = np.sqrt((_residuals(t, x, r0, b, formal, fixed_midpoint) ** 2).mean(axis=1))
+    d_b = x[:, 0]
+    d_b2 = x[:, 0] if fixed_midpoint else x[:, 1]
+    pos, cell = _geometry(t, d_b, d_b2, x[:, k0:])
+    for j, n in enumerate(rows):
+        species = species_list[n]
+        try:
+            number, expected, primitive, big = _verify_and_reduce(t, species, pos[j], cell[j], ordering, tilt)
+        except DPScreenError as exc:
+            out[n] = exc
+            continue
+        amps = x[j, k0:]
+        out[n] = BuiltStructure(
+            structure=primitive, species=species, ordering=ordering, tilt=tilt,
+            method="bvm-fixed-midpoint" if fixed_midpoint else "bvm", space_group=number,
+            space_group_expected=expected, gii=float(gii[j]),
+            tilt_angles=[float(amps[g]) if g >= 0 else 0.0 for g in t.groups],
+            bond_lengths={"B-X": float(d_b[j]), "B'-X": float(d_b2[j])}, bv_parameters=bv_used[j],
+            cell40=big,
+        )  # fmt: skip
+    return out  # type: ignore[return-value]
 
 
 def build_bvm_structure(
@@ -291,57 +506,13 @@ def build_bvm_structure(
     """Build the bond-valence starting structure of one composition, ordering and tilt system.
 
     The octahedron sizes (and, for tilted systems, the tilt amplitudes) minimise the GII. ``fixed_midpoint``
-    forces d_B = d_B' (X midway between B and B', the Sutton group's original cubic model).
+    forces d_B = d_B' (X midway between B and B', the Sutton group's original cubic model). Raises the
+    composition's error (InputError, SymmetryError) if it cannot be built.
     """
-    species.check_balance()
-    _check_ordering(species, ordering)
-    expected_space_group(ordering, tilt, species.same_a, species.same_b)  # validates the tilt for the ordering
-    table = table or bond_valence_table()
-    t = _template(ordering, tilt)
-    d0 = _ideal_lengths(species, table)
-    model = _GIIModel(t, species, table, d0)
-    n_amp = len({g for g in t.groups if g >= 0})
-    start_amps = [START_TILT_DEG - 2.0 * n for n in range(n_amp)]  # distinct letters start apart
-
-    def unpack(x: np.ndarray) -> tuple[float, float, np.ndarray]:
-        d_b = x[0]
-        d_b2 = x[0] if fixed_midpoint else x[1]
-        amps = np.radians(np.concatenate([x[1 if fixed_midpoint else 2 :], np.zeros(3)]))
-        return d_b, d_b2, amps
-
-    if fixed_midpoint:
-        x0 = [0.5 * (d0[0] + d0[1])] + start_amps
-        bounds = [(0.7 * min(d0), 1.3 * max(d0))] + [(0.0, MAX_TILT_DEG)] * n_amp
-    else:
-        x0 = [d0[0], d0[1]] + start_amps
-        bounds = [(0.7 * d0[0], 1.3 * d0[0]), (0.7 * d0[1], 1.3 * d0[1])] + [(0.0, MAX_TILT_DEG)] * n_amp
-    result = minimize(lambda x: model.gii(*unpack(x)), np.array(x0), method="L-BFGS-B", bounds=bounds,
-                      options={"maxiter": 200})  # fmt: skip
-    x = result.x.copy()
-    amp_slice = slice(1 if fixed_midpoint else 2, None)
-    amps_deg = x[amp_slice]
-    if n_amp:
-        # a tilt system is defined by its non-zero tilts; GII can drive an amplitude to zero (or two distinct
-        # letters to equal values), which would be another tilt system: keep the minimum of the system asked for
-        amps_deg = np.maximum(amps_deg, 0.5)
-        if n_amp > 1:
-            order = np.argsort(-amps_deg)
-            for hi, lo in itertools.pairwise(order):
-                if amps_deg[hi] - amps_deg[lo] < MIN_LETTER_SPLIT_DEG:
-                    amps_deg[lo] = max(amps_deg[hi] - MIN_LETTER_SPLIT_DEG, 0.5)
-        x[amp_slice] = amps_deg
-    d_b, d_b2, amps = unpack(x)
-    gii = model.gii(d_b, d_b2, amps)
-    pos, cell = _geometry(t, d_b, d_b2, amps)
-    big = _structure(t, species, pos, cell)
-    number, expected, primitive = _verify(big, species, ordering, tilt)
-    tilt_angles = [float(np.degrees(amps[g])) if g >= 0 else 0.0 for g in t.groups]
-    return BuiltStructure(
-        structure=primitive, species=species, ordering=ordering, tilt=tilt,
-        method="bvm-fixed-midpoint" if fixed_midpoint else "bvm", space_group=number, space_group_expected=expected,
-        gii=gii, tilt_angles=tilt_angles, bond_lengths={"B-X": float(d_b), "B'-X": float(d_b2)},
-        bv_parameters=[p.as_dict() for p in model.params.values()], supercell_40=big,
-    )  # fmt: skip
+    (result,) = build_bvm_structures([species], ordering, tilt, fixed_midpoint, table)
+    if isinstance(result, DPScreenError):
+        raise result
+    return result
 
 
 def sutton_cell(built: BuiltStructure) -> Structure:
@@ -354,33 +525,38 @@ def sutton_cell(built: BuiltStructure) -> Structure:
 def build_dls_structure(
     species: SiteSpeciesSet, ordering: str = "rocksalt", tilt: str = "a0a0a0", prototype_tilt_deg: float = 8.0
 ) -> BuiltStructure:
-    """DLS starting structure: a prototype of the ordering and tilt with the composition's ions substituted,
-    rescaled isotropically with pymatgen's DLSVolumePredictor (Chu et al. 2018).
+    """DLS starting structure: a double-perovskite prototype of the ordering and tilt with the composition's ions
+    substituted, rescaled isotropically with pymatgen's DLSVolumePredictor (Chu et al. 2018).
 
-    The prototype has equal B-X and B'-X lengths (2.0 A) and tilts of ``prototype_tilt_deg`` (distinct letters
-    2 degrees apart), built with the same construction as the bond-valence cells.
+    The prototype's B-X and B'-X lengths are sums of Shannon radii (so B and B' keep their size ratio) and its tilts
+    are ``prototype_tilt_deg`` (distinct letters 2 degrees apart); DLS then sets the overall scale.
     """
     from pymatgen.analysis.structure_prediction.volume_predictor import DLSVolumePredictor
+
+    from dp_screen.chemistry.site_tables import shannon_radius
+    from dp_screen.structures.bond_valence import global_instability_index
 
     species.check_balance()
     _check_ordering(species, ordering)
     expected_space_group(ordering, tilt, species.same_a, species.same_b)
     t = _template(ordering, tilt)
     n_amp = len({g for g in t.groups if g >= 0})
-    amps = np.radians(np.array([prototype_tilt_deg - 2.0 * n for n in range(n_amp)] + [0.0] * 3))
-    pos, cell = _geometry(t, 2.0, 2.0, amps)
-    prototype = _structure(t, species, pos, cell)
+    r_x = shannon_radius(*species.X, 6)[0]
+    d_b = shannon_radius(*species.B, 6)[0] + r_x
+    d_b2 = shannon_radius(*species.B2, 6)[0] + r_x
+    amps = np.array([[prototype_tilt_deg - 2.0 * n for n in range(n_amp)]])
+    pos, cell = _geometry(t, np.array([d_b]), np.array([d_b2]), amps)
+    prototype = _structure(t, species, pos[0], cell[0])
     scaled = DLSVolumePredictor().get_predicted_structure(prototype)
-    number, expected, primitive = _verify(scaled, species, ordering, tilt)
-    try:
-        from dp_screen.structures.bond_valence import global_instability_index
-
-        gii = global_instability_index(primitive)
-    except InputError:
-        gii = float("nan")
     scale = (scaled.volume / prototype.volume) ** (1 / 3)
+    number, expected, primitive, big = _verify_and_reduce(t, species, pos[0] * scale, cell[0] * scale, ordering, tilt)
+    try:
+        gii = global_instability_index(primitive)
+    except InputError:  # no bond-valence parameters: DLS does not need them
+        gii = float("nan")
     return BuiltStructure(
         structure=primitive, species=species, ordering=ordering, tilt=tilt, method="dls", space_group=number,
-        space_group_expected=expected, gii=gii, tilt_angles=[float(np.degrees(amps[g])) if g >= 0 else 0.0 for g in t.groups],
-        bond_lengths={"B-X": 2.0 * scale, "B'-X": 2.0 * scale}, supercell_40=scaled,
+        space_group_expected=expected, gii=gii,
+        tilt_angles=[float(amps[0, g]) if g >= 0 else 0.0 for g in t.groups],
+        bond_lengths={"B-X": d_b * scale, "B'-X": d_b2 * scale}, cell40=big,
     )  # fmt: skip
