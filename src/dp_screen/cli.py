@@ -108,18 +108,23 @@ def _split(value: str | None) -> list[str] | None:
 @click.option("--anions", default=None, help="Comma-separated X elements to keep, e.g. O,F (default: all).")
 @click.option("--same-a/--no-same-a", default=True, show_default=True, help="Allow A = A'.")
 @click.option("--same-b/--no-same-b", default=True, show_default=True, help="Allow B = B'.")
+@click.option("--bv-filter", type=click.Choice(["exact", "any"]), default=None,
+              help="Keep only compositions whose every cation-anion pair has bond-valence parameters: 'exact' "
+                   "(an exact-valence row of bvparm2020) or 'any' (with the unspecified-valence and Brese & "
+                   "O'Keeffe fallbacks). Default: no filter.")
 @click.option("--dry-run", is_flag=True, help="Count only; do not touch the store.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--chunk-size", default=5000, show_default=True, type=click.IntRange(min=1),
               help="Documents per bulk write.")
 @click.pass_context
-def enumerate_cmd(ctx, table, anions, same_a, same_b, dry_run, as_json, chunk_size) -> None:  # noqa: PLR0913
+def enumerate_cmd(ctx, table, anions, same_a, same_b, bv_filter, dry_run, as_json, chunk_size) -> None:  # noqa: PLR0913
     """Enumerate every charge-balanced AA'BB'X6 composition (with descriptors) into the store."""
     from dp_screen.chemistry.composition_space import summarize
     from dp_screen.jobs.enumerate import EnumerationSettings, enumerate_table, write_compositions
 
     settings = EnumerationSettings(
-        table=str(table) if table else None, anions=_split(anions), allow_same_a=same_a, allow_same_b=same_b
+        table=str(table) if table else None, anions=_split(anions), allow_same_a=same_a, allow_same_b=same_b,
+        bv_filter=bv_filter,
     )
     if dry_run:
         _, df = enumerate_table(settings)
@@ -191,6 +196,110 @@ def descriptors_cmd(input_path: Path, output_path: Path, table: Path | None) -> 
     click.echo(f"wrote {output_path}: {len(out) - len(bad)} compositions with descriptors, {len(bad)} rejected")
     if len(bad):
         sys.exit(1)
+
+
+# ------------------------------------------------------------------------------------------------------------ build
+def resolve_formula(formula: str):
+    """Species (SiteSpeciesSet) and descriptor row of a formula such as Cs2AgBiCl6 or Sr2Fe3+Mo5+O6."""
+    import pandas as pd
+
+    from dp_screen.chemistry.site_tables import load_site_table
+    from dp_screen.chemistry.user_compositions import descriptors_for_table, parse_formula
+    from dp_screen.structures.perovskite import SiteSpeciesSet
+
+    elements, states = parse_formula(formula)
+    row = {c: e for c, e in zip(("A", "A2", "B", "B2", "X"), elements, strict=True)}
+    row |= {c: ("" if q is None else str(q)) for c, q in zip(("nA", "nA2", "nB", "nB2", "nX"), states, strict=True)}
+    out = descriptors_for_table(pd.DataFrame([row]), load_site_table()).iloc[0]
+    if out["error"]:
+        raise InputError(out["error"].replace("row 1", f"formula {formula!r}", 1))
+    return SiteSpeciesSet.from_row(out), out
+
+
+@cli.command("build")
+@click.option("--formula", required=True, help="AA'BB'X6 formula in site order, e.g. Cs2AgBiCl6 or Sr2Fe3+Mo5+O6.")
+@click.option("--ordering", type=click.Choice(["rocksalt", "layered", "rocksalt-A"]), default=None,
+              help="Cation ordering (default: expected from the descriptors).")
+@click.option("--tilt", default="a0a0a0", show_default=True, help="Glazer tilt system, e.g. a0a0c-, a+b-b-.")
+@click.option("--method", type=click.Choice(["bvm", "dls"]), default="bvm", show_default=True)
+@click.option("--fixed-midpoint", is_flag=True, help="BVM with X fixed midway between B and B' (for comparison).")
+@click.option("--cell", type=click.Choice(["conventional", "primitive", "sutton"]), default="conventional",
+              show_default=True, help="Cell written to --out (sutton: the 10-atom fcc cell, untilted only).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="CIF file to write.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def build_cmd(formula, ordering, tilt, method, fixed_midpoint, cell, out, as_json) -> None:  # noqa: PLR0913
+    """Build one starting structure and print its space group, lattice, volume, GII and tilt angles."""
+    from pymatgen.io.cif import CifWriter
+
+    from dp_screen.structures.perovskite import build_bvm_structure, build_dls_structure, sutton_cell
+
+    species, row = resolve_formula(formula)
+    ordering = ordering or row["expected_ordering"]
+    if method == "bvm":
+        built = build_bvm_structure(species, ordering, tilt, fixed_midpoint=fixed_midpoint)
+    else:
+        built = build_dls_structure(species, ordering, tilt)
+    summary = built.summary()
+    summary["composition_id"] = row["composition_id"]
+    if out:
+        structure = {"conventional": built.conventional, "primitive": lambda: built.structure,
+                     "sutton": lambda: sutton_cell(built)}[cell]()  # fmt: skip
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # the conventional cell is written with its symmetry; the others exactly as they are
+        CifWriter(structure, symprec=1e-3 if cell == "conventional" else None).write_file(out)
+        summary["structure_file"] = str(out)
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    lat = summary["lattice"]
+    click.echo(f"{summary['formula']} ({summary['composition_id']}), {ordering}, {tilt}, {summary['method']}")
+    click.echo(f"  space group {summary['space_group']}; a b c = {lat['a']} {lat['b']} {lat['c']} A; "
+               f"alpha beta gamma = {lat['alpha']} {lat['beta']} {lat['gamma']}")
+    click.echo(f"  volume/f.u. {summary['volume_per_fu']} A^3; GII {summary['gii']} v.u.; tilts {summary['tilt_angles']} deg")
+    if out:
+        click.echo(f"  wrote {out}")
+
+
+@cli.command("build-all")
+@click.option("--tilts", default=None, help="Comma-separated tilt systems, or 'all' (default: the default set).")
+@click.option("--method", "methods", multiple=True, type=click.Choice(["bvm", "dls"]), default=("bvm",),
+              show_default=True, help="Repeat for both.")
+@click.option("--ordering", type=click.Choice(["rocksalt", "layered", "rocksalt-A"]), default=None,
+              help="Force one ordering (default: each composition's expected ordering).")
+@click.option("--anions", default=None, help="Only compositions with these X (comma-separated).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N compositions (by id).")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_context
+def build_all_cmd(ctx, tilts, methods, ordering, anions, limit, chunk_size, as_json) -> None:  # noqa: PLR0913
+    """Build the starting structures of every composition in the store (chunked, resumable, with progress)."""
+    from tqdm import tqdm
+
+    from dp_screen.jobs.build import BuildSettings, build_structures_to_store
+
+    settings = BuildSettings(tilts=_split(tilts), methods=list(methods), ordering=ordering)
+    query = {"X": {"$in": _split(anions)}} if anions else None
+    bars: list[tqdm] = []
+
+    def on_total(n: int) -> None:
+        bars.append(tqdm(total=n, unit="struct", desc="building structures", file=sys.stderr, mininterval=0.5))
+
+    try:
+        summary = build_structures_to_store(
+            settings, _settings(ctx), query=query, limit=limit, chunk_size=chunk_size,
+            progress=lambda n: bars[0].update(n), on_total=on_total,
+        )  # fmt: skip
+    finally:
+        for bar in bars:
+            bar.close()
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        click.echo(
+            f"{summary['compositions']} compositions: {summary['built']} structures built, {summary['failed']} "
+            f"failed (reasons stored), {summary['skipped']} already stored; collection 'structures' holds "
+            f"{summary['stored_total']} documents ({summary['seconds']} s)"
+        )
 
 
 # --------------------------------------------------------------------------------------------------------------- main

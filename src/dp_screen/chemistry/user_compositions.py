@@ -9,6 +9,7 @@ wins; the others are reported as alternatives.
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -174,3 +175,42 @@ def descriptors_for_table(rows: pd.DataFrame, table: SiteTable) -> pd.DataFrame:
             merged[c] = merged[c].astype("Int64")  # stays integer next to the empty cells of rejected rows
     cols = ["row", *[c for c in merged.columns if c not in ("row", "error")], "error"]
     return merged.sort_values("row").reset_index(drop=True)[cols]
+
+
+_TOKEN = re.compile(r"([A-Z][a-z]?)(\d*[+-])?(\d*)")
+
+
+def parse_formula(text: str) -> tuple[tuple[str, str, str, str, str], tuple[int | None, ...]]:
+    """Split an AA'BB'X6 formula written in site order into the five positions, with optional oxidation states.
+
+    Accepted shapes: ``Cs2AgBiCl6`` (A2 B B' X6), ``NaLaFeWO6`` (A A' B B' X6), ``KLaMg2O6``-like (A A' B2 X6),
+    ``Ba2Mg2O6`` (A2 B2 X6); each element may carry a charge before its count: ``Sr2Fe3+Mo5+O6``, ``Cs+2Ag+Bi3+Cl-6``.
+    Write Na3AlF6 as ``Na2NaAlF6``. Returns (elements, states) with None for a state not given.
+    """
+    compact = text.replace(" ", "")
+    tokens, pos = [], 0
+    while pos < len(compact):
+        m = _TOKEN.match(compact, pos)
+        if not m or m.end() == pos:
+            raise InputError(f"cannot read formula {text!r} at {compact[pos:]!r}; expected e.g. Cs2AgBiCl6 or Sr2Fe3+Mo5+O6")
+        el, charge, count = m.groups()
+        if not Element.is_valid_symbol(el):
+            raise InputError(f"formula {text!r}: unknown element {el!r}; allowed: a chemical element symbol")
+        q = None
+        if charge:
+            magnitude = int(charge[:-1]) if charge[:-1] else 1
+            q = magnitude if charge[-1] == "+" else -magnitude
+        tokens.append((el, q, int(count) if count else 1))
+        pos = m.end()
+    counts = [c for _, _, c in tokens]
+    expand = {(2, 1, 1, 6): (0, 0, 1, 2, 3), (1, 1, 1, 1, 6): (0, 1, 2, 3, 4), (1, 1, 2, 6): (0, 1, 2, 2, 3),
+              (2, 2, 6): (0, 0, 1, 1, 2)}  # fmt: skip
+    if tuple(counts) not in expand:
+        raise InputError(
+            f"formula {text!r} is not an AA'BB'X6 formula in site order; allowed shapes: A2BB'X6 (Cs2AgBiCl6), "
+            f"AA'BB'X6 (NaLaFeWO6), AA'B2X6, A2B2X6"
+        )
+    picks = expand[tuple(counts)]
+    elements = tuple(tokens[i][0] for i in picks)
+    states = tuple(tokens[i][1] for i in picks)
+    return elements, states  # type: ignore[return-value]

@@ -14,6 +14,7 @@ from dp_screen.schemas.common import Provenance
 from dp_screen.schemas.composition import CompositionDoc
 from dp_screen.settings import DPScreenSettings
 from dp_screen.stores import open_store, upsert_documents
+from dp_screen.structures.bond_valence import bond_valence_coverage
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -35,12 +36,16 @@ class EnumerationSettings:
         Keep only these X elements (e.g. ["O", "F"]); None keeps all of the table's anions.
     allow_same_a, allow_same_b
         Allow A = A' (same species) and B = B'.
+    bv_filter
+        None, "exact" or "any": keep only compositions whose every cation-anion pair has bond-valence parameters
+        (see :func:`dp_screen.structures.bond_valence.bond_valence_coverage`).
     """
 
     table: str | None = None
     anions: list[str] | None = None
     allow_same_a: bool = True
     allow_same_b: bool = True
+    bv_filter: str | None = None
 
     def site_table(self) -> SiteTable:
         """The site table these settings select."""
@@ -49,13 +54,15 @@ class EnumerationSettings:
     def as_dict(self) -> dict:
         """Settings as a plain dict for provenance."""
         return {"table": self.table, "anions": self.anions, "allow_same_a": self.allow_same_a,
-                "allow_same_b": self.allow_same_b}  # fmt: skip
+                "allow_same_b": self.allow_same_b, "bv_filter": self.bv_filter}  # fmt: skip
 
 
 def enumerate_table(settings: EnumerationSettings) -> tuple[SiteTable, pd.DataFrame]:
     """The site table and the enumerated compositions (with descriptors) for these settings."""
     table = settings.site_table()
     df = enumerate_compositions(table, allow_same_a=settings.allow_same_a, allow_same_b=settings.allow_same_b)
+    if settings.bv_filter:
+        df = df[bond_valence_coverage(df, settings.bv_filter)].reset_index(drop=True)
     return table, df
 
 

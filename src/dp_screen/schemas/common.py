@@ -22,4 +22,5 @@ class Provenance(BaseModel):
     site_table: str | None = Field(None, description="Name of the site table used")
     site_table_sha256: str | None = Field(None, description="sha256 of the site table's canonical CSV")
     model_sha256: str | None = Field(None, description="sha256 of the MLIP model file, where one was used")
+    bv_table_sha256: str | None = Field(None, description="sha256 of the bond-valence parameter table, where used")
     settings: dict = Field(default_factory=dict, description="Settings of the step that produced the document")

@@ -210,3 +210,35 @@ def global_instability_index(structure: Structure, cutoff: float = 6.0, table: B
     sums = bond_valence_sums(structure, cutoff, table)
     formal = np.array([abs(q) for _, q in _site_species(structure)], dtype=float)
     return float(np.sqrt(np.mean((sums - formal) ** 2)))
+
+
+def bond_valence_coverage(df, mode: str = "exact") -> np.ndarray:
+    """Mask of compositions (rows with A, nA, A2, nA2, B, nB, B2, nB2, X, nX) whose every cation-anion pair has
+    bond-valence parameters: ``exact`` = an exact-valence row of the table; ``any`` = any lookup succeeds
+    (unspecified valence or Brese & O'Keeffe)."""
+    if mode not in ("exact", "any"):
+        raise InputError(f"unknown bond-valence filter {mode!r}; allowed: exact, any")
+    table = bond_valence_table()
+    known: dict[tuple, bool] = {}
+
+    def covered(el: str, q: int, x: str, qx: int) -> bool:
+        key = (el, q, x, qx)
+        if key not in known:
+            if mode == "exact":
+                known[key] = table.has_exact(*key)
+            else:
+                try:
+                    table.lookup(*key)
+                    known[key] = True
+                except InputError:
+                    known[key] = False
+        return known[key]
+
+    mask = np.ones(len(df), dtype=bool)
+    x, qx = df["X"].tolist(), df["nX"].tolist()
+    for el_col, q_col in (("A", "nA"), ("A2", "nA2"), ("B", "nB"), ("B2", "nB2")):
+        mask &= np.fromiter(
+            (covered(e, q, xe, xq) for e, q, xe, xq in zip(df[el_col].tolist(), df[q_col].tolist(), x, qx, strict=True)),
+            dtype=bool, count=len(df),
+        )  # fmt: skip
+    return mask

@@ -98,6 +98,7 @@ def expected_space_group(ordering: str, tilt: str, same_a: bool, same_b: bool) -
     if ordering not in SPACE_GROUPS:
         raise InputError(f"unknown ordering {ordering!r}; allowed: {', '.join(SPACE_GROUPS)}")
     table = SPACE_GROUPS[ordering]
+    parse_tilt(tilt)  # a malformed symbol gets its own message
     if tilt not in table:
         raise InputError(
             f"tilt system {tilt!r} is not available for ordering {ordering!r}; allowed: {', '.join(table)}"
