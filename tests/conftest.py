@@ -58,3 +58,38 @@ def small_table_path(tmp_path):
     path = tmp_path / "small_table.csv"
     path.write_text(SMALL_TABLE)
     return path
+
+
+def make_tiny_mace(path, atomic_numbers, seed=0, scale=1.0):
+    """A tiny random-weight MACE (ScaleShiftMACE with ZBL pair repulsion) saved with torch.save.
+
+    Not a physical potential: it gives smooth, repulsive-at-short-range energies and forces so that the relaxation
+    engine, the ASE path and the training machinery run on real MACE code.
+    """
+    os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    import mace  # noqa: F401  (before e3nn)
+    import numpy as np
+    import torch
+    from e3nn import o3
+    from mace import modules
+
+    torch.manual_seed(seed)
+    z = sorted(set(atomic_numbers))
+    block = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
+    model = modules.ScaleShiftMACE(
+        r_max=5.0, num_bessel=6, num_polynomial_cutoff=5, max_ell=2, interaction_cls=block,
+        interaction_cls_first=block, num_interactions=2, num_elements=len(z), hidden_irreps=o3.Irreps("8x0e"),
+        MLP_irreps=o3.Irreps("8x0e"), gate=torch.nn.functional.silu, atomic_energies=np.full(len(z), -2.0),
+        avg_num_neighbors=20.0, atomic_numbers=z, correlation=2, radial_type="bessel", atomic_inter_scale=scale,
+        atomic_inter_shift=0.0, pair_repulsion=True,
+    ).double()  # fmt: skip
+    torch.save(model, path)
+    return path
+
+
+TINY_ELEMENTS = [8, 9, 11, 13, 17, 20, 27, 38, 42, 47, 55, 56, 83]  # O F Na Al Cl Ca Co Sr Mo Ag Cs Ba Bi
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory):
+    return make_tiny_mace(tmp_path_factory.mktemp("models") / "tiny.model", TINY_ELEMENTS, seed=0, scale=1.0)

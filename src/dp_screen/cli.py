@@ -302,6 +302,131 @@ def build_all_cmd(ctx, tilts, methods, ordering, anions, limit, chunk_size, as_j
         )
 
 
+# ------------------------------------------------------------------------------------------------------------ relax
+def _relax_options(f):
+    for opt in reversed([
+        click.option("--model", default=None, help="Model file or foundation name (default: the packaged model)."),
+        click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto."),
+        click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True),
+        click.option("--fmax", type=float, default=0.05, show_default=True, help="Force convergence (eV/A)."),
+        click.option("--max-steps", type=click.IntRange(min=1), default=500, show_default=True),
+    ]):  # fmt: skip
+        f = opt(f)
+    return f
+
+
+@cli.command("relax")
+@_relax_options
+@click.option("--structure", "structure_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Relax this one file (CIF, POSCAR, ...) and print the result instead of the store's structures.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="With --structure: write the relaxed structure here (CIF).")
+@click.option("--anions", default=None, help="Only structures of compositions with these X (comma-separated).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N structures (by id).")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def relax_cmd(ctx, model, device, dtype, fmax, max_steps, structure_file, out, anions, limit, chunk_size, as_json):  # noqa: PLR0913
+    """Relax the stored starting structures (chunked, resumable) or one structure file."""
+    from dp_screen.mlip.relax import RelaxSettings
+
+    settings = RelaxSettings(fmax=fmax, max_steps=max_steps)
+    if structure_file is not None:
+        _relax_one(structure_file, out, model, device, dtype, settings, as_json)
+        return
+    from tqdm import tqdm
+
+    from dp_screen.jobs.relax import relax_store
+
+    query = {"formula": {"$regex": "(" + "|".join(f"{x}6$" for x in _split(anions)) + ")"}} if anions else None
+    bars: list[tqdm] = []
+
+    def on_total(n: int) -> None:
+        bars.append(tqdm(total=n, unit="struct", desc="relaxing", file=sys.stderr, mininterval=0.5))
+
+    try:
+        summary = relax_store(model, settings, _settings(ctx), query=query, limit=limit, chunk_size=chunk_size,
+                              device=None if device == "auto" else device, dtype=dtype,
+                              progress=lambda n: bars[0].update(n) if bars else None, on_total=on_total)  # fmt: skip
+    finally:
+        for bar in bars:
+            bar.close()
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    click.echo(
+        f"{summary['structures']} structures: {summary['relaxed']} relaxed ({summary['converged']} converged, "
+        f"{summary['failed']} failed), {summary['skipped']} already relaxed with this model; phase summaries of "
+        f"{summary['phase_summaries']} compositions updated; model {summary['model']['model_name']} "
+        f"({summary['model']['model_sha256'][:12]}) on {summary['model']['device']} ({summary['seconds']} s)"
+    )
+
+
+def _relax_one(path: Path, out: Path | None, model, device, dtype, settings, as_json: bool) -> None:
+    from pymatgen.core import Structure
+
+    from dp_screen.mlip.models import load_model
+    from dp_screen.mlip.relax import relax_structures
+    from dp_screen.structures.phases import space_groups
+
+    try:
+        structure = Structure.from_file(path)
+    except FileNotFoundError:
+        raise InputError(f"structure file {str(path)!r} does not exist") from None
+    except Exception as exc:  # noqa: BLE001 - pymatgen raises many kinds for unreadable files
+        raise InputError(f"cannot read structure file {str(path)!r}: {exc}") from None
+    loaded = load_model(model, device=None if device == "auto" else device, dtype=dtype)
+    (result,) = relax_structures([structure], loaded, settings)
+    summary = {**result.summary(), "formula": structure.composition.reduced_formula,
+               "space_groups": space_groups(result.structure), "model": loaded.provenance(),
+               "settings": settings.as_dict()}  # fmt: skip
+    if out:
+        from pymatgen.io.cif import CifWriter
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        CifWriter(result.structure).write_file(out)
+        summary["structure_file"] = str(out)
+    if as_json:
+        click.echo(json.dumps(summary, default=float))
+        return
+    state = "failed: " + result.reason if result.failed else ("converged" if result.converged else "NOT converged")
+    click.echo(f"{summary['formula']}: {state} after {result.n_steps} steps; E = {result.energy_per_atom:.4f} eV/atom; "
+               f"max force {result.max_force:.3f} eV/A; volume change {100 * summary['volume_change']:+.2f}%; "
+               f"space group {summary['space_groups']}")  # fmt: skip
+
+
+@cli.command("finetune")
+@click.option("--data", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Labelled structures, extended XYZ with REF_energy, REF_forces (and REF_stress).")
+@click.option("--foundation", default=None, help="Foundation model: name (network) or local file; omit to train from scratch.")
+@click.option("--test", "test_file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Test set (extxyz).")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--lr", type=float, default=0.01, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--e0s", default="average", show_default=True, help="average or foundation.")
+@click.option("--multihead/--no-multihead", default=False, show_default=True,
+              help="Multihead replay fine-tuning (needs the foundation's training data: network).")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--name", default="dp_screen_ft", show_default=True, help="Model name (files are name-vN-sha.model).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def finetune_cmd(ctx, data, foundation, test_file, epochs, lr, batch_size, e0s, multihead, device, name, as_json):  # noqa: PLR0913
+    """Fine-tune a MACE foundation model on labelled data; the model and its errors go to the models collection."""
+    from dp_screen.jobs.relax import finetune_to_store
+    from dp_screen.mlip.training import TrainSettings
+
+    settings = TrainSettings(foundation=foundation, multihead=multihead, epochs=epochs, lr=lr, batch_size=batch_size,
+                             e0s=e0s, device=device)  # fmt: skip
+    doc = finetune_to_store(data, settings, _settings(ctx), name=name, test=test_file)
+    if as_json:
+        click.echo(json.dumps(doc))
+        return
+    click.echo(f"model {doc['path']} (sha256 {doc['sha256'][:12]}, version {doc['version']})")
+    for split, err in doc["errors"].items():
+        click.echo(f"  {split:5s} E MAE {err['energy_mae_mev_atom']:.1f} meV/atom, F MAE {err['forces_mae_mev_a']:.0f} "
+                   f"meV/A, stress MAE {err['stress_mae_gpa']:.2f} GPa (n = {err['n']})")
+
+
 # --------------------------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning dp_screen errors into one line and a non-zero exit."""

@@ -401,7 +401,9 @@ def _verify_and_reduce(t, species, pos, cell, ordering, tilt, full_check=False):
     sp = [Species(*roles[r]) for r in t.species_roles]
     prim_lat = ref.to_primitive @ np.diag(cell)
     prim_frac = pos[ref.primitive_atoms] @ np.linalg.inv(prim_lat)
-    primitive = Structure(Lattice(prim_lat), [sp[i] for i in ref.primitive_atoms], prim_frac % 1.0)
+    site_roles = [t.species_roles[i] for i in ref.primitive_atoms]
+    primitive = Structure(Lattice(prim_lat), [sp[i] for i in ref.primitive_atoms], prim_frac % 1.0,
+                          site_properties={"site": site_roles})  # A, A2, B, B2 or X: kept through relaxation
     return number, expected, primitive, (pos, cell, sp)
 
 

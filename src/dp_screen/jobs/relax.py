@@ -1,0 +1,186 @@
+"""Relax the stored starting structures with a MACE model (a function and its jobflow Maker), and fine-tune."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from jobflow import Maker, job
+from pymatgen.core import Structure
+
+from dp_screen.errors import InputError
+from dp_screen.mlip.models import load_model
+from dp_screen.mlip.relax import RelaxSettings, relax_structures
+from dp_screen.schemas.common import Provenance
+from dp_screen.schemas.relaxation import ModelDoc, RelaxationDoc, relaxation_id
+from dp_screen.schemas.structure import settings_hash
+from dp_screen.settings import DPScreenSettings
+from dp_screen.stores import open_store, upsert_documents
+from dp_screen.structures.phases import compare_phases, identify_phase
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from dp_screen.mlip.training import TrainSettings
+
+
+def relax_store(
+    model_name: str | None = None,
+    relax_settings: RelaxSettings | None = None,
+    db_settings: DPScreenSettings | None = None,
+    query: dict | None = None,
+    limit: int | None = None,
+    chunk_size: int = 256,
+    device: str | None = None,
+    dtype: str = "float64",
+    progress: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+) -> dict:
+    """Relax every built structure (``query`` filters) not yet relaxed with this model and these settings.
+
+    Resumable: relaxations are keyed by structure, model hash and settings; a re-run skips those already stored.
+    After relaxing, each touched composition gets its phase summary (lowest variant, dE untilted - lowest) under
+    ``phases.<model sha[:12]>`` in the compositions collection.
+    """
+    t0 = time.perf_counter()
+    settings = relax_settings or RelaxSettings()
+    model = load_model(model_name, device=device, dtype=dtype)
+    prov = model.provenance()
+    config = settings.as_dict()
+    config_hash = settings_hash(config)
+    with open_store("structures", db_settings) as structures:
+        cursor = structures._collection.find(
+            {**(query or {}), "status": "built"}, {"structure": 0, "bv_parameters": 0, "_id": 0}
+        ).sort("structure_id", 1)
+        if limit:
+            cursor = cursor.limit(limit)
+        todo_meta = list(cursor)
+        if not todo_meta:
+            raise InputError(f"no built structures match {query or {}}; run 'dp-screen build-all' first")
+        with open_store("relaxations", db_settings, bulk_load=True) as relax_store_:
+            done = {
+                d["structure_id"]
+                for d in relax_store_._collection.find(
+                    {"model_sha256": model.sha256, "settings_hash": config_hash}, {"structure_id": 1, "_id": 0}
+                )
+            }
+            todo = [m for m in todo_meta if m["structure_id"] not in done]
+            counts = {"structures": len(todo_meta), "skipped": len(todo_meta) - len(todo), "relaxed": 0,
+                      "converged": 0, "failed": 0}  # fmt: skip
+            if on_total:
+                on_total(len(todo_meta))
+            if progress and counts["skipped"]:
+                progress(counts["skipped"])
+            touched: set[str] = set()
+            for start in range(0, len(todo), chunk_size):
+                chunk = todo[start : start + chunk_size]
+                full = {d["structure_id"]: d for d in structures._collection.find(
+                    {"structure_id": {"$in": [m["structure_id"] for m in chunk]}}, {"_id": 0})}  # fmt: skip
+                docs = [full[m["structure_id"]] for m in chunk]
+                inputs = [Structure.from_dict(d["structure"]) for d in docs]
+                results = relax_structures(inputs, model, settings, progress=progress)
+                out = []
+                for doc, res in zip(docs, results, strict=True):
+                    phase = None if res.failed else identify_phase(res.structure, doc["ordering"], doc["tilt"])
+                    out.append(RelaxationDoc.from_result(doc, res, phase, prov, config, config_hash).model_dump())
+                    counts["relaxed"] += 1
+                    counts["converged"] += res.converged
+                    counts["failed"] += res.failed
+                    touched.add(doc["composition_id"])
+                upsert_documents(relax_store_, out)
+            counts["phase_summaries"] = summarize_phases(relax_store_, db_settings, touched, model.sha256, config_hash)
+    counts.update({"model": prov, "settings_hash": config_hash, "seconds": round(time.perf_counter() - t0, 2)})
+    return counts
+
+
+def summarize_phases(relaxations, db_settings, composition_ids, model_sha256: str, config_hash: str) -> int:
+    """Write each composition's phase summary (from its stored relaxations) into the compositions collection."""
+    by_comp: dict[str, list[dict]] = defaultdict(list)
+    fields = {"composition_id": 1, "start_tilt": 1, "energy_per_atom": 1, "structure_id": 1, "converged": 1,
+              "failed": 1, "phase.space_group": 1, "_id": 0}  # fmt: skip
+    for d in relaxations._collection.find(
+        {"composition_id": {"$in": sorted(composition_ids)}, "model_sha256": model_sha256,
+         "settings_hash": config_hash}, fields,
+    ):  # fmt: skip
+        if not d["failed"]:
+            by_comp[d["composition_id"]].append({"tilt": d["start_tilt"], "energy_per_atom": d["energy_per_atom"],
+                                                 "structure_id": d["structure_id"], "converged": d["converged"]})
+    from pymongo import UpdateOne
+
+    ops = []
+    for cid, variants in by_comp.items():
+        summary = compare_phases(variants)
+        summary["n_variants"] = len(variants)
+        summary["all_converged"] = all(v["converged"] for v in variants)
+        ops.append(UpdateOne({"composition_id": cid}, {"$set": {f"phases.{model_sha256[:12]}": summary}}))
+    if ops:
+        with open_store("compositions", db_settings) as comps:
+            comps._collection.bulk_write(ops, ordered=False)
+    return len(ops)
+
+
+@dataclass
+class RelaxMaker(Maker):
+    """Relax stored structures with a MACE model (runs on the GPU worker category in FireWorks).
+
+    Parameters
+    ----------
+    name
+        Job name.
+    model
+        Model file or foundation name; None: the default model.
+    settings
+        Relaxation settings (fmax, max steps, ...).
+    device, dtype
+        Where and how to evaluate the model.
+    chunk_size
+        Structures relaxed (and written) together.
+    """
+
+    name: str = "relax structures"
+    model: str | None = None
+    settings: RelaxSettings = field(default_factory=RelaxSettings)
+    device: str | None = None
+    dtype: str = "float64"
+    chunk_size: int = 256
+
+    @job
+    def make(self, query: dict | None = None, limit: int | None = None, db_settings: dict | None = None) -> dict:
+        """Relax the structures matching ``query``; the output is counts (no structures)."""
+        db = DPScreenSettings(**db_settings) if db_settings else DPScreenSettings()
+        return relax_store(self.model, self.settings, db, query=query, limit=limit, chunk_size=self.chunk_size,
+                           device=self.device, dtype=self.dtype)  # fmt: skip
+
+
+def finetune_to_store(
+    data: str | Path,
+    settings: TrainSettings,
+    db_settings: DPScreenSettings | None = None,
+    name: str = "dp_screen_ft",
+    test: str | Path | None = None,
+) -> dict:
+    """Fine-tune (or train) MACE on an extxyz file; store the versioned model file and its errors in ``models``."""
+    from dp_screen.mlip.training import read_extxyz, train_mace
+
+    db = db_settings or DPScreenSettings()
+    models_dir = db.home.resolve() / "models"
+    work = models_dir / "runs" / f"{name}-{int(time.time())}"
+    n_train = len(read_extxyz(data))
+    result = train_mace(data, settings, work, name=name, test=test, models_dir=models_dir)
+    doc = ModelDoc(
+        model_id=result.sha256, sha256=result.sha256, name=name, version=result.version, path=str(result.model_path),
+        foundation=settings.foundation, errors=result.errors, settings=result.settings, n_train=n_train,
+        provenance=Provenance(model_sha256=result.sha256, settings=result.settings),
+    )  # fmt: skip
+    with open_store("models", db) as store:
+        upsert_documents(store, [doc.model_dump()])
+    return doc.model_dump(mode="json")
+
+
+def relaxation_ids(structure_ids: list[str], model_sha256: str, settings: RelaxSettings) -> list[str]:
+    """Relaxation ids the given structures would get."""
+    h = settings_hash(settings.as_dict())
+    return [relaxation_id(s, model_sha256, h) for s in structure_ids]

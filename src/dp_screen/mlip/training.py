@@ -1,0 +1,256 @@
+"""Training and fine-tuning MACE with mace's own CLI (``mace_run_train``), and measuring a model's errors.
+
+Labelled structures are written as extended XYZ with the keys mace expects (REF_energy, REF_forces, REF_stress in
+eV, eV/A and eV/A^3). :func:`train_mace` runs ``mace_run_train`` from a foundation model (a name or a local file,
+``multiheads_finetuning`` on or off) or from scratch, and returns the model file with its train/valid/test errors
+measured by dp_screen itself (so they do not depend on mace's log format).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from dp_screen.errors import DPScreenError, InputError
+from dp_screen.mlip.models import file_sha256, load_model
+
+if TYPE_CHECKING:
+    from pymatgen.core import Structure
+
+GPA_TO_EV_A3 = 1 / 160.21766208
+
+
+class TrainingError(DPScreenError):
+    """mace_run_train failed."""
+
+
+@dataclass
+class LabelledStructure:
+    """A structure with reference energy (eV), forces (eV/A) and stress (GPa, compressive negative as in ASE)."""
+
+    structure: Structure
+    energy: float
+    forces: np.ndarray
+    stress_gpa: np.ndarray
+    source: str = "reference"
+
+
+def write_extxyz(labelled: list[LabelledStructure], path: str | Path) -> Path:
+    """Write labelled structures as mace-ready extended XYZ (REF_energy, REF_forces, REF_stress)."""
+    from ase.io import write
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    frames = []
+    for item in labelled:
+        atoms = AseAtomsAdaptor.get_atoms(item.structure.remove_oxidation_states() if _has_ox(item.structure) else item.structure)
+        atoms.info["REF_energy"] = float(item.energy)
+        atoms.arrays["REF_forces"] = np.asarray(item.forces, dtype=float)
+        stress = np.asarray(item.stress_gpa, dtype=float).reshape(3, 3) * GPA_TO_EV_A3
+        atoms.info["REF_stress"] = stress.reshape(-1)
+        atoms.info["config_type"] = item.source
+        frames.append(atoms)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write(path, frames, format="extxyz")
+    return path
+
+
+def _has_ox(structure: Structure) -> bool:
+    return any(getattr(sp, "oxi_state", None) for sp in structure.species)
+
+
+def read_extxyz(path: str | Path) -> list[LabelledStructure]:
+    """Read structures written by :func:`write_extxyz` (or any extxyz with REF_* keys)."""
+    from ase.io import read
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    try:
+        frames = read(path, index=":", format="extxyz")
+    except FileNotFoundError:
+        raise InputError(f"training data {str(path)!r} does not exist") from None
+    except Exception as exc:  # noqa: BLE001 - ase raises many kinds for a malformed file
+        raise InputError(f"training data {str(path)!r} is not readable extended XYZ: {exc}") from None
+    out = []
+    for i, atoms in enumerate(frames):
+        if "REF_energy" not in atoms.info or "REF_forces" not in atoms.arrays:
+            raise InputError(f"{path} frame {i}: needs REF_energy (info) and REF_forces (arrays); REF_stress optional")
+        stress = np.asarray(atoms.info.get("REF_stress", np.zeros(9)), dtype=float).reshape(3, 3) / GPA_TO_EV_A3
+        out.append(LabelledStructure(AseAtomsAdaptor.get_structure(atoms), float(atoms.info["REF_energy"]),
+                                     np.asarray(atoms.arrays["REF_forces"]), stress))  # fmt: skip
+    return out
+
+
+@dataclass
+class TrainSettings:
+    """Settings of a MACE training or fine-tuning run (mace_run_train options).
+
+    Parameters
+    ----------
+    foundation
+        Foundation model to fine-tune (a name such as "small" or a local file); None trains from scratch.
+    multihead
+        Multihead replay fine-tuning (needs the foundation's pretraining data: network) or plain fine-tuning.
+    epochs, lr, batch_size
+        Optimisation.
+    e0s
+        Isolated-atom energies: "average" (least squares from the data) or "foundation".
+    device
+        "cpu" or "cuda".
+    dtype
+        "float32" or "float64".
+    energy_weight, forces_weight, stress_weight
+        Loss weights.
+    num_channels, max_l, r_max, num_interactions, correlation
+        Architecture when training from scratch (ignored when fine-tuning: the foundation's is kept).
+    valid_fraction
+        Fraction of the training data held out for validation when no validation file is given.
+    seed
+        Random seed.
+    extra
+        Further mace_run_train options, e.g. {"--ema": None, "--ema_decay": "0.99"}.
+    """
+
+    foundation: str | None = None
+    multihead: bool = False
+    epochs: int = 10
+    lr: float = 0.01
+    batch_size: int = 4
+    e0s: str = "average"
+    device: str = "cpu"
+    dtype: str = "float64"
+    energy_weight: float = 1.0
+    forces_weight: float = 10.0
+    stress_weight: float = 1.0
+    num_channels: int = 32
+    max_l: int = 0
+    r_max: float = 5.0
+    num_interactions: int = 2
+    correlation: int = 2
+    valid_fraction: float = 0.1
+    seed: int = 1
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        """Settings for the model document."""
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """A trained model file and its errors."""
+
+    model_path: Path
+    sha256: str
+    name: str
+    version: int
+    errors: dict
+    settings: dict
+    command: list[str]
+
+
+def _foundation_file(foundation: str) -> str:
+    if Path(foundation).exists():
+        return str(Path(foundation).resolve())
+    loaded = load_model(foundation, device="cpu")  # downloads by name where the network allows
+    return loaded.path
+
+
+def train_mace(
+    train: list[LabelledStructure] | str | Path,
+    settings: TrainSettings,
+    work_dir: str | Path,
+    name: str = "dp_screen",
+    valid: list[LabelledStructure] | str | Path | None = None,
+    test: list[LabelledStructure] | str | Path | None = None,
+    models_dir: str | Path | None = None,
+    log=None,
+) -> TrainResult:
+    """Run ``mace_run_train``; copy the model to ``models_dir`` as ``{name}-v{N}-{sha[:8]}.model``; measure errors."""
+    work = Path(work_dir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for key, data in (("train", train), ("valid", valid), ("test", test)):
+        if data is None:
+            continue
+        if isinstance(data, (str, Path)):
+            files[key] = Path(data).resolve()
+            if not files[key].exists():
+                raise InputError(f"{key} data {str(data)!r} does not exist")
+        else:
+            files[key] = write_extxyz(data, work / f"{key}.xyz")
+    exe = shutil.which("mace_run_train") or str(Path(sys.executable).parent / "mace_run_train")
+    cmd = [
+        exe, "--name", name, "--work_dir", str(work), "--train_file", str(files["train"]),
+        "--energy_key", "REF_energy", "--forces_key", "REF_forces", "--stress_key", "REF_stress",
+        "--compute_stress", "True", "--loss", "stress" if settings.stress_weight > 0 else "weighted",
+        "--energy_weight", str(settings.energy_weight), "--forces_weight", str(settings.forces_weight),
+        "--stress_weight", str(settings.stress_weight), "--max_num_epochs", str(settings.epochs),
+        "--lr", str(settings.lr), "--batch_size", str(settings.batch_size),
+        "--valid_batch_size", str(settings.batch_size), "--device", settings.device,
+        "--default_dtype", settings.dtype, "--seed", str(settings.seed), "--E0s", settings.e0s,
+        "--save_cpu", "--eval_interval", "1", "--error_table", "PerAtomRMSEstressvirials",
+    ]  # fmt: skip
+    if "valid" in files:
+        cmd += ["--valid_file", str(files["valid"])]
+    else:
+        cmd += ["--valid_fraction", str(settings.valid_fraction)]
+    if "test" in files:
+        cmd += ["--test_file", str(files["test"])]
+    if settings.foundation:
+        cmd += ["--foundation_model", _foundation_file(settings.foundation),
+                "--multiheads_finetuning", str(settings.multihead)]  # fmt: skip
+    else:
+        cmd += ["--model", "MACE", "--num_channels", str(settings.num_channels), "--max_L", str(settings.max_l),
+                "--r_max", str(settings.r_max), "--num_interactions", str(settings.num_interactions),
+                "--correlation", str(settings.correlation)]  # fmt: skip
+    for k, v in settings.extra.items():
+        cmd += [k] if v is None else [k, str(v)]
+    env = dict(os.environ, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1")
+    with open(work / "mace_run_train.log", "w") as logfile:
+        proc = subprocess.run(cmd, stdout=logfile, stderr=subprocess.STDOUT, env=env, cwd=work, check=False)
+    if proc.returncode != 0:
+        tail = (work / "mace_run_train.log").read_text(errors="replace").strip().splitlines()[-3:]
+        raise TrainingError(f"mace_run_train failed (exit {proc.returncode}): {' | '.join(tail)}; see {work}/mace_run_train.log")
+    produced = work / f"{name}.model"
+    if not produced.exists():
+        raise TrainingError(f"mace_run_train finished but wrote no {produced}")
+    out_dir = Path(models_dir) if models_dir else work
+    out_dir.mkdir(parents=True, exist_ok=True)
+    version = 1 + len(list(out_dir.glob(f"{name}-v*.model")))
+    sha = file_sha256(produced)
+    final = out_dir / f"{name}-v{version}-{sha[:8]}.model"
+    shutil.copy2(produced, final)
+    errors = {}
+    for key in ("train", "valid", "test"):
+        if key in files:
+            errors[key] = model_errors(final, read_extxyz(files[key]), dtype=settings.dtype)
+    result = TrainResult(final, sha, name, version, errors, settings.as_dict(), cmd)
+    (out_dir / f"{final.stem}.json").write_text(json.dumps(
+        {"model": final.name, "sha256": sha, "errors": errors, "settings": result.settings}, indent=2))  # fmt: skip
+    return result
+
+
+def model_errors(model_path: str | Path, labelled: list[LabelledStructure], dtype: str = "float64") -> dict:
+    """MAE and RMSE of a model against labelled structures: energy (meV/atom), forces (meV/A), stress (GPa)."""
+    from dp_screen.mlip.relax import single_points
+
+    model = load_model(model_path, device="cpu", dtype=dtype)
+    preds = single_points([item.structure for item in labelled], model)
+    de = np.array([(p["energy"] - item.energy) / len(item.structure) for p, item in zip(preds, labelled, strict=True)])
+    df = np.concatenate([(p["forces"] - item.forces).ravel() for p, item in zip(preds, labelled, strict=True)])
+    ds = np.concatenate([(np.asarray(p["stress_gpa"]) - item.stress_gpa).ravel()
+                         for p, item in zip(preds, labelled, strict=True)])  # fmt: skip
+    return {
+        "n": len(labelled),
+        "energy_mae_mev_atom": float(1e3 * np.abs(de).mean()), "energy_rmse_mev_atom": float(1e3 * np.sqrt((de**2).mean())),
+        "forces_mae_mev_a": float(1e3 * np.abs(df).mean()), "forces_rmse_mev_a": float(1e3 * np.sqrt((df**2).mean())),
+        "stress_mae_gpa": float(np.abs(ds).mean()), "stress_rmse_gpa": float(np.sqrt((ds**2).mean())),
+    }  # fmt: skip
