@@ -15,7 +15,7 @@ from dp_screen.errors import InputError
 from dp_screen.mlip.models import load_model
 from dp_screen.mlip.relax import RelaxSettings, relax_structures
 from dp_screen.schemas.common import Provenance
-from dp_screen.schemas.relaxation import ModelDoc, RelaxationDoc, relaxation_id
+from dp_screen.schemas.relaxation import ModelDoc, RelaxationDoc
 from dp_screen.schemas.structure import settings_hash
 from dp_screen.settings import DPScreenSettings
 from dp_screen.stores import open_store, upsert_documents
@@ -178,9 +178,3 @@ def finetune_to_store(
     with open_store("models", db) as store:
         upsert_documents(store, [doc.model_dump()])
     return doc.model_dump(mode="json")
-
-
-def relaxation_ids(structure_ids: list[str], model_sha256: str, settings: RelaxSettings) -> list[str]:
-    """Relaxation ids the given structures would get."""
-    h = settings_hash(settings.as_dict())
-    return [relaxation_id(s, model_sha256, h) for s in structure_ids]

@@ -1,0 +1,76 @@
+"""Fine-tuning through mace's own CLI, the store's relax job, and the shipped default model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dp_screen.mlip.models import default_model_path, load_model
+from dp_screen.mlip.relax import RelaxSettings, relax_structures, single_points
+from dp_screen.mlip.training import LabelledStructure, TrainSettings, model_errors, read_extxyz, train_mace, write_extxyz
+from dp_screen.structures.perovskite import SiteSpeciesSet, build_bvm_structure
+from dp_screen.structures.training import perturbed_cells
+
+from conftest import TINY_ELEMENTS, make_tiny_mace
+
+CS2AGBICL6 = SiteSpeciesSet(("Cs", 1), ("Cs", 1), ("Ag", 1), ("Bi", 3), ("Cl", -1))
+BA2CAMOO6 = SiteSpeciesSet(("Ba", 2), ("Ba", 2), ("Ca", 2), ("Mo", 6), ("O", -2))
+
+
+def labelled_by(model, structures, source):
+    preds = single_points(structures, model)
+    return [LabelledStructure(s, p["energy"], p["forces"], p["stress_gpa"], source) for s, p in zip(structures, preds, strict=True)]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Perturbed cells labelled by two different tiny random MACE models ('teacher A' and 'teacher B')."""
+    folder = tmp_path_factory.mktemp("ft")
+    a = load_model(make_tiny_mace(folder / "a.model", TINY_ELEMENTS, seed=1, scale=2.0), device="cpu")
+    b = load_model(make_tiny_mace(folder / "b.model", TINY_ELEMENTS, seed=2, scale=2.0), device="cpu")
+    cells = []
+    for sp in (CS2AGBICL6, BA2CAMOO6):
+        base = build_bvm_structure(sp).structure.remove_oxidation_states()
+        cells += perturbed_cells(base, 12, displacement=0.08, strain=0.04, seed=3, n_atoms=10)
+    return folder, labelled_by(a, cells[::2] + cells[1::4], "A"), labelled_by(b, cells[1::2], "B")
+
+
+def test_extxyz_round_trip(tmp_path, data):
+    _, a, _ = data
+    path = write_extxyz(a[:3], tmp_path / "x.xyz")
+    back = read_extxyz(path)
+    assert len(back) == 3 and back[0].energy == pytest.approx(a[0].energy)
+    assert np.allclose(back[1].forces, a[1].forces) and np.allclose(back[2].stress_gpa, a[2].stress_gpa, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_finetuning_from_a_local_foundation_lowers_the_error(data):
+    """Train a tiny 'foundation' on teacher A, then fine-tune it on teacher B: its error on B's data falls."""
+    folder, a, b = data
+    scratch = TrainSettings(epochs=2, batch_size=4, num_channels=8, max_l=0, r_max=4.5, num_interactions=1,
+                            correlation=1, lr=0.01, stress_weight=0.0)  # fmt: skip
+    foundation = train_mace(a, scratch, folder / "foundation", name="tiny_foundation")
+    assert foundation.model_path.exists() and foundation.version == 1
+    before = model_errors(foundation.model_path, b)
+    tuned = train_mace(b, TrainSettings(foundation=str(foundation.model_path), epochs=6, lr=0.01, batch_size=4,
+                                        stress_weight=0.0, multihead=False), folder / "tuned", name="tiny_tuned",
+                       test=b[:4])  # fmt: skip
+    after = model_errors(tuned.model_path, b)
+    assert after["energy_mae_mev_atom"] < before["energy_mae_mev_atom"]
+    assert set(tuned.errors) == {"train", "test"} and tuned.errors["test"]["n"] == 4
+    assert tuned.sha256 != foundation.sha256 and tuned.model_path.name.startswith("tiny_tuned-v1-")
+
+
+needs_default = pytest.mark.skipif(not default_model_path().exists(), reason="default model not made yet")
+
+
+@needs_default
+def test_default_model_relaxes_a_known_compound_to_its_volume():
+    """Offline: the shipped model relaxes Cs2AgBiCl6 (Fm-3m, a = 10.777 A) to within 5% of experiment."""
+    model = load_model(None, device="cpu")
+    assert model.name == "dp_screen-default" and len(model.sha256) == 64
+    start = build_bvm_structure(CS2AGBICL6).structure
+    (result,) = relax_structures([start], model, RelaxSettings(fmax=0.02, max_steps=500))
+    assert result.converged
+    v_exp = 10.777**3 / 4
+    assert result.structure.volume == pytest.approx(v_exp, rel=0.05)
