@@ -379,7 +379,7 @@ def _relax_one(path: Path, out: Path | None, model, device, dtype, settings, as_
     (result,) = relax_structures([structure], loaded, settings)
     summary = {**result.summary(), "formula": structure.composition.reduced_formula,
                "space_groups": space_groups(result.structure), "model": loaded.provenance(),
-               "settings": settings.as_dict()}  # fmt: skip
+               "settings": settings.settings_dict()}  # fmt: skip
     if out:
         from pymatgen.io.cif import CifWriter
 
@@ -427,9 +427,178 @@ def finetune_cmd(ctx, data, foundation, test_file, epochs, lr, batch_size, e0s, 
                    f"meV/A, stress MAE {err['stress_mae_gpa']:.2f} GPa (n = {err['n']})")
 
 
+# ------------------------------------------------------------------------------------------------- campaign: run
+def _campaign_options(f):
+    for opt in reversed([
+        click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+                     help="Random compositions to screen (the same --seed picks the same ones)."),
+        click.option("--all", "whole_space", is_flag=True, help="Screen the whole space (ignores --limit)."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--campaign", default="default", show_default=True, help="Tag of the campaign's compositions."),
+        click.option("--anions", default=None, help="Only these X (comma-separated)."),
+        click.option("--tilts", default=None, help="Comma-separated tilt systems, or 'all' (default: default set)."),
+        click.option("--chunk-size", type=click.IntRange(min=1), default=500, show_default=True,
+                     help="Compositions per build / relax job."),
+        click.option("--model", default=None, help="Model file or foundation name (default: the packaged model)."),
+        click.option("--device", default=None, help="cpu or cuda (default: cuda when present)."),
+        click.option("--fmax", type=float, default=0.05, show_default=True),
+        click.option("--max-steps", type=click.IntRange(min=1), default=500, show_default=True),
+        click.option("--validate", "n_validate", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="DFT-validate this many relaxed structures (CP2K, when installed)."),
+    ]):  # fmt: skip
+        f = opt(f)
+    return f
+
+
+def _screening_maker(limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device, fmax, max_steps,
+                     n_validate, dft_backend="cp2k"):  # fmt: skip
+    from dp_screen.flows.screening import ScreeningFlowMaker
+    from dp_screen.jobs.build import BuildMaker, BuildSettings
+    from dp_screen.jobs.enumerate import EnumerationSettings
+    from dp_screen.jobs.relax import RelaxMaker
+    from dp_screen.jobs.validate import ValidateMaker
+    from dp_screen.mlip.relax import RelaxSettings
+
+    validate = None
+    if n_validate:
+        from dp_screen.dft.cp2k import cp2k_executable
+
+        if dft_backend == "cp2k" and cp2k_executable() is None:
+            click.echo("note: cp2k is not installed; skipping DFT validation (apt-get install -y cp2k)", err=True)
+        else:
+            validate = ValidateMaker(n_samples=n_validate, seed=seed, backend=dft_backend)
+    return ScreeningFlowMaker(
+        campaign=campaign, limit=None if whole_space else limit, seed=seed, chunk_size=chunk_size,
+        enumeration=EnumerationSettings(anions=_split(anions), bv_filter="any"),
+        build=BuildMaker(settings=BuildSettings(tilts=_split(tilts))),
+        relax=RelaxMaker(model=model, settings=RelaxSettings(fmax=fmax, max_steps=max_steps), device=device),
+        validate=validate,
+    )  # fmt: skip
+
+
+@cli.command("run")
+@_campaign_options
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_context
+def run_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device, fmax, max_steps,
+            n_validate, as_json):  # noqa: PLR0913  # fmt: skip
+    """Run the whole pipeline locally: N random compositions -> build -> relax -> (validate) -> summary."""
+    import logging
+
+    from jobflow import run_locally
+
+    from dp_screen.mlip.models import load_model
+    from dp_screen.stores import database_uri, get_job_store
+
+    settings = _settings(ctx)
+    uri = database_uri(settings)  # starts the embedded server, or checks the URI, before any work
+    load_model(model, device=device)  # a missing or unloadable model fails now, not in the middle
+    maker = _screening_maker(limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device, fmax,
+                             max_steps, n_validate)  # fmt: skip
+    flow = maker.make(db_settings=settings.model_dump(mode="json"))
+    click.echo(f"dp-screen run: campaign '{campaign}', {'all' if whole_space else limit} compositions, database "
+               f"{uri}/{settings.database}", err=True)  # fmt: skip
+    logging.getLogger("jobflow").setLevel(logging.INFO)
+    responses = run_locally(flow, store=get_job_store(settings, uri), create_folders=False, log="%(message)s",
+                            ensure_success=False)  # fmt: skip
+    summary = None
+    for uuid_responses in responses.values():
+        for response in uuid_responses.values():
+            out = response.output
+            if isinstance(out, dict) and "lowest_phase_counts" in out:
+                summary = out
+    if summary is None:
+        raise DPScreenError("the campaign did not finish: see the messages above; run the same command again to resume")
+    if as_json:
+        click.echo(json.dumps(summary, default=str))
+        return
+    _print_campaign(summary, settings)
+
+
+def _print_campaign(summary: dict, settings) -> None:
+    click.echo(f"\ncampaign '{summary['campaign']}': {summary['compositions']} compositions, "
+               f"{summary['relaxations']} relaxations ({summary['converged']} converged, {summary['failed']} failed), "
+               f"model {summary['model_sha256_12']}")  # fmt: skip
+    click.echo(f"{'composition':32s} {'formula':14s} {'tau':>4s} {'lowest phase':>12s} {'dE untilted':>12s}")
+    for r in summary["table"]:
+        de = "" if r["dE_untilted_mev_atom"] is None else f"{r['dE_untilted_mev_atom']:8.1f} meV/at"
+        tau = "yes" if r["tau_perovskite"] else "no"
+        click.echo(f"{r['composition_id']:32s} {r['formula']:14s} {tau:>4s} {str(r['lowest']):>12s} {de:>12s}")
+    click.echo(f"lowest phases: {summary['lowest_phase_counts']}; tilted ground state in "
+               f"{100 * (summary['tilted_ground_state_fraction'] or 0):.0f}% of compositions")  # fmt: skip
+    if summary.get("validation"):
+        click.echo(f"validation: {summary['validation']}")
+    click.echo(f"results: database '{settings.database}', collections compositions, structures, relaxations, "
+               f"validations (dp-screen db status); project folder {settings.home.resolve()}")  # fmt: skip
+
+
+@cli.command("submit")
+@_campaign_options
+@click.option("--launchpad", "launchpad_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="FireWorks launchpad YAML (default: a launchpad in the dp_screen database).")
+@click.option("--dft", "dft_backend", type=click.Choice(["cp2k", "vasp"]), default="cp2k", show_default=True)
+@click.option("--with-training", "training_compositions", type=click.IntRange(min=1), default=None,
+              help="Prepend the training flow (N compositions -> DFT -> fine-tune) and screen with its model.")
+@click.option("--foundation", default="medium", show_default=True, help="Foundation model of the training flow.")
+@click.option("--reset", is_flag=True, help="Reset the launchpad first (deletes its workflows).")
+@click.pass_context
+def submit_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device, fmax, max_steps,
+               n_validate, launchpad_file, dft_backend, training_compositions, foundation, reset):  # noqa: PLR0913  # fmt: skip
+    """Submit the campaign to a FireWorks launchpad (relax chunks carry the worker category 'gpu')."""
+    from jobflow import Flow
+    from jobflow.managers.fireworks import flow_to_workflow
+
+    from dp_screen.stores import get_job_store
+
+    settings = _settings(ctx)
+    maker = _screening_maker(limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device, fmax,
+                             max_steps, n_validate, dft_backend)  # fmt: skip
+    db = settings.model_dump(mode="json")
+    if training_compositions:
+        from dp_screen.flows.training import TrainingFlowMaker
+        from dp_screen.jobs.dft import DFTStaticMaker
+        from dp_screen.mlip.training import TrainSettings
+
+        training = TrainingFlowMaker(n_compositions=training_compositions, seed=seed,
+                                     dft=DFTStaticMaker(backend=dft_backend),
+                                     train=TrainSettings(foundation=foundation)).make(db)  # fmt: skip
+        flow = Flow([training, maker.make(db, model=training.output["model_path"])], name="dp_screen campaign")
+    else:
+        flow = maker.make(db)
+    lpad = launchpad(settings, launchpad_file)
+    if reset:
+        lpad.reset("", require_password=False)
+    wf = flow_to_workflow(flow, store=get_job_store(settings))
+    mapping = lpad.add_wf(wf)
+    click.echo(f"submitted workflow '{wf.name}' with {len(wf.fws)} fireworks (ids {min(mapping.values())}-"
+               f"{max(mapping.values())}) to {lpad.host}/{lpad.name}; start workers with: rlaunch -l LAUNCHPAD.yaml "
+               f"-w workflows/fworker_cpu.yaml rapidfire (and fworker_gpu.yaml on GPU nodes)")  # fmt: skip
+
+
+def launchpad(settings, path: Path | None = None):
+    """The FireWorks LaunchPad: from a YAML file, or in the dp_screen database (collections prefixed fw_)."""
+    from fireworks import LaunchPad
+
+    from dp_screen.stores import database_uri
+
+    if path is not None:
+        try:
+            return LaunchPad.from_file(str(path))
+        except FileNotFoundError:
+            raise InputError(f"launchpad file {str(path)!r} does not exist") from None
+    uri = database_uri(settings)
+    return LaunchPad(host=uri, uri_mode=True, name=f"{settings.database}_fw")
+
+
 # --------------------------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning dp_screen errors into one line and a non-zero exit."""
+    import warnings
+
+    # deprecation chatter of torch / e3nn / jobflow internals is not the user's business
+    for category in (FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category)
+    warnings.filterwarnings("ignore", message=".*TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD.*")
     try:
         cli.main(args=argv, prog_name="dp-screen", standalone_mode=False)
     except click.exceptions.Abort:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from jobflow import Maker, job
 
+from monty.json import MSONable
 from dp_screen.errors import DPScreenError, InputError
 from dp_screen.schemas.common import Provenance
 from dp_screen.schemas.structure import StructureDoc, settings_hash, structure_id
@@ -27,7 +28,7 @@ COMPOSITION_FIELDS = ["composition_id", "formula", "A", "nA", "A2", "nA2", "B", 
 
 
 @dataclass
-class BuildSettings:
+class BuildSettings(MSONable):
     """Which starting structures to build.
 
     Parameters
@@ -63,7 +64,7 @@ class BuildSettings:
             return list(SPACE_GROUPS[ordering])
         return [t for t in self.tilts if t in SPACE_GROUPS[ordering]]
 
-    def as_dict(self) -> dict:
+    def settings_dict(self) -> dict:
         """Settings for provenance and the settings hash."""
         return {"tilts": self.tilts, "methods": sorted(self.methods), "ordering": self.ordering,
                 "bv_table_sha256": bond_valence_table().sha256}  # fmt: skip
@@ -85,7 +86,7 @@ def build_structures_to_store(
     and its reason. Returns counts.
     """
     t0 = time.perf_counter()
-    config = settings.as_dict()
+    config = settings.settings_dict()
     config_hash = settings_hash(config)
     provenance = Provenance(bv_table_sha256=config["bv_table_sha256"], settings=config)
     with open_store("compositions", db_settings) as comps:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from jobflow import Maker, job
 
+from monty.json import MSONable
 from dp_screen.chemistry.composition_space import enumerate_compositions, summarize
 from dp_screen.chemistry.site_tables import load_site_table
 from dp_screen.schemas.common import Provenance
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class EnumerationSettings:
+class EnumerationSettings(MSONable):
     """What to enumerate.
 
     Parameters
@@ -51,7 +52,7 @@ class EnumerationSettings:
         """The site table these settings select."""
         return load_site_table(self.table).restrict_anions(self.anions)
 
-    def as_dict(self) -> dict:
+    def settings_dict(self) -> dict:
         """Settings as a plain dict for provenance."""
         return {"table": self.table, "anions": self.anions, "allow_same_a": self.allow_same_a,
                 "allow_same_b": self.allow_same_b, "bv_filter": self.bv_filter}  # fmt: skip
@@ -82,7 +83,7 @@ def write_compositions(
     """
     t0 = time.perf_counter()
     table, df = enumerate_table(settings)
-    provenance = Provenance(site_table=table.name, site_table_sha256=table.sha256, settings=settings.as_dict())
+    provenance = Provenance(site_table=table.name, site_table_sha256=table.sha256, settings=settings.settings_dict())
     counts = {"inserted": 0, "replaced": 0, "skipped": 0}
     with open_store("compositions", db_settings, bulk_load=True) as store:
         done = {

@@ -49,7 +49,7 @@ def relax_store(
     settings = relax_settings or RelaxSettings()
     model = load_model(model_name, device=device, dtype=dtype)
     prov = model.provenance()
-    config = settings.as_dict()
+    config = settings.settings_dict()
     config_hash = settings_hash(config)
     with open_store("structures", db_settings) as structures:
         cursor = structures._collection.find(

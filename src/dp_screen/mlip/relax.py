@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from monty.json import MSONable
 from dp_screen.errors import InputError
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ EV_A3_TO_GPA = 160.21766208
 
 
 @dataclass
-class RelaxSettings:
+class RelaxSettings(MSONable):
     """Settings of a relaxation.
 
     Parameters
@@ -63,7 +64,7 @@ class RelaxSettings:
         if self.max_steps < 1 or self.check_every < 1:
             raise InputError(f"max_steps {self.max_steps} and check_every {self.check_every} must be >= 1")
 
-    def as_dict(self) -> dict:
+    def settings_dict(self) -> dict:
         """Settings that change results (for the settings hash)."""
         return {"fmax": self.fmax, "max_steps": self.max_steps, "max_volume_change": self.max_volume_change,
                 "min_distance": self.min_distance, "relax_cell": self.relax_cell, "optimizer": "FIRE",
@@ -98,6 +99,23 @@ class RelaxResult:
             "volume_change": self.structure.volume / self.initial_volume - 1 if self.initial_volume else None,
             "n_atoms": len(self.structure),
         }  # fmt: skip
+
+
+def uncovered_elements(structure: Structure, model: LoadedModel) -> list[str]:
+    """Elements of a structure that the model has no embedding for."""
+    z_model = getattr(model.model, "atomic_numbers", None)
+    if z_model is None:
+        return []
+    known = {int(z) for z in z_model.tolist()}
+    return sorted({site.specie.symbol for site in structure if site.specie.Z not in known})
+
+
+def _uncovered_result(structure: Structure, missing: list[str]) -> RelaxResult:
+    nan = float("nan")
+    return RelaxResult(structure=structure, energy=nan, energy_per_atom=nan, max_force=nan, max_cell_force=nan,
+                       stress_gpa=[[nan] * 3] * 3, n_steps=0, converged=False, failed=True,
+                       reason=f"the model does not cover element(s) {', '.join(missing)}",
+                       initial_volume=structure.volume)  # fmt: skip
 
 
 def _torchsim_model(loaded: LoadedModel, compute_stress: bool = True):
@@ -150,6 +168,11 @@ def relax_structures(
     import torch_sim as ts
 
     settings = settings or RelaxSettings()
+    missing = [uncovered_elements(s, model) for s in structures]
+    if any(missing):  # relax the covered ones; the others fail with the reason
+        keep = [i for i, m in enumerate(missing) if not m]
+        done = iter(relax_structures([structures[i] for i in keep], model, settings, progress) if keep else [])
+        return [next(done) if not m else _uncovered_result(s, m) for s, m in zip(structures, missing, strict=True)]
     if not structures:
         return []
     ts_model = _torchsim_model(model)

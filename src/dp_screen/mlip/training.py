@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from monty.json import MSONable
 from dp_screen.errors import DPScreenError, InputError
 from dp_screen.mlip.models import file_sha256, load_model
 
@@ -89,7 +90,7 @@ def read_extxyz(path: str | Path) -> list[LabelledStructure]:
 
 
 @dataclass
-class TrainSettings:
+class TrainSettings(MSONable):
     """Settings of a MACE training or fine-tuning run (mace_run_train options).
 
     Parameters
@@ -138,7 +139,7 @@ class TrainSettings:
     seed: int = 1
     extra: dict = field(default_factory=dict)
 
-    def as_dict(self) -> dict:
+    def settings_dict(self) -> dict:
         """Settings for the model document."""
         return asdict(self)
 
@@ -232,7 +233,7 @@ def train_mace(
     for key in ("train", "valid", "test"):
         if key in files:
             errors[key] = model_errors(final, read_extxyz(files[key]), dtype=settings.dtype)
-    result = TrainResult(final, sha, name, version, errors, settings.as_dict(), cmd)
+    result = TrainResult(final, sha, name, version, errors, settings.settings_dict(), cmd)
     (out_dir / f"{final.stem}.json").write_text(json.dumps(
         {"model": final.name, "sha256": sha, "errors": errors, "settings": result.settings}, indent=2))  # fmt: skip
     return result

@@ -1,0 +1,174 @@
+"""The screening campaign as a jobflow Flow: select compositions -> build -> relax -> validate -> summary.
+
+Build and relax fan out dynamically into chunk jobs (``chunk_size`` compositions each: a few hundred jobs for the
+full space, never one per structure); relax chunks carry the FireWorks category "gpu". Each chunk job writes its
+documents to the collections and returns counts only. Every step is resumable (keyed by composition, variant,
+settings and model hash), so running the same campaign again repeats nothing that is stored.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field, replace
+
+from jobflow import Flow, Maker, Response, job
+
+from dp_screen.jobs.build import BuildMaker
+from dp_screen.jobs.enumerate import EnumerationSettings, enumerate_table
+from dp_screen.jobs.relax import RelaxMaker
+from dp_screen.jobs.validate import ValidateMaker
+from dp_screen.schemas.common import Provenance
+from dp_screen.schemas.composition import CompositionDoc
+from dp_screen.settings import DPScreenSettings
+from dp_screen.stores import open_store, upsert_documents
+
+GPU_CATEGORY = "gpu"
+
+
+def _db(db_settings: dict | None) -> DPScreenSettings:
+    return DPScreenSettings(**db_settings) if db_settings else DPScreenSettings()
+
+
+@job
+def select_compositions(
+    campaign: str, limit: int | None, seed: int, enumeration: EnumerationSettings, db_settings: dict | None = None
+) -> dict:
+    """Enumerate, pick ``limit`` random compositions (all when None), store them tagged with the campaign.
+
+    Returns the campaign's composition ids in chunks' order (sorted) and counts.
+    """
+    db = _db(db_settings)
+    table, df = enumerate_table(enumeration)
+    ids = sorted(df["composition_id"])
+    if limit is not None and limit < len(ids):
+        ids = sorted(random.Random(seed).sample(ids, limit))
+    chosen = df.set_index("composition_id").loc[ids].reset_index()
+    provenance = Provenance(site_table=table.name, site_table_sha256=table.sha256, settings=enumeration.settings_dict())
+    with open_store("compositions", db, bulk_load=True) as store:
+        stored = {d["composition_id"] for d in store._collection.find(
+            {"composition_id": {"$in": ids}, "provenance.site_table_sha256": table.sha256}, {"composition_id": 1})}
+        new = chosen[~chosen["composition_id"].isin(stored)]
+        for start in range(0, len(new), 5000):
+            upsert_documents(store, CompositionDoc.from_table(new.iloc[start : start + 5000], provenance))
+        store._collection.update_many({"composition_id": {"$in": ids}}, {"$addToSet": {"campaigns": campaign}})
+    return {"campaign": campaign, "composition_ids": ids, "n": len(ids), "written": len(new)}
+
+
+def _chunks(ids: list[str], chunk_size: int) -> list[list[str]]:
+    return [ids[i : i + chunk_size] for i in range(0, len(ids), chunk_size)]
+
+
+@job
+def build_chunks(selection: dict, chunk_size: int, maker: BuildMaker, db_settings: dict | None = None) -> Response:
+    """Fan out: one build job per chunk of compositions."""
+    jobs = []
+    for n, chunk in enumerate(_chunks(selection["composition_ids"], chunk_size)):
+        j = maker.make(query={"composition_id": {"$in": chunk}}, db_settings=db_settings)
+        j.name = f"build chunk {n}"
+        jobs.append(j)
+    return Response(replace=Flow(jobs, output=[j.output for j in jobs], name="build chunks"))
+
+
+@job
+def relax_chunks(
+    selection: dict, built: list, chunk_size: int, maker: RelaxMaker, model: str | None = None,
+    db_settings: dict | None = None,
+) -> Response:  # fmt: skip
+    """Fan out: one relaxation job per chunk of compositions (all their built structures), on GPU workers.
+
+    ``model`` (a file, possibly the training flow's output) overrides the maker's model.
+    """
+    if model is not None:
+        maker = replace(maker, model=model)
+    jobs = []
+    for n, chunk in enumerate(_chunks(selection["composition_ids"], chunk_size)):
+        j = maker.make(query={"composition_id": {"$in": chunk}}, db_settings=db_settings)
+        j.name = f"relax chunk {n}"
+        j.update_config({"manager_config": {"_category": GPU_CATEGORY}})
+        jobs.append(j)
+    return Response(replace=Flow(jobs, output=[j.output for j in jobs], name="relax chunks"))
+
+
+@job
+def summarize_campaign(selection: dict, relaxed: list, validation: dict | None, db_settings: dict | None = None) -> dict:
+    """Phase counts and the lowest-energy phases of the campaign's compositions (small output)."""
+    db = _db(db_settings)
+    ids = selection["composition_ids"]
+    model = relaxed[0]["model"]["model_sha256"][:12] if relaxed else None
+    rows = []
+    with open_store("compositions", db) as store:
+        for d in store._collection.find({"composition_id": {"$in": ids}},
+                                        {"composition_id": 1, "formula": 1, "X": 1, "tau_perovskite": 1,
+                                         f"phases.{model}": 1, "_id": 0}):  # fmt: skip
+            phase = (d.get("phases") or {}).get(model) or {}
+            rows.append({"composition_id": d["composition_id"], "formula": d["formula"], "X": d["X"],
+                         "tau_perovskite": d["tau_perovskite"], "lowest": phase.get("lowest"),
+                         "dE_untilted_mev_atom": phase.get("dE_untilted_mev_atom"),
+                         "all_converged": phase.get("all_converged")})  # fmt: skip
+    by_phase: dict[str, int] = {}
+    for r in rows:
+        by_phase[str(r["lowest"])] = by_phase.get(str(r["lowest"]), 0) + 1
+    des = [r["dE_untilted_mev_atom"] for r in rows if r["dE_untilted_mev_atom"] is not None]
+    return {
+        "campaign": selection["campaign"], "compositions": len(ids), "model_sha256_12": model,
+        "relaxations": sum(r["relaxed"] for r in relaxed), "converged": sum(r["converged"] for r in relaxed),
+        "failed": sum(r["failed"] for r in relaxed), "lowest_phase_counts": by_phase,
+        "tilted_ground_state_fraction": (sum(1 for r in rows if r["lowest"] not in (None, "a0a0a0")) / len(rows))
+        if rows else None,
+        "mean_dE_untilted_mev_atom": sum(des) / len(des) if des else None,
+        "table": sorted(rows, key=lambda r: r["composition_id"]),
+        "validation": validation,
+    }  # fmt: skip
+
+
+@dataclass
+class ScreeningFlowMaker(Maker):
+    """The screening campaign: select -> build (fan-out) -> relax (fan-out, GPU) -> validate -> summary.
+
+    Parameters
+    ----------
+    name
+        Flow name.
+    campaign
+        Tag put on the campaign's compositions.
+    limit
+        Number of random compositions (None: the whole space of the enumeration settings).
+    seed
+        Seed of the random selection (the same seed picks the same compositions: re-runs resume).
+    chunk_size
+        Compositions per build / relax job.
+    enumeration, build, relax
+        Settings / Makers of the steps.
+    validate
+        A ValidateMaker (DFT single points on a sample), or None to skip validation.
+    """
+
+    name: str = "dp_screen screening"
+    campaign: str = "default"
+    limit: int | None = None
+    seed: int = 0
+    chunk_size: int = 500
+    enumeration: EnumerationSettings = field(default_factory=EnumerationSettings)
+    build: BuildMaker = field(default_factory=BuildMaker)
+    relax: RelaxMaker = field(default_factory=RelaxMaker)
+    validate: ValidateMaker | None = None
+
+    def make(self, db_settings: dict | None = None, model: str | None = None) -> Flow:
+        """The campaign flow. ``model``: a model file (or a reference to one, e.g. the training flow's output)."""
+        select = select_compositions(self.campaign, self.limit, self.seed, self.enumeration, db_settings)
+        select.name = "select compositions"
+        built = build_chunks(select.output, self.chunk_size, self.build, db_settings)
+        built.name = "build (fan-out)"
+        relaxed = relax_chunks(select.output, built.output, self.chunk_size, self.relax, model, db_settings)
+        relaxed.name = "relax (fan-out)"
+        jobs = [select, built, relaxed]
+        validation = None
+        if self.validate is not None:
+            val = self.validate.make(select.output, relaxed.output, db_settings)
+            jobs.append(val)
+            validation = val.output
+        summary = summarize_campaign(select.output, relaxed.output, validation, db_settings)
+        summary.name = "summary"
+        jobs.append(summary)
+        return Flow(jobs, output=summary.output, name=self.name)
+

@@ -1,0 +1,199 @@
+"""Validation: DFT single points of a random, stratified sample of relaxed structures, stored next to the MLIP's.
+
+The sample is drawn at random (seeded) in strata of (anion, final space group), round robin, so every anion and
+phase present is covered before any is sampled twice. Each validation document holds the DFT energy, forces and
+stress, the MLIP's for the same structure, and the per-structure errors. Absolute energies of DFT codes and MLIPs
+differ by element references; the energy error stored is the raw difference (analysis compares energy differences
+within a composition), forces and stresses are compared directly.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from jobflow import Flow, Maker, Response, job
+from pymatgen.core import Structure
+
+from dp_screen.dft.cp2k import CP2KSettings
+from dp_screen.jobs.dft import BACKENDS, dft_single_point, vasp_static_maker
+from dp_screen.errors import InputError
+from dp_screen.schemas.common import Provenance
+from dp_screen.settings import DPScreenSettings
+from dp_screen.stores import open_store, upsert_documents
+
+VASP_KBAR_TO_GPA = -0.1  # VASP prints stress in kbar with the opposite sign to ASE's
+
+
+def stratified_sample(docs: list[dict], n: int, seed: int = 0) -> list[dict]:
+    """Pick ``n`` documents at random, round robin over (anion, space group) strata."""
+    strata: dict[tuple, list[dict]] = defaultdict(list)
+    for d in docs:
+        x = d["composition_id"].rsplit("_", 1)[-1]
+        sg = (d.get("phase") or {}).get("space_group")
+        strata[(x, sg)].append(d)
+    rng = random.Random(seed)
+    for members in strata.values():
+        rng.shuffle(members)
+    keys = sorted(strata, key=str)
+    rng.shuffle(keys)
+    picked: list[dict] = []
+    while len(picked) < n and any(strata[k] for k in keys):
+        for k in keys:
+            if strata[k] and len(picked) < n:
+                picked.append(strata[k].pop())
+    return picked
+
+
+def _mlip_forces(relaxation: dict, structure: Structure) -> np.ndarray | None:
+    from dp_screen.mlip.models import load_model
+    from dp_screen.mlip.relax import single_points
+
+    path = relaxation["provenance"]["settings"].get("model_path")
+    try:
+        model = load_model(path, device="cpu", dtype="float64")
+    except Exception:  # noqa: BLE001 - the model file may live on another machine
+        return None
+    return single_points([structure], model)[0]["forces"]
+
+
+def validation_doc(relaxation: dict, dft: dict, structure: Structure) -> dict:
+    """A validations document: DFT and MLIP side by side, with the per-structure errors."""
+    n = len(structure)
+    f_dft = np.asarray(dft["forces"])
+    f_mlip = _mlip_forces(relaxation, structure)
+    s_dft = None if dft.get("stress_gpa") is None else np.asarray(dft["stress_gpa"])
+    s_mlip = np.asarray(relaxation["stress_gpa"])
+    return {
+        "validation_id": f"{relaxation['relaxation_id']}|{dft['method']}",
+        "relaxation_id": relaxation["relaxation_id"], "structure_id": relaxation["structure_id"],
+        "composition_id": relaxation["composition_id"], "formula": relaxation["formula"],
+        "X": relaxation["composition_id"].rsplit("_", 1)[-1].rstrip("+-0123456789"),
+        "start_tilt": relaxation["start_tilt"], "space_group": (relaxation.get("phase") or {}).get("space_group"),
+        "method": dft["method"], "n_atoms": n,
+        "dft_energy": dft["energy"], "dft_energy_per_atom": dft["energy"] / n, "dft_forces": f_dft.tolist(),
+        "dft_stress_gpa": None if s_dft is None else s_dft.tolist(), "scf_converged": dft.get("scf_converged"),
+        "mlip_energy": relaxation["energy"], "mlip_energy_per_atom": relaxation["energy_per_atom"],
+        "mlip_forces": None if f_mlip is None else f_mlip.tolist(), "mlip_stress_gpa": s_mlip.tolist(),
+        "model_sha256": relaxation["model_sha256"],
+        "energy_diff_per_atom_raw": relaxation["energy_per_atom"] - dft["energy"] / n,
+        "force_mae": None if f_mlip is None else float(np.abs(f_mlip - f_dft).mean()),
+        "force_max_dft": float(np.linalg.norm(f_dft, axis=1).max()),
+        "stress_mae_gpa": None if s_dft is None else float(np.abs(s_mlip - s_dft).mean()),
+        "dft_settings": dft.get("settings"), "dft_output": dft.get("output_file"),
+        "provenance": Provenance(model_sha256=relaxation["model_sha256"], settings={"dft": dft.get("settings")}).model_dump(),
+    }  # fmt: skip
+
+
+def validate_sample(
+    composition_ids: list[str] | None,
+    n_samples: int,
+    cp2k: CP2KSettings,
+    db_settings: DPScreenSettings | None = None,
+    seed: int = 0,
+    work_dir: str | Path | None = None,
+    model_sha256: str | None = None,
+) -> dict:
+    """Run CP2K on a stratified random sample of converged relaxations; store validation documents (resumable)."""
+    query: dict = {"failed": False, "converged": True}
+    if composition_ids is not None:
+        query["composition_id"] = {"$in": composition_ids}
+    if model_sha256:
+        query["model_sha256"] = model_sha256
+    with open_store("relaxations", db_settings) as relax:
+        docs = list(relax._collection.find(query, {"_id": 0}))
+    if not docs:
+        return {"validated": 0, "skipped": 0, "reason": "no converged relaxations to validate"}
+    method = f"cp2k-{cp2k.xc.lower()}"
+    with open_store("validations", db_settings) as vals:
+        done = {d["relaxation_id"] for d in vals._collection.find({"method": method}, {"relaxation_id": 1, "_id": 0})}
+        sample = stratified_sample(docs, n_samples, seed)
+        base = Path(work_dir or tempfile.mkdtemp(prefix="dp_screen_validate_"))
+        written, errors = [], []
+        for rel in sample:
+            if rel["relaxation_id"] in done:
+                continue
+            structure = Structure.from_dict(rel["structure"])
+            folder = base / rel["relaxation_id"].replace("|", "_").replace(":", "_").replace("+", "p")
+            try:
+                dft = dft_single_point(structure, cp2k, folder)
+            except Exception as exc:  # noqa: BLE001 - one failed DFT run must not lose the others
+                errors.append(f"{rel['relaxation_id']}: {exc}")
+                continue
+            doc = validation_doc(rel, dft, structure)
+            upsert_documents(vals, [doc])
+            written.append(doc)
+    maes = [d["force_mae"] for d in written if d["force_mae"] is not None]
+    return {"validated": len(written), "skipped": len(sample) - len(written) - len(errors), "errors": errors,
+            "method": method, "force_mae_mean": float(np.mean(maes)) if maes else None,
+            "validation_ids": [d["validation_id"] for d in written]}  # fmt: skip
+
+
+@job
+def collect_vasp_validations(relaxation_ids: list[str], task_docs: list, db_settings: dict | None = None) -> dict:
+    """Store the VASP static results next to the MLIP's (runs after the queued VASP jobs)."""
+    db = DPScreenSettings(**db_settings) if db_settings else DPScreenSettings()
+    with open_store("relaxations", db) as relax:
+        rels = {d["relaxation_id"]: d for d in relax._collection.find({"relaxation_id": {"$in": relaxation_ids}}, {"_id": 0})}
+    docs = []
+    for rid, task in zip(relaxation_ids, task_docs, strict=True):
+        out = task.output
+        structure = out.structure
+        dft = {"method": "vasp-pbe", "energy": out.energy, "forces": out.forces,
+               "stress_gpa": (np.asarray(out.stress) * VASP_KBAR_TO_GPA).tolist(), "settings": {"code": "vasp"}}  # fmt: skip
+        docs.append(validation_doc(rels[rid], dft, structure))
+    with open_store("validations", db) as vals:
+        upsert_documents(vals, docs)
+    return {"validated": len(docs), "method": "vasp-pbe"}
+
+
+@dataclass
+class ValidateMaker(Maker):
+    """DFT validation of a stratified random sample of a campaign's relaxed structures.
+
+    Parameters
+    ----------
+    name
+        Job name.
+    n_samples
+        Structures to validate.
+    seed
+        Sampling seed.
+    backend
+        "cp2k" (runs in the job) or "vasp" (queues atomate2 static jobs, then a collector job).
+    cp2k
+        CP2K settings.
+    """
+
+    name: str = "validate"
+    n_samples: int = 4
+    seed: int = 0
+    backend: str = "cp2k"
+    cp2k: CP2KSettings = field(default_factory=CP2KSettings)
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise InputError(f"unknown DFT backend {self.backend!r}; allowed: {', '.join(BACKENDS)}")
+
+    @job
+    def make(self, selection: dict | None = None, relaxed: list | None = None, db_settings: dict | None = None):
+        """Validate the sample; the output is a summary (ids, counts, mean errors)."""
+        db = DPScreenSettings(**db_settings) if db_settings else DPScreenSettings()
+        ids = selection["composition_ids"] if selection else None
+        model = relaxed[0]["model"]["model_sha256"] if relaxed else None
+        if self.backend == "cp2k":
+            return validate_sample(ids, self.n_samples, self.cp2k, db, seed=self.seed, model_sha256=model)
+        query: dict = {"failed": False, "converged": True}
+        if ids is not None:
+            query["composition_id"] = {"$in": ids}
+        with open_store("relaxations", db) as relax:
+            docs = list(relax._collection.find(query, {"_id": 0}))
+        sample = stratified_sample(docs, self.n_samples, self.seed)
+        statics = [vasp_static_maker().make(Structure.from_dict(d["structure"])) for d in sample]
+        collect = collect_vasp_validations([d["relaxation_id"] for d in sample], [s.output for s in statics],
+                                           db_settings)  # fmt: skip
+        return Response(replace=Flow([*statics, collect], output=collect.output, name="vasp validation"))
