@@ -33,7 +33,7 @@ def write_vasp_inputs(structure: Structure, directory: str | Path, user_incar_se
     """Write the VASP inputs the VASP backend would run (POTCAR.spec instead of POTCAR: no licence needed)."""
     maker = vasp_static_maker(user_incar_settings)
     vis = maker.input_set_generator.get_input_set(structure, potcar_spec=True)
-    vis.write_input(directory, potcar_spec=True)
+    vis.write_input(directory)
     return Path(directory)
 
 

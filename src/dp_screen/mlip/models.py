@@ -72,9 +72,22 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
+def import_mace() -> None:
+    """Import mace (before e3nn) and its TorchSim and ASE interfaces, keeping their import-time notices off stdout
+    (mace prints one about cuequivariance, which would corrupt ``--json`` output)."""
+    import contextlib
+    import sys
+
+    with contextlib.redirect_stdout(sys.stderr):
+        import mace  # noqa: F401
+        import mace.calculators  # noqa: F401
+        import mace.modules  # noqa: F401
+        import torch_sim.models.mace  # noqa: F401
+
+
 def load_model(name_or_path: str | Path | None = None, device: str | None = None, dtype: str = "float64") -> LoadedModel:
     """Load a MACE model: None = the packaged default; an existing file; or a foundation model name."""
-    import mace  # noqa: F401  (before e3nn, see above)
+    import_mace()
     import torch
 
     if dtype not in DTYPES:

@@ -1,0 +1,190 @@
+"""The campaign: fan-out, run_locally, FireWorks with two worker processes, a killed worker, DFT backends."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pymongo
+import pytest
+from jobflow import Flow, Job, run_locally
+
+from dp_screen.dft.cp2k import CP2KSettings, cp2k_executable
+from dp_screen.flows.screening import ScreeningFlowMaker
+from dp_screen.jobs.build import BuildMaker, BuildSettings, build_structures_to_store
+from dp_screen.jobs.dft import DFTStaticMaker, write_vasp_inputs
+from dp_screen.jobs.enumerate import EnumerationSettings, write_compositions
+from dp_screen.jobs.relax import RelaxMaker, relax_store
+from dp_screen.jobs.validate import stratified_sample, validate_sample
+from dp_screen.mlip.relax import RelaxSettings
+from dp_screen.stores import get_job_store, open_store
+from dp_screen.structures.perovskite import SiteSpeciesSet, build_bvm_structure
+
+TABLE = "site,element,oxidation_state\nA,Cs,1\nA,Ba,2\nB,Ag,1\nB,Bi,3\nB,Ca,2\nB,Mo,6\nX,Cl,-1\nX,O,-2\n"
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def table(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text(TABLE)
+    return str(path)
+
+
+def screening(table, tiny_model_path, limit=4, chunk_size=2, **kw):
+    return ScreeningFlowMaker(
+        campaign="test", limit=limit, seed=1, chunk_size=chunk_size, enumeration=EnumerationSettings(table=table),
+        build=BuildMaker(settings=BuildSettings(tilts=["a0a0a0", "a0a0c-"])),
+        relax=RelaxMaker(model=str(tiny_model_path), settings=RelaxSettings(max_steps=40), device="cpu"), **kw,
+    )  # fmt: skip
+
+
+def test_fan_out_and_run_locally_and_resume(db_settings, table, tiny_model_path):
+    flow = screening(table, tiny_model_path, limit=5, chunk_size=2).make(db_settings.model_dump(mode="json"))
+    store = get_job_store(db_settings)
+    responses = run_locally(flow, store=store, create_folders=False, ensure_success=True)
+    store.connect()
+    names = [d["name"] for d in store.docs_store._collection.find({}, {"name": 1})]
+    assert sum(n.startswith("build chunk") for n in names) == 3  # 5 compositions in chunks of 2
+    assert sum(n.startswith("relax chunk") for n in names) == 3
+    summary = next(r[1].output for r in responses.values() if 1 in r and isinstance(r[1].output, dict)
+                   and "lowest_phase_counts" in r[1].output)  # fmt: skip
+    assert summary["compositions"] == 5 and summary["relaxations"] == 10
+    assert len(summary["table"]) == 5 and all(r["lowest"] in ("a0a0a0", "a0a0c-") for r in summary["table"])
+    # the same campaign again: nothing is rebuilt or relaxed twice
+    again = run_locally(screening(table, tiny_model_path, limit=5).make(db_settings.model_dump(mode="json")),
+                        store=store, create_folders=False, ensure_success=True)  # fmt: skip
+    counts = [r[1].output for r in again.values() if 1 in r and isinstance(r[1].output, dict) and "relaxed" in r[1].output]
+    assert counts and all(c["relaxed"] == 0 for c in counts)
+    with open_store("relaxations", db_settings) as relax:
+        assert relax.count() == 10
+
+
+def test_fireworks_two_workers(db_settings, table, tiny_model_path, tmp_path):
+    from fireworks import LaunchPad
+    from jobflow.managers.fireworks import flow_to_workflow
+
+    lpad = LaunchPad(host=db_settings.db_uri, uri_mode=True, name=f"{db_settings.database}_fw")
+    lpad.reset("", require_password=False)
+    flow = screening(table, tiny_model_path, limit=4, chunk_size=2).make(db_settings.model_dump(mode="json"))
+    lpad.add_wf(flow_to_workflow(flow, store=get_job_store(db_settings)))
+    (tmp_path / "lp.yaml").write_text(f"host: {db_settings.db_uri}/{db_settings.database}_fw\nuri_mode: true\n"
+                                      f"name: {db_settings.database}_fw\n")  # fmt: skip
+    (tmp_path / "cpu.yaml").write_text("name: cpu\ncategory: __none__\nquery: '{}'\n")
+    (tmp_path / "gpu.yaml").write_text("name: gpu-like\ncategory: gpu\nquery: '{}'\n")
+    workers = []
+    for n, fworker in enumerate(("cpu.yaml", "gpu.yaml")):
+        folder = tmp_path / f"w{n}"
+        folder.mkdir()
+        workers.append(subprocess.Popen(
+            [str(BIN / "rlaunch"), "-l", str(tmp_path / "lp.yaml"), "-w", str(tmp_path / fworker), "rapidfire",
+             "--nlaunches", "infinite", "--sleep", "1"], cwd=folder, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, env=dict(os.environ, OMP_NUM_THREADS="1")))  # fmt: skip
+    try:
+        deadline = time.time() + 400
+        while time.time() < deadline:
+            states = {fw["state"] for fw in lpad.fireworks.find({}, {"state": 1})}
+            if states and states <= {"COMPLETED"} or "FIZZLED" in states:
+                break
+            time.sleep(2)
+    finally:
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            w.wait(30)
+    fws = list(lpad.fireworks.find({}, {"state": 1, "name": 1, "spec._category": 1}))
+    assert {fw["state"] for fw in fws} == {"COMPLETED"}, [(f["name"], f["state"]) for f in fws]
+    relax_fws = [fw for fw in fws if fw["name"].startswith("relax chunk")]
+    assert len(relax_fws) == 2 and all(fw["spec"].get("_category") == "gpu" for fw in relax_fws)
+    hosts = {lpad.launches.find_one({"fw_id": fw["fw_id"]})["fworker"]["name"] for fw in lpad.fireworks.find({})}
+    assert hosts == {"cpu", "gpu-like"}  # both workers did work
+    with open_store("relaxations", db_settings) as relax:
+        ids = [d["structure_id"] for d in relax._collection.find({}, {"structure_id": 1})]
+    assert len(ids) == len(set(ids)) == 8  # every result stored once
+
+
+def test_killed_worker_loses_only_its_chunk(db_settings, table, tiny_model_path):
+    write_compositions(EnumerationSettings(table=table), db_settings)
+    build_structures_to_store(BuildSettings(tilts=["a0a0a0", "a0a0c-"]), db_settings)
+    with open_store("structures", db_settings) as s:
+        total = s._collection.count_documents({"status": "built"})
+    env = dict(os.environ, DP_SCREEN_DATABASE=db_settings.database, OMP_NUM_THREADS="1")
+    cmd = [str(BIN / "dp-screen"), "--db-uri", db_settings.db_uri, "relax", "--model", str(tiny_model_path),
+           "--device", "cpu", "--fmax", "0.0005", "--max-steps", "150", "--chunk-size", "2"]  # fmt: skip
+    worker = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = pymongo.MongoClient(db_settings.db_uri)
+    coll = client[db_settings.database]["relaxations"]
+    deadline = time.time() + 300
+    while coll.count_documents({}) < 4 and time.time() < deadline and worker.poll() is None:
+        time.sleep(0.2)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    before = coll.count_documents({})
+    assert 0 < before < total, "the worker should have been killed part-way"
+    done = subprocess.run([*cmd, "--json"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["skipped"] == before and result["relaxed"] == total - before
+    ids = [d["structure_id"] for d in coll.find({}, {"structure_id": 1})]
+    assert len(ids) == len(set(ids)) == total
+    client.close()
+
+
+def test_stratified_sample_covers_strata():
+    docs = [{"composition_id": f"c{i}_{x}", "phase": {"space_group": sg}} for i, (x, sg) in
+            enumerate([("O2-", 225)] * 6 + [("Cl-", 225)] * 3 + [("Cl-", 87)] * 2)]  # fmt: skip
+    picked = stratified_sample(docs, 3, seed=0)
+    assert {(d["composition_id"].rsplit("_", 1)[1], d["phase"]["space_group"]) for d in picked} == {
+        ("O2-", 225), ("Cl-", 225), ("Cl-", 87)}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(cp2k_executable() is None, reason="cp2k is not installed (apt-get install -y cp2k)")
+def test_cp2k_validation_lands_next_to_the_mlip(db_settings, tiny_model_path, tmp_path):
+    """A real CP2K PBE single point of a relaxed structure, stored with the MLIP's energy and forces."""
+    table = tmp_path / "cs.csv"
+    table.write_text("site,element,oxidation_state\nA,Cs,1\nB,Ag,1\nB,Bi,3\nX,Cl,-1\n")
+    write_compositions(EnumerationSettings(table=str(table), allow_same_b=False), db_settings)
+    build_structures_to_store(BuildSettings(tilts=["a0a0a0"]), db_settings)
+    relax_store(str(tiny_model_path), RelaxSettings(max_steps=50), db_settings, device="cpu")
+    cp2k = CP2KSettings(cutoff=250, rel_cutoff=40, kpoint_density=0.0, nproc=2, max_scf=60, eps_scf=1e-5)
+    summary = validate_sample(None, 1, cp2k, db_settings, work_dir=tmp_path / "cp2k")
+    assert summary["validated"] == 1, summary
+    with open_store("validations", db_settings) as vals:
+        doc = vals.query_one({})
+    assert doc["method"] == "cp2k-pbe" and doc["composition_id"] == "Cs+_Cs+_Ag+_Bi3+_Cl-"
+    assert doc["dft_energy"] < -1000 and len(doc["dft_forces"]) == 10 and len(doc["mlip_forces"]) == 10
+    assert doc["dft_stress_gpa"] is not None and doc["force_mae"] >= 0 and doc["scf_converged"]
+    assert doc["mlip_energy_per_atom"] == pytest.approx(doc["dft_energy_per_atom"] + doc["energy_diff_per_atom_raw"])
+    again = validate_sample(None, 1, cp2k, db_settings, work_dir=tmp_path / "cp2k2")
+    assert again["validated"] == 0 and again["skipped"] == 1  # resumable: not run twice
+
+
+def test_vasp_backend_writes_inputs_and_queues_a_job(tmp_path):
+    """VASP cannot run here: checked up to the written inputs and the queued atomate2 job."""
+    from jobflow.managers.fireworks import flow_to_workflow
+
+    structure = build_bvm_structure(SiteSpeciesSet(("Sr", 2), ("Sr", 2), ("Co", 2), ("Mo", 6), ("O", -2))).structure
+    folder = write_vasp_inputs(structure, tmp_path / "vasp")
+    incar = (folder / "INCAR").read_text()
+    assert "ISPIN = 2" in incar and "ISIF = 3" in incar
+    assert (folder / "POSCAR").exists() and (folder / "KPOINTS").exists() and (folder / "POTCAR.spec").exists()
+    from jobflow import JobStore
+    from maggma.stores import MemoryStore
+
+    job = DFTStaticMaker(backend="vasp").make(structure)
+    store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
+    store.connect()
+    response = job.run(store)  # what a worker does: the job replaces itself with atomate2's static job
+    assert isinstance(response.replace, (Job, Flow))
+    queued = response.replace if isinstance(response.replace, Job) else response.replace.jobs[0]
+    assert "vasp static" in queued.name
+    wf = flow_to_workflow(Flow([job]), store=None)
+    assert len(wf.fws) == 1
+    with pytest.raises(ValueError, match="unknown DFT backend 'abinit'"):
+        DFTStaticMaker(backend="abinit")
