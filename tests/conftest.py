@@ -93,3 +93,16 @@ TINY_ELEMENTS = [8, 9, 11, 13, 17, 20, 27, 38, 42, 47, 55, 56, 83]  # O F Na Al 
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory):
     return make_tiny_mace(tmp_path_factory.mktemp("models") / "tiny.model", TINY_ELEMENTS, seed=0, scale=1.0)
+
+
+def run_cli(args, capsys):
+    """Run the dp-screen CLI in-process; return (exit code, stdout, stderr)."""
+    from dp_screen.cli import main
+
+    code = 0
+    try:
+        main(args)
+    except SystemExit as exc:
+        code = exc.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -8,7 +8,7 @@ import pytest
 from jobflow import run_locally
 from pymatgen.core import Structure
 
-from dp_screen.cli import main
+from conftest import run_cli
 from dp_screen.jobs.build import BuildMaker, BuildSettings, build_structures_to_store
 from dp_screen.jobs.enumerate import EnumerationSettings, write_compositions
 from dp_screen.stores import get_job_store, open_store
@@ -16,13 +16,7 @@ from dp_screen.structures.bond_valence import bond_valence_table
 
 
 def run(args, capsys):
-    code = 0
-    try:
-        main(args)
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_cli(args, capsys)
 
 
 @pytest.fixture

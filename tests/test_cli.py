@@ -10,18 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dp_screen.cli import main
+from conftest import run_cli
 
 
 def run(args, capsys):
-    """Run the CLI in-process; return (exit code, stdout, stderr)."""
-    code = 0
-    try:
-        main(args)
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_cli(args, capsys)
 
 
 def test_dry_run_json_counts(capsys):

@@ -38,6 +38,30 @@ def cli(ctx: click.Context, db_uri: str | None, home: Path | None) -> None:
         raise DPScreenError(f"malformed dp_screen settings: {exc}".replace("\n", " ")) from None
 
 
+class ProgressBar:
+    """A tqdm bar on stderr that appears once the total is known (after the database answered, so an error never
+    shares a line with it); pass ``update`` as ``progress`` and ``start`` as ``on_total``."""
+
+    def __init__(self, desc: str, unit: str) -> None:
+        self.desc, self.unit, self.bar = desc, unit, None
+
+    def start(self, total: int) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit=self.unit, desc=self.desc, file=sys.stderr, mininterval=0.5)
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 # ---------------------------------------------------------------------------------------------------------------- db
 @cli.group()
 def db() -> None:
@@ -135,20 +159,9 @@ def enumerate_cmd(ctx, table, anions, same_a, same_b, bv_filter, dry_run, as_jso
             _print_summary(summary)
         return
 
-    from tqdm import tqdm
-
-    bars: list[tqdm] = []  # made once the store answered, so errors never share a line with the bar
-
-    def on_total(n: int) -> None:
-        bars.append(tqdm(total=n, unit="comp", desc="writing compositions", file=sys.stderr, mininterval=0.5))
-
-    try:
-        summary = write_compositions(
-            settings, _settings(ctx), chunk_size=chunk_size, progress=lambda n: bars[0].update(n), on_total=on_total
-        )
-    finally:
-        for bar in bars:
-            bar.close()
+    with ProgressBar("writing compositions", "comp") as bar:
+        summary = write_compositions(settings, _settings(ctx), chunk_size=chunk_size, progress=bar.update,
+                                     on_total=bar.start)  # fmt: skip
     if as_json:
         click.echo(json.dumps(summary))
     else:
@@ -273,25 +286,13 @@ def build_cmd(formula, ordering, tilt, method, fixed_midpoint, cell, out, as_jso
 @click.pass_context
 def build_all_cmd(ctx, tilts, methods, ordering, anions, limit, chunk_size, as_json) -> None:  # noqa: PLR0913
     """Build the starting structures of every composition in the store (chunked, resumable, with progress)."""
-    from tqdm import tqdm
-
     from dp_screen.jobs.build import BuildSettings, build_structures_to_store
 
     settings = BuildSettings(tilts=_split(tilts), methods=list(methods), ordering=ordering)
     query = {"X": {"$in": _split(anions)}} if anions else None
-    bars: list[tqdm] = []
-
-    def on_total(n: int) -> None:
-        bars.append(tqdm(total=n, unit="struct", desc="building structures", file=sys.stderr, mininterval=0.5))
-
-    try:
-        summary = build_structures_to_store(
-            settings, _settings(ctx), query=query, limit=limit, chunk_size=chunk_size,
-            progress=lambda n: bars[0].update(n), on_total=on_total,
-        )  # fmt: skip
-    finally:
-        for bar in bars:
-            bar.close()
+    with ProgressBar("building structures", "struct") as bar:
+        summary = build_structures_to_store(settings, _settings(ctx), query=query, limit=limit, chunk_size=chunk_size,
+                                            progress=bar.update, on_total=bar.start)  # fmt: skip
     if as_json:
         click.echo(json.dumps(summary))
     else:
@@ -334,23 +335,13 @@ def relax_cmd(ctx, model, device, dtype, fmax, max_steps, structure_file, out, a
     if structure_file is not None:
         _relax_one(structure_file, out, model, device, dtype, settings, as_json)
         return
-    from tqdm import tqdm
-
     from dp_screen.jobs.relax import relax_store
 
     query = {"formula": {"$regex": "(" + "|".join(f"{x}6$" for x in _split(anions)) + ")"}} if anions else None
-    bars: list[tqdm] = []
-
-    def on_total(n: int) -> None:
-        bars.append(tqdm(total=n, unit="struct", desc="relaxing", file=sys.stderr, mininterval=0.5))
-
-    try:
+    with ProgressBar("relaxing", "struct") as bar:
         summary = relax_store(model, settings, _settings(ctx), query=query, limit=limit, chunk_size=chunk_size,
-                              device=None if device == "auto" else device, dtype=dtype,
-                              progress=lambda n: bars[0].update(n) if bars else None, on_total=on_total)  # fmt: skip
-    finally:
-        for bar in bars:
-            bar.close()
+                              device=None if device == "auto" else device, dtype=dtype, progress=bar.update,
+                              on_total=bar.start)  # fmt: skip
     if as_json:
         click.echo(json.dumps(summary))
         return
