@@ -19,20 +19,21 @@ from dp_screen.chemistry.composition_space import enumerate_compositions  # noqa
 from dp_screen.chemistry.site_tables import load_site_table  # noqa: E402
 from dp_screen.errors import DPScreenError  # noqa: E402
 from dp_screen.mlip.models import load_model  # noqa: E402
-from dp_screen.mlip.relax import RelaxSettings, relax_structures, relax_structures_ase  # noqa: E402
+from dp_screen.mlip.relax import RelaxSettings, relax_structures, relax_structures_ase, uncovered_elements  # noqa: E402
 from dp_screen.structures.bond_valence import bond_valence_coverage  # noqa: E402
 from dp_screen.structures.perovskite import SiteSpeciesSet, build_bvm_structures  # noqa: E402
 
 
-def starting_structures(n: int, seed: int = 0):
-    """n BVM starting structures of real compositions (tilt a0a0c-, rock-salt ordering), rattled by 0.03 A."""
+def starting_structures(n: int, model, seed: int = 0):
+    """n BVM starting structures of real compositions (tilt a0a0c-, rock-salt ordering) whose elements the model
+    covers, rattled by 0.03 A."""
     from pymatgen.core import Structure
 
     df = enumerate_compositions(load_site_table())
     df = df[(df.expected_ordering == "rocksalt") & df.tau_perovskite & bond_valence_coverage(df, "exact")]
-    rows = df.sample(4 * n, random_state=seed).to_dict("records")
+    rows = df.sample(min(len(df), 40 * n), random_state=seed).to_dict("records")
     built = [b for b in build_bvm_structures([SiteSpeciesSet.from_row(r) for r in rows], "rocksalt", "a0a0c-")
-             if not isinstance(b, DPScreenError)][:n]  # fmt: skip
+             if not isinstance(b, DPScreenError) and not uncovered_elements(b.structure, model)][:n]  # fmt: skip
     rng = np.random.default_rng(seed)
     return [Structure(b.structure.lattice, b.structure.species,
                       b.structure.cart_coords + rng.normal(0, 0.03, (len(b.structure), 3)), coords_are_cartesian=True)
@@ -57,7 +58,7 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=300)
     args = parser.parse_args()
     model = load_model(args.model, device=args.device, dtype=args.dtype)
-    structures = starting_structures(args.n)
+    structures = starting_structures(args.n, model)
     settings = RelaxSettings(fmax=0.05, max_steps=args.max_steps)
     print(f"model {model.name} ({model.sha256[:12]}), {model.dtype}, device {model.device}; "
           f"{len(structures)} structures, {np.mean([len(s) for s in structures]):.0f} atoms each; fmax 0.05")

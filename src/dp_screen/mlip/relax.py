@@ -289,6 +289,10 @@ def relax_structures_ase(structures: list[Structure], model: LoadedModel, settin
     calc = _ase_calculator(model)
     results = []
     for structure in structures:
+        missing = uncovered_elements(structure, model)
+        if missing:
+            results.append(_uncovered_result(structure, missing))
+            continue
         t0 = time.perf_counter()
         atoms = AseAtomsAdaptor.get_atoms(structure)
         atoms.calc = calc
