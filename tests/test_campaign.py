@@ -188,3 +188,19 @@ def test_vasp_backend_writes_inputs_and_queues_a_job(tmp_path):
     assert len(wf.fws) == 1
     with pytest.raises(ValueError, match="unknown DFT backend 'abinit'"):
         DFTStaticMaker(backend="abinit")
+
+
+def test_submit_cli_puts_the_campaign_on_the_launchpad(db_settings, table, tiny_model_path, capsys, monkeypatch):
+    from fireworks import LaunchPad
+
+    from conftest import run_cli
+
+    monkeypatch.setenv("DP_SCREEN_DATABASE", db_settings.database)
+    code, out, err = run_cli(["--db-uri", db_settings.db_uri, "submit", "--limit", "3", "--model", str(tiny_model_path),
+                              "--reset", "--validate", "1"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert "submitted workflow" in out
+    lpad = LaunchPad(host=db_settings.db_uri, uri_mode=True, name=f"{db_settings.database}_fw")
+    names = {fw["name"] for fw in lpad.fireworks.find({}, {"name": 1})}
+    assert {"select compositions", "build (fan-out)", "relax (fan-out)", "summary"} <= names
+    assert any("validate" in n for n in names)
