@@ -204,3 +204,34 @@ def test_submit_cli_puts_the_campaign_on_the_launchpad(db_settings, table, tiny_
     names = {fw["name"] for fw in lpad.fireworks.find({}, {"name": 1})}
     assert {"select compositions", "build (fan-out)", "relax (fan-out)", "summary"} <= names
     assert any("validate" in n for n in names)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(cp2k_executable() is None, reason="cp2k is not installed (apt-get install -y cp2k)")
+def test_training_flow_hands_its_model_to_the_screening_flow(db_settings, tmp_path):
+    """Training set -> real CP2K labels -> MACE training -> screening relaxes with that model (all run_locally)."""
+    from dp_screen.flows.training import TrainingFlowMaker
+    from dp_screen.mlip.training import TrainSettings
+
+    table = tmp_path / "cs.csv"
+    table.write_text("site,element,oxidation_state\nA,Cs,1\nB,Ag,1\nB,Bi,3\nX,Cl,-1\n")
+    enumeration = EnumerationSettings(table=str(table), allow_same_b=False)
+    cp2k = CP2KSettings(cutoff=250, rel_cutoff=40, kpoint_density=0.0, nproc=2, max_scf=60, eps_scf=1e-5)
+    db = db_settings.model_dump(mode="json")
+    training = TrainingFlowMaker(
+        n_compositions=1, cells_per_composition=2, cell_atoms=10, displacement=0.05, strain=0.02,
+        enumeration=enumeration, dft=DFTStaticMaker(cp2k=cp2k), model_name="flow_model",
+        train=TrainSettings(foundation=None, epochs=2, num_channels=8, num_interactions=1, correlation=1,
+                            stress_weight=0.0, valid_fraction=0.5),
+    ).make(db)  # fmt: skip
+    screening = ScreeningFlowMaker(campaign="t", limit=1, enumeration=enumeration,
+                                   build=BuildMaker(settings=BuildSettings(tilts=["a0a0a0"])),
+                                   relax=RelaxMaker(settings=RelaxSettings(max_steps=20), device="cpu"))  # fmt: skip
+    flow = Flow([training, screening.make(db, model=training.output["model_path"])])
+    run_locally(flow, store=get_job_store(db_settings), create_folders=False, ensure_success=True)
+    with open_store("models", db_settings) as models:
+        model = models.query_one({"name": "flow_model"})
+    assert model is not None and model["n_train"] == 2 and Path(model["path"]).exists()
+    with open_store("relaxations", db_settings) as relax:
+        docs = list(relax._collection.find({}, {"model_sha256": 1}))
+    assert docs and {d["model_sha256"] for d in docs} == {model["sha256"]}

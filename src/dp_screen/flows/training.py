@@ -7,48 +7,15 @@ fine-tuned from a foundation model on the labels. The structures travel through 
 
 from __future__ import annotations
 
-import random
 import tempfile
 from dataclasses import dataclass, field
 
 from jobflow import Flow, Maker, Response, job
-from pymatgen.core import Structure
 
 from dp_screen.jobs.dft import DFTStaticMaker
-from dp_screen.jobs.enumerate import EnumerationSettings, enumerate_table
-from dp_screen.jobs.relax import finetune_to_store
-from dp_screen.mlip.training import LabelledStructure, TrainSettings, write_extxyz
-from dp_screen.settings import DPScreenSettings
-from dp_screen.structures.perovskite import SiteSpeciesSet, build_bvm_structure
-from dp_screen.structures.tilts import DEFAULT_TILTS
-from dp_screen.structures.training import perturbed_cells
-
-
-@job(data=Structure)
-def training_set(
-    n_compositions: int, cells_per_composition: int, cell_atoms: int, displacement: float, strain: float, seed: int,
-    enumeration: EnumerationSettings,
-) -> dict:  # fmt: skip
-    """Perturbed supercells of N random compositions (the structures go to the "data" store)."""
-    _, df = enumerate_table(enumeration)
-    rng = random.Random(seed)
-    rows = df.sample(frac=1.0, random_state=seed).to_dict("records")
-    structures, labels = [], []
-    for row in rows:
-        if len({r["composition_id"] for r in labels}) >= n_compositions:
-            break
-        ordering = row["expected_ordering"]
-        tilt = rng.choice(DEFAULT_TILTS[ordering])
-        try:
-            built = build_bvm_structure(SiteSpeciesSet.from_row(row), ordering, tilt)
-        except Exception:  # noqa: BLE001 - skip compositions that cannot be built
-            continue
-        cells = perturbed_cells(built.structure.remove_oxidation_states(), cells_per_composition, displacement, strain,
-                                seed=rng.randrange(1 << 30), n_atoms=cell_atoms)  # fmt: skip
-        for k, cell in enumerate(cells):
-            structures.append(cell)
-            labels.append({"composition_id": row["composition_id"], "tilt": tilt, "cell": k})
-    return {"structures": structures, "labels": labels, "n": len(structures)}
+from dp_screen.jobs.enumerate import EnumerationSettings
+from dp_screen.jobs.training import FineTuneMaker, TrainingSetMaker
+from dp_screen.mlip.training import TrainSettings
 
 
 @job
@@ -60,24 +27,6 @@ def label_with_dft(selection: dict, dft: DFTStaticMaker) -> Response:
         j.name = f"dft label {n}"
         jobs.append(j)
     return Response(replace=Flow(jobs, output=[j.output for j in jobs], name="dft labels"))
-
-
-@job
-def finetune_on_labels(selection: dict, labels: list, settings: TrainSettings, name: str,
-                       db_settings: dict | None = None) -> dict:  # fmt: skip
-    """Fine-tune on the labelled cells; the model file and its errors go to the models collection."""
-    import numpy as np
-
-    labelled = [
-        LabelledStructure(s, lab["energy"], np.asarray(lab["forces"]), np.asarray(lab["stress_gpa"] or np.zeros((3, 3))),
-                          source=meta["composition_id"])  # fmt: skip
-        for s, lab, meta in zip(selection["structures"], labels, selection["labels"], strict=True)
-        if lab.get("scf_converged", True)
-    ]
-    db = DPScreenSettings(**db_settings) if db_settings else DPScreenSettings()
-    path = write_extxyz(labelled, db.home.resolve() / "training" / f"{name}.xyz")
-    doc = finetune_to_store(path, settings, db, name=name)
-    return {"model_path": doc["path"], "sha256": doc["sha256"], "errors": doc["errors"], "n_train": doc["n_train"]}
 
 
 @dataclass
@@ -116,11 +65,11 @@ class TrainingFlowMaker(Maker):
 
     def make(self, db_settings: dict | None = None) -> Flow:
         """The training flow; its output holds ``model_path`` for the screening flow."""
-        cells = training_set(self.n_compositions, self.cells_per_composition, self.cell_atoms, self.displacement,
-                             self.strain, self.seed, self.enumeration)  # fmt: skip
-        cells.name = "training set"
+        cells = TrainingSetMaker(n_compositions=self.n_compositions, cells_per_composition=self.cells_per_composition,
+                                 cell_atoms=self.cell_atoms, displacement=self.displacement, strain=self.strain,
+                                 seed=self.seed, enumeration=self.enumeration).make()  # fmt: skip
         labels = label_with_dft(cells.output, self.dft)
         labels.name = "dft labels (fan-out)"
-        tuned = finetune_on_labels(cells.output, labels.output, self.train, self.model_name, db_settings)
-        tuned.name = "fine-tune"
+        tuned = FineTuneMaker(settings=self.train, model_name=self.model_name).make(cells.output, labels.output,
+                                                                                    db_settings)  # fmt: skip
         return Flow([cells, labels, tuned], output=tuned.output, name=self.name)
