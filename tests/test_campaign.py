@@ -221,7 +221,7 @@ def test_training_flow_hands_its_model_to_the_screening_flow(db_settings, tmp_pa
     training = TrainingFlowMaker(
         n_compositions=1, cells_per_composition=2, cell_atoms=10, displacement=0.05, strain=0.02,
         enumeration=enumeration, dft=DFTStaticMaker(cp2k=cp2k), model_name="flow_model",
-        train=TrainSettings(foundation=None, epochs=2, num_channels=8, num_interactions=1, correlation=1,
+        train=TrainSettings(foundation=None, epochs=2, batch_size=1, num_channels=8, num_interactions=1, correlation=1,
                             stress_weight=0.0, valid_fraction=0.5),
     ).make(db)  # fmt: skip
     screening = ScreeningFlowMaker(campaign="t", limit=1, enumeration=enumeration,
