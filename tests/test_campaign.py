@@ -235,3 +235,18 @@ def test_training_flow_hands_its_model_to_the_screening_flow(db_settings, tmp_pa
     with open_store("relaxations", db_settings) as relax:
         docs = list(relax._collection.find({}, {"model_sha256": 1}))
     assert docs and {d["model_sha256"] for d in docs} == {model["sha256"]}
+
+
+def test_run_command_json_and_resume(db_settings, capsys, monkeypatch):
+    """The README's main command (default model), twice: the second run repeats nothing."""
+    from conftest import run_cli
+
+    monkeypatch.setenv("DP_SCREEN_DATABASE", db_settings.database)
+    args = ["--db-uri", db_settings.db_uri, "run", "--limit", "2", "--max-steps", "40", "--device", "cpu", "--json"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    first = json.loads(out)
+    assert first["compositions"] == 2 and first["relaxations"] == 10 and len(first["table"]) == 2
+    code, out, err = run_cli(args, capsys)
+    again = json.loads(out)
+    assert again["relaxations"] == 0 and again["lowest_phase_counts"] == first["lowest_phase_counts"]

@@ -490,8 +490,11 @@ def run_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_size, 
     click.echo(f"dp-screen run: campaign '{campaign}', {'all' if whole_space else limit} compositions, database "
                f"{uri}/{settings.database}", err=True)  # fmt: skip
     logging.getLogger("jobflow").setLevel(logging.INFO)
-    responses = run_locally(flow, store=get_job_store(settings, uri), create_folders=False, log="%(message)s",
-                            ensure_success=False)  # fmt: skip
+    import contextlib
+
+    with contextlib.redirect_stdout(sys.stderr):  # jobflow's progress messages go to stderr; stdout is the result
+        responses = run_locally(flow, store=get_job_store(settings, uri), create_folders=False, log="%(message)s",
+                                ensure_success=False)  # fmt: skip
     summary = None
     for uuid_responses in responses.values():
         for response in uuid_responses.values():
