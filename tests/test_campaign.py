@@ -211,6 +211,7 @@ def test_submit_cli_puts_the_campaign_on_the_launchpad(db_settings, table, tiny_
 def test_training_flow_hands_its_model_to_the_screening_flow(db_settings, tmp_path):
     """Training set -> real CP2K labels -> MACE training -> screening relaxes with that model (all run_locally)."""
     from dp_screen.flows.training import TrainingFlowMaker
+    from dp_screen.jobs.training import FineTuneMaker, TrainingSetMaker
     from dp_screen.mlip.training import TrainSettings
 
     table = tmp_path / "cs.csv"
@@ -219,10 +220,12 @@ def test_training_flow_hands_its_model_to_the_screening_flow(db_settings, tmp_pa
     cp2k = CP2KSettings(cutoff=250, rel_cutoff=40, kpoint_density=0.0, nproc=2, max_scf=60, eps_scf=1e-5)
     db = db_settings.model_dump(mode="json")
     training = TrainingFlowMaker(
-        n_compositions=1, cells_per_composition=2, cell_atoms=10, displacement=0.05, strain=0.02,
-        enumeration=enumeration, dft=DFTStaticMaker(cp2k=cp2k), model_name="flow_model",
-        train=TrainSettings(foundation=None, epochs=2, batch_size=1, num_channels=8, num_interactions=1, correlation=1,
-                            stress_weight=0.0, valid_fraction=0.5),
+        training_set=TrainingSetMaker(n_compositions=1, cells_per_composition=2, cell_atoms=10, displacement=0.05,
+                                      strain=0.02, enumeration=enumeration),
+        dft=DFTStaticMaker(cp2k=cp2k),
+        fine_tune=FineTuneMaker(model_name="flow_model", settings=TrainSettings(
+            foundation=None, epochs=2, batch_size=1, num_channels=8, num_interactions=1, correlation=1,
+            stress_weight=0.0, valid_fraction=0.5)),
     ).make(db)  # fmt: skip
     screening = ScreeningFlowMaker(campaign="t", limit=1, enumeration=enumeration,
                                    build=BuildMaker(settings=BuildSettings(tilts=["a0a0a0"])),

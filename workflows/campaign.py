@@ -15,6 +15,7 @@ from jobflow.managers.fireworks import flow_to_workflow
 from dp_screen.flows.screening import ScreeningFlowMaker
 from dp_screen.flows.training import TrainingFlowMaker
 from dp_screen.jobs.dft import DFTStaticMaker
+from dp_screen.jobs.training import FineTuneMaker, TrainingSetMaker
 from dp_screen.jobs.validate import ValidateMaker
 from dp_screen.mlip.training import TrainSettings
 from dp_screen.settings import DPScreenSettings
@@ -32,8 +33,11 @@ args = parser.parse_args()
 
 settings = DPScreenSettings(db_uri=args.db_uri)
 db = settings.model_dump(mode="json")
-training = TrainingFlowMaker(n_compositions=args.training_compositions, dft=DFTStaticMaker(backend=args.dft),
-                             train=TrainSettings(foundation=args.foundation, device="cuda", epochs=50)).make(db)
+training = TrainingFlowMaker(
+    training_set=TrainingSetMaker(n_compositions=args.training_compositions),
+    dft=DFTStaticMaker(backend=args.dft),
+    fine_tune=FineTuneMaker(settings=TrainSettings(foundation=args.foundation, device="cuda", epochs=50)),
+).make(db)
 screening = ScreeningFlowMaker(campaign="full", limit=None, chunk_size=args.chunk_size,
                                validate=ValidateMaker(n_samples=args.validate, backend=args.dft))
 flow = Flow([training, screening.make(db, model=training.output["model_path"])], name="dp_screen campaign")

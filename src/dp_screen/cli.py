@@ -551,11 +551,13 @@ def submit_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_siz
     if training_compositions:
         from dp_screen.flows.training import TrainingFlowMaker
         from dp_screen.jobs.dft import DFTStaticMaker
+        from dp_screen.jobs.training import FineTuneMaker, TrainingSetMaker
         from dp_screen.mlip.training import TrainSettings
 
-        training = TrainingFlowMaker(n_compositions=training_compositions, seed=seed,
-                                     dft=DFTStaticMaker(backend=dft_backend),
-                                     train=TrainSettings(foundation=foundation)).make(db)  # fmt: skip
+        training = TrainingFlowMaker(
+            training_set=TrainingSetMaker(n_compositions=training_compositions, seed=seed),
+            dft=DFTStaticMaker(backend=dft_backend), fine_tune=FineTuneMaker(settings=TrainSettings(foundation=foundation)),
+        ).make(db)  # fmt: skip
         flow = Flow([training, maker.make(db, model=training.output["model_path"])], name="dp_screen campaign")
     else:
         flow = maker.make(db)

@@ -13,9 +13,7 @@ from dataclasses import dataclass, field
 from jobflow import Flow, Maker, Response, job
 
 from dp_screen.jobs.dft import DFTStaticMaker
-from dp_screen.jobs.enumerate import EnumerationSettings
 from dp_screen.jobs.training import FineTuneMaker, TrainingSetMaker
-from dp_screen.mlip.training import TrainSettings
 
 
 @job
@@ -37,39 +35,23 @@ class TrainingFlowMaker(Maker):
     ----------
     name
         Flow name.
-    n_compositions, cells_per_composition, cell_atoms
-        Size of the training set (the seed: 340 compositions, 80-atom cells, 2,770 samples).
-    displacement, strain
-        Perturbation amplitudes (A, fractional).
-    seed
-        Random seed.
+    training_set
+        Which cells to make (the seed: 340 compositions, 80-atom cells, 2,770 samples).
     dft
         The DFT Maker (CP2K or VASP backend).
-    train
-        Fine-tuning settings (foundation model name or file, epochs, ...).
-    model_name
-        Name of the fine-tuned model file.
+    fine_tune
+        Fine-tuning settings (foundation model name or file, epochs, ...) and the model's name.
     """
 
     name: str = "dp_screen training"
-    n_compositions: int = 340
-    cells_per_composition: int = 8
-    cell_atoms: int = 80
-    displacement: float = 0.1
-    strain: float = 0.03
-    seed: int = 0
-    enumeration: EnumerationSettings = field(default_factory=lambda: EnumerationSettings(bv_filter="exact"))
+    training_set: TrainingSetMaker = field(default_factory=TrainingSetMaker)
     dft: DFTStaticMaker = field(default_factory=DFTStaticMaker)
-    train: TrainSettings = field(default_factory=lambda: TrainSettings(foundation="medium"))
-    model_name: str = "dp_screen_ft"
+    fine_tune: FineTuneMaker = field(default_factory=FineTuneMaker)
 
     def make(self, db_settings: dict | None = None) -> Flow:
         """The training flow; its output holds ``model_path`` for the screening flow."""
-        cells = TrainingSetMaker(n_compositions=self.n_compositions, cells_per_composition=self.cells_per_composition,
-                                 cell_atoms=self.cell_atoms, displacement=self.displacement, strain=self.strain,
-                                 seed=self.seed, enumeration=self.enumeration).make()  # fmt: skip
+        cells = self.training_set.make()
         labels = label_with_dft(cells.output, self.dft)
         labels.name = "dft labels (fan-out)"
-        tuned = FineTuneMaker(settings=self.train, model_name=self.model_name).make(cells.output, labels.output,
-                                                                                    db_settings)  # fmt: skip
+        tuned = self.fine_tune.make(cells.output, labels.output, db_settings)
         return Flow([cells, labels, tuned], output=tuned.output, name=self.name)
