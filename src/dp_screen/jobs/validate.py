@@ -13,6 +13,7 @@ import random
 import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -49,16 +50,22 @@ def stratified_sample(docs: list[dict], n: int, seed: int = 0) -> list[dict]:
     return picked
 
 
-def _mlip_forces(relaxation: dict, structure: Structure) -> np.ndarray | None:
+@cache
+def _validation_model(path: str | None):
+    """The MLIP of a relaxation, loaded once per model file (None when it cannot be loaded here)."""
     from dp_screen.mlip.models import load_model
-    from dp_screen.mlip.relax import single_points
 
-    path = relaxation["provenance"]["settings"].get("model_path")
     try:
-        model = load_model(path, device="cpu", dtype="float64")
+        return load_model(path, device="cpu", dtype="float64")
     except Exception:  # noqa: BLE001 - the model file may live on another machine
         return None
-    return single_points([structure], model)[0]["forces"]
+
+
+def _mlip_forces(relaxation: dict, structure: Structure) -> np.ndarray | None:
+    from dp_screen.mlip.relax import single_points
+
+    model = _validation_model(relaxation["provenance"]["settings"].get("model_path"))
+    return None if model is None else single_points([structure], model)[0]["forces"]
 
 
 def validation_doc(relaxation: dict, dft: dict, structure: Structure) -> dict:
