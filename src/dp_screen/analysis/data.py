@@ -1,0 +1,266 @@
+"""Store collections as pandas DataFrames, with the filtering and grouping done by the database server.
+
+The per-composition phase table is one aggregation: the server groups a model's relaxations by composition (one row
+per composition comes back, not one per relaxation), and the composition descriptors are then fetched with a
+projection and joined. For 10^5-10^6 relaxations this moves a few hundred bytes per composition over the wire
+instead of whole documents (see ``benchmarks/bench_analysis.py``).
+
+Everything takes ``db``: a :class:`~dp_screen.settings.DPScreenSettings` (the embedded server is started if needed),
+a pymongo ``Database``, or None (the default settings).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from dp_screen.errors import DatabaseError, InputError
+from dp_screen.settings import DPScreenSettings
+from dp_screen.stores import COLLECTIONS, database_uri, redact
+
+if TYPE_CHECKING:
+    from pymongo.database import Database
+
+UNTILTED = "a0a0a0"
+COMPOSITION_FIELDS = (
+    "composition_id", "formula", "A", "nA", "A2", "nA2", "B", "nB", "B2", "nB2", "X", "nX", "rA_mean", "rB_mean",
+    "goldschmidt_t", "goldschmidt_ok", "tau", "tau_perovskite", "octahedral_factor", "expected_ordering",
+)  # fmt: skip
+SPECIES_COLUMNS = ("A_sp", "A2_sp", "B_sp", "B2_sp", "X_sp")
+_clients: dict[str, Any] = {}
+
+
+def connect(db: DPScreenSettings | Database | None = None) -> Database:
+    """A pymongo Database for settings (clients are cached per URI), or ``db`` itself if it is one."""
+    import pymongo
+    from pymongo.database import Database
+
+    if isinstance(db, Database):
+        return db
+    settings = db or DPScreenSettings()
+    uri = database_uri(settings)
+    if uri not in _clients:
+        _clients[uri] = pymongo.MongoClient(uri, serverSelectionTimeoutMS=int(settings.db_timeout_s * 1000))
+    return _clients[uri][settings.database]
+
+
+def _collection(db, name: str):
+    if name not in COLLECTIONS:
+        raise InputError(f"unknown collection {name!r}; expected one of {', '.join(COLLECTIONS)}")
+    return connect(db)[name]
+
+
+def _flatten(doc: dict, prefix: str = "", out: dict | None = None, max_depth: int = 2) -> dict:
+    """Nested dicts to dotted keys (``phase.space_group``), down to ``max_depth`` levels; lists are kept."""
+    out = {} if out is None else out
+    for k, v in doc.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and max_depth > 0 and v:
+            _flatten(v, key + ".", out, max_depth - 1)
+        else:
+            out[key] = v
+    return out
+
+
+def _run(what: str, fn):
+    from pymongo.errors import PyMongoError
+
+    try:
+        return fn()
+    except PyMongoError as exc:
+        raise DatabaseError(f"{what} failed: {str(exc).splitlines()[0]}") from None
+
+
+def load_collection(
+    collection: str,
+    query: dict | None = None,
+    projection: list[str] | dict | None = None,
+    db: DPScreenSettings | Database | None = None,
+    limit: int = 0,
+    sort: list[tuple[str, int]] | None = None,
+    flatten: bool = True,
+) -> pd.DataFrame:
+    """Documents of ``collection`` matching ``query`` (filtered by the server) as a DataFrame.
+
+    ``projection``: field names (dotted for nested fields, e.g. ``phase.space_group``) or a MongoDB projection; ask
+    only for what you need, whole relaxation documents carry structures. Nested fields become dotted columns.
+    """
+    coll = _collection(db, collection)
+    proj: dict | None
+    if projection is None:
+        proj = {"_id": 0}
+    elif isinstance(projection, dict):
+        proj = {"_id": 0, **projection}
+    else:
+        proj = {"_id": 0, **{f: 1 for f in projection}}
+
+    def fetch():
+        cursor = coll.find(query or {}, proj, batch_size=10_000)
+        if sort:
+            cursor = cursor.sort(sort)
+        if limit:
+            cursor = cursor.limit(limit)
+        return list(cursor)
+
+    docs = _run(f"reading {collection!r}", fetch)
+    if flatten:
+        docs = [_flatten(d) for d in docs]
+    columns = list(projection) if isinstance(projection, list) else None
+    df = pd.DataFrame(docs)
+    if columns and df.empty:
+        df = pd.DataFrame(columns=columns)
+    return df
+
+
+def aggregate(collection: str, pipeline: list[dict], db: DPScreenSettings | Database | None = None) -> pd.DataFrame:
+    """Run an aggregation pipeline on the server; the result as a DataFrame (``_id`` sub-fields flattened)."""
+    coll = _collection(db, collection)
+    rows = _run(f"aggregation on {collection!r}", lambda: list(coll.aggregate(pipeline, allowDiskUse=True)))
+    return pd.DataFrame([_flatten(r) for r in rows])
+
+
+def relaxation_sets(db: DPScreenSettings | Database | None = None) -> pd.DataFrame:
+    """The (model, relaxation settings) pairs in ``relaxations``, most relaxations first."""
+    df = aggregate("relaxations", [
+        {"$group": {"_id": {"model_sha256": "$model_sha256", "settings_hash": "$settings_hash"},
+                    "model_name": {"$first": "$model_name"}, "n": {"$sum": 1},
+                    "n_converged": {"$sum": {"$cond": ["$converged", 1, 0]}},
+                    "last": {"$max": "$created_at"}}},
+    ], db)  # fmt: skip
+    if df.empty:
+        return pd.DataFrame(columns=["model_sha256", "settings_hash", "model_name", "n", "n_converged", "last"])
+    df = df.rename(columns={"_id.model_sha256": "model_sha256", "_id.settings_hash": "settings_hash"})
+    return df.sort_values(["n", "last"], ascending=False).reset_index(drop=True)
+
+
+def pick_relaxation_set(
+    db: DPScreenSettings | Database | None = None, model_sha256: str | None = None, settings_hash: str | None = None
+) -> tuple[str, str] | None:
+    """The (model sha256, settings hash) to analyse: the ones given, else the pair with the most relaxations.
+
+    ``model_sha256`` may be a prefix (e.g. the 12 characters in ``compositions.phases``). None: no relaxations.
+    """
+    sets = relaxation_sets(db)
+    if model_sha256:
+        sets = sets[sets["model_sha256"].str.startswith(model_sha256)]
+        if sets.empty:
+            known = ", ".join(s[:12] for s in relaxation_sets(db)["model_sha256"].unique()) or "none"
+            raise InputError(f"no relaxations with model {model_sha256!r}; models in the store: {known}")
+    if settings_hash:
+        sets = sets[sets["settings_hash"] == settings_hash]
+        if sets.empty:
+            raise InputError(f"no relaxations with settings hash {settings_hash!r} (model {model_sha256 or 'any'})")
+    if sets.empty:
+        return None
+    return str(sets.iloc[0]["model_sha256"]), str(sets.iloc[0]["settings_hash"])
+
+
+def species_label(element: str, charge: int) -> str:
+    """``Fe``, 3 -> ``Fe3+``; ``Cl``, -1 -> ``Cl-``."""
+    sign = "+" if charge > 0 else "-"
+    mag = abs(int(charge))
+    return f"{element}{'' if mag == 1 else mag}{sign}"
+
+
+def composition_table(
+    db: DPScreenSettings | Database | None = None, query: dict | None = None, fields=COMPOSITION_FIELDS
+) -> pd.DataFrame:
+    """Compositions with their descriptors (server-side ``query``), with species labels ``A_sp`` ... ``X_sp``."""
+    df = load_collection("compositions", query, list(fields), db)
+    if not df.empty:
+        for site, charge in (("A", "nA"), ("A2", "nA2"), ("B", "nB"), ("B2", "nB2"), ("X", "nX")):
+            if site in df and charge in df:
+                df[f"{site}_sp"] = [species_label(e, -abs(q) if site == "X" else q) for e, q in zip(df[site], df[charge])]
+    return df
+
+
+def phase_table(
+    db: DPScreenSettings | Database | None = None,
+    model_sha256: str | None = None,
+    settings_hash: str | None = None,
+    query: dict | None = None,
+    tilt_tol_mev: float = 1.0,
+    converged_only: bool = False,
+) -> pd.DataFrame:
+    """One row per relaxed composition: its lowest-energy phase, dE(untilted - lowest) and its descriptors.
+
+    The relaxations of one model and settings (see :func:`pick_relaxation_set`) are grouped by composition on the
+    server. Columns: ``e_lowest`` (eV/atom), ``lowest_tilt`` (starting tilt of the lowest variant),
+    ``lowest_space_group`` (its space group after relaxation), ``dE_untilted_mev_atom`` (None without an untilted
+    variant), ``ground_state_tilted`` (dE above ``tilt_tol_mev``: variants that relaxed back to the untilted
+    structure differ by noise only), ``winning_space_group`` (the untilted variant's group when the ground state is
+    not tilted), ``n_variants``, ``n_converged``, ``energies_mev_atom`` ({tilt: E - E_lowest}), and the composition
+    descriptors. ``query`` filters the relaxations (e.g. ``{"composition_id": {"$regex": "O-$"}}``).
+    """
+    picked = pick_relaxation_set(db, model_sha256, settings_hash)
+    columns = ["composition_id", "e_lowest", "lowest_tilt", "lowest_space_group", "dE_untilted_mev_atom",
+               "ground_state_tilted", "winning_space_group", "n_variants", "n_converged", "energies_mev_atom"]  # fmt: skip
+    if picked is None:
+        return pd.DataFrame(columns=columns + list(COMPOSITION_FIELDS[1:]) + list(SPECIES_COLUMNS))
+    model, shash = picked
+    match = {**(query or {}), "model_sha256": model, "settings_hash": shash, "failed": False}
+    if converged_only:
+        match["converged"] = True
+    grouped = aggregate("relaxations", [
+        {"$match": match},
+        {"$group": {"_id": "$composition_id", "e_lowest": {"$min": "$energy_per_atom"}, "n_variants": {"$sum": 1},
+                    "n_converged": {"$sum": {"$cond": ["$converged", 1, 0]}},
+                    "variants": {"$push": {"t": "$start_tilt", "e": "$energy_per_atom", "sg": "$phase.space_group"}}}},
+    ], db)  # fmt: skip
+    if grouped.empty:
+        return pd.DataFrame(columns=columns + list(COMPOSITION_FIELDS[1:]) + list(SPECIES_COLUMNS))
+    rows = []
+    for cid, e_low, variants in zip(grouped["_id"], grouped["e_lowest"], grouped["variants"], strict=True):
+        best = min(variants, key=lambda v: v["e"])
+        untilted = [v for v in variants if v["t"] == UNTILTED]
+        u = min(untilted, key=lambda v: v["e"]) if untilted else None
+        de = 1e3 * (u["e"] - e_low) if u else np.nan
+        tilted = None if u is None else bool(de > tilt_tol_mev)
+        energies: dict[str, float] = {}
+        for v in variants:  # several methods may share a tilt: keep each tilt's lowest
+            rel = 1e3 * (v["e"] - e_low)
+            energies[v["t"]] = min(rel, energies.get(v["t"], np.inf))
+        rows.append({
+            "composition_id": cid, "e_lowest": e_low, "lowest_tilt": best["t"], "lowest_space_group": best.get("sg"),
+            "dE_untilted_mev_atom": de, "ground_state_tilted": tilted,
+            "winning_space_group": best.get("sg") if tilted in (True, None) else u.get("sg"),
+            "energies_mev_atom": energies,
+        })  # fmt: skip
+    df = pd.DataFrame(rows).merge(grouped[["_id", "n_variants", "n_converged"]].rename(columns={"_id": "composition_id"}))
+    comps = composition_table(db, {"composition_id": {"$in": df["composition_id"].tolist()}})
+    df = df.merge(comps, on="composition_id", how="left") if not comps.empty else df
+    df.attrs.update(model_sha256=model, settings_hash=shash, tilt_tol_mev=tilt_tol_mev)
+    return df.sort_values("composition_id").reset_index(drop=True)
+
+
+def validation_table(
+    db: DPScreenSettings | Database | None = None, method: str | None = None, model_sha256: str | None = None
+) -> pd.DataFrame:
+    """Validation documents (DFT next to MLIP) without the per-atom arrays, with the composition's sites joined."""
+    query: dict = {}
+    if method:
+        query["method"] = method
+    if model_sha256:
+        query["model_sha256"] = {"$regex": f"^{model_sha256}"}
+    fields = ["validation_id", "relaxation_id", "structure_id", "composition_id", "formula", "X", "start_tilt",
+              "space_group", "method", "n_atoms", "dft_energy_per_atom", "mlip_energy_per_atom", "force_mae",
+              "force_max_dft", "stress_mae_gpa", "scf_converged", "model_sha256"]  # fmt: skip
+    df = load_collection("validations", query, fields, db)
+    if df.empty:
+        return df
+    comps = composition_table(db, {"composition_id": {"$in": df["composition_id"].unique().tolist()}},
+                              fields=("composition_id", "A", "nA", "A2", "nA2", "B", "nB", "B2", "nB2", "nX"))  # fmt: skip
+    if not comps.empty:
+        df = df.merge(comps.drop(columns=["X"], errors="ignore"), on="composition_id", how="left")
+    return df
+
+
+def describe_store(db: DPScreenSettings | Database | None = None) -> dict:
+    """Document counts per collection and where the store is (password hidden)."""
+    database = connect(db)
+    counts = _run("counting documents", lambda: {c: database[c].estimated_document_count() for c in COLLECTIONS})
+    client = database.client
+    host = ", ".join(f"{h}:{p}" for h, p in client.nodes) if client.nodes else str(client.address or "")
+    return {"database": database.name, "server": redact(host), "counts": counts}

@@ -1,0 +1,181 @@
+"""Trends over a phase table (see :func:`dp_screen.analysis.data.phase_table`), MLIP-vs-DFT parity and convergence.
+
+Energies are in meV/atom. ``dE`` is E(untilted) - E(lowest variant) of one composition: 0 when the untilted cell is
+the ground state, positive when a tilted phase is lower.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from dp_screen.analysis.data import aggregate, load_collection, pick_relaxation_set
+from dp_screen.errors import InputError
+
+if TYPE_CHECKING:
+    from pymongo.database import Database
+
+    from dp_screen.settings import DPScreenSettings
+
+DE = "dE_untilted_mev_atom"
+TOLERANCE_BINS = np.round(np.arange(0.75, 1.1251, 0.025), 3)
+
+
+def _group_stats(groups) -> pd.DataFrame:
+    def stats(g: pd.DataFrame) -> pd.Series:
+        de = g[DE].dropna().astype(float)
+        tilted = g["ground_state_tilted"].dropna().astype(bool)
+        sg = g["winning_space_group"].dropna()
+        counts = sg.astype(int).value_counts()
+        return pd.Series({
+            "n": len(g), "n_with_dE": len(de),
+            "dE_mean": de.mean() if len(de) else np.nan, "dE_median": de.median() if len(de) else np.nan,
+            "dE_max": de.max() if len(de) else np.nan,
+            "tilted_fraction": tilted.mean() if len(tilted) else np.nan,
+            "top_space_group": int(counts.index[0]) if len(counts) else None,
+            "top_space_group_fraction": counts.iloc[0] / len(sg) if len(counts) else np.nan,
+        })  # fmt: skip
+
+    return groups.apply(stats, include_groups=False)
+
+
+def _check_columns(phases: pd.DataFrame, columns) -> None:
+    missing = [c for c in columns if c not in phases.columns]
+    if missing:
+        raise InputError(f"the phase table has no column(s) {missing}; columns: {', '.join(map(str, phases.columns))}")
+
+
+def trend_by(phases: pd.DataFrame, by: str | list[str]) -> pd.DataFrame:
+    """Per value of ``by`` (e.g. ``"B2_sp"`` for B', or ``["A2_sp", "X_sp"]``): count, dE statistics, fraction of
+    tilted ground states and the most frequent winning space group (with its fraction)."""
+    by = [by] if isinstance(by, str) else list(by)
+    _check_columns(phases, by + [DE, "ground_state_tilted", "winning_space_group"])
+    if phases.empty:
+        return pd.DataFrame(columns=["n", "n_with_dE", "dE_mean", "dE_median", "dE_max", "tilted_fraction",
+                                     "top_space_group", "top_space_group_fraction"])  # fmt: skip
+    out = _group_stats(phases.groupby(by, sort=True))
+    return out.astype({"n": int, "n_with_dE": int})
+
+
+def trend_by_tolerance(phases: pd.DataFrame, column: str = "goldschmidt_t", bins=TOLERANCE_BINS) -> pd.DataFrame:
+    """The statistics of :func:`trend_by` in bins of a tolerance factor (``goldschmidt_t`` or ``tau``)."""
+    _check_columns(phases, [column])
+    binned = phases.assign(_bin=pd.cut(phases[column].astype(float), bins=bins))
+    out = _group_stats(binned.groupby("_bin", observed=True))
+    out.index.name = f"{column} bin"
+    return out.astype({"n": int, "n_with_dE": int})
+
+
+def tilted_fraction(phases: pd.DataFrame) -> dict:
+    """How many compositions (with an untilted variant to compare) have a tilted ground state."""
+    known = phases["ground_state_tilted"].dropna().astype(bool) if not phases.empty else pd.Series(dtype=bool)
+    return {"n": int(len(known)), "n_tilted": int(known.sum()),
+            "fraction": float(known.mean()) if len(known) else None}  # fmt: skip
+
+
+def phase_fractions(phases: pd.DataFrame, by: str = "X_sp") -> pd.DataFrame:
+    """Fraction of compositions per winning space group (columns) for each value of ``by`` (rows)."""
+    _check_columns(phases, [by, "winning_space_group"])
+    df = phases.dropna(subset=["winning_space_group"])
+    if df.empty:
+        return pd.DataFrame()
+    return pd.crosstab(df[by], df["winning_space_group"].astype(int), normalize="index")
+
+
+def parity_table(validations: pd.DataFrame) -> pd.DataFrame:
+    """Per validated structure: DFT and MLIP phase energies relative to the mean of the same composition's validated
+    structures (meV/atom; offsets between the two energy scales cancel), for compositions with two or more."""
+    cols = ["composition_id", "method", "dft_energy_per_atom", "mlip_energy_per_atom"]
+    if validations.empty:
+        return pd.DataFrame(columns=cols + ["dft_rel_mev", "mlip_rel_mev", "n_in_composition"])
+    _check_columns(validations, cols)
+    df = validations.dropna(subset=["dft_energy_per_atom", "mlip_energy_per_atom"]).copy()
+    groups = df.groupby(["method", "composition_id"])
+    df["n_in_composition"] = groups["dft_energy_per_atom"].transform("size")
+    df["dft_rel_mev"] = 1e3 * (df["dft_energy_per_atom"] - groups["dft_energy_per_atom"].transform("mean"))
+    df["mlip_rel_mev"] = 1e3 * (df["mlip_energy_per_atom"] - groups["mlip_energy_per_atom"].transform("mean"))
+    return df[df["n_in_composition"] >= 2].reset_index(drop=True)
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return np.nan
+    return float(spearmanr(a, b).statistic)
+
+
+def parity_stats(validations: pd.DataFrame) -> pd.DataFrame:
+    """Per DFT method: MAE and RMSE of relative phase energies (meV/atom), mean Spearman rank correlation of the
+    phase energies per composition, how often the MLIP picks the same lowest phase, and force / stress errors."""
+    columns = ["n_structures", "n_compositions", "energy_mae_mev", "energy_rmse_mev", "rank_correlation",
+               "ground_state_agreement", "force_mae", "stress_mae_gpa"]  # fmt: skip
+    if validations.empty:
+        return pd.DataFrame(columns=columns)
+    rel = parity_table(validations)
+    out = {}
+    for method, vals in validations.groupby("method"):
+        r = rel[rel["method"] == method]
+        err = (r["mlip_rel_mev"] - r["dft_rel_mev"]).to_numpy()
+        rhos, agree = [], []
+        for _, g in r.groupby("composition_id"):
+            rhos.append(_spearman(g["dft_rel_mev"].to_numpy(), g["mlip_rel_mev"].to_numpy()))
+            agree.append(g["dft_rel_mev"].idxmin() == g["mlip_rel_mev"].idxmin())
+        rhos_ok = [x for x in rhos if np.isfinite(x)]
+        out[method] = {
+            "n_structures": len(vals), "n_compositions": int(r["composition_id"].nunique()),
+            "energy_mae_mev": float(np.abs(err).mean()) if len(err) else np.nan,
+            "energy_rmse_mev": float(np.sqrt((err**2).mean())) if len(err) else np.nan,
+            "rank_correlation": float(np.mean(rhos_ok)) if rhos_ok else np.nan,
+            "ground_state_agreement": float(np.mean(agree)) if agree else np.nan,
+            "force_mae": float(vals["force_mae"].dropna().mean()) if "force_mae" in vals else np.nan,
+            "stress_mae_gpa": float(vals["stress_mae_gpa"].dropna().mean()) if "stress_mae_gpa" in vals else np.nan,
+        }  # fmt: skip
+    df = pd.DataFrame.from_dict(out, orient="index", columns=columns)
+    df.index.name = "method"
+    return df.astype({"n_structures": int, "n_compositions": int})
+
+
+def convergence_stats(
+    db: DPScreenSettings | Database | None = None, model_sha256: str | None = None, settings_hash: str | None = None
+) -> dict:
+    """Convergence of one model's relaxations: totals, per starting tilt (grouped by the server), step quantiles
+    and failure reasons. Returns {"model_sha256", "settings_hash", "overall": {...}, "by_tilt": DataFrame,
+    "reasons": {reason: count}}."""
+    picked = pick_relaxation_set(db, model_sha256, settings_hash)
+    empty = pd.DataFrame(columns=["n", "converged_fraction", "failed_fraction", "stayed_fraction", "steps_mean",
+                                  "steps_max", "wall_time_s_mean"])  # fmt: skip
+    if picked is None:
+        return {"model_sha256": None, "settings_hash": None, "overall": {"n": 0}, "by_tilt": empty, "reasons": {}}
+    model, shash = picked
+    match = {"model_sha256": model, "settings_hash": shash}
+    by_tilt = aggregate("relaxations", [
+        {"$match": match},
+        {"$group": {"_id": "$start_tilt", "n": {"$sum": 1}, "converged": {"$sum": {"$cond": ["$converged", 1, 0]}},
+                    "failed": {"$sum": {"$cond": ["$failed", 1, 0]}},
+                    "stayed": {"$sum": {"$cond": [{"$eq": ["$phase.stayed_in_start_tilt", True]}, 1, 0]}},
+                    "steps_mean": {"$avg": "$n_steps"}, "steps_max": {"$max": "$n_steps"},
+                    "wall_time_s_mean": {"$avg": "$wall_time_s"}}},
+    ], db).rename(columns={"_id": "start_tilt"}).set_index("start_tilt").sort_index()  # fmt: skip
+    n = by_tilt["n"]
+    table = pd.DataFrame({
+        "n": n.astype(int), "converged_fraction": by_tilt["converged"] / n, "failed_fraction": by_tilt["failed"] / n,
+        "stayed_fraction": by_tilt["stayed"] / n, "steps_mean": by_tilt["steps_mean"],
+        "steps_max": by_tilt["steps_max"].astype(int), "wall_time_s_mean": by_tilt["wall_time_s_mean"],
+    })  # fmt: skip
+    steps = load_collection("relaxations", match, ["n_steps"], db)["n_steps"].to_numpy(dtype=float)
+    reasons = aggregate("relaxations", [{"$match": {**match, "failed": True}},
+                                        {"$group": {"_id": "$reason", "n": {"$sum": 1}}}], db)  # fmt: skip
+    total = int(n.sum())
+    overall = {
+        "n": total, "converged": int(by_tilt["converged"].sum()), "failed": int(by_tilt["failed"].sum()),
+        "converged_fraction": float(by_tilt["converged"].sum() / total),
+        "failed_fraction": float(by_tilt["failed"].sum() / total),
+        "steps_median": float(np.median(steps)), "steps_p90": float(np.percentile(steps, 90)),
+        "steps_max": int(steps.max()),
+    }  # fmt: skip
+    return {"model_sha256": model, "settings_hash": shash, "overall": overall, "by_tilt": table,
+            "reasons": {} if reasons.empty else dict(zip(reasons["_id"], reasons["n"].astype(int), strict=True)),
+            "steps": steps}  # fmt: skip

@@ -1,0 +1,233 @@
+"""Trend analysis on a small store whose answers are known by construction.
+
+The compositions are enumerated for real; the relaxation and validation documents are written with chosen energies
+and space groups (test input, not results), so every trend below has an answer worked out by hand.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+import pymongo
+import pytest
+
+from dp_screen.analysis import data, trends
+from dp_screen.errors import InputError
+from dp_screen.jobs.enumerate import EnumerationSettings, write_compositions
+
+TABLE = """site,element,oxidation_state
+A,Ba,2
+A,Cs,1
+B,Mg,2
+B,Ca,2
+B,Ni,2
+B,Ag,1
+B,Na,1
+B,W,6
+B,Mo,6
+B,Te,6
+B,Bi,3
+B,In,3
+X,O,-2
+X,Cl,-1
+"""
+MODEL, OTHER, SH = "a" * 64, "b" * 64, "s1"
+BS, BPS = ["Mg", "Ca", "Ni"], ["W", "Mo", "Te"]
+SG = {"a0a0a0": 225, "a0a0c-": 87, "a-a-a-": 148}
+
+
+def _relaxation(cid, tilt, e, sg, model=MODEL, method="bvm", converged=True, failed=False, n_steps=20, reason=None):
+    sid = f"{cid}:rocksalt:{tilt}:{method}"
+    return {
+        "relaxation_id": f"{sid}|{model[:12]}|{SH}", "structure_id": sid, "composition_id": cid,
+        "formula": cid, "ordering": "rocksalt", "start_tilt": tilt, "method": method, "model_sha256": model,
+        "model_name": "test", "settings_hash": SH, "energy_per_atom": e, "converged": converged, "failed": failed,
+        "reason": reason, "n_steps": n_steps, "wall_time_s": 0.5,
+        "phase": {"space_group": sg, "stayed_in_start_tilt": sg == SG[tilt]},
+        "created_at": datetime.now(timezone.utc),
+    }  # fmt: skip
+
+
+def _ba(b, bp):
+    return f"Ba2+_Ba2+_{b}2+_{bp}6+_O2-"
+
+
+def ba_de(i, j):
+    """The designed dE (meV/atom) of Ba2 B_i B'_j O6."""
+    return 6.0 * i + 3.0 * j
+
+
+@pytest.fixture
+def known_store(db_settings, tmp_path):
+    table = tmp_path / "t.csv"
+    table.write_text(TABLE)
+    write_compositions(EnumerationSettings(table=str(table), allow_same_b=False), db_settings)
+    docs = []
+    for i, b in enumerate(BS):
+        for j, bp in enumerate(BPS):
+            cid, e0, de = _ba(b, bp), -7.0 - 0.1 * i, ba_de(i, j)
+            low = "a-a-a-" if j == 2 else "a0a0c-"
+            other = "a0a0c-" if low == "a-a-a-" else "a-a-a-"
+            docs.append(_relaxation(cid, "a0a0a0", e0, 225, n_steps=10 + i))
+            if de == 0:  # both tilted starts relaxed back to the cubic cell, 0.5 meV/atom higher
+                docs += [_relaxation(cid, t, e0 + 5e-4, 225, n_steps=30) for t in ("a0a0c-", "a-a-a-")]
+            else:
+                docs.append(_relaxation(cid, low, e0 - de / 1000, SG[low], n_steps=40 + j))
+                docs.append(_relaxation(cid, other, e0 - de / 2000, SG[other], n_steps=50, converged=j != 1))
+    cl = "Cs+_Cs+_{}_{}_Cl-".format
+    docs += [
+        # a tilted start that relaxed back, 0.4 meV/atom below the untilted one: noise, not a tilted ground state
+        _relaxation(cl("Ag+", "Bi3+"), "a0a0a0", -3.0, 225), _relaxation(cl("Ag+", "Bi3+"), "a0a0c-", -3.0004, 225),
+        _relaxation(cl("Ag+", "In3+"), "a0a0a0", -3.0, 225), _relaxation(cl("Ag+", "In3+"), "a-a-a-", -3.020, 148),
+        # no untilted variant
+        _relaxation(cl("Na+", "Bi3+"), "a0a0c-", -3.0, 87), _relaxation(cl("Na+", "Bi3+"), "a-a-a-", -2.99, 148),
+        # a failed relaxation with an absurd energy is ignored; two methods share the untilted tilt
+        _relaxation(cl("Na+", "In3+"), "a0a0a0", -100.0, 1, failed=True, converged=False, reason="blew up"),
+        _relaxation(cl("Na+", "In3+"), "a0a0a0", -3.0, 225, method="dls"),
+        _relaxation(cl("Na+", "In3+"), "a0a0c-", -3.005, 87),
+        # another model, fewer relaxations: not picked by default
+        _relaxation(_ba("Mg", "W"), "a0a0a0", -9.0, 225, model=OTHER),
+        _relaxation(_ba("Mg", "W"), "a0a0c-", -9.1, 12, model=OTHER),
+    ]  # fmt: skip
+    client = pymongo.MongoClient(db_settings.db_uri)
+    client[db_settings.database]["relaxations"].insert_many(docs)
+    client.close()
+    return db_settings
+
+
+def test_phase_table_picks_lowest_variant_with_tolerance(known_store):
+    phases = trends_phases = data.phase_table(known_store)
+    assert trends_phases.attrs["model_sha256"] == MODEL
+    assert len(phases) == 13
+    row = phases.set_index("composition_id")
+    for i, b in enumerate(BS):
+        for j, bp in enumerate(BPS):
+            r = row.loc[_ba(b, bp)]
+            assert r["dE_untilted_mev_atom"] == pytest.approx(ba_de(i, j), abs=1e-6)
+            assert r["ground_state_tilted"] == (ba_de(i, j) > 1.0)
+            assert r["winning_space_group"] == (225 if ba_de(i, j) == 0 else SG["a-a-a-" if j == 2 else "a0a0c-"])
+            assert r["n_variants"] == 3 and r["B_sp"] == f"{b}2+" and r["B2_sp"] == f"{bp}6+" and r["X_sp"] == "O2-"
+    agbi = row.loc["Cs+_Cs+_Ag+_Bi3+_Cl-"]
+    assert agbi["lowest_tilt"] == "a0a0c-" and agbi["dE_untilted_mev_atom"] == pytest.approx(0.4, abs=1e-6)
+    assert agbi["ground_state_tilted"] is False or not agbi["ground_state_tilted"]
+    assert agbi["winning_space_group"] == 225
+    nabi = row.loc["Cs+_Cs+_Na+_Bi3+_Cl-"]
+    assert np.isnan(nabi["dE_untilted_mev_atom"]) and nabi["ground_state_tilted"] is None
+    assert nabi["winning_space_group"] == 87
+    nain = row.loc["Cs+_Cs+_Na+_In3+_Cl-"]
+    assert nain["dE_untilted_mev_atom"] == pytest.approx(5.0, abs=1e-6) and nain["n_variants"] == 2
+    assert nain["energies_mev_atom"] == pytest.approx({"a0a0a0": 5.0, "a0a0c-": 0.0}, abs=1e-6)
+    # a stricter tolerance turns the noise case into a tilted ground state
+    strict = data.phase_table(known_store, tilt_tol_mev=0.1).set_index("composition_id")
+    assert strict.loc["Cs+_Cs+_Ag+_Bi3+_Cl-", "ground_state_tilted"]
+    # the other model on request (by prefix)
+    other = data.phase_table(known_store, model_sha256="bbbb")
+    assert len(other) == 1 and other.iloc[0]["dE_untilted_mev_atom"] == pytest.approx(100.0)
+    assert other.iloc[0]["winning_space_group"] == 12
+    # server-side filter on the relaxations
+    oxides = data.phase_table(known_store, query={"composition_id": {"$regex": "O2-$"}})
+    assert len(oxides) == 9
+
+
+def test_trends_by_site_tolerance_and_fractions(known_store):
+    phases = data.phase_table(known_store)
+    assert trends.tilted_fraction(phases) == {"n": 12, "n_tilted": 10, "fraction": pytest.approx(10 / 12)}
+    oxides = phases[phases["X_sp"] == "O2-"]
+    by_bp = trends.trend_by(oxides, "B2_sp")
+    for j, bp in enumerate(BPS):
+        des = [ba_de(i, j) for i in range(3)]
+        r = by_bp.loc[f"{bp}6+"]
+        assert r["n"] == 3 and r["dE_mean"] == pytest.approx(np.mean(des)) and r["dE_max"] == pytest.approx(max(des))
+        assert r["tilted_fraction"] == pytest.approx(np.mean([d > 1 for d in des]))
+    assert by_bp.loc["W6+", "top_space_group"] == 87 and by_bp.loc["W6+", "top_space_group_fraction"] == pytest.approx(2 / 3)
+    assert by_bp.loc["Te6+", "top_space_group"] == 148 and by_bp.loc["Te6+", "top_space_group_fraction"] == 1.0
+    by_b = trends.trend_by(oxides, "B_sp")
+    assert by_b.loc["Ni2+", "dE_median"] == pytest.approx(ba_de(2, 1))
+    by_x = trends.trend_by(phases, ["A2_sp", "X_sp"])
+    assert by_x.loc[("Ba2+", "O2-"), "n"] == 9 and by_x.loc[("Cs+", "Cl-"), "n"] == 4
+    assert by_x.loc[("Cs+", "Cl-"), "n_with_dE"] == 3
+    fractions = trends.phase_fractions(phases, "X_sp")
+    assert fractions.loc["O2-"].to_dict() == pytest.approx({87: 5 / 9, 148: 3 / 9, 225: 1 / 9})
+    assert fractions.loc["Cl-"].to_dict() == pytest.approx({87: 0.5, 148: 0.25, 225: 0.25})
+    by_t = trends.trend_by_tolerance(phases)
+    assert by_t["n"].sum() == 13
+    for interval, r in by_t.iterrows():
+        inside = phases[(phases["goldschmidt_t"] > interval.left) & (phases["goldschmidt_t"] <= interval.right)]
+        assert r["n"] == len(inside)
+        assert r["dE_mean"] == pytest.approx(inside["dE_untilted_mev_atom"].mean(), nan_ok=True)
+    with pytest.raises(InputError, match="no column.*'Bprime'"):
+        trends.trend_by(phases, "Bprime")
+
+
+def test_convergence_stats(known_store):
+    conv = trends.convergence_stats(known_store)
+    assert conv["model_sha256"] == MODEL
+    overall = conv["overall"]
+    assert overall["n"] == 27 + 9 and overall["failed"] == 1
+    assert overall["converged"] == 36 - 1 - 3  # the failed one and the three j == 1 second tilted variants
+    t = conv["by_tilt"]
+    assert t.loc["a0a0a0", "n"] == 9 + 4 and t.loc["a0a0a0", "failed_fraction"] == pytest.approx(1 / 13)
+    assert t.loc["a0a0a0", "steps_mean"] == pytest.approx((3 * (10 + 11 + 12) + 4 * 20) / 13)
+    assert t.loc["a0a0a0", "steps_max"] == 20
+    assert conv["reasons"] == {"blew up": 1}
+    assert overall["steps_max"] == 50
+
+
+def _validation(cid, tilt, e_dft, e_mlip, method="cp2k-pbe", force_mae=0.1):
+    rid = f"{cid}:rocksalt:{tilt}:bvm|{MODEL[:12]}|{SH}"
+    return {"validation_id": f"{rid}|{method}", "relaxation_id": rid, "structure_id": rid.split("|")[0],
+            "composition_id": cid, "formula": cid, "X": cid.rsplit("_", 1)[-1].rstrip("+-0123456789"),
+            "start_tilt": tilt, "space_group": SG[tilt], "method": method, "n_atoms": 10,
+            "dft_energy_per_atom": e_dft, "mlip_energy_per_atom": e_mlip, "force_mae": force_mae,
+            "stress_mae_gpa": 0.5, "model_sha256": MODEL}  # fmt: skip
+
+
+def test_parity_stats(known_store):
+    cawo, agin, agbi = _ba("Ca", "W"), "Cs+_Cs+_Ag+_In3+_Cl-", "Cs+_Cs+_Ag+_Bi3+_Cl-"
+    docs = [
+        _validation(cawo, "a0a0a0", -8.000, -7.000), _validation(cawo, "a0a0c-", -8.010, -7.012),
+        _validation(cawo, "a-a-a-", -8.004, -7.003),
+        _validation(agin, "a0a0a0", -3.00, -2.51, force_mae=0.3), _validation(agin, "a-a-a-", -3.02, -2.50),
+        _validation(agbi, "a0a0a0", -3.1, -3.0),
+        _validation(cawo, "a0a0a0", -5.0, -7.0, method="vasp-pbesol"),
+    ]  # fmt: skip
+    client = pymongo.MongoClient(known_store.db_uri)
+    client[known_store.database]["validations"].insert_many(docs)
+    client.close()
+    vals = data.validation_table(known_store)
+    assert len(vals) == 7 and set(vals["B2"]) == {"W", "In", "Bi"}
+    rel = trends.parity_table(vals)
+    assert len(rel) == 5  # AgBi has one validated structure; the VASP one is alone in its method
+    stats = trends.parity_stats(vals)
+    # centred by hand: CaWO dft [4.667, -5.333, 0.667], mlip [5, -7, 2]; AgIn dft [10, -10], mlip [-5, 5]
+    err = np.array([5 - 14 / 3, -7 + 16 / 3, 2 - 2 / 3, -15, 15])
+    cp2k = stats.loc["cp2k-pbe"]
+    assert cp2k["n_structures"] == 6 and cp2k["n_compositions"] == 2
+    assert cp2k["energy_mae_mev"] == pytest.approx(np.abs(err).mean())
+    assert cp2k["energy_rmse_mev"] == pytest.approx(np.sqrt((err**2).mean()))
+    assert cp2k["rank_correlation"] == pytest.approx((1.0 + -1.0) / 2)
+    assert cp2k["ground_state_agreement"] == pytest.approx(0.5)
+    assert cp2k["force_mae"] == pytest.approx((5 * 0.1 + 0.3) / 6)
+    vasp = stats.loc["vasp-pbesol"]
+    assert vasp["n_structures"] == 1 and np.isnan(vasp["energy_mae_mev"])
+
+
+def test_loading_and_bad_input(known_store):
+    df = data.load_collection("relaxations", {"failed": True}, ["composition_id", "phase.space_group"], known_store)
+    assert df.to_dict("records") == [{"composition_id": "Cs+_Cs+_Na+_In3+_Cl-", "phase.space_group": 1}]
+    sets = data.relaxation_sets(known_store)
+    assert sets["model_sha256"].tolist() == [MODEL, OTHER] and sets["n"].tolist() == [36, 2]
+    grouped = data.aggregate("compositions", [{"$group": {"_id": "$X", "n": {"$sum": 1}}}], known_store)
+    every_x = data.load_collection("compositions", projection=["X"], db=known_store)["X"]
+    assert dict(zip(grouped["_id"], grouped["n"])) == every_x.value_counts().to_dict() and len(every_x) == 29
+    assert data.describe_store(known_store)["counts"]["relaxations"] == 38
+    with pytest.raises(InputError, match="unknown collection 'relax'.*relaxations"):
+        data.load_collection("relax", db=known_store)
+    with pytest.raises(InputError, match="no relaxations with model 'cccc'.*aaaaaaaaaaaa"):
+        data.phase_table(known_store, model_sha256="cccc")
+    empty = data.phase_table(known_store, query={"composition_id": "nothing"})
+    assert empty.empty and "dE_untilted_mev_atom" in empty.columns
+    assert trends.tilted_fraction(empty)["fraction"] is None
+    assert isinstance(trends.trend_by(empty, "X_sp"), pd.DataFrame)
