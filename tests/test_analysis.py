@@ -6,6 +6,7 @@ and space groups (test input, not results), so every trend below has an answer w
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
 import numpy as np
@@ -231,3 +232,71 @@ def test_loading_and_bad_input(known_store):
     assert empty.empty and "dE_untilted_mev_atom" in empty.columns
     assert trends.tilted_fraction(empty)["fraction"] is None
     assert isinstance(trends.trend_by(empty, "X_sp"), pd.DataFrame)
+
+
+def _add_validations(settings):
+    cawo, agin = _ba("Ca", "W"), "Cs+_Cs+_Ag+_In3+_Cl-"
+    docs = [_validation(cawo, "a0a0a0", -8.000, -7.000), _validation(cawo, "a0a0c-", -8.010, -7.012),
+            _validation(agin, "a0a0a0", -3.00, -2.51), _validation(agin, "a-a-a-", -3.02, -2.50)]  # fmt: skip
+    client = pymongo.MongoClient(settings.db_uri)
+    client[settings.database]["validations"].insert_many(docs)
+    client.close()
+
+
+def test_heatmap_holds_the_designed_grid(known_store):
+    from dp_screen.analysis import plots
+
+    phases = data.phase_table(known_store)
+    fig = plots.plot_de_heatmap(phases, "Ba", "Ba2+", "O")
+    ax = fig.axes[0]
+    grid = np.asarray(ax.images[0].get_array())
+    rows = [t.get_text() for t in ax.get_yticklabels()]
+    cols = [t.get_text() for t in ax.get_xticklabels()]
+    for r, b in enumerate(rows):
+        for c, bp in enumerate(cols):
+            assert grid[r, c] == pytest.approx(ba_de(BS.index(b[:-2]), BPS.index(bp[:-2])))
+    assert "meV/atom" in fig.axes[1].get_ylabel() and ax.get_xlabel() == "B' cation"
+    with pytest.raises(InputError, match="no relaxed compositions with A=Sr.*Ba/Ba/O"):
+        plots.plot_de_heatmap(phases, "Sr", "Sr", "O")
+
+
+def test_report_renders_every_figure(known_store, tmp_path, capsys, monkeypatch):
+    from conftest import run_cli
+
+    _add_validations(known_store)
+    monkeypatch.setenv("DP_SCREEN_DATABASE", known_store.database)
+    args = ["--db-uri", known_store.db_uri]
+    code, out, err = run_cli([*args, "report", "--out", str(tmp_path / "rep"), "--json"], capsys)
+    assert code == 0, err
+    rep = json.loads(out)
+    page = (tmp_path / "rep" / "index.html").read_text()
+    expected = {"composition_space", "phase_fractions", "de_histogram", "de_vs_tolerance", "heatmap_Ba2p_Ba2p_O2m",
+                "heatmap_Csp_Csp_Clm", "parity", "convergence"}  # fmt: skip
+    assert set(rep["figures"]) == expected and rep["missing"] == []
+    for name, path in rep["figures"].items():
+        png = open(path, "rb").read()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000, name
+        assert f'src="figures/{name}.png"' in page
+    assert "10 (83.3%) have a tilted ground state" in page and MODEL in page
+    stats = pd.read_csv(rep["tables"]["parity_stats"], index_col=0)
+    assert stats.loc["cp2k-pbe", "n_compositions"] == 2
+    by_bp = pd.read_csv(rep["tables"]["trend_by_B2"], index_col=0)
+    assert by_bp.loc["Te6+", "dE_mean"] == pytest.approx(np.mean([ba_de(i, 2) for i in range(3)]))
+    # chosen heatmaps, another tolerance; bad options name the value
+    code, out, err = run_cli([*args, "report", "--out", str(tmp_path / "r2"), "--heatmap", "Cs,Cs,Cl",
+                              "--tilt-tol", "0.1"], capsys)  # fmt: skip
+    assert code == 0 and "wrote" in out
+    assert sorted(p.name for p in (tmp_path / "r2" / "figures").glob("heatmap_*")) == ["heatmap_Cs_Cs_Cl.png"]
+    code, out, err = run_cli([*args, "report", "--out", str(tmp_path / "r3"), "--heatmap", "Cs,Cl"], capsys)
+    assert code == 1 and "--heatmap 'Cs,Cl' is not A,A',X" in err
+    code, out, err = run_cli([*args, "report", "--out", str(tmp_path / "r3"), "--model", "ffff"], capsys)
+    assert code == 1 and "no relaxations with model 'ffff'" in err
+
+
+def test_report_of_an_empty_store_says_what_is_missing(db_settings, tmp_path):
+    from dp_screen.analysis.report import write_report
+
+    rep = write_report(tmp_path / "empty", db_settings)
+    page = rep.html.read_text()
+    assert rep.figures == {} and set(rep.missing) == {"composition_space", "phases", "validation", "convergence"}
+    assert "No relaxations in the store yet" in page and "dp-screen enumerate" in page

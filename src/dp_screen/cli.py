@@ -586,6 +586,40 @@ def launchpad(settings, path: Path | None = None):
     return LaunchPad(host=uri, uri_mode=True, name=f"{settings.database}_fw")
 
 
+@cli.command("report")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for index.html, its figures and CSV tables.")
+@click.option("--model", default=None, help="sha256 (or prefix) of the model whose relaxations to report "
+              "(default: the one with the most relaxations).")
+@click.option("--settings-hash", default=None, help="Relaxation settings hash (default: the most used).")
+@click.option("--heatmap", "heatmaps", multiple=True, metavar="A,A',X",
+              help="dE heatmap over (B, B') for these A, A', X (repeatable), e.g. Ba,Ba,O. Default: the 3 largest.")
+@click.option("--tilt-tol", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="meV/atom below the untilted energy for a tilted ground state to count.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
+@click.pass_context
+def report_cmd(ctx, out_dir, model, settings_hash, heatmaps, tilt_tol, as_json) -> None:  # noqa: PLR0913
+    """Write an HTML report (phase maps, trends, MLIP-vs-DFT parity, convergence) of the current store."""
+    from dp_screen.analysis.report import write_report
+
+    triples = []
+    for h in heatmaps:
+        parts = [p.strip() for p in h.split(",")]
+        if len(parts) != 3 or not all(parts):
+            raise InputError(f"--heatmap {h!r} is not A,A',X (e.g. Ba,Ba,O or Cs+,Cs+,Cl-)")
+        triples.append(tuple(parts))
+    rep = write_report(out_dir, _settings(ctx), model_sha256=model, settings_hash=settings_hash,
+                       heatmaps=triples or None, tilt_tol_mev=tilt_tol)  # fmt: skip
+    if as_json:
+        click.echo(json.dumps({"html": str(rep.html), "figures": {k: str(v) for k, v in rep.figures.items()},
+                               "tables": {k: str(v) for k, v in rep.tables.items()}, "missing": rep.missing,
+                               "summary": rep.summary}, default=str))  # fmt: skip
+    else:
+        click.echo(f"wrote {rep.html} ({len(rep.figures)} figures, {len(rep.tables)} tables)")
+        for what in rep.missing:
+            click.echo(f"  not in the store yet: {what}")
+
+
 # --------------------------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning dp_screen errors into one line and a non-zero exit."""

@@ -264,3 +264,26 @@ def describe_store(db: DPScreenSettings | Database | None = None) -> dict:
     client = database.client
     host = ", ".join(f"{h}:{p}" for h, p in client.nodes) if client.nodes else str(client.address or "")
     return {"database": database.name, "server": redact(host), "counts": counts}
+
+
+def composition_space(
+    db: DPScreenSettings | Database | None = None, field: str = "goldschmidt_t", width: float = 0.025
+) -> pd.DataFrame:
+    """Histogram of a composition descriptor per anion, binned by the server: one row per (X, bin) with the number
+    of compositions and how many of them Bartel's tau and Goldschmidt's t call perovskites."""
+    if field not in COMPOSITION_FIELDS or field in ("composition_id", "formula"):
+        raise InputError(f"cannot bin compositions by {field!r}; numeric fields: goldschmidt_t, tau, rA_mean, ...")
+    df = aggregate("compositions", [
+        {"$match": {field: {"$ne": None}}},
+        {"$group": {"_id": {"X": "$X", "bin": {"$floor": {"$multiply": [f"${field}", 1.0 / width]}}},
+                    "n": {"$sum": 1}, "n_tau_perovskite": {"$sum": {"$cond": ["$tau_perovskite", 1, 0]}},
+                    "n_goldschmidt_ok": {"$sum": {"$cond": ["$goldschmidt_ok", 1, 0]}}}},
+    ], db)  # fmt: skip
+    if df.empty:
+        return pd.DataFrame(columns=["X", "bin_left", "bin_right", "n", "n_tau_perovskite", "n_goldschmidt_ok"])
+    df = df.rename(columns={"_id.X": "X"})
+    df["bin_left"] = df.pop("_id.bin") * width
+    df["bin_right"] = df["bin_left"] + width
+    cols = ["X", "bin_left", "bin_right", "n", "n_tau_perovskite", "n_goldschmidt_ok"]
+    df.attrs.update(field=field, width=width)
+    return df[cols].sort_values(["X", "bin_left"]).reset_index(drop=True)

@@ -1,0 +1,177 @@
+"""An HTML report of the store: composition space, phases and trends, MLIP validation, convergence.
+
+``write_report(out_dir)`` writes ``index.html`` with its PNG figures and CSV tables beside it; the page names the
+database, the model (sha256) and relaxation settings it describes and the dp_screen version, and says plainly what
+is missing (no relaxations yet, no validations yet) instead of leaving a gap.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from dp_screen import __version__
+from dp_screen.analysis import data, plots, trends
+
+if TYPE_CHECKING:
+    from pymongo.database import Database
+
+    from dp_screen.settings import DPScreenSettings
+
+CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
+table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:2px 6px;
+text-align:right}th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee;margin:0.5em 0}
+.note{color:#885;font-style:italic}.meta td{text-align:left}"""
+
+
+@dataclass
+class Report:
+    """What :func:`write_report` wrote."""
+
+    html: Path
+    figures: dict[str, Path] = field(default_factory=dict)
+    tables: dict[str, Path] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+
+
+def _table(df: pd.DataFrame, index: bool = True) -> str:
+    return df.to_html(index=index, float_format=lambda v: f"{v:.3g}", na_rep="-", border=0)
+
+
+def _heatmap_choices(phases: pd.DataFrame, n: int = 3) -> list[tuple[str, str, str]]:
+    """The (A, A', X) species with the most compositions that have a dE, needing at least 2 B and 2 B'."""
+    df = phases.dropna(subset=["dE_untilted_mev_atom"])
+    if df.empty:
+        return []
+    g = df.groupby(["A_sp", "A2_sp", "X_sp"]).agg(n=("composition_id", "size"), nb=("B_sp", "nunique"),
+                                                   nb2=("B2_sp", "nunique"))  # fmt: skip
+    g = g[(g["nb"] >= 2) & (g["nb2"] >= 2)].sort_values("n", ascending=False)
+    return [tuple(i) for i in g.index[:n]]
+
+
+def write_report(
+    out_dir: str | Path,
+    db: DPScreenSettings | Database | None = None,
+    model_sha256: str | None = None,
+    settings_hash: str | None = None,
+    heatmaps: list[tuple[str, str, str]] | None = None,
+    tilt_tol_mev: float = 1.0,
+) -> Report:
+    """Write the report of the store's compositions, one model's relaxations and the validations into ``out_dir``."""
+    out = Path(out_dir)
+    figdir = out / "figures"
+    figdir.mkdir(parents=True, exist_ok=True)
+    report = Report(html=out / "index.html")
+    body: list[str] = []
+
+    def figure(name: str, fig, caption: str) -> None:
+        path = plots.save_figure(fig, figdir / f"{name}.png")
+        report.figures[name] = path
+        body.append(f'<figure><img src="figures/{path.name}" alt="{html.escape(caption)}">'
+                    f"<figcaption>{html.escape(caption)}</figcaption></figure>")  # fmt: skip
+
+    def table(name: str, df: pd.DataFrame, title: str, index: bool = True) -> None:
+        path = out / f"{name}.csv"
+        df.to_csv(path, index=index)
+        report.tables[name] = path
+        body.append(f"<h3>{html.escape(title)} <small>(<a href='{path.name}'>csv</a>)</small></h3>{_table(df, index)}")
+
+    def note(what: str, text: str) -> None:
+        report.missing.append(what)
+        body.append(f"<p class='note'>{html.escape(text)}</p>")
+
+    store = data.describe_store(db)
+    picked = data.pick_relaxation_set(db, model_sha256, settings_hash)
+    meta = {
+        "database": f"{store['database']} on {store['server']}",
+        "documents": ", ".join(f"{k}: {v}" for k, v in store["counts"].items()),
+        "model (sha256)": picked[0] if picked else "no relaxations yet",
+        "relaxation settings hash": picked[1] if picked else "-",
+        "tilt tolerance": f"{tilt_tol_mev} meV/atom (a lowest variant closer than this to the untilted one counts "
+                          f"as untilted)",
+        "dp_screen": __version__, "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }  # fmt: skip
+    report.summary["meta"] = meta
+    body.append("<table class='meta'>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+                                                 for k, v in meta.items()) + "</table>")  # fmt: skip
+
+    # composition space
+    body.append("<h2>Composition space</h2>")
+    hist = data.composition_space(db)
+    if hist.empty:
+        note("composition_space", "No compositions in the store yet: run `dp-screen enumerate`.")
+    else:
+        figure("composition_space", plots.plot_composition_space(hist), "Compositions by Goldschmidt tolerance "
+               "factor and anion")  # fmt: skip
+        by_x = hist.groupby("X")[["n", "n_tau_perovskite", "n_goldschmidt_ok"]].sum()
+        table("compositions_by_anion", by_x, "Compositions by anion")
+
+    # phases
+    body.append("<h2>Phases and trends</h2>")
+    phases = data.phase_table(db, *(picked or (None, None)), tilt_tol_mev=tilt_tol_mev) if picked else pd.DataFrame()
+    if phases.empty:
+        note("phases", "No relaxations in the store yet: run `dp-screen relax` (or `dp-screen run`).")
+    else:
+        tf = trends.tilted_fraction(phases)
+        report.summary["tilted_fraction"] = tf
+        frac = "-" if tf["fraction"] is None else f"{100 * tf['fraction']:.1f}%"
+        body.append(f"<p>{len(phases)} relaxed compositions; {tf['n']} with an untilted variant to compare, of which "
+                    f"{tf['n_tilted']} ({frac}) have a tilted ground state.</p>")  # fmt: skip
+        fractions = trends.phase_fractions(phases, "X_sp")
+        if not fractions.empty:
+            figure("phase_fractions", plots.plot_phase_fractions(fractions), "Lowest-energy space group by anion")
+            table("phase_fractions", fractions.rename(columns=plots.space_group_label), "Phase fractions by anion")
+        figure("de_histogram", plots.plot_de_histogram(phases), "dE(untilted - lowest), stacked by anion")
+        figure("de_vs_tolerance", plots.plot_de_vs_tolerance(phases), "dE against the Goldschmidt tolerance factor")
+        for a, a2, x in heatmaps if heatmaps is not None else _heatmap_choices(phases):
+            name = "heatmap_" + "_".join(s.replace("+", "p").replace("-", "m") for s in (a, a2, x))
+            figure(name, plots.plot_de_heatmap(phases, a, a2, x), f"dE over (B, B') for A={a}, A'={a2}, X={x}")
+        if not any(k.startswith("heatmap_") for k in report.figures):
+            note("heatmap", "No (A, A', X) with at least two B and two B' cations relaxed: no dE heatmap.")
+        for site, label in (("A2_sp", "A'"), ("B_sp", "B"), ("B2_sp", "B'"), ("X_sp", "X")):
+            table(f"trend_by_{site[:-3]}", trends.trend_by(phases, site), f"Trend by {label} (dE in meV/atom)")
+        table("trend_by_tolerance", trends.trend_by_tolerance(phases), "Trend by Goldschmidt tolerance factor")
+        export = phases.assign(energies_mev_atom=[json.dumps(e) for e in phases["energies_mev_atom"]])
+        export.to_csv(out / "phases.csv", index=False)
+        report.tables["phases"] = out / "phases.csv"
+        body.append("<p>Per-composition table: <a href='phases.csv'>phases.csv</a></p>")
+
+    # validation
+    body.append("<h2>MLIP vs DFT</h2>")
+    vals = data.validation_table(db, model_sha256=picked[0] if picked else None)
+    parity = trends.parity_table(vals)
+    if vals.empty:
+        note("validation", "No validations in the store yet: run `dp-screen run --validate N` or submit with --dft.")
+    else:
+        stats = trends.parity_stats(vals)
+        report.summary["parity"] = stats.to_dict(orient="index")
+        if parity.empty:
+            note("parity", "No composition has two validated structures yet: no phase-energy parity.")
+        else:
+            figure("parity", plots.plot_parity(parity), "MLIP vs DFT phase energies (relative to each composition's "
+                   "mean)")  # fmt: skip
+        table("parity_stats", stats, "Errors per DFT method (energies in meV/atom, forces in eV/A)")
+
+    # convergence
+    body.append("<h2>Relaxation convergence</h2>")
+    if picked:
+        conv = trends.convergence_stats(db, *picked)
+        report.summary["convergence"] = conv["overall"]
+        figure("convergence", plots.plot_convergence(conv["steps"]), "Optimiser steps per relaxation")
+        table("convergence_by_tilt", conv["by_tilt"], "Convergence by starting tilt system")
+        if conv["reasons"]:
+            table("failure_reasons", pd.Series(conv["reasons"], name="n").to_frame(), "Failure reasons")
+    else:
+        note("convergence", "No relaxations yet.")
+
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>dp_screen report</title><style>{CSS}</style>"
+            f"</head><body><h1>dp_screen report</h1>{''.join(body)}</body></html>")  # fmt: skip
+    report.html.write_text(page)
+    return report
