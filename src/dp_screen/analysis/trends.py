@@ -148,7 +148,8 @@ def convergence_stats(
     empty = pd.DataFrame(columns=["n", "converged_fraction", "failed_fraction", "stayed_fraction", "steps_mean",
                                   "steps_max", "wall_time_s_mean"])  # fmt: skip
     if picked is None:
-        return {"model_sha256": None, "settings_hash": None, "overall": {"n": 0}, "by_tilt": empty, "reasons": {}}
+        return {"model_sha256": None, "settings_hash": None, "overall": {"n": 0}, "by_tilt": empty, "reasons": {},
+                "steps": np.array([])}
     model, shash = picked
     match = {"model_sha256": model, "settings_hash": shash}
     by_tilt = aggregate("relaxations", [

@@ -1,0 +1,127 @@
+"""Write the notebooks of ``notebooks/`` (without outputs) from the cells below.
+
+    python scripts/make_notebooks.py
+
+The notebooks read the store that the ``DP_SCREEN_*`` environment variables point at (``DP_SCREEN_DB_URI``,
+``DP_SCREEN_DATABASE``; unset: the embedded server of ``./.dp_screen``, as the ``dp-screen`` command does). The tests
+execute them top to bottom against a small store (``tests/test_notebooks.py``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SETUP = """%matplotlib inline
+import pandas as pd
+from IPython.display import display
+
+from dp_screen.analysis import data, plots, trends
+from dp_screen.settings import DPScreenSettings
+
+pd.set_option("display.precision", 3)
+settings = DPScreenSettings()  # DP_SCREEN_DB_URI / DP_SCREEN_DATABASE, or the embedded server in ./.dp_screen
+data.describe_store(settings)"""
+
+NOTEBOOKS = {
+    "01_composition_space.ipynb": [
+        new_markdown_cell("# Composition space\n\nThe charge-balanced AA'BB'X6 compositions in the store "
+                          "(`dp-screen enumerate`), their tolerance factors and the cation ordering their "
+                          "descriptors suggest."),
+        new_code_cell(SETUP),
+        new_markdown_cell("## Compositions per tolerance-factor bin and anion\n\nBinned by the database server, so "
+                          "this is cheap for the whole space (~220k compositions)."),
+        new_code_cell("hist = data.composition_space(settings, field=\"goldschmidt_t\", width=0.025)\n"
+                      "counts = hist.groupby(\"X\")[[\"n\", \"n_tau_perovskite\", \"n_goldschmidt_ok\"]].sum()\n"
+                      "counts[\"tau_perovskite_share\"] = counts[\"n_tau_perovskite\"] / counts[\"n\"]\n"
+                      "display(counts)\n"
+                      "plots.plot_composition_space(hist)"),
+        new_markdown_cell("## Orderings and descriptors\n\nA projection keeps the transfer small: only the columns "
+                          "used here come back."),
+        new_code_cell("comps = data.composition_table(settings)\n"
+                      "print(len(comps), \"compositions\")\n"
+                      "display(pd.crosstab(comps[\"X_sp\"], comps[\"expected_ordering\"]))\n"
+                      "comps.groupby(\"X_sp\")[[\"goldschmidt_t\", \"tau\", \"octahedral_factor\"]].describe()"
+                      ".T.round(3)"),
+        new_code_cell("from matplotlib.figure import Figure\n\n"
+                      "fig = Figure(figsize=(5, 4), layout=\"constrained\")\n"
+                      "ax = fig.add_subplot()\n"
+                      "for x, g in comps.dropna(subset=[\"tau\"]).groupby(\"X_sp\"):\n"
+                      "    ax.scatter(g[\"goldschmidt_t\"], g[\"tau\"], s=6, label=x)\n"
+                      "ax.axhline(4.18, color=\"k\", ls=\"--\", lw=0.8, label=\"tau = 4.18\")\n"
+                      "ax.set_xlabel(\"Goldschmidt tolerance factor t\")\n"
+                      "ax.set_ylabel(\"Bartel tau\")\n"
+                      "ax.set_yscale(\"symlog\")\n"
+                      "ax.legend(fontsize=7)\n"
+                      "fig"),
+    ],
+    "02_phases_and_trends.ipynb": [
+        new_markdown_cell("# Phases and trends\n\nFor each relaxed composition: the lowest-energy variant, its space "
+                          "group and dE = E(untilted) - E(lowest) in meV/atom (`dp-screen relax` / `dp-screen run`). "
+                          "The relaxations of one model and settings are analysed: by default those with the most "
+                          "relaxations; pass `model_sha256=` to choose."),
+        new_code_cell(SETUP),
+        new_code_cell("display(data.relaxation_sets(settings))\n"
+                      "phases = data.phase_table(settings, tilt_tol_mev=1.0)\n"
+                      "print(len(phases), \"relaxed compositions; model\", phases.attrs.get(\"model_sha256\"))\n"
+                      "trends.tilted_fraction(phases)"),
+        new_code_cell("phases[[\"formula\", \"lowest_tilt\", \"winning_space_group\", \"dE_untilted_mev_atom\", "
+                      "\"ground_state_tilted\", \"goldschmidt_t\"]].sort_values(\"dE_untilted_mev_atom\", "
+                      "ascending=False).head(20)"),
+        new_markdown_cell("## Trends by site and by tolerance factor"),
+        new_code_cell("for site in [\"A2_sp\", \"B_sp\", \"B2_sp\", \"X_sp\"]:\n"
+                      "    print(site.replace(\"_sp\", \"\").replace(\"2\", \"'\"))\n"
+                      "    display(trends.trend_by(phases, site) if len(phases) else \"no relaxations yet\")\n"
+                      "trends.trend_by_tolerance(phases) if len(phases) else None"),
+        new_markdown_cell("## Phase maps"),
+        new_code_cell("if len(phases):\n"
+                      "    display(plots.plot_phase_fractions(trends.phase_fractions(phases, \"X_sp\")))\n"
+                      "    display(plots.plot_de_histogram(phases))\n"
+                      "    display(plots.plot_de_vs_tolerance(phases))"),
+        new_code_cell("# dE over (B, B') for the (A, A', X) with the most relaxed compositions\n"
+                      "with_de = phases.dropna(subset=[\"dE_untilted_mev_atom\"])\n"
+                      "if len(with_de):\n"
+                      "    a, a2, x = with_de.groupby([\"A_sp\", \"A2_sp\", \"X_sp\"]).size().idxmax()\n"
+                      "    display(plots.plot_de_heatmap(phases, a, a2, x))"),
+    ],
+    "03_mlip_validation.ipynb": [
+        new_markdown_cell("# How far to trust the MLIP\n\nDFT single points of a stratified sample of relaxed "
+                          "structures (`dp-screen run --validate N`, or VASP through FireWorks) next to the MLIP's "
+                          "values, and the convergence of the relaxations."),
+        new_code_cell(SETUP),
+        new_code_cell("vals = data.validation_table(settings)\n"
+                      "print(len(vals), \"validated structures\")\n"
+                      "vals.head()"),
+        new_markdown_cell("## Phase energies: parity, errors and rank correlation\n\nEnergies relative to the mean "
+                          "of the composition's validated structures (meV/atom), so that the different energy "
+                          "references of DFT and the MLIP cancel."),
+        new_code_cell("parity = trends.parity_table(vals)\n"
+                      "display(trends.parity_stats(vals))\n"
+                      "plots.plot_parity(parity)"),
+        new_markdown_cell("## Convergence of the relaxations"),
+        new_code_cell("conv = trends.convergence_stats(settings)\n"
+                      "display(conv[\"overall\"], conv[\"by_tilt\"], conv[\"reasons\"])\n"
+                      "plots.plot_convergence(conv.get(\"steps\", []))"),
+    ],
+}
+
+
+def main() -> None:
+    out = ROOT / "notebooks"
+    out.mkdir(exist_ok=True)
+    for name, cells in NOTEBOOKS.items():
+        for i, cell in enumerate(cells):
+            cell.id = f"cell-{i}"  # stable ids: regenerating gives the same files
+        nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                                "language": "python"}})  # fmt: skip
+        nbformat.validate(nb)
+        nbformat.write(nb, out / name)
+        print("wrote", out / name)
+
+
+if __name__ == "__main__":
+    main()
