@@ -165,15 +165,46 @@ def species_label(element: str, charge: int) -> str:
 
 
 def composition_table(
-    db: DPScreenSettings | Database | None = None, query: dict | None = None, fields=COMPOSITION_FIELDS
+    db: DPScreenSettings | Database | None = None, query: dict | None = None, fields=COMPOSITION_FIELDS,
+    ids: list[str] | None = None,
 ) -> pd.DataFrame:
-    """Compositions with their descriptors (server-side ``query``), with species labels ``A_sp`` ... ``X_sp``."""
-    df = load_collection("compositions", query, list(fields), db)
+    """Compositions with their descriptors (server-side ``query``, or the given ``ids``), with species labels
+    ``A_sp`` ... ``X_sp``."""
+    if ids is not None:
+        df = fetch_by_key("compositions", "composition_id", ids, list(fields), db)
+    else:
+        df = load_collection("compositions", query, list(fields), db)
     if not df.empty:
         for site, charge in (("A", "nA"), ("A2", "nA2"), ("B", "nB"), ("B2", "nB2"), ("X", "nX")):
             if site in df and charge in df:
                 df[f"{site}_sp"] = [species_label(e, -abs(q) if site == "X" else q) for e, q in zip(df[site], df[charge])]
     return df
+
+
+def _choose_set(counts: dict[tuple[str, str], int], model_sha256: str | None, settings_hash: str | None, db):
+    """The (model, settings hash) with the most relaxations among ``counts``; errors name what the store holds."""
+    if model_sha256 and not any(m.startswith(model_sha256) for m, _ in counts):
+        known = ", ".join(sorted({m[:12] for m in relaxation_sets(db)["model_sha256"]})) or "none"
+        raise InputError(f"no relaxations with model {model_sha256!r}; models in the store: {known}")
+    if settings_hash and not any(s == settings_hash for _, s in counts):
+        raise InputError(f"no relaxations with settings hash {settings_hash!r} (model {model_sha256 or 'any'})")
+    return max(counts, key=counts.get) if counts else None
+
+
+def fetch_by_key(
+    collection: str, key: str, values, fields, db: DPScreenSettings | Database | None = None
+) -> pd.DataFrame:
+    """Documents whose ``key`` is in ``values``. Few values: ``$in`` queries of 100; many: one projected scan of the
+    collection filtered here (an ``$in`` of thousands of values is quadratic on SecantusDB: 5 s for 1,600)."""
+    values = list(dict.fromkeys(values))
+    fields = list(dict.fromkeys([key, *fields]))
+    if len(values) > 500:
+        df = load_collection(collection, None, fields, db)
+        return df[df[key].isin(values)].reset_index(drop=True) if not df.empty else df
+    parts = [load_collection(collection, {key: {"$in": values[i : i + 100]}}, fields, db)
+             for i in range(0, len(values), 100)]  # fmt: skip
+    parts = [p for p in parts if not p.empty]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=fields)
 
 
 def phase_table(
@@ -186,40 +217,49 @@ def phase_table(
 ) -> pd.DataFrame:
     """One row per relaxed composition: its lowest-energy phase, dE(untilted - lowest) and its descriptors.
 
-    The relaxations of one model and settings (see :func:`pick_relaxation_set`) are grouped by composition on the
-    server. Columns: ``e_lowest`` (eV/atom), ``lowest_tilt`` (starting tilt of the lowest variant),
-    ``lowest_space_group`` (its space group after relaxation), ``dE_untilted_mev_atom`` (None without an untilted
-    variant), ``ground_state_tilted`` (dE above ``tilt_tol_mev``: variants that relaxed back to the untilted
-    structure differ by noise only), ``winning_space_group`` (the untilted variant's group when the ground state is
-    not tilted), ``n_variants``, ``n_converged``, ``energies_mev_atom`` ({tilt: E - E_lowest}), and the composition
-    descriptors. ``query`` filters the relaxations (e.g. ``{"composition_id": {"$regex": "O-$"}}``).
+    One aggregation: the server groups the (not failed) relaxations by composition, model and relaxation settings;
+    the (model, settings) pair analysed is the one given (``model_sha256`` may be a prefix), else the one with the
+    most relaxations (in ``df.attrs``). Columns: ``e_lowest`` (eV/atom), ``lowest_tilt`` (starting tilt of the
+    lowest variant), ``lowest_space_group`` (its space group after relaxation), ``dE_untilted_mev_atom`` (NaN
+    without an untilted variant), ``ground_state_tilted`` (dE above ``tilt_tol_mev``: variants that relaxed back to
+    the untilted structure differ by noise only; None without an untilted variant), ``winning_space_group`` (the
+    untilted variant's group when the ground state is not tilted), ``n_variants``, ``n_converged``,
+    ``energies_mev_atom`` ({tilt: E - E_lowest}, the lowest per tilt when several methods share one), and the
+    composition descriptors with species labels. ``query`` filters the relaxations server-side (e.g.
+    ``{"composition_id": {"$regex": "O2-$"}}``).
     """
-    picked = pick_relaxation_set(db, model_sha256, settings_hash)
     columns = ["composition_id", "e_lowest", "lowest_tilt", "lowest_space_group", "dE_untilted_mev_atom",
                "ground_state_tilted", "winning_space_group", "n_variants", "n_converged", "energies_mev_atom"]  # fmt: skip
-    if picked is None:
-        return pd.DataFrame(columns=columns + list(COMPOSITION_FIELDS[1:]) + list(SPECIES_COLUMNS))
-    model, shash = picked
-    match = {**(query or {}), "model_sha256": model, "settings_hash": shash, "failed": False}
+    empty = pd.DataFrame(columns=columns + list(COMPOSITION_FIELDS[1:]) + list(SPECIES_COLUMNS))
+    match = {**(query or {}), "failed": False}
+    if model_sha256:
+        match["model_sha256"] = {"$regex": f"^{model_sha256}"}
+    if settings_hash:
+        match["settings_hash"] = settings_hash
     if converged_only:
         match["converged"] = True
     grouped = aggregate("relaxations", [
         {"$match": match},
-        {"$group": {"_id": "$composition_id", "e_lowest": {"$min": "$energy_per_atom"}, "n_variants": {"$sum": 1},
+        {"$group": {"_id": {"c": "$composition_id", "m": "$model_sha256", "s": "$settings_hash"},
+                    "e_lowest": {"$min": "$energy_per_atom"}, "n_variants": {"$sum": 1},
                     "n_converged": {"$sum": {"$cond": ["$converged", 1, 0]}},
                     "variants": {"$push": {"t": "$start_tilt", "e": "$energy_per_atom", "sg": "$phase.space_group"}}}},
     ], db)  # fmt: skip
-    if grouped.empty:
-        return pd.DataFrame(columns=columns + list(COMPOSITION_FIELDS[1:]) + list(SPECIES_COLUMNS))
+    counts = {} if grouped.empty else grouped.groupby(["_id.m", "_id.s"])["n_variants"].sum().to_dict()
+    picked = _choose_set(counts, model_sha256, settings_hash, db)
+    if picked is None:
+        return empty
+    model, shash = picked
+    grouped = grouped[(grouped["_id.m"] == model) & (grouped["_id.s"] == shash)]
     rows = []
-    for cid, e_low, variants in zip(grouped["_id"], grouped["e_lowest"], grouped["variants"], strict=True):
+    for cid, e_low, variants in zip(grouped["_id.c"], grouped["e_lowest"], grouped["variants"], strict=True):
         best = min(variants, key=lambda v: v["e"])
         untilted = [v for v in variants if v["t"] == UNTILTED]
         u = min(untilted, key=lambda v: v["e"]) if untilted else None
         de = 1e3 * (u["e"] - e_low) if u else np.nan
         tilted = None if u is None else bool(de > tilt_tol_mev)
         energies: dict[str, float] = {}
-        for v in variants:  # several methods may share a tilt: keep each tilt's lowest
+        for v in variants:
             rel = 1e3 * (v["e"] - e_low)
             energies[v["t"]] = min(rel, energies.get(v["t"], np.inf))
         rows.append({
@@ -228,8 +268,8 @@ def phase_table(
             "winning_space_group": best.get("sg") if tilted in (True, None) else u.get("sg"),
             "energies_mev_atom": energies,
         })  # fmt: skip
-    df = pd.DataFrame(rows).merge(grouped[["_id", "n_variants", "n_converged"]].rename(columns={"_id": "composition_id"}))
-    comps = composition_table(db, {"composition_id": {"$in": df["composition_id"].tolist()}})
+    df = pd.DataFrame(rows).assign(n_variants=grouped["n_variants"].to_numpy(), n_converged=grouped["n_converged"].to_numpy())
+    comps = composition_table(db, ids=df["composition_id"].tolist())
     df = df.merge(comps, on="composition_id", how="left") if not comps.empty else df
     df.attrs.update(model_sha256=model, settings_hash=shash, tilt_tol_mev=tilt_tol_mev)
     return df.sort_values("composition_id").reset_index(drop=True)
@@ -250,7 +290,7 @@ def validation_table(
     df = load_collection("validations", query, fields, db)
     if df.empty:
         return df
-    comps = composition_table(db, {"composition_id": {"$in": df["composition_id"].unique().tolist()}},
+    comps = composition_table(db, ids=df["composition_id"].unique().tolist(),
                               fields=("composition_id", "A", "nA", "A2", "nA2", "B", "nB", "B2", "nB2", "nX"))  # fmt: skip
     if not comps.empty:
         df = df.merge(comps.drop(columns=["X"], errors="ignore"), on="composition_id", how="left")

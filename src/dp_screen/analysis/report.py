@@ -88,7 +88,8 @@ def write_report(
         body.append(f"<p class='note'>{html.escape(text)}</p>")
 
     store = data.describe_store(db)
-    picked = data.pick_relaxation_set(db, model_sha256, settings_hash)
+    phases = data.phase_table(db, model_sha256, settings_hash, tilt_tol_mev=tilt_tol_mev)  # one pass over relaxations
+    picked = (phases.attrs["model_sha256"], phases.attrs["settings_hash"]) if "model_sha256" in phases.attrs else None
     meta = {
         "database": f"{store['database']} on {store['server']}",
         "documents": ", ".join(f"{k}: {v}" for k, v in store["counts"].items()),
@@ -115,7 +116,6 @@ def write_report(
 
     # phases
     body.append("<h2>Phases and trends</h2>")
-    phases = data.phase_table(db, *(picked or (None, None)), tilt_tol_mev=tilt_tol_mev) if picked else pd.DataFrame()
     if phases.empty:
         note("phases", "No relaxations in the store yet: run `dp-screen relax` (or `dp-screen run`).")
     else:
@@ -161,8 +161,8 @@ def write_report(
 
     # convergence
     body.append("<h2>Relaxation convergence</h2>")
-    if picked:
-        conv = trends.convergence_stats(db, *picked)
+    if store["counts"]["relaxations"]:  # (also when every relaxation failed and the phase table is empty)
+        conv = trends.convergence_stats(db, *(picked or (model_sha256, settings_hash)))
         report.summary["convergence"] = conv["overall"]
         figure("convergence", plots.plot_convergence(conv["steps"]), "Optimiser steps per relaxation")
         table("convergence_by_tilt", conv["by_tilt"], "Convergence by starting tilt system")

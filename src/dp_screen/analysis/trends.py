@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from dp_screen.analysis.data import aggregate, load_collection, pick_relaxation_set
+from dp_screen.analysis.data import _choose_set, aggregate
 from dp_screen.errors import InputError
 
 if TYPE_CHECKING:
@@ -141,42 +141,48 @@ def parity_stats(validations: pd.DataFrame) -> pd.DataFrame:
 def convergence_stats(
     db: DPScreenSettings | Database | None = None, model_sha256: str | None = None, settings_hash: str | None = None
 ) -> dict:
-    """Convergence of one model's relaxations: totals, per starting tilt (grouped by the server), step quantiles
-    and failure reasons. Returns {"model_sha256", "settings_hash", "overall": {...}, "by_tilt": DataFrame,
-    "reasons": {reason: count}}."""
-    picked = pick_relaxation_set(db, model_sha256, settings_hash)
+    """Convergence of one model's relaxations (the given model / settings, else the pair with the most relaxations),
+    from one aggregation grouped by the server. Returns {"model_sha256", "settings_hash", "overall": {...},
+    "by_tilt": DataFrame, "reasons": {failure reason: count}, "steps": array of optimiser steps}."""
+    match: dict = {}
+    if model_sha256:
+        match["model_sha256"] = {"$regex": f"^{model_sha256}"}
+    if settings_hash:
+        match["settings_hash"] = settings_hash
+    g = aggregate("relaxations", [
+        {"$match": match},
+        {"$group": {"_id": {"m": "$model_sha256", "s": "$settings_hash", "t": "$start_tilt",
+                            "r": {"$cond": ["$failed", "$reason", None]}},
+                    "n": {"$sum": 1}, "converged": {"$sum": {"$cond": ["$converged", 1, 0]}},
+                    "failed": {"$sum": {"$cond": ["$failed", 1, 0]}},
+                    "stayed": {"$sum": {"$cond": [{"$eq": ["$phase.stayed_in_start_tilt", True]}, 1, 0]}},
+                    "steps": {"$push": "$n_steps"}, "wall": {"$sum": "$wall_time_s"}}},
+    ], db)  # fmt: skip
+    counts = {} if g.empty else g.groupby(["_id.m", "_id.s"])["n"].sum().to_dict()
+    picked = _choose_set(counts, model_sha256, settings_hash, db)
     empty = pd.DataFrame(columns=["n", "converged_fraction", "failed_fraction", "stayed_fraction", "steps_mean",
                                   "steps_max", "wall_time_s_mean"])  # fmt: skip
     if picked is None:
         return {"model_sha256": None, "settings_hash": None, "overall": {"n": 0}, "by_tilt": empty, "reasons": {},
-                "steps": np.array([])}
+                "steps": np.array([])}  # fmt: skip
     model, shash = picked
-    match = {"model_sha256": model, "settings_hash": shash}
-    by_tilt = aggregate("relaxations", [
-        {"$match": match},
-        {"$group": {"_id": "$start_tilt", "n": {"$sum": 1}, "converged": {"$sum": {"$cond": ["$converged", 1, 0]}},
-                    "failed": {"$sum": {"$cond": ["$failed", 1, 0]}},
-                    "stayed": {"$sum": {"$cond": [{"$eq": ["$phase.stayed_in_start_tilt", True]}, 1, 0]}},
-                    "steps_mean": {"$avg": "$n_steps"}, "steps_max": {"$max": "$n_steps"},
-                    "wall_time_s_mean": {"$avg": "$wall_time_s"}}},
-    ], db).rename(columns={"_id": "start_tilt"}).set_index("start_tilt").sort_index()  # fmt: skip
-    n = by_tilt["n"]
-    table = pd.DataFrame({
-        "n": n.astype(int), "converged_fraction": by_tilt["converged"] / n, "failed_fraction": by_tilt["failed"] / n,
-        "stayed_fraction": by_tilt["stayed"] / n, "steps_mean": by_tilt["steps_mean"],
-        "steps_max": by_tilt["steps_max"].astype(int), "wall_time_s_mean": by_tilt["wall_time_s_mean"],
-    })  # fmt: skip
-    steps = load_collection("relaxations", match, ["n_steps"], db)["n_steps"].to_numpy(dtype=float)
-    reasons = aggregate("relaxations", [{"$match": {**match, "failed": True}},
-                                        {"$group": {"_id": "$reason", "n": {"$sum": 1}}}], db)  # fmt: skip
-    total = int(n.sum())
+    g = g[(g["_id.m"] == model) & (g["_id.s"] == shash)]
+    rows = {}
+    for tilt, part in g.groupby("_id.t"):
+        steps = np.concatenate([np.asarray(x, dtype=float) for x in part["steps"]])
+        n = int(part["n"].sum())
+        rows[tilt] = {"n": n, "converged_fraction": part["converged"].sum() / n, "failed_fraction": part["failed"].sum() / n,
+                      "stayed_fraction": part["stayed"].sum() / n, "steps_mean": steps.mean(), "steps_max": int(steps.max()),
+                      "wall_time_s_mean": part["wall"].sum() / n}  # fmt: skip
+    table = pd.DataFrame.from_dict(rows, orient="index")[empty.columns]
+    table.index.name = "start_tilt"
+    steps = np.concatenate([np.asarray(x, dtype=float) for x in g["steps"]])
+    total, conv, failed = int(g["n"].sum()), int(g["converged"].sum()), int(g["failed"].sum())
+    reasons = g.dropna(subset=["_id.r"]).groupby("_id.r")["n"].sum() if "_id.r" in g else pd.Series(dtype=int)
     overall = {
-        "n": total, "converged": int(by_tilt["converged"].sum()), "failed": int(by_tilt["failed"].sum()),
-        "converged_fraction": float(by_tilt["converged"].sum() / total),
-        "failed_fraction": float(by_tilt["failed"].sum() / total),
-        "steps_median": float(np.median(steps)), "steps_p90": float(np.percentile(steps, 90)),
-        "steps_max": int(steps.max()),
+        "n": total, "converged": conv, "failed": failed, "converged_fraction": conv / total,
+        "failed_fraction": failed / total, "steps_median": float(np.median(steps)),
+        "steps_p90": float(np.percentile(steps, 90)), "steps_max": int(steps.max()),
     }  # fmt: skip
     return {"model_sha256": model, "settings_hash": shash, "overall": overall, "by_tilt": table,
-            "reasons": {} if reasons.empty else dict(zip(reasons["_id"], reasons["n"].astype(int), strict=True)),
-            "steps": steps}  # fmt: skip
+            "reasons": {str(k): int(v) for k, v in reasons.items()}, "steps": steps}  # fmt: skip
