@@ -46,9 +46,9 @@ def accuracy() -> None:
           f"{'dV':>7s} {'GII':>6s}  source")
     for name, sp, tilt, sg, v_exp, source in EXPERIMENTS:
         species = SiteSpeciesSet(*sp)
-        for method in ("bvm", "dls"):
-            if method == "bvm":
-                (built,) = build_bvm_structures([species], "rocksalt", tilt)
+        for method in ("bvm", "bvm+A", "dls"):
+            if method.startswith("bvm"):
+                (built,) = build_bvm_structures([species], "rocksalt", tilt, move_a=method == "bvm+A")
             else:
                 built = build_dls_structure(species, "rocksalt", tilt)
             dv = 100 * (built.volume_per_fu / v_exp - 1)

@@ -87,6 +87,11 @@ def test_build_cli_json(capsys, tmp_path):
     assert Structure.from_file(tmp_path / "s.cif").composition.reduced_formula == "Sr2CoMoO6"
     code, out, _ = run(["build", "--formula", "Sr2Fe3+Mo5+O6", "--json"], capsys)
     assert json.loads(out)["composition_id"] == "Sr2+_Sr2+_Fe3+_Mo5+_O2-"
+    code, fixed_a, _ = run(["build", "--formula", "Na2NaAlF6", "--tilt", "a+b-b-", "--json"], capsys)
+    code, moved, _ = run(["build", "--formula", "Na2NaAlF6", "--tilt", "a+b-b-", "--move-a", "--json"], capsys)
+    fixed_a, moved = json.loads(fixed_a), json.loads(moved)
+    assert moved["space_group"] == fixed_a["space_group"] == 14
+    assert fixed_a["a_displacement"] == 0 and moved["a_displacement"] > 0.05 and moved["gii"] < fixed_a["gii"]
 
 
 @pytest.mark.parametrize(

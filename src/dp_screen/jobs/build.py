@@ -40,11 +40,14 @@ class BuildSettings(MSONable):
         "bvm" (bond valence, GII-minimised) and/or "dls" (prototype rescaled by DLSVolumePredictor).
     ordering
         Force one ordering; None: the composition's expected ordering (its descriptors).
+    move_a
+        BVM: also optimise the symmetry-allowed A-cation displacements (see ``build_bvm_structures``).
     """
 
     tilts: list[str] | None = None
     methods: list[str] = field(default_factory=lambda: ["bvm"])
     ordering: str | None = None
+    move_a: bool = False
 
     def __post_init__(self) -> None:
         for m in self.methods:
@@ -66,8 +69,11 @@ class BuildSettings(MSONable):
 
     def settings_dict(self) -> dict:
         """Settings for provenance and the settings hash."""
-        return {"tilts": self.tilts, "methods": sorted(self.methods), "ordering": self.ordering,
-                "bv_table_sha256": bond_valence_table().sha256}  # fmt: skip
+        out = {"tilts": self.tilts, "methods": sorted(self.methods), "ordering": self.ordering,
+               "bv_table_sha256": bond_valence_table().sha256}  # fmt: skip
+        if self.move_a:  # only when set, so the hash of the default settings (and stored builds) stays the same
+            out["move_a"] = True
+        return out
 
 
 def build_structures_to_store(
@@ -123,7 +129,7 @@ def build_structures_to_store(
                 chunk = group[start : start + chunk_size]
                 species = [SiteSpeciesSet.from_row(r) for r in chunk]
                 if method == "bvm":
-                    results = build_bvm_structures(species, ordering, tilt)
+                    results = build_bvm_structures(species, ordering, tilt, move_a=settings.move_a)
                 else:
                     results = [_safe_dls(sp, ordering, tilt) for sp in species]
                 docs = []

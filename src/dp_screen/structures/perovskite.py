@@ -10,7 +10,8 @@ theta), theta = |w x e|.
 
 The free parameters (d_B, d_B' and one amplitude per distinct tilt letter) minimise the global instability index,
 as SPuDS does; for the untilted cell this is the lattice constant and anion position optimisation (the fixed
-midpoint model, d_B = d_B', is available for comparison). The A cations stay on the sites that symmetry gives them.
+midpoint model, d_B = d_B', is available for comparison). The A cations stay at the cavity centres, or, with
+``move_a``, are displaced along the symmetry-allowed modes that minimise the GII too (SPuDS moves A as well).
 Every structure is checked with spglib against the tilt tables; the stored cell is the primitive one.
 """
 
@@ -33,6 +34,7 @@ SYMPREC = 1e-3
 MAX_TILT_DEG = 25.0
 START_TILT_DEG = 9.0
 MIN_LETTER_SPLIT_DEG = 1.0
+MAX_A_SHIFT = 0.6  # Angstrom: bound on each A-displacement mode coefficient
 ORDERINGS = tuple(SPACE_GROUPS)
 
 
@@ -101,6 +103,7 @@ class BuiltStructure:
     bond_lengths: dict[str, float]
     bv_parameters: list[dict] = field(default_factory=list)
     cell40: tuple[np.ndarray, np.ndarray, list] | None = None  # positions, cell diagonal, species of the 2x2x2 cell
+    a_displacement: float = 0.0  # largest A-cation displacement from its cavity centre (Angstrom)
 
     @property
     def supercell_40(self) -> Structure:
@@ -131,6 +134,7 @@ class BuiltStructure:
             "volume_per_fu": round(self.volume_per_fu, 3),
             "gii": round(self.gii, 4),
             "tilt_angles": [round(t, 3) for t in self.tilt_angles],
+            "a_displacement": round(self.a_displacement, 4),
             "n_atoms": len(self.structure),
         }  # fmt: skip
 
@@ -191,10 +195,13 @@ def _template(ordering: str, tilt: str) -> _Template:
     )  # fmt: skip
 
 
-def _geometry(t: _Template, d_b: np.ndarray, d_b2: np.ndarray, amps_deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _geometry(
+    t: _Template, d_b: np.ndarray, d_b2: np.ndarray, amps_deg: np.ndarray, a_shift: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Cartesian positions (S, 40, 3) and the diagonal of the 2x2x2 cell (S, 3) for S parameter sets.
 
-    ``d_b``, ``d_b2``: (S,) bond lengths; ``amps_deg``: (S, n_amplitudes) tilt amplitudes in degrees.
+    ``d_b``, ``d_b2``: (S,) bond lengths; ``amps_deg``: (S, n_amplitudes) tilt amplitudes in degrees;
+    ``a_shift``: (S, 8, 3) displacements of the A cations from the cavity centres (Angstrom).
     """
     d_b, d_b2 = np.asarray(d_b, dtype=float), np.asarray(d_b2, dtype=float)
     n_set = d_b.shape[0]
@@ -208,6 +215,8 @@ def _geometry(t: _Template, d_b: np.ndarray, d_b2: np.ndarray, amps_deg: np.ndar
     sin_t, cos_t = np.sin(theta), np.cos(theta)
     spacing = d_b[:, None] * cos_t + np.sqrt(np.maximum(d_b2[:, None] ** 2 - (d_b[:, None] * sin_t) ** 2, 1e-6))
     a_pos = (t.a_sites + 0.5)[None] * spacing[:, None, :]
+    if a_shift is not None:
+        a_pos = a_pos + a_shift
     b_pos = t.b_sites[None] * spacing[:, None, :]
     e = np.eye(3)[t.x_axis] * t.x_sigma[:, None]  # (24, 3) bond directions
     w = t.signs[None] * w_axis[:, None, :]  # (S, 4, 3) rotation vector of each B octahedron
@@ -245,25 +254,45 @@ def _pairs(t: _Template) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     return ci, ai, np.array(img, dtype=float), incidence
 
 
-def _residuals(t: _Template, x: np.ndarray, r0: np.ndarray, b: np.ndarray, formal: np.ndarray, fixed: bool) -> np.ndarray:
-    """Bond-valence-sum residuals V_i - |v_i| (S, 40) for parameter rows x (S, m)."""
-    ci, ai, img, incidence = _pairs(t)
+def _n_amplitudes(t: _Template) -> int:
+    return len({g for g in t.groups if g >= 0})
+
+
+def _unpack(t: _Template, x: np.ndarray, fixed: bool, modes: np.ndarray | None):
+    """Parameter rows [d_B, (d_B'), tilt amplitudes..., A-displacement mode coefficients...] -> geometry inputs."""
+    k0 = 1 if fixed else 2
+    n_amp = _n_amplitudes(t)
     d_b = x[:, 0]
     d_b2 = x[:, 0] if fixed else x[:, 1]
-    amps = x[:, 1:] if fixed else x[:, 2:]
-    pos, cell = _geometry(t, d_b, d_b2, amps)
+    amps = x[:, k0 : k0 + n_amp]
+    shift = None
+    if modes is not None and len(modes):
+        shift = np.einsum("sk,kai->sai", x[:, k0 + n_amp :], modes)
+    return d_b, d_b2, amps, shift
+
+
+def _residuals(
+    t: _Template, x: np.ndarray, r0: np.ndarray, b: np.ndarray, formal: np.ndarray, fixed: bool,
+    modes: np.ndarray | None = None,
+) -> np.ndarray:  # fmt: skip
+    """Bond-valence-sum residuals V_i - |v_i| (S, 40) for parameter rows x (S, m)."""
+    ci, ai, img, incidence = _pairs(t)
+    pos, cell = _geometry(t, *_unpack(t, x, fixed, modes))
     vec = pos[:, ai] + img[None] * cell[:, None, :] - pos[:, ci]
     dist = np.sqrt(np.einsum("spk,spk->sp", vec, vec))
     return np.exp((r0 - dist) / b) @ incidence - formal
 
 
-def _least_squares_batch(t, x0, lo, hi, r0, b, formal, fixed, max_iter=80) -> np.ndarray:
+def _least_squares_batch(t, x0, lo, hi, r0, b, formal, fixed, modes=None, max_iter=80) -> np.ndarray:
     """Bounded Levenberg-Marquardt on many compositions at once (the GII is the rms of the residuals)."""
     x = x0.copy()
     n, m = x.shape
     lam = np.full(n, 1e-3)
-    steps = np.where(np.arange(m) < (1 if fixed else 2), 1e-5, 1e-3)  # Angstrom for lengths, degrees for tilts
-    f = (_residuals(t, x, r0, b, formal, fixed) ** 2).sum(axis=1)
+    k0 = 1 if fixed else 2
+    n_amp = _n_amplitudes(t)
+    # finite-difference steps: Angstrom for lengths and A displacements, degrees for tilts
+    steps = np.where((np.arange(m) < k0) | (np.arange(m) >= k0 + n_amp), 1e-5, 1e-3)
+    f = (_residuals(t, x, r0, b, formal, fixed, modes) ** 2).sum(axis=1)
     active = np.ones(n, dtype=bool)
     eye = np.eye(m)
     for _ in range(max_iter):
@@ -276,16 +305,19 @@ def _least_squares_batch(t, x0, lo, hi, r0, b, formal, fixed, max_iter=80) -> np
         def rep(arr, idx=idx):
             return np.repeat(arr[idx], m + 1, axis=0)
 
-        res = _residuals(t, probes.reshape(-1, m), rep(r0), rep(b), rep(formal), fixed).reshape(idx.size, m + 1, -1)
+        res = _residuals(t, probes.reshape(-1, m), rep(r0), rep(b), rep(formal), fixed, modes).reshape(idx.size, m + 1, -1)
         r = res[:, 0]
         jac = (res[:, 1:] - r[:, None]) / steps[None, :, None]  # (k, m, 40)
         grad = np.einsum("kmi,ki->km", jac, r)
         hess = np.einsum("kmi,kni->kmn", jac, jac)
         diag = np.diagonal(hess, axis1=1, axis2=2)
-        damped = hess + lam[idx, None, None] * eye[None] * (diag[:, :, None] + 1e-9)
+        # the absolute floor keeps the system solvable when a parameter has no effect (e.g. an A-displacement mode
+        # that no bond feels at this geometry)
+        floor = 1e-9 * (1.0 + diag.max(axis=1))[:, None, None]
+        damped = hess + lam[idx, None, None] * eye[None] * (diag[:, :, None] + 1e-9) + floor * eye[None]
         step = -np.linalg.solve(damped, grad[..., None])[..., 0]
         trial = np.clip(xa + step, lo[idx], hi[idx])
-        f_trial = (_residuals(t, trial, r0[idx], b[idx], formal[idx], fixed) ** 2).sum(axis=1)
+        f_trial = (_residuals(t, trial, r0[idx], b[idx], formal[idx], fixed, modes) ** 2).sum(axis=1)
         better = f_trial < f[idx]
         moved = np.abs(trial - xa).max(axis=1)
         x[idx[better]] = trial[better]
@@ -372,6 +404,32 @@ def _symmetry_reference(t: _Template, codes: tuple[int, ...]) -> _SymmetryRefere
     return _SymmetryReference(int(data.number), rot, trans, perm, to_prim, np.array(keep))
 
 
+@cache
+def _a_modes(t: _Template, codes: tuple[int, ...]) -> np.ndarray:
+    """Displacements of the 8 A cations that keep every symmetry operation of the family: (k, 8, 3), orthonormal.
+
+    The invariant subspace of the representation of the space group on A displacements (the group average of
+    the operations, a projector, has eigenvalue 1 there). Untilted cells and tilt systems whose A sites are fixed
+    by symmetry have none; a+b-b- (P21/n) has the displacements of its 4e sites.
+    """
+    ref = _symmetry_reference(t, codes)
+    n_a = len(t.a_sites)
+    avg = np.zeros((3 * n_a, 3 * n_a))
+    for rot, perm in zip(ref.rotations, ref.permutations, strict=True):
+        # in the 2x2x2 cell the cartesian axes are the lattice axes, so the operation acts on vectors through rot
+        # scaled by the cell lengths; the family's operations keep the diagonal metric, so this is a signed
+        # permutation (an orthogonal matrix)
+        op = np.zeros((3 * n_a, 3 * n_a))
+        for i in range(n_a):
+            j = perm[i]
+            op[3 * j : 3 * j + 3, 3 * i : 3 * i + 3] = rot
+        avg += op
+    avg /= len(ref.rotations)
+    vals, vecs = np.linalg.eigh((avg + avg.T) / 2)
+    basis = vecs[:, vals > 0.5].T
+    return basis.reshape(-1, n_a, 3)
+
+
 def _verify_and_reduce(t, species, pos, cell, ordering, tilt, full_check=False):
     """Space group of a structure, checked against the tilt table, and its primitive cell.
 
@@ -413,12 +471,18 @@ def build_bvm_structures(
     tilt: str = "a0a0a0",
     fixed_midpoint: bool = False,
     table: BondValenceTable | None = None,
+    move_a: bool = False,
 ) -> list[BuiltStructure | DPScreenError]:
     """Build the bond-valence structures of many compositions with one ordering and tilt system, all at once.
 
     The optimisation runs vectorised over the whole list (the cost per structure falls with the batch size). A
     composition that cannot be built (no bond-valence parameters, wrong ordering, symmetry mismatch) gets its
     error in its place in the returned list; the others are built.
+
+    ``move_a``: also optimise the A-cation displacements that the space group allows (none for a0a0a0 and
+    a0a0c-; one for a-a-a-, two for a0b-b-, three for a+b-b-), with the other parameters. Off by default: it
+    lowers the GII (Na3AlF6 P21/n: 0.027 -> 0.000) but does not bring volumes closer to experiment
+    (``benchmarks/bench_structures.py``) and costs ~20% of the speed on those tilt systems.
     """
     table = table or bond_valence_table()
     expected_space_group(ordering, tilt, False, False)  # validates ordering and tilt once for everyone
@@ -448,53 +512,64 @@ def build_bvm_structures(
             out[n] = exc
     if not rows:
         return out  # type: ignore[return-value]
-    r0, b, formal, d0 = (np.array(v, dtype=float) for v in (r0s, bs, formals, d0s))
-    n_rows = len(rows)
-    start = np.tile([START_TILT_DEG - 2.0 * k for k in range(n_amp)], (n_rows, 1))
-    amp_lo, amp_hi = np.full((n_rows, n_amp), 0.5), np.full((n_rows, n_amp), MAX_TILT_DEG)
-    if fixed_midpoint:
-        x0 = np.column_stack([d0.mean(axis=1), start])
-        lo = np.column_stack([0.7 * d0.min(axis=1), amp_lo])
-        hi = np.column_stack([1.3 * d0.max(axis=1), amp_hi])
-    else:
-        x0 = np.column_stack([d0, start])
-        lo = np.column_stack([0.7 * d0, amp_lo])
-        hi = np.column_stack([1.3 * d0, amp_hi])
-    x = _least_squares_batch(t, x0, lo, hi, r0, b, formal, fixed_midpoint)
+    r0_all, b_all, formal_all, d0_all = (np.array(v, dtype=float) for v in (r0s, bs, formals, d0s))
     k0 = 1 if fixed_midpoint else 2
-    if n_amp > 1:
-        # GII may drive two distinct letters (b != c) to equal amplitudes, which is another tilt system:
-        # keep them at least MIN_LETTER_SPLIT_DEG apart
-        for row in x:
-            amps = row[k0:]
-            order = np.argsort(-amps)
-            for hi_i, lo_i in itertools.pairwise(order):
-                if amps[hi_i] - amps[lo_i] < MIN_LETTER_SPLIT_DEG:
-                    amps[lo_i] = max(amps[hi_i] - MIN_LETTER_SPLIT_DEG, 0.5)
-    if not fixed_midpoint:
-        # B = B': the optimum is symmetric; remove the finite-difference asymmetry so the symmetry is exact
-        same_b = np.array([species_list[n].same_b for n in rows])
-        x[same_b, 0] = x[same_b, 1] = x[same_b, :2].mean(axis=1)
-    gii = np.sqrt((_residuals(t, x, r0, b, formal, fixed_midpoint) ** 2).mean(axis=1))
-    d_b = x[:, 0]
-    d_b2 = x[:, 0] if fixed_midpoint else x[:, 1]
-    pos, cell = _geometry(t, d_b, d_b2, x[:, k0:])
+    # compositions with the same species pattern share the symmetry, hence the allowed A displacements
+    patterns: dict[tuple[int, ...], list[int]] = {}
     for j, n in enumerate(rows):
-        species = species_list[n]
-        try:
-            number, expected, primitive, big = _verify_and_reduce(t, species, pos[j], cell[j], ordering, tilt)
-        except DPScreenError as exc:
-            out[n] = exc
-            continue
-        amps = x[j, k0:]
-        out[n] = BuiltStructure(
-            structure=primitive, species=species, ordering=ordering, tilt=tilt,
-            method="bvm-fixed-midpoint" if fixed_midpoint else "bvm", space_group=number,
-            space_group_expected=expected, gii=float(gii[j]),
-            tilt_angles=[float(amps[g]) if g >= 0 else 0.0 for g in t.groups],
-            bond_lengths={"B-X": float(d_b[j]), "B'-X": float(d_b2[j])}, bv_parameters=bv_used[j],
-            cell40=big,
-        )  # fmt: skip
+        patterns.setdefault(_codes(t, species_list[n]), []).append(j)
+    for codes, members in patterns.items():
+        sel = np.array(members)
+        r0, b, formal, d0 = r0_all[sel], b_all[sel], formal_all[sel], d0_all[sel]
+        modes = None if fixed_midpoint or not move_a else _a_modes(t, codes)
+        n_modes = 0 if modes is None else len(modes)
+        n_rows = len(sel)
+        start = np.tile([START_TILT_DEG - 2.0 * k for k in range(n_amp)], (n_rows, 1))
+        amp_lo, amp_hi = np.full((n_rows, n_amp), 0.5), np.full((n_rows, n_amp), MAX_TILT_DEG)
+        shift0, shift_lim = np.zeros((n_rows, n_modes)), np.full((n_rows, n_modes), MAX_A_SHIFT)
+        if fixed_midpoint:
+            x0 = np.column_stack([d0.mean(axis=1), start, shift0])
+            lo = np.column_stack([0.7 * d0.min(axis=1), amp_lo, -shift_lim])
+            hi = np.column_stack([1.3 * d0.max(axis=1), amp_hi, shift_lim])
+        else:
+            x0 = np.column_stack([d0, start, shift0])
+            lo = np.column_stack([0.7 * d0, amp_lo, -shift_lim])
+            hi = np.column_stack([1.3 * d0, amp_hi, shift_lim])
+        x = _least_squares_batch(t, x0, lo, hi, r0, b, formal, fixed_midpoint, modes)
+        if n_amp > 1:
+            # GII may drive two distinct letters (b != c) to equal amplitudes, which is another tilt system:
+            # keep them at least MIN_LETTER_SPLIT_DEG apart
+            for row in x:
+                amps = row[k0 : k0 + n_amp]
+                order = np.argsort(-amps)
+                for hi_i, lo_i in itertools.pairwise(order):
+                    if amps[hi_i] - amps[lo_i] < MIN_LETTER_SPLIT_DEG:
+                        amps[lo_i] = max(amps[hi_i] - MIN_LETTER_SPLIT_DEG, 0.5)
+        if not fixed_midpoint:
+            # B = B': the optimum is symmetric; remove the finite-difference asymmetry so the symmetry is exact
+            same_b = np.array([species_list[rows[j]].same_b for j in sel])
+            x[same_b, 0] = x[same_b, 1] = x[same_b, :2].mean(axis=1)
+        gii = np.sqrt((_residuals(t, x, r0, b, formal, fixed_midpoint, modes) ** 2).mean(axis=1))
+        d_b, d_b2, amps_all, shift = _unpack(t, x, fixed_midpoint, modes)
+        pos, cell = _geometry(t, d_b, d_b2, amps_all, shift)
+        for i, j in enumerate(sel):
+            n = rows[j]
+            species = species_list[n]
+            try:
+                number, expected, primitive, big = _verify_and_reduce(t, species, pos[i], cell[i], ordering, tilt)
+            except DPScreenError as exc:
+                out[n] = exc
+                continue
+            amps = amps_all[i]
+            a_shift = 0.0 if shift is None else float(np.linalg.norm(shift[i], axis=1).max())
+            out[n] = BuiltStructure(
+                structure=primitive, species=species, ordering=ordering, tilt=tilt,
+                method="bvm-fixed-midpoint" if fixed_midpoint else "bvm", space_group=number,
+                space_group_expected=expected, gii=float(gii[i]),
+                tilt_angles=[float(amps[g]) if g >= 0 else 0.0 for g in t.groups],
+                bond_lengths={"B-X": float(d_b[i]), "B'-X": float(d_b2[i])}, bv_parameters=bv_used[j],
+                cell40=big, a_displacement=a_shift,
+            )  # fmt: skip
     return out  # type: ignore[return-value]
 
 
@@ -504,6 +579,7 @@ def build_bvm_structure(
     tilt: str = "a0a0a0",
     fixed_midpoint: bool = False,
     table: BondValenceTable | None = None,
+    move_a: bool = False,
 ) -> BuiltStructure:
     """Build the bond-valence starting structure of one composition, ordering and tilt system.
 
@@ -511,7 +587,7 @@ def build_bvm_structure(
     forces d_B = d_B' (X midway between B and B', the Sutton group's original cubic model). Raises the
     composition's error (InputError, SymmetryError) if it cannot be built.
     """
-    (result,) = build_bvm_structures([species], ordering, tilt, fixed_midpoint, table)
+    (result,) = build_bvm_structures([species], ordering, tilt, fixed_midpoint, table, move_a)
     if isinstance(result, DPScreenError):
         raise result
     return result
