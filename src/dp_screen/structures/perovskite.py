@@ -515,13 +515,14 @@ def build_bvm_structures(
     r0_all, b_all, formal_all, d0_all = (np.array(v, dtype=float) for v in (r0s, bs, formals, d0s))
     k0 = 1 if fixed_midpoint else 2
     # compositions with the same species pattern share the symmetry, hence the allowed A displacements
-    patterns: dict[tuple[int, ...], list[int]] = {}
+    # (without A displacements one batch holds everyone: larger batches are cheaper per structure)
+    patterns: dict[tuple[int, ...] | None, list[int]] = {}
     for j, n in enumerate(rows):
-        patterns.setdefault(_codes(t, species_list[n]), []).append(j)
+        patterns.setdefault(_codes(t, species_list[n]) if move_a and not fixed_midpoint else None, []).append(j)
     for codes, members in patterns.items():
         sel = np.array(members)
         r0, b, formal, d0 = r0_all[sel], b_all[sel], formal_all[sel], d0_all[sel]
-        modes = None if fixed_midpoint or not move_a else _a_modes(t, codes)
+        modes = None if codes is None else _a_modes(t, codes)
         n_modes = 0 if modes is None else len(modes)
         n_rows = len(sel)
         start = np.tile([START_TILT_DEG - 2.0 * k for k in range(n_amp)], (n_rows, 1))
