@@ -240,16 +240,19 @@ def test_training_flow_hands_its_model_to_the_screening_flow(db_settings, tmp_pa
     assert docs and {d["model_sha256"] for d in docs} == {model["sha256"]}
 
 
-def test_run_command_json_and_resume(db_settings, capsys, monkeypatch):
-    """The README's main command (default model), twice: the second run repeats nothing."""
+def test_run_command_json_and_resume(db_settings, capsys, monkeypatch, tmp_path):
+    """The README's main command (default model), twice: the second run repeats nothing. The report job runs last."""
     from conftest import run_cli
 
     monkeypatch.setenv("DP_SCREEN_DATABASE", db_settings.database)
-    args = ["--db-uri", db_settings.db_uri, "run", "--limit", "2", "--max-steps", "40", "--device", "cpu", "--json"]
+    args = ["--db-uri", db_settings.db_uri, "--home", str(tmp_path), "run", "--limit", "2", "--max-steps", "40",
+            "--device", "cpu", "--report", "rep", "--json"]  # fmt: skip
     code, out, err = run_cli(args, capsys)
     assert code == 0, err
     first = json.loads(out)
     assert first["compositions"] == 2 and first["relaxations"] == 10 and len(first["table"]) == 2
+    assert first["report"] == str(tmp_path.resolve() / "rep" / "index.html")
+    assert (tmp_path / "rep" / "figures" / "phase_fractions.png").exists()
     code, out, err = run_cli(args, capsys)
     again = json.loads(out)
     assert again["relaxations"] == 0 and again["lowest_phase_counts"] == first["lowest_phase_counts"]

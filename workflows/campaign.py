@@ -15,6 +15,7 @@ from jobflow.managers.fireworks import flow_to_workflow
 from dp_screen.flows.screening import ScreeningFlowMaker
 from dp_screen.flows.training import TrainingFlowMaker
 from dp_screen.jobs.dft import DFTStaticMaker
+from dp_screen.jobs.report import ReportMaker
 from dp_screen.jobs.training import FineTuneMaker, TrainingSetMaker
 from dp_screen.jobs.validate import ValidateMaker
 from dp_screen.mlip.training import TrainSettings
@@ -39,7 +40,8 @@ training = TrainingFlowMaker(
     fine_tune=FineTuneMaker(settings=TrainSettings(foundation=args.foundation, device="cuda", epochs=50)),
 ).make(db)
 screening = ScreeningFlowMaker(campaign="full", limit=None, chunk_size=args.chunk_size,
-                               validate=ValidateMaker(n_samples=args.validate, backend=args.dft))
+                               validate=ValidateMaker(n_samples=args.validate, backend=args.dft),
+                               report=ReportMaker(out_dir="report_full"))  # in DP_SCREEN_HOME
 flow = Flow([training, screening.make(db, model=training.output["model_path"])], name="dp_screen campaign")
 wf = flow_to_workflow(flow, store=get_job_store(settings))
 LaunchPad.from_file(args.launchpad).add_wf(wf)

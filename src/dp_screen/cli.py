@@ -438,17 +438,20 @@ def _campaign_options(f):
         click.option("--max-steps", type=click.IntRange(min=1), default=500, show_default=True),
         click.option("--validate", "n_validate", type=click.IntRange(min=0), default=0, show_default=True,
                      help="DFT-validate this many relaxed structures (CP2K, when installed)."),
+        click.option("--report", "report_dir", default=None, metavar="DIR",
+                     help="Write the HTML report (dp-screen report) at the end; relative: inside --home."),
     ]):  # fmt: skip
         f = opt(f)
     return f
 
 
 def _screening_maker(limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device, fmax, max_steps,
-                     n_validate, dft_backend="cp2k"):  # fmt: skip
+                     n_validate, report_dir=None, dft_backend="cp2k"):  # fmt: skip
     from dp_screen.flows.screening import ScreeningFlowMaker
     from dp_screen.jobs.build import BuildMaker, BuildSettings
     from dp_screen.jobs.enumerate import EnumerationSettings
     from dp_screen.jobs.relax import RelaxMaker
+    from dp_screen.jobs.report import ReportMaker
     from dp_screen.jobs.validate import ValidateMaker
     from dp_screen.mlip.relax import RelaxSettings
 
@@ -465,7 +468,7 @@ def _screening_maker(limit, whole_space, seed, campaign, anions, tilts, chunk_si
         enumeration=EnumerationSettings(anions=_split(anions), bv_filter="any"),
         build=BuildMaker(settings=BuildSettings(tilts=_split(tilts))),
         relax=RelaxMaker(model=model, settings=RelaxSettings(fmax=fmax, max_steps=max_steps), device=device),
-        validate=validate,
+        validate=validate, report=ReportMaker(out_dir=report_dir) if report_dir else None,
     )  # fmt: skip
 
 
@@ -474,7 +477,7 @@ def _screening_maker(limit, whole_space, seed, campaign, anions, tilts, chunk_si
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_context
 def run_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device, fmax, max_steps,
-            n_validate, as_json):  # noqa: PLR0913  # fmt: skip
+            n_validate, report_dir, as_json):  # noqa: PLR0913  # fmt: skip
     """Run the whole pipeline locally: N random compositions -> build -> relax -> (validate) -> summary."""
     import logging
 
@@ -487,7 +490,7 @@ def run_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_size, 
     uri = database_uri(settings)  # starts the embedded server, or checks the URI, before any work
     load_model(model, device=device)  # a missing or unloadable model fails now, not in the middle
     maker = _screening_maker(limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device, fmax,
-                             max_steps, n_validate)  # fmt: skip
+                             max_steps, n_validate, report_dir)  # fmt: skip
     flow = maker.make(db_settings=settings.model_dump(mode="json"))
     click.echo(f"dp-screen run: campaign '{campaign}', {'all' if whole_space else limit} compositions, database "
                f"{uri}/{settings.database}", err=True)  # fmt: skip
@@ -497,14 +500,20 @@ def run_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_size, 
     with contextlib.redirect_stdout(sys.stderr):  # jobflow's progress messages go to stderr; stdout is the result
         responses = run_locally(flow, store=get_job_store(settings, uri), create_folders=False, log="%(message)s",
                                 ensure_success=False)  # fmt: skip
-    summary = None
+    summary, report = None, None
     for uuid_responses in responses.values():
         for response in uuid_responses.values():
             out = response.output
             if isinstance(out, dict) and "lowest_phase_counts" in out:
                 summary = out
+            if isinstance(out, dict) and "html" in out:
+                report = out
     if summary is None:
         raise DPScreenError("the campaign did not finish: see the messages above; run the same command again to resume")
+    if report_dir and report is None:
+        raise DPScreenError("the report was not written: see the messages above; run the same command again")
+    if report:
+        summary["report"] = report["html"]
     if as_json:
         click.echo(json.dumps(summary, default=str))
         return
@@ -524,6 +533,8 @@ def _print_campaign(summary: dict, settings) -> None:
                f"{100 * (summary['tilted_ground_state_fraction'] or 0):.0f}% of compositions")  # fmt: skip
     if summary.get("validation"):
         click.echo(f"validation: {summary['validation']}")
+    if summary.get("report"):
+        click.echo(f"report: {summary['report']}")
     click.echo(f"results: database '{settings.database}', collections compositions, structures, relaxations, "
                f"validations (dp-screen db status); project folder {settings.home.resolve()}")  # fmt: skip
 
@@ -539,7 +550,7 @@ def _print_campaign(summary: dict, settings) -> None:
 @click.option("--reset", is_flag=True, help="Reset the launchpad first (deletes its workflows).")
 @click.pass_context
 def submit_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device, fmax, max_steps,
-               n_validate, launchpad_file, dft_backend, training_compositions, foundation, reset):  # noqa: PLR0913  # fmt: skip
+               n_validate, report_dir, launchpad_file, dft_backend, training_compositions, foundation, reset):  # noqa: PLR0913  # fmt: skip
     """Submit the campaign to a FireWorks launchpad (relax chunks carry the worker category 'gpu')."""
     from jobflow import Flow
     from jobflow.managers.fireworks import flow_to_workflow
@@ -548,7 +559,7 @@ def submit_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_siz
 
     settings = _settings(ctx)
     maker = _screening_maker(limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device, fmax,
-                             max_steps, n_validate, dft_backend)  # fmt: skip
+                             max_steps, n_validate, report_dir, dft_backend)  # fmt: skip
     db = settings.model_dump(mode="json")
     if training_compositions:
         from dp_screen.flows.training import TrainingFlowMaker

@@ -19,6 +19,7 @@ import pandas as pd
 from dp_screen.errors import DatabaseError, InputError
 from dp_screen.settings import DPScreenSettings
 from dp_screen.stores import COLLECTIONS, database_uri, redact
+from dp_screen.structures.phases import TILT_TOL_MEV, compare_phases
 
 if TYPE_CHECKING:
     from pymongo.database import Database
@@ -212,7 +213,7 @@ def phase_table(
     model_sha256: str | None = None,
     settings_hash: str | None = None,
     query: dict | None = None,
-    tilt_tol_mev: float = 1.0,
+    tilt_tol_mev: float = TILT_TOL_MEV,
     converged_only: bool = False,
 ) -> pd.DataFrame:
     """One row per relaxed composition: its lowest-energy phase, dE(untilted - lowest) and its descriptors.
@@ -243,7 +244,8 @@ def phase_table(
         {"$group": {"_id": {"c": "$composition_id", "m": "$model_sha256", "s": "$settings_hash"},
                     "e_lowest": {"$min": "$energy_per_atom"}, "n_variants": {"$sum": 1},
                     "n_converged": {"$sum": {"$cond": ["$converged", 1, 0]}},
-                    "variants": {"$push": {"t": "$start_tilt", "e": "$energy_per_atom", "sg": "$phase.space_group"}}}},
+                    "variants": {"$push": {"t": "$start_tilt", "e": "$energy_per_atom", "sg": "$phase.space_group",
+                                            "sid": "$structure_id"}}}},
     ], db)  # fmt: skip
     counts = {} if grouped.empty else grouped.groupby(["_id.m", "_id.s"])["n_variants"].sum().to_dict()
     picked = _choose_set(counts, model_sha256, settings_hash, db)
@@ -252,21 +254,20 @@ def phase_table(
     model, shash = picked
     grouped = grouped[(grouped["_id.m"] == model) & (grouped["_id.s"] == shash)]
     rows = []
-    for cid, e_low, variants in zip(grouped["_id.c"], grouped["e_lowest"], grouped["variants"], strict=True):
+    for cid, variants in zip(grouped["_id.c"], grouped["variants"], strict=True):
+        summary = compare_phases([{"tilt": v["t"], "energy_per_atom": v["e"], "structure_id": v.get("sid")}
+                                  for v in variants], tilt_tol_mev)  # fmt: skip
         best = min(variants, key=lambda v: v["e"])
         untilted = [v for v in variants if v["t"] == UNTILTED]
-        u = min(untilted, key=lambda v: v["e"]) if untilted else None
-        de = 1e3 * (u["e"] - e_low) if u else np.nan
-        tilted = None if u is None else bool(de > tilt_tol_mev)
-        energies: dict[str, float] = {}
-        for v in variants:
-            rel = 1e3 * (v["e"] - e_low)
-            energies[v["t"]] = min(rel, energies.get(v["t"], np.inf))
+        tilted = summary["ground_state_tilted"]
+        de = summary["dE_untilted_mev_atom"]
         rows.append({
-            "composition_id": cid, "e_lowest": e_low, "lowest_tilt": best["t"], "lowest_space_group": best.get("sg"),
-            "dE_untilted_mev_atom": de, "ground_state_tilted": tilted,
-            "winning_space_group": best.get("sg") if tilted in (True, None) else u.get("sg"),
-            "energies_mev_atom": energies,
+            "composition_id": cid, "e_lowest": best["e"], "lowest_tilt": best["t"],
+            "lowest_space_group": best.get("sg"), "dE_untilted_mev_atom": np.nan if de is None else de,
+            "ground_state_tilted": tilted,
+            "winning_space_group": best.get("sg") if tilted in (True, None)
+            else min(untilted, key=lambda v: v["e"]).get("sg"),
+            "energies_mev_atom": summary["energies_mev_atom"], "lowest_structure_id": summary["lowest_structure_id"],
         })  # fmt: skip
     df = pd.DataFrame(rows).assign(n_variants=grouped["n_variants"].to_numpy(), n_converged=grouped["n_converged"].to_numpy())
     comps = composition_table(db, ids=df["composition_id"].tolist())

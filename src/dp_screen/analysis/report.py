@@ -18,6 +18,7 @@ import pandas as pd
 
 from dp_screen import __version__
 from dp_screen.analysis import data, plots, trends
+from dp_screen.structures.phases import TILT_TOL_MEV
 
 if TYPE_CHECKING:
     from pymongo.database import Database
@@ -62,7 +63,7 @@ def write_report(
     model_sha256: str | None = None,
     settings_hash: str | None = None,
     heatmaps: list[tuple[str, str, str]] | None = None,
-    tilt_tol_mev: float = 1.0,
+    tilt_tol_mev: float = TILT_TOL_MEV,
 ) -> Report:
     """Write the report of the store's compositions, one model's relaxations and the validations into ``out_dir``."""
     out = Path(out_dir)

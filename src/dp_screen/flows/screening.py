@@ -16,6 +16,7 @@ from jobflow import Flow, Maker, Response, job
 from dp_screen.jobs.build import BuildMaker
 from dp_screen.jobs.enumerate import EnumerationSettings, enumerate_table
 from dp_screen.jobs.relax import RelaxMaker
+from dp_screen.jobs.report import ReportMaker
 from dp_screen.jobs.validate import ValidateMaker
 from dp_screen.schemas.common import Provenance
 from dp_screen.schemas.composition import CompositionDoc
@@ -104,6 +105,7 @@ def summarize_campaign(selection: dict, relaxed: list, validation: dict | None, 
             rows.append({"composition_id": d["composition_id"], "formula": d["formula"], "X": d["X"],
                          "tau_perovskite": d["tau_perovskite"], "lowest": phase.get("lowest"),
                          "dE_untilted_mev_atom": phase.get("dE_untilted_mev_atom"),
+                         "ground_state_tilted": phase.get("ground_state_tilted"),
                          "all_converged": phase.get("all_converged")})  # fmt: skip
     by_phase: dict[str, int] = {}
     for r in rows:
@@ -113,8 +115,9 @@ def summarize_campaign(selection: dict, relaxed: list, validation: dict | None, 
         "campaign": selection["campaign"], "compositions": len(ids), "model_sha256_12": model,
         "relaxations": sum(r["relaxed"] for r in relaxed), "converged": sum(r["converged"] for r in relaxed),
         "failed": sum(r["failed"] for r in relaxed), "lowest_phase_counts": by_phase,
-        "tilted_ground_state_fraction": (sum(1 for r in rows if r["lowest"] not in (None, "a0a0a0")) / len(rows))
-        if rows else None,
+        # dE above the tolerance of compare_phases, among compositions with an untilted variant to compare
+        "tilted_ground_state_fraction": (sum(1 for r in known if r["ground_state_tilted"]) / len(known))
+        if (known := [r for r in rows if r["ground_state_tilted"] is not None]) else None,
         "mean_dE_untilted_mev_atom": sum(des) / len(des) if des else None,
         "table": sorted(rows, key=lambda r: r["composition_id"]),
         "validation": validation,
@@ -141,6 +144,8 @@ class ScreeningFlowMaker(Maker):
         Settings / Makers of the steps.
     validate
         A ValidateMaker (DFT single points on a sample), or None to skip validation.
+    report
+        A ReportMaker (HTML report of the store after the summary), or None.
     """
 
     name: str = "dp_screen screening"
@@ -152,6 +157,7 @@ class ScreeningFlowMaker(Maker):
     build: BuildMaker = field(default_factory=BuildMaker)
     relax: RelaxMaker = field(default_factory=RelaxMaker)
     validate: ValidateMaker | None = None
+    report: ReportMaker | None = None
 
     def make(self, db_settings: dict | None = None, model: str | None = None) -> Flow:
         """The campaign flow. ``model``: a model file (or a reference to one, e.g. the training flow's output)."""
@@ -170,5 +176,8 @@ class ScreeningFlowMaker(Maker):
         summary = summarize_campaign(select.output, relaxed.output, validation, db_settings)
         summary.name = "summary"
         jobs.append(summary)
+        if self.report is not None:
+            # the summary's model (a 12-character prefix) picks the same relaxations; it also orders the jobs
+            jobs.append(self.report.make(summary.output["model_sha256_12"], db_settings))
         return Flow(jobs, output=summary.output, name=self.name)
 

@@ -20,6 +20,7 @@ from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 from dp_screen.structures.tilts import SIMPLE_PEROVSKITE, SPACE_GROUPS
 
 SYMPRECS = (1e-3, 1e-2, 1e-1)
+TILT_TOL_MEV = 1.0  # a tilted variant must be this far (meV/atom) below the untilted one to be a tilted ground state
 IDENTIFY_SYMPREC = 1e-2
 
 
@@ -107,12 +108,14 @@ def identify_phase(
     )  # fmt: skip
 
 
-def compare_phases(variants: list[dict]) -> dict:
+def compare_phases(variants: list[dict], tilt_tol_mev: float = TILT_TOL_MEV) -> dict:
     """Lowest-energy variant of one composition and dE(untilted - lowest).
 
     ``variants``: dicts with ``tilt``, ``energy_per_atom`` (eV) and optionally ``structure_id``, ``converged``.
     Returns {"lowest": tilt, "lowest_structure_id", "dE_untilted_mev_atom" (None without an untilted variant),
-    "energies_mev_atom": {tilt: E - E_lowest}, "ground_state_tilted": bool}.
+    "energies_mev_atom": {tilt: E - E_lowest}, "ground_state_tilted"}. The ground state counts as tilted when dE
+    exceeds ``tilt_tol_mev``: a tilted start that relaxed back to the untilted cell differs from it by noise only
+    (None without an untilted variant to compare).
     """
     usable = [v for v in variants if v.get("energy_per_atom") is not None and np.isfinite(v["energy_per_atom"])]
     if not usable:
@@ -120,11 +123,15 @@ def compare_phases(variants: list[dict]) -> dict:
                 "ground_state_tilted": None}  # fmt: skip
     best = min(usable, key=lambda v: v["energy_per_atom"])
     untilted = [v for v in usable if v["tilt"] == "a0a0a0"]
-    de = 1e3 * (untilted[0]["energy_per_atom"] - best["energy_per_atom"]) if untilted else None
+    de = 1e3 * (min(v["energy_per_atom"] for v in untilted) - best["energy_per_atom"]) if untilted else None
+    energies: dict[str, float] = {}
+    for v in usable:
+        rel = 1e3 * (v["energy_per_atom"] - best["energy_per_atom"])
+        energies[v["tilt"]] = min(rel, energies.get(v["tilt"], np.inf))
     return {
         "lowest": best["tilt"],
         "lowest_structure_id": best.get("structure_id"),
         "dE_untilted_mev_atom": de,
-        "energies_mev_atom": {v["tilt"]: 1e3 * (v["energy_per_atom"] - best["energy_per_atom"]) for v in usable},
-        "ground_state_tilted": best["tilt"] != "a0a0a0",
+        "energies_mev_atom": energies,
+        "ground_state_tilted": None if de is None else bool(de > tilt_tol_mev),
     }
