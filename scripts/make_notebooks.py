@@ -17,6 +17,9 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 ROOT = Path(__file__).resolve().parents[1]
 
 SETUP = """%matplotlib inline
+import os
+from pathlib import Path
+
 import pandas as pd
 from IPython.display import display
 
@@ -24,7 +27,10 @@ from dp_screen.analysis import data, plots, trends
 from dp_screen.settings import DPScreenSettings
 
 pd.set_option("display.precision", 3)
-settings = DPScreenSettings()  # DP_SCREEN_DB_URI / DP_SCREEN_DATABASE, or the embedded server in ./.dp_screen
+# DP_SCREEN_DB_URI / DP_SCREEN_DATABASE / DP_SCREEN_HOME, or the embedded server of the project folder .dp_screen
+settings = DPScreenSettings()
+if "DP_SCREEN_HOME" not in os.environ and not settings.home.exists() and Path("../.dp_screen").exists():
+    settings = DPScreenSettings(home=Path("../.dp_screen"))  # started from notebooks/: the project's store
 data.describe_store(settings)"""
 
 NOTEBOOKS = {
@@ -110,8 +116,8 @@ NOTEBOOKS = {
 }
 
 
-def main() -> None:
-    out = ROOT / "notebooks"
+def main(out: Path = ROOT / "notebooks") -> None:
+    out = Path(out)
     out.mkdir(exist_ok=True)
     for name, cells in NOTEBOOKS.items():
         for i, cell in enumerate(cells):

@@ -101,3 +101,15 @@ def test_notebook_runs(path, campaign_store, monkeypatch):
     assert not [o for o in outputs if o.get("output_type") == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert images, f"{path.name} drew no figure"
+
+
+def test_notebooks_match_their_generator(tmp_path):
+    """notebooks/ is what scripts/make_notebooks.py writes (edit the script, then run it)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_notebooks", NOTEBOOKS[0].parents[1] / "scripts" / "make_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(tmp_path)
+    for path in NOTEBOOKS:
+        assert (tmp_path / path.name).read_text() == path.read_text(), f"{path.name} differs from the generator"
