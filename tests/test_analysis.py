@@ -158,6 +158,9 @@ def test_trends_by_site_tolerance_and_fractions(known_store):
         inside = phases[(phases["goldschmidt_t"] > interval.left) & (phases["goldschmidt_t"] <= interval.right)]
         assert r["n"] == len(inside)
         assert r["dE_mean"] == pytest.approx(inside["dE_untilted_mev_atom"].mean(), nan_ok=True)
+    top = trends.ranked(phases, 3)
+    assert top["dE_untilted_mev_atom"].tolist() == pytest.approx([20.0, 18.0, 15.0])  # AgIn, Ni/Te, Ni/Mo
+    assert top["formula"].iloc[0] == "Cs2AgInCl6" and len(trends.ranked(phases, 100)) == 12
     with pytest.raises(InputError, match="no column.*'Bprime'"):
         trends.trend_by(phases, "Bprime")
 
@@ -278,6 +281,9 @@ def test_report_renders_every_figure(known_store, tmp_path, capsys, monkeypatch)
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000, name
         assert f'src="figures/{name}.png"' in page
     assert "10 (83.3%) have a tilted ground state" in page and MODEL in page
+    assert "report: grouping 38 relaxations by composition ..." in err
+    largest = pd.read_csv(rep["tables"]["largest_dE"])
+    assert largest["dE_untilted_mev_atom"].iloc[0] == pytest.approx(20.0)
     stats = pd.read_csv(rep["tables"]["parity_stats"], index_col=0)
     assert stats.loc["cp2k-pbe", "n_compositions"] == 2
     by_bp = pd.read_csv(rep["tables"]["trend_by_B2"], index_col=0)

@@ -622,7 +622,8 @@ def report_cmd(ctx, out_dir, model, settings_hash, heatmaps, tilt_tol, as_json) 
             raise InputError(f"--heatmap {h!r} is not A,A',X (e.g. Ba,Ba,O or Cs+,Cs+,Cl-)")
         triples.append(tuple(parts))
     rep = write_report(out_dir, _settings(ctx), model_sha256=model, settings_hash=settings_hash,
-                       heatmaps=triples or None, tilt_tol_mev=tilt_tol)  # fmt: skip
+                       heatmaps=triples or None, tilt_tol_mev=tilt_tol,
+                       progress=lambda msg: click.echo(f"report: {msg} ...", err=True))  # fmt: skip
     if as_json:
         click.echo(json.dumps({"html": str(rep.html), "figures": {k: str(v) for k, v in rep.figures.items()},
                                "tables": {k: str(v) for k, v in rep.tables.items()}, "missing": rep.missing,

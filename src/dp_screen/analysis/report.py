@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import pandas as pd
 
@@ -64,8 +64,13 @@ def write_report(
     settings_hash: str | None = None,
     heatmaps: list[tuple[str, str, str]] | None = None,
     tilt_tol_mev: float = TILT_TOL_MEV,
+    progress: Callable[[str], None] | None = None,
 ) -> Report:
-    """Write the report of the store's compositions, one model's relaxations and the validations into ``out_dir``."""
+    """Write the report of the store's compositions, one model's relaxations and the validations into ``out_dir``.
+
+    ``progress(message)`` is called as each part starts (reading a large store takes a while).
+    """
+    say = progress or (lambda _msg: None)
     out = Path(out_dir)
     figdir = out / "figures"
     figdir.mkdir(parents=True, exist_ok=True)
@@ -89,6 +94,7 @@ def write_report(
         body.append(f"<p class='note'>{html.escape(text)}</p>")
 
     store = data.describe_store(db)
+    say(f"grouping {store['counts']['relaxations']} relaxations by composition")
     phases = data.phase_table(db, model_sha256, settings_hash, tilt_tol_mev=tilt_tol_mev)  # one pass over relaxations
     picked = (phases.attrs["model_sha256"], phases.attrs["settings_hash"]) if "model_sha256" in phases.attrs else None
     meta = {
@@ -106,6 +112,7 @@ def write_report(
 
     # composition space
     body.append("<h2>Composition space</h2>")
+    say(f"binning {store['counts']['compositions']} compositions")
     hist = data.composition_space(db)
     if hist.empty:
         note("composition_space", "No compositions in the store yet: run `dp-screen enumerate`.")
@@ -125,6 +132,9 @@ def write_report(
         frac = "-" if tf["fraction"] is None else f"{100 * tf['fraction']:.1f}%"
         body.append(f"<p>{len(phases)} relaxed compositions; {tf['n']} with an untilted variant to compare, of which "
                     f"{tf['n_tilted']} ({frac}) have a tilted ground state.</p>")  # fmt: skip
+        say("phase figures and trend tables")
+        table("largest_dE", trends.ranked(phases, 20), "The 20 largest dE (meV/atom): the strongest preference for a "
+              "tilted phase", index=False)  # fmt: skip
         fractions = trends.phase_fractions(phases, "X_sp")
         if not fractions.empty:
             figure("phase_fractions", plots.plot_phase_fractions(fractions), "Lowest-energy space group by anion")
@@ -146,6 +156,7 @@ def write_report(
 
     # validation
     body.append("<h2>MLIP vs DFT</h2>")
+    say(f"comparing {store['counts']['validations']} validations")
     vals = data.validation_table(db, model_sha256=picked[0] if picked else None)
     parity = trends.parity_table(vals)
     if vals.empty:
@@ -162,6 +173,7 @@ def write_report(
 
     # convergence
     body.append("<h2>Relaxation convergence</h2>")
+    say("convergence statistics")
     if store["counts"]["relaxations"]:  # (also when every relaxation failed and the phase table is empty)
         conv = trends.convergence_stats(db, *(picked or (model_sha256, settings_hash)))
         report.summary["convergence"] = conv["overall"]

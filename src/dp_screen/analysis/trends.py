@@ -75,6 +75,17 @@ def tilted_fraction(phases: pd.DataFrame) -> dict:
             "fraction": float(known.mean()) if len(known) else None}  # fmt: skip
 
 
+RANKING_COLUMNS = ["composition_id", "formula", "lowest_tilt", "winning_space_group", DE, "ground_state_tilted",
+                   "goldschmidt_t", "tau", "tau_perovskite", "n_variants", "n_converged"]
+
+
+def ranked(phases: pd.DataFrame, n: int = 20, column: str = DE, ascending: bool = False) -> pd.DataFrame:
+    """The ``n`` compositions with the largest (or smallest) ``column``, with the columns a chemist reads first."""
+    _check_columns(phases, [column])
+    df = phases.dropna(subset=[column]).sort_values([column, "composition_id"], ascending=[ascending, True]).head(n)
+    return df[[c for c in RANKING_COLUMNS if c in df.columns]].reset_index(drop=True)
+
+
 def phase_fractions(phases: pd.DataFrame, by: str = "X_sp") -> pd.DataFrame:
     """Fraction of compositions per winning space group (columns) for each value of ``by`` (rows)."""
     _check_columns(phases, [by, "winning_space_group"])
