@@ -143,6 +143,23 @@ def test_stratified_sample_covers_strata():
         ("O2-", 225), ("Cl-", 225), ("Cl-", 87)}
 
 
+def test_sample_by_composition_takes_whole_compositions():
+    def doc(cid, tilt, e, sg):
+        return {"composition_id": cid, "start_tilt": tilt, "energy_per_atom": e, "phase": {"space_group": sg}}
+
+    docs = [doc("a_O2-", "a0a0c-", -1.0, 87), doc("a_O2-", "a0a0a0", -0.9, 225), doc("a_O2-", "a-a-a-", -0.95, 148),
+            doc("b_Cl-", "a0a0a0", -2.0, 225), doc("b_Cl-", "a0a0c-", -1.9, 87),
+            doc("c_Cl-", "a0a0a0", -3.0, 225)]  # fmt: skip
+    picked = stratified_sample(docs, 5, seed=0, by_composition=True)
+    assert sorted(d["composition_id"] for d in picked) == ["a_O2-"] * 3 + ["b_Cl-"] * 2  # single-variant c last
+    for cid in ("a_O2-", "b_Cl-"):
+        tilts = [d["start_tilt"] for d in picked if d["composition_id"] == cid]
+        assert tilts[0] == "a0a0a0"
+    for seed in range(4):  # a cut composition keeps its untilted and its lowest variant
+        assert [d["start_tilt"] for d in stratified_sample(docs, 2, seed=seed, by_composition=True)] == ["a0a0a0", "a0a0c-"]
+    assert len(stratified_sample(docs, 6, by_composition=True)) == 6
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(cp2k_executable() is None, reason="cp2k is not installed (apt-get install -y cp2k)")
 def test_cp2k_validation_lands_next_to_the_mlip(db_settings, tiny_model_path, tmp_path):
@@ -204,6 +221,23 @@ def test_submit_cli_puts_the_campaign_on_the_launchpad(db_settings, table, tiny_
     names = {fw["name"] for fw in lpad.fireworks.find({}, {"name": 1})}
     assert {"select compositions", "build (fan-out)", "relax (fan-out)", "summary"} <= names
     assert any("validate" in n for n in names)
+
+
+def test_sample_by_composition_takes_whole_compositions():
+    def doc(cid, tilt, e, sg):
+        return {"composition_id": cid, "start_tilt": tilt, "energy_per_atom": e, "phase": {"space_group": sg}}
+
+    docs = [doc("a_O2-", "a0a0c-", -1.0, 87), doc("a_O2-", "a0a0a0", -0.9, 225), doc("a_O2-", "a-a-a-", -0.95, 148),
+            doc("b_Cl-", "a0a0a0", -2.0, 225), doc("b_Cl-", "a0a0c-", -1.9, 87),
+            doc("c_Cl-", "a0a0a0", -3.0, 225)]  # fmt: skip
+    picked = stratified_sample(docs, 5, seed=0, by_composition=True)
+    assert sorted(d["composition_id"] for d in picked) == ["a_O2-"] * 3 + ["b_Cl-"] * 2  # single-variant c last
+    for cid in ("a_O2-", "b_Cl-"):
+        tilts = [d["start_tilt"] for d in picked if d["composition_id"] == cid]
+        assert tilts[0] == "a0a0a0"
+    for seed in range(4):  # a cut composition keeps its untilted and its lowest variant
+        assert [d["start_tilt"] for d in stratified_sample(docs, 2, seed=seed, by_composition=True)] == ["a0a0a0", "a0a0c-"]
+    assert len(stratified_sample(docs, 6, by_composition=True)) == 6
 
 
 @pytest.mark.slow

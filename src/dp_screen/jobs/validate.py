@@ -1,7 +1,8 @@
 """Validation: DFT single points of a random, stratified sample of relaxed structures, stored next to the MLIP's.
 
 The sample is drawn at random (seeded) in strata of (anion, final space group), round robin, so every anion and
-phase present is covered before any is sampled twice. Each validation document holds the DFT energy, forces and
+phase present is covered before any is sampled twice; by default whole compositions are drawn (all their relaxed
+variants), so that DFT can rank each composition's phases against the MLIP. Each validation document holds the DFT energy, forces and
 stress, the MLIP's for the same structure, and the per-structure errors. Absolute energies of DFT codes and MLIPs
 differ by element references; the energy error stored is the raw difference (analysis compares energy differences
 within a composition), forces and stresses are compared directly.
@@ -30,23 +31,54 @@ from dp_screen.stores import open_store, upsert_documents
 VASP_KBAR_TO_GPA = -0.1  # VASP prints stress in kbar with the opposite sign to ASE's
 
 
-def stratified_sample(docs: list[dict], n: int, seed: int = 0) -> list[dict]:
-    """Pick ``n`` documents at random, round robin over (anion, space group) strata."""
-    strata: dict[tuple, list[dict]] = defaultdict(list)
-    for d in docs:
-        x = d["composition_id"].rsplit("_", 1)[-1]
-        sg = (d.get("phase") or {}).get("space_group")
-        strata[(x, sg)].append(d)
+def _stratum(doc: dict) -> tuple:
+    return doc["composition_id"].rsplit("_", 1)[-1], (doc.get("phase") or {}).get("space_group")
+
+
+def stratified_sample(docs: list[dict], n: int, seed: int = 0, by_composition: bool = False) -> list[dict]:
+    """Pick ``n`` documents at random, round robin over (anion, space group) strata.
+
+    ``by_composition``: pick whole compositions instead (stratified by anion and the space group of their lowest
+    variant) and take all of each one's variants, the untilted one and the lowest first, so that DFT can rank the
+    phases of a composition against the MLIP; compositions with a single variant only when no other is left.
+    """
     rng = random.Random(seed)
-    for members in strata.values():
+    if not by_composition:
+        strata: dict[tuple, list[dict]] = defaultdict(list)
+        for d in docs:
+            strata[_stratum(d)].append(d)
+        for members in strata.values():
+            rng.shuffle(members)
+        keys = sorted(strata, key=str)
+        rng.shuffle(keys)
+        picked: list[dict] = []
+        while len(picked) < n and any(strata[k] for k in keys):
+            for k in keys:
+                if strata[k] and len(picked) < n:
+                    picked.append(strata[k].pop())
+        return picked
+    comps: dict[str, list[dict]] = defaultdict(list)
+    for d in docs:
+        comps[d["composition_id"]].append(d)
+    groups: dict[tuple, list[list[dict]]] = defaultdict(list)
+    for cid in sorted(comps):
+        variants = sorted(comps[cid], key=lambda d: d.get("energy_per_atom", 0.0))
+        lowest = variants[0]
+        first = [d for d in variants if d.get("start_tilt") == "a0a0a0"][:1]  # untilted, lowest, rest by energy
+        if all(lowest is not f for f in first):
+            first.append(lowest)
+        ordered = first + [d for d in variants if all(d is not f for f in first)]
+        groups[(len(ordered) > 1, *_stratum(lowest))].append(ordered)
+    for members in groups.values():
         rng.shuffle(members)
-    keys = sorted(strata, key=str)
-    rng.shuffle(keys)
-    picked: list[dict] = []
-    while len(picked) < n and any(strata[k] for k in keys):
-        for k in keys:
-            if strata[k] and len(picked) < n:
-                picked.append(strata[k].pop())
+    picked = []
+    for multi in (True, False):
+        keys = sorted((k for k in groups if k[0] == multi), key=str)
+        rng.shuffle(keys)
+        while len(picked) < n and any(groups[k] for k in keys):
+            for k in keys:
+                if groups[k] and len(picked) < n:
+                    picked += groups[k].pop()[: n - len(picked)]
     return picked
 
 
@@ -104,6 +136,7 @@ def validate_sample(
     seed: int = 0,
     work_dir: str | Path | None = None,
     model_sha256: str | None = None,
+    by_composition: bool = True,
 ) -> dict:
     """Run CP2K on a stratified random sample of converged relaxations; store validation documents (resumable)."""
     query: dict = {"failed": False, "converged": True}
@@ -118,7 +151,7 @@ def validate_sample(
     method = f"cp2k-{cp2k.xc.lower()}"
     with open_store("validations", db_settings) as vals:
         done = {d["relaxation_id"] for d in vals._collection.find({"method": method}, {"relaxation_id": 1, "_id": 0})}
-        sample = stratified_sample(docs, n_samples, seed)
+        sample = stratified_sample(docs, n_samples, seed, by_composition)
         base = Path(work_dir or tempfile.mkdtemp(prefix="dp_screen_validate_"))
         written, errors = [], []
         for rel in sample:
@@ -168,6 +201,9 @@ class ValidateMaker(Maker):
         Job name.
     n_samples
         Structures to validate.
+    by_composition
+        Validate whole compositions (all their relaxed variants, see ``stratified_sample``) so the report can
+        compare phase energies and rankings; False: single structures from as many strata as possible.
     seed
         Sampling seed.
     backend
@@ -178,6 +214,7 @@ class ValidateMaker(Maker):
 
     name: str = "validate"
     n_samples: int = 4
+    by_composition: bool = True
     seed: int = 0
     backend: str = "cp2k"
     cp2k: CP2KSettings = field(default_factory=CP2KSettings)
@@ -193,13 +230,14 @@ class ValidateMaker(Maker):
         ids = selection["composition_ids"] if selection else None
         model = relaxed[0]["model"]["model_sha256"] if relaxed else None
         if self.backend == "cp2k":
-            return validate_sample(ids, self.n_samples, self.cp2k, db, seed=self.seed, model_sha256=model)
+            return validate_sample(ids, self.n_samples, self.cp2k, db, seed=self.seed, model_sha256=model,
+                                   by_composition=self.by_composition)  # fmt: skip
         query: dict = {"failed": False, "converged": True}
         if ids is not None:
             query["composition_id"] = {"$in": ids}
         with open_store("relaxations", db) as relax:
             docs = list(relax._collection.find(query, {"_id": 0}))
-        sample = stratified_sample(docs, self.n_samples, self.seed)
+        sample = stratified_sample(docs, self.n_samples, self.seed, self.by_composition)
         statics = [vasp_static_maker().make(Structure.from_dict(d["structure"])) for d in sample]
         collect = collect_vasp_validations([d["relaxation_id"] for d in sample], [s.output for s in statics],
                                            db_settings)  # fmt: skip
