@@ -1,1 +1,2 @@
-"""Analysis of screening results: tables, trends and plots. No workflow imports."""
+"""From the store to the picture a chemist reads: tables (``data``), trends and errors (``trends``), figures
+(``plots``) and the HTML report (``report``). Science only: no workflow imports."""
