@@ -169,7 +169,7 @@ def test_cp2k_validation_lands_next_to_the_mlip(db_settings, tiny_model_path, tm
     write_compositions(EnumerationSettings(table=str(table), allow_same_b=False), db_settings)
     build_structures_to_store(BuildSettings(tilts=["a0a0a0"]), db_settings)
     relax_store(str(tiny_model_path), RelaxSettings(max_steps=50), db_settings, device="cpu")
-    cp2k = CP2KSettings(cutoff=250, rel_cutoff=40, kpoint_density=0.0, nproc=2, max_scf=60, eps_scf=1e-5)
+    cp2k = CP2KSettings(cutoff=250, rel_cutoff=40, kpoint_length=0.0, nproc=2, max_scf=60, eps_scf=1e-5)
     summary = validate_sample(None, 1, cp2k, db_settings, work_dir=tmp_path / "cp2k")
     assert summary["validated"] == 1, summary
     with open_store("validations", db_settings) as vals:
@@ -251,7 +251,7 @@ def test_training_flow_hands_its_model_to_the_screening_flow(db_settings, tmp_pa
     table = tmp_path / "cs.csv"
     table.write_text("site,element,oxidation_state\nA,Cs,1\nB,Ag,1\nB,Bi,3\nX,Cl,-1\n")
     enumeration = EnumerationSettings(table=str(table), allow_same_b=False)
-    cp2k = CP2KSettings(cutoff=250, rel_cutoff=40, kpoint_density=0.0, nproc=2, max_scf=60, eps_scf=1e-5)
+    cp2k = CP2KSettings(cutoff=250, rel_cutoff=40, kpoint_length=0.0, nproc=2, max_scf=60, eps_scf=1e-5)
     db = db_settings.model_dump(mode="json")
     training = TrainingFlowMaker(
         training_set=TrainingSetMaker(n_compositions=1, cells_per_composition=2, cell_atoms=10, displacement=0.05,

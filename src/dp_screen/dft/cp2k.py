@@ -46,8 +46,10 @@ class CP2KSettings(MSONable):
         Basis-set and pseudopotential names (aliases valid for every element of the default space).
     cutoff, rel_cutoff
         Plane-wave cutoffs (Ry).
-    kpoint_density
-        k-points per reciprocal Angstrom (Monkhorst-Pack n_i = ceil(density / a_i)); 0 for Gamma only.
+    kpoint_length
+        k-point length (Angstrom): Monkhorst-Pack n_i = ceil(kpoint_length / a_i), so 15 gives 3x3x3 for the
+        10-atom fcc cell of a double perovskite (a_i ~ 5.6 A); 0 for Gamma only (only for large supercells: a
+        Gamma-only 10-atom cell is off by ~0.1 eV/atom and ranks phases wrongly).
     smearing_k
         Fermi-Dirac electronic temperature (K); 0 for none.
     max_scf, eps_scf
@@ -63,7 +65,7 @@ class CP2KSettings(MSONable):
     potential: str = "GTH-PBE"
     cutoff: float = 400.0
     rel_cutoff: float = 50.0
-    kpoint_density: float = 2.0
+    kpoint_length: float = 15.0
     smearing_k: float = 500.0
     max_scf: int = 80
     eps_scf: float = 1e-6
@@ -81,17 +83,17 @@ def cp2k_executable() -> str | None:
     return shutil.which("cp2k.psmp") or shutil.which("cp2k")
 
 
-def kpoint_grid(structure: Structure, density: float) -> tuple[int, int, int]:
-    """Monkhorst-Pack grid with about ``density`` points per reciprocal Angstrom along each axis."""
-    if density <= 0:
+def kpoint_grid(structure: Structure, length: float) -> tuple[int, int, int]:
+    """Monkhorst-Pack grid n_i = ceil(length / a_i) (``length`` in Angstrom; <= 0: Gamma only)."""
+    if length <= 0:
         return (1, 1, 1)
-    return tuple(max(1, math.ceil(density / a)) for a in structure.lattice.abc)  # type: ignore[return-value]
+    return tuple(max(1, math.ceil(length / a - 1e-9)) for a in structure.lattice.abc)  # type: ignore[return-value]
 
 
 def write_cp2k_input(structure: Structure, settings: CP2KSettings, project: str = "dp_screen") -> str:
     """The CP2K input text of a PBE single point with forces and stress."""
     elements = sorted({site.specie.symbol for site in structure})
-    grid = kpoint_grid(structure, settings.kpoint_density)
+    grid = kpoint_grid(structure, settings.kpoint_length)
     lat = structure.lattice.matrix
     kinds = "\n".join(
         f"    &KIND {el}\n      BASIS_SET {settings.basis}\n      POTENTIAL {settings.potential}\n    &END KIND"
@@ -223,5 +225,5 @@ def run_cp2k(structure: Structure, settings: CP2KSettings | None = None, work_di
         raise CP2KError(f"CP2K failed (exit {proc.returncode}): {' | '.join(tail)}; see {out}")
     result = parse_cp2k_output(text, len(structure))
     result.update({"wall_time_s": time.perf_counter() - t0, "input_file": str(inp), "output_file": str(out),
-                   "kpoints": list(kpoint_grid(structure, settings.kpoint_density))})  # fmt: skip
+                   "kpoints": list(kpoint_grid(structure, settings.kpoint_length))})  # fmt: skip
     return result

@@ -1,0 +1,66 @@
+"""How far to trust the packaged default model: real CP2K PBE single points of every variant of a few compositions,
+compared with the MLIP by ``dp_screen.analysis`` (phase-energy MAE / RMSE, rank correlation, same lowest phase,
+force and stress errors). Needs cp2k (apt-get install -y cp2k); about 10 minutes on 2 cores.
+
+Usage: OMP_NUM_THREADS=1 python benchmarks/bench_validation.py [--tilts a0a0a0,a0a0c-] [--out report_validation]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from dp_screen.analysis import data, trends
+from dp_screen.analysis.report import write_report
+from dp_screen.dft.cp2k import CP2KSettings
+from dp_screen.jobs.build import BuildSettings, build_structures_to_store
+from dp_screen.jobs.enumerate import EnumerationSettings, write_compositions
+from dp_screen.jobs.relax import relax_store
+from dp_screen.jobs.validate import validate_sample
+from dp_screen.mlip.relax import RelaxSettings
+from dp_screen.settings import DPScreenSettings
+from dp_screen.stores import EmbeddedServer
+
+TABLE = "site,element,oxidation_state\nA,Ba,2\nB,Ca,2\nB,W,6\nX,O,-2\n"
+TABLE2 = "site,element,oxidation_state\nA,Cs,1\nB,Ag,1\nB,Bi,3\nX,Cl,-1\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tilts", default="a0a0a0,a0a0c-,a-a-a-")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    tilts = args.tilts.split(",")
+    home = Path(tempfile.mkdtemp(prefix="bench_validation_"))
+    settings = DPScreenSettings(home=home)
+    server = EmbeddedServer(settings)
+    settings = DPScreenSettings(home=home, db_uri=server.start()["uri"])
+    try:
+        for i, text in enumerate((TABLE, TABLE2)):
+            (home / f"t{i}.csv").write_text(text)
+            write_compositions(EnumerationSettings(table=str(home / f"t{i}.csv"), allow_same_b=False), settings)
+        build_structures_to_store(BuildSettings(tilts=tilts), settings)
+        relaxed = relax_store(None, RelaxSettings(fmax=0.02, max_steps=300), settings, device="cpu")
+        print(f"relaxed {relaxed['relaxed']} structures with the default model")
+        cp2k = CP2KSettings(nproc=2)
+        t0 = time.perf_counter()
+        done = validate_sample(None, 2 * len(tilts), cp2k, settings, work_dir=home / "cp2k")
+        print(f"CP2K: {done['validated']} single points in {time.perf_counter() - t0:.0f} s; errors: {done['errors']}")
+        vals = data.validation_table(settings)
+        pd.set_option("display.width", 160)
+        print(vals[["formula", "start_tilt", "space_group", "n_atoms", "dft_energy_per_atom", "mlip_energy_per_atom",
+                    "force_mae", "stress_mae_gpa"]].to_string(index=False))  # fmt: skip
+        print(trends.parity_table(vals)[["formula", "start_tilt", "dft_rel_mev", "mlip_rel_mev"]].to_string(index=False))
+        print(trends.parity_stats(vals).T.to_string())
+        if args.out:
+            print("report:", write_report(args.out, settings).html)
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
