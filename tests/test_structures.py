@@ -157,7 +157,7 @@ def test_tilt_angle_minimises_gii():
             "Na3AlF6",
             marks=pytest.mark.xfail(
                 strict=True,
-                reason="the bond-valence B-site Na-F length (2.34 A for 1/6 v.u.) exceeds cryolite's observed 2.26 A: the "
+                reason="the bond-valence B-site Na-F length (2.34 A for 1/6 v.u.) exceeds cryolite's observed 2.25 A: the "
                 "GII minimum (GII 0.03; 0.00 with A displacements) sits at +6% volume; known limitation",
             ),
         ),
