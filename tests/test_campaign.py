@@ -223,23 +223,6 @@ def test_submit_cli_puts_the_campaign_on_the_launchpad(db_settings, table, tiny_
     assert any("validate" in n for n in names)
 
 
-def test_sample_by_composition_takes_whole_compositions():
-    def doc(cid, tilt, e, sg):
-        return {"composition_id": cid, "start_tilt": tilt, "energy_per_atom": e, "phase": {"space_group": sg}}
-
-    docs = [doc("a_O2-", "a0a0c-", -1.0, 87), doc("a_O2-", "a0a0a0", -0.9, 225), doc("a_O2-", "a-a-a-", -0.95, 148),
-            doc("b_Cl-", "a0a0a0", -2.0, 225), doc("b_Cl-", "a0a0c-", -1.9, 87),
-            doc("c_Cl-", "a0a0a0", -3.0, 225)]  # fmt: skip
-    picked = stratified_sample(docs, 5, seed=0, by_composition=True)
-    assert sorted(d["composition_id"] for d in picked) == ["a_O2-"] * 3 + ["b_Cl-"] * 2  # single-variant c last
-    for cid in ("a_O2-", "b_Cl-"):
-        tilts = [d["start_tilt"] for d in picked if d["composition_id"] == cid]
-        assert tilts[0] == "a0a0a0"
-    for seed in range(4):  # a cut composition keeps its untilted and its lowest variant
-        assert [d["start_tilt"] for d in stratified_sample(docs, 2, seed=seed, by_composition=True)] == ["a0a0a0", "a0a0c-"]
-    assert len(stratified_sample(docs, 6, by_composition=True)) == 6
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(cp2k_executable() is None, reason="cp2k is not installed (apt-get install -y cp2k)")
 def test_training_flow_hands_its_model_to_the_screening_flow(db_settings, tmp_path):
