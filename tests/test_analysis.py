@@ -231,6 +231,8 @@ def test_loading_and_bad_input(known_store):
         data.load_collection("relax", db=known_store)
     with pytest.raises(InputError, match="no relaxations with model 'cccc'.*aaaaaaaaaaaa"):
         data.phase_table(known_store, model_sha256="cccc")
+    with pytest.raises(InputError, match=r"model 'a\(' is not a sha256.*hexadecimal"):
+        trends.convergence_stats(known_store, model_sha256="a(")
     empty = data.phase_table(known_store, query={"composition_id": "nothing"})
     assert empty.empty and "dE_untilted_mev_atom" in empty.columns
     assert trends.tilted_fraction(empty)["fraction"] is None

@@ -11,6 +11,7 @@ a pymongo ``Database``, or None (the default settings).
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -136,28 +137,6 @@ def relaxation_sets(db: DPScreenSettings | Database | None = None) -> pd.DataFra
     return df.sort_values(["n", "last"], ascending=False).reset_index(drop=True)
 
 
-def pick_relaxation_set(
-    db: DPScreenSettings | Database | None = None, model_sha256: str | None = None, settings_hash: str | None = None
-) -> tuple[str, str] | None:
-    """The (model sha256, settings hash) to analyse: the ones given, else the pair with the most relaxations.
-
-    ``model_sha256`` may be a prefix (e.g. the 12 characters in ``compositions.phases``). None: no relaxations.
-    """
-    sets = relaxation_sets(db)
-    if model_sha256:
-        sets = sets[sets["model_sha256"].str.startswith(model_sha256)]
-        if sets.empty:
-            known = ", ".join(s[:12] for s in relaxation_sets(db)["model_sha256"].unique()) or "none"
-            raise InputError(f"no relaxations with model {model_sha256!r}; models in the store: {known}")
-    if settings_hash:
-        sets = sets[sets["settings_hash"] == settings_hash]
-        if sets.empty:
-            raise InputError(f"no relaxations with settings hash {settings_hash!r} (model {model_sha256 or 'any'})")
-    if sets.empty:
-        return None
-    return str(sets.iloc[0]["model_sha256"]), str(sets.iloc[0]["settings_hash"])
-
-
 def species_label(element: str, charge: int) -> str:
     """``Fe``, 3 -> ``Fe3+``; ``Cl``, -1 -> ``Cl-``."""
     sign = "+" if charge > 0 else "-"
@@ -182,8 +161,21 @@ def composition_table(
     return df
 
 
-def _choose_set(counts: dict[tuple[str, str], int], model_sha256: str | None, settings_hash: str | None, db):
-    """The (model, settings hash) with the most relaxations among ``counts``; errors name what the store holds."""
+def set_match(model_sha256: str | None = None, settings_hash: str | None = None) -> dict:
+    """The relaxation filter for a model (sha256 or a prefix of it) and a relaxation settings hash."""
+    match: dict = {}
+    if model_sha256:
+        if not re.fullmatch(r"[0-9a-f]+", model_sha256):
+            raise InputError(f"model {model_sha256!r} is not a sha256 (or a prefix of one): hexadecimal digits only")
+        match["model_sha256"] = {"$regex": f"^{model_sha256}"}
+    if settings_hash:
+        match["settings_hash"] = settings_hash
+    return match
+
+
+def choose_set(counts: dict[tuple[str, str], int], model_sha256: str | None, settings_hash: str | None, db):
+    """The (model, settings hash) with the most relaxations among ``counts`` (relaxations per pair, already
+    filtered by :func:`set_match`); None when there are none; errors name what the store holds."""
     if model_sha256 and not any(m.startswith(model_sha256) for m, _ in counts):
         known = ", ".join(sorted({m[:12] for m in relaxation_sets(db)["model_sha256"]})) or "none"
         raise InputError(f"no relaxations with model {model_sha256!r}; models in the store: {known}")
@@ -220,35 +212,32 @@ def phase_table(
 
     One aggregation: the server groups the (not failed) relaxations by composition, model and relaxation settings;
     the (model, settings) pair analysed is the one given (``model_sha256`` may be a prefix), else the one with the
-    most relaxations (in ``df.attrs``). Columns: ``e_lowest`` (eV/atom), ``lowest_tilt`` (starting tilt of the
-    lowest variant), ``lowest_space_group`` (its space group after relaxation), ``dE_untilted_mev_atom`` (NaN
-    without an untilted variant), ``ground_state_tilted`` (dE above ``tilt_tol_mev``: variants that relaxed back to
-    the untilted structure differ by noise only; None without an untilted variant), ``winning_space_group`` (the
-    untilted variant's group when the ground state is not tilted), ``n_variants``, ``n_converged``,
-    ``energies_mev_atom`` ({tilt: E - E_lowest}, the lowest per tilt when several methods share one), and the
-    composition descriptors with species labels. ``query`` filters the relaxations server-side (e.g.
+    most relaxations (see :func:`choose_set`; the pair is in ``df.attrs``). Per composition :func:`compare_phases`
+    decides. Columns: ``e_lowest`` (eV/atom), ``lowest_tilt`` (starting tilt of the lowest variant),
+    ``lowest_space_group`` (its space group after relaxation), ``dE_untilted_mev_atom`` (NaN without an untilted
+    variant), ``ground_state_tilted`` (dE above ``tilt_tol_mev``: variants that relaxed back to the untilted
+    structure differ by noise only; None without an untilted variant), ``winning_space_group`` (the untilted
+    variant's group when the ground state is not tilted), ``n_variants``, ``n_converged``, ``energies_mev_atom``
+    ({tilt: E - E_lowest}, the lowest per tilt when several methods share one), and the composition descriptors
+    with species labels. ``query`` filters the relaxations server-side (e.g.
     ``{"composition_id": {"$regex": "O2-$"}}``).
     """
     columns = ["composition_id", "e_lowest", "lowest_tilt", "lowest_space_group", "dE_untilted_mev_atom",
                "ground_state_tilted", "winning_space_group", "n_variants", "n_converged", "energies_mev_atom"]  # fmt: skip
     empty = pd.DataFrame(columns=columns + list(COMPOSITION_FIELDS[1:]) + list(SPECIES_COLUMNS))
-    match = {**(query or {}), "failed": False}
-    if model_sha256:
-        match["model_sha256"] = {"$regex": f"^{model_sha256}"}
-    if settings_hash:
-        match["settings_hash"] = settings_hash
+    match = {**(query or {}), **set_match(model_sha256, settings_hash), "failed": False}
     if converged_only:
         match["converged"] = True
     grouped = aggregate("relaxations", [
         {"$match": match},
         {"$group": {"_id": {"c": "$composition_id", "m": "$model_sha256", "s": "$settings_hash"},
-                    "e_lowest": {"$min": "$energy_per_atom"}, "n_variants": {"$sum": 1},
+                    "n_variants": {"$sum": 1},
                     "n_converged": {"$sum": {"$cond": ["$converged", 1, 0]}},
                     "variants": {"$push": {"t": "$start_tilt", "e": "$energy_per_atom", "sg": "$phase.space_group",
                                             "sid": "$structure_id"}}}},
     ], db)  # fmt: skip
     counts = {} if grouped.empty else grouped.groupby(["_id.m", "_id.s"])["n_variants"].sum().to_dict()
-    picked = _choose_set(counts, model_sha256, settings_hash, db)
+    picked = choose_set(counts, model_sha256, settings_hash, db)
     if picked is None:
         return empty
     model, shash = picked
@@ -280,11 +269,9 @@ def validation_table(
     db: DPScreenSettings | Database | None = None, method: str | None = None, model_sha256: str | None = None
 ) -> pd.DataFrame:
     """Validation documents (DFT next to MLIP) without the per-atom arrays, with the composition's sites joined."""
-    query: dict = {}
+    query = set_match(model_sha256)
     if method:
         query["method"] = method
-    if model_sha256:
-        query["model_sha256"] = {"$regex": f"^{model_sha256}"}
     fields = ["validation_id", "relaxation_id", "structure_id", "composition_id", "formula", "X", "start_tilt",
               "space_group", "method", "n_atoms", "dft_energy_per_atom", "mlip_energy_per_atom", "force_mae",
               "force_max_dft", "stress_mae_gpa", "scf_converged", "model_sha256"]  # fmt: skip

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from dp_screen.analysis.data import _choose_set, aggregate
+from dp_screen.analysis.data import aggregate, choose_set, set_match
 from dp_screen.errors import InputError
 
 if TYPE_CHECKING:
@@ -155,11 +155,7 @@ def convergence_stats(
     """Convergence of one model's relaxations (the given model / settings, else the pair with the most relaxations),
     from one aggregation grouped by the server. Returns {"model_sha256", "settings_hash", "overall": {...},
     "by_tilt": DataFrame, "reasons": {failure reason: count}, "steps": array of optimiser steps}."""
-    match: dict = {}
-    if model_sha256:
-        match["model_sha256"] = {"$regex": f"^{model_sha256}"}
-    if settings_hash:
-        match["settings_hash"] = settings_hash
+    match = set_match(model_sha256, settings_hash)
     g = aggregate("relaxations", [
         {"$match": match},
         {"$group": {"_id": {"m": "$model_sha256", "s": "$settings_hash", "t": "$start_tilt",
@@ -170,7 +166,7 @@ def convergence_stats(
                     "steps": {"$push": "$n_steps"}, "wall": {"$sum": "$wall_time_s"}}},
     ], db)  # fmt: skip
     counts = {} if g.empty else g.groupby(["_id.m", "_id.s"])["n"].sum().to_dict()
-    picked = _choose_set(counts, model_sha256, settings_hash, db)
+    picked = choose_set(counts, model_sha256, settings_hash, db)
     empty = pd.DataFrame(columns=["n", "converged_fraction", "failed_fraction", "stayed_fraction", "steps_mean",
                                   "steps_max", "wall_time_s_mean"])  # fmt: skip
     if picked is None:
