@@ -102,6 +102,7 @@ def test_build_cli_json(capsys, tmp_path):
         (["build", "--formula", "Cs2BiBiCl6"], "error: formula 'Cs2BiBiCl6' (Cs, Cs, Bi, Bi, Cl): no charge-balanced assignment"),
         (["build", "--formula", "CsAgCl3"], "error: formula 'CsAgCl3' is not an AA'BB'X6 formula"),
         (["build", "--formula", "Cs2AgQqCl6"], "error: formula 'Cs2AgQqCl6': unknown element 'Qq'"),
+        (["build", "--formula", "Cs2AgBiCl6", "--fixed-midpoint", "--move-a"], "error: move_a and fixed_midpoint do not combine"),
         (["build-all", "--tilts", "a0a0a0,zz"], "error: unknown tilt system 'zz'"),
     ],
 )

@@ -255,6 +255,7 @@ def _pairs(t: _Template) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
 
 
 def _n_amplitudes(t: _Template) -> int:
+    """Number of distinct tilt amplitudes (letters) of the tilt system."""
     return len({g for g in t.groups if g >= 0})
 
 
@@ -379,7 +380,7 @@ def _symmetry_reference(t: _Template, codes: tuple[int, ...]) -> _SymmetryRefere
     """Run spglib on a generic member of the family (distinct bond lengths where species differ, distinct tilts)."""
     import spglib
 
-    n_amp = len({g for g in t.groups if g >= 0})
+    n_amp = _n_amplitudes(t)
     same_b = codes[8] == codes[12]  # first B and first B' site
     d_b, d_b2 = 2.0, 2.0 if same_b else 2.13
     amps = np.array([[9.0, 6.5, 4.0][:n_amp]])
@@ -484,11 +485,14 @@ def build_bvm_structures(
     lowers the GII (Na3AlF6 P21/n: 0.027 -> 0.000) but does not bring volumes closer to experiment
     (``benchmarks/bench_structures.py``) and costs ~20% of the speed on those tilt systems.
     """
+    if move_a and fixed_midpoint:
+        raise InputError("move_a and fixed_midpoint do not combine: the fixed-midpoint model is the untilted "
+                         "comparison cell; choose one")
     table = table or bond_valence_table()
     expected_space_group(ordering, tilt, False, False)  # validates ordering and tilt once for everyone
     t = _template(ordering, tilt)
     ci = _pairs(t)[0]
-    n_amp = len({g for g in t.groups if g >= 0})
+    n_amp = _n_amplitudes(t)
     out: list[BuiltStructure | DPScreenError | None] = [None] * len(species_list)
     rows, r0s, bs, formals, d0s, bv_used = [], [], [], [], [], []
     for n, species in enumerate(species_list):
@@ -518,7 +522,7 @@ def build_bvm_structures(
     # (without A displacements one batch holds everyone: larger batches are cheaper per structure)
     patterns: dict[tuple[int, ...] | None, list[int]] = {}
     for j, n in enumerate(rows):
-        patterns.setdefault(_codes(t, species_list[n]) if move_a and not fixed_midpoint else None, []).append(j)
+        patterns.setdefault(_codes(t, species_list[n]) if move_a else None, []).append(j)
     for codes, members in patterns.items():
         sel = np.array(members)
         r0, b, formal, d0 = r0_all[sel], b_all[sel], formal_all[sel], d0_all[sel]
@@ -528,14 +532,11 @@ def build_bvm_structures(
         start = np.tile([START_TILT_DEG - 2.0 * k for k in range(n_amp)], (n_rows, 1))
         amp_lo, amp_hi = np.full((n_rows, n_amp), 0.5), np.full((n_rows, n_amp), MAX_TILT_DEG)
         shift0, shift_lim = np.zeros((n_rows, n_modes)), np.full((n_rows, n_modes), MAX_A_SHIFT)
-        if fixed_midpoint:
-            x0 = np.column_stack([d0.mean(axis=1), start, shift0])
-            lo = np.column_stack([0.7 * d0.min(axis=1), amp_lo, -shift_lim])
-            hi = np.column_stack([1.3 * d0.max(axis=1), amp_hi, shift_lim])
-        else:
-            x0 = np.column_stack([d0, start, shift0])
-            lo = np.column_stack([0.7 * d0, amp_lo, -shift_lim])
-            hi = np.column_stack([1.3 * d0, amp_hi, shift_lim])
+        # bond-length columns: d_B and d_B', or their common value for the fixed-midpoint model
+        d_start, d_lo, d_hi = (d0.mean(axis=1), d0.min(axis=1), d0.max(axis=1)) if fixed_midpoint else (d0, d0, d0)
+        x0 = np.column_stack([d_start, start, shift0])
+        lo = np.column_stack([0.7 * d_lo, amp_lo, -shift_lim])
+        hi = np.column_stack([1.3 * d_hi, amp_hi, shift_lim])
         x = _least_squares_batch(t, x0, lo, hi, r0, b, formal, fixed_midpoint, modes)
         if n_amp > 1:
             # GII may drive two distinct letters (b != c) to equal amplitudes, which is another tilt system:
@@ -619,7 +620,7 @@ def build_dls_structure(
     _check_ordering(species, ordering)
     expected_space_group(ordering, tilt, species.same_a, species.same_b)
     t = _template(ordering, tilt)
-    n_amp = len({g for g in t.groups if g >= 0})
+    n_amp = _n_amplitudes(t)
     r_x = shannon_radius(*species.X, 6)[0]
     d_b = shannon_radius(*species.B, 6)[0] + r_x
     d_b2 = shannon_radius(*species.B2, 6)[0] + r_x
