@@ -607,8 +607,9 @@ def launchpad(settings, path: Path | None = None):
 @click.option("--settings-hash", default=None, help="Relaxation settings hash (default: the most used).")
 @click.option("--heatmap", "heatmaps", multiple=True, metavar="A,A',X",
               help="dE heatmap over (B, B') for these A, A', X (repeatable), e.g. Ba,Ba,O. Default: the 3 largest.")
-@click.option("--tilt-tol", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="meV/atom below the untilted energy for a tilted ground state to count.")
+@click.option("--tilt-tol", type=click.FloatRange(min=0), default=None,
+              help="meV/atom below the untilted energy for a tilted ground state to count (default: the tolerance "
+                   "of the phase summaries, structures.phases.TILT_TOL_MEV = 1).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 @click.pass_context
 def report_cmd(ctx, out_dir, model, settings_hash, heatmaps, tilt_tol, as_json) -> None:  # noqa: PLR0913
@@ -621,9 +622,10 @@ def report_cmd(ctx, out_dir, model, settings_hash, heatmaps, tilt_tol, as_json) 
         if len(parts) != 3 or not all(parts):
             raise InputError(f"--heatmap {h!r} is not A,A',X (e.g. Ba,Ba,O or Cs+,Cs+,Cl-)")
         triples.append(tuple(parts))
+    tolerance = {} if tilt_tol is None else {"tilt_tol_mev": tilt_tol}
     rep = write_report(out_dir, _settings(ctx), model_sha256=model, settings_hash=settings_hash,
-                       heatmaps=triples or None, tilt_tol_mev=tilt_tol,
-                       progress=lambda msg: click.echo(f"report: {msg} ...", err=True))  # fmt: skip
+                       heatmaps=triples or None, progress=lambda msg: click.echo(f"report: {msg} ...", err=True),
+                       **tolerance)  # fmt: skip
     if as_json:
         click.echo(json.dumps({"html": str(rep.html), "figures": {k: str(v) for k, v in rep.figures.items()},
                                "tables": {k: str(v) for k, v in rep.tables.items()}, "missing": rep.missing,

@@ -2,10 +2,10 @@
 
 The sample is drawn at random (seeded) in strata of (anion, final space group), round robin, so every anion and
 phase present is covered before any is sampled twice; by default whole compositions are drawn (all their relaxed
-variants), so that DFT can rank each composition's phases against the MLIP. Each validation document holds the DFT energy, forces and
-stress, the MLIP's for the same structure, and the per-structure errors. Absolute energies of DFT codes and MLIPs
-differ by element references; the energy error stored is the raw difference (analysis compares energy differences
-within a composition), forces and stresses are compared directly.
+variants), so that DFT can rank each composition's phases against the MLIP. Each validation document holds the DFT
+energy, forces and stress, the MLIP's for the same structure, and the per-structure errors. Absolute energies of
+DFT codes and MLIPs differ by element references; the energy error stored is the raw difference (analysis compares
+energy differences within a composition), forces and stresses are compared directly.
 """
 
 from __future__ import annotations
