@@ -9,6 +9,7 @@ from jobflow import run_locally
 from pymatgen.core import Structure
 
 from conftest import run_cli
+from dp_screen.errors import InputError
 from dp_screen.jobs.build import BuildMaker, BuildSettings, build_structures_to_store
 from dp_screen.jobs.enumerate import EnumerationSettings, write_compositions
 from dp_screen.stores import get_job_store, open_store
@@ -46,6 +47,29 @@ def test_build_all_default_tilts_and_resume(chlorides):
     again = build_structures_to_store(BuildSettings(), chlorides)
     assert again["built"] == again["failed"] == 0 and again["skipped"] == 75
     assert again["stored_total"] == 75
+
+
+def test_bond_valence_parameter_set_is_a_setting(chlorides):
+    """The parameter set is recorded with every structure and is part of the settings hash: building with the
+    other set is new work (not skipped as done; it replaces the stored structures), and changes the alkali
+    compounds' cells."""
+    cs = "Cs+_Cs+_Ag+_Bi3+_Cl-:rocksalt:a0a0a0:bvm"
+    brown_settings = BuildSettings(tilts=["a0a0a0"], bv_set="brown-altermatt")
+    default = build_structures_to_store(BuildSettings(tilts=["a0a0a0"]), chlorides)
+    with open_store("structures", chlorides) as store:
+        new = store.query_one({"structure_id": cs})
+    brown = build_structures_to_store(brown_settings, chlorides)
+    assert default["settings_hash"] != brown["settings_hash"] and brown["skipped"] == 0 and brown["built"] > 0
+    assert build_structures_to_store(brown_settings, chlorides)["skipped"] == 15
+    with open_store("structures", chlorides) as store:
+        old = store.query_one({"structure_id": cs})
+    assert (new["provenance"]["settings"]["bv_set"], old["provenance"]["settings"]["bv_set"]) == ("adams2001", "brown-altermatt")
+    assert {p["parameter_set"] for p in new["bv_parameters"]} == {"adams2001"}
+    assert {p["ref_id"] for p in old["bv_parameters"] if p["pair"].startswith("Cs")} == {"a"}
+    assert {p["ref_id"] for p in new["bv_parameters"] if p["pair"].startswith("Cs")} == {"c"}
+    assert new["volume_per_fu"] > old["volume_per_fu"] * 1.005  # Adams' Cs-Cl: +1.3% vs +0.3% of experiment
+    with pytest.raises(InputError, match="unknown bond-valence parameter set 'bvs'; allowed: adams2001, brown-alt"):
+        BuildSettings(bv_set="bvs")
 
 
 def test_build_resumes_after_interruption(chlorides):
@@ -92,6 +116,9 @@ def test_build_cli_json(capsys, tmp_path):
     fixed_a, moved = json.loads(fixed_a), json.loads(moved)
     assert moved["space_group"] == fixed_a["space_group"] == 14
     assert fixed_a["a_displacement"] == 0 and moved["a_displacement"] > 0.05 and moved["gii"] < fixed_a["gii"]
+    code, brown, _ = run(["build", "--formula", "Na2NaAlF6", "--tilt", "a+b-b-", "--bv-set", "brown-altermatt", "--json"],
+                         capsys)  # fmt: skip
+    assert json.loads(brown)["volume_per_fu"] / fixed_a["volume_per_fu"] > 1.03  # Na-F 2.34 A instead of 2.28 A
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ import click
 from dp_screen import __version__
 from dp_screen.errors import DPScreenError, InputError
 from dp_screen.settings import DPScreenSettings
+from dp_screen.structures.bond_valence import BV_PARAMETER_SETS, DEFAULT_BV_SET
 
 
 def _settings(ctx: click.Context) -> DPScreenSettings:
@@ -237,11 +238,13 @@ def resolve_formula(formula: str):
 @click.option("--method", type=click.Choice(["bvm", "dls"]), default="bvm", show_default=True)
 @click.option("--fixed-midpoint", is_flag=True, help="BVM with X fixed midway between B and B' (for comparison).")
 @click.option("--move-a", is_flag=True, help="BVM: also optimise the symmetry-allowed A-cation displacements.")
+@click.option("--bv-set", type=click.Choice(list(BV_PARAMETER_SETS)), default=DEFAULT_BV_SET, show_default=True,
+              help="BVM: bond-valence parameter set (adams2001: Adams' softness parameters for alkali cations).")
 @click.option("--cell", type=click.Choice(["conventional", "primitive", "sutton"]), default="conventional",
               show_default=True, help="Cell written to --out (sutton: the 10-atom fcc cell, untilted only).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="CIF file to write.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def build_cmd(formula, ordering, tilt, method, fixed_midpoint, move_a, cell, out, as_json) -> None:  # noqa: PLR0913
+def build_cmd(formula, ordering, tilt, method, fixed_midpoint, move_a, bv_set, cell, out, as_json) -> None:  # noqa: PLR0913
     """Build one starting structure and print its space group, lattice, volume, GII and tilt angles."""
     from pymatgen.io.cif import CifWriter
 
@@ -250,7 +253,8 @@ def build_cmd(formula, ordering, tilt, method, fixed_midpoint, move_a, cell, out
     species, row = resolve_formula(formula)
     ordering = ordering or row["expected_ordering"]
     if method == "bvm":
-        built = build_bvm_structure(species, ordering, tilt, fixed_midpoint=fixed_midpoint, move_a=move_a)
+        built = build_bvm_structure(species, ordering, tilt, fixed_midpoint=fixed_midpoint, move_a=move_a,
+                                        bv_set=bv_set)
     else:
         built = build_dls_structure(species, ordering, tilt)
     summary = built.summary()
@@ -281,16 +285,19 @@ def build_cmd(formula, ordering, tilt, method, fixed_midpoint, move_a, cell, out
 @click.option("--ordering", type=click.Choice(["rocksalt", "layered", "rocksalt-A"]), default=None,
               help="Force one ordering (default: each composition's expected ordering).")
 @click.option("--move-a", is_flag=True, help="BVM: also optimise the symmetry-allowed A-cation displacements.")
+@click.option("--bv-set", type=click.Choice(list(BV_PARAMETER_SETS)), default=DEFAULT_BV_SET, show_default=True,
+              help="BVM: bond-valence parameter set (adams2001: Adams' softness parameters for alkali cations).")
 @click.option("--anions", default=None, help="Only compositions with these X (comma-separated).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N compositions (by id).")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=2000, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_context
-def build_all_cmd(ctx, tilts, methods, ordering, move_a, anions, limit, chunk_size, as_json) -> None:  # noqa: PLR0913
+def build_all_cmd(ctx, tilts, methods, ordering, move_a, bv_set, anions, limit, chunk_size, as_json) -> None:  # noqa: PLR0913
     """Build the starting structures of every composition in the store (chunked, resumable, with progress)."""
     from dp_screen.jobs.build import BuildSettings, build_structures_to_store
 
-    settings = BuildSettings(tilts=_split(tilts), methods=list(methods), ordering=ordering, move_a=move_a)
+    settings = BuildSettings(tilts=_split(tilts), methods=list(methods), ordering=ordering, move_a=move_a,
+                             bv_set=bv_set)
     query = {"X": {"$in": _split(anions)}} if anions else None
     with ProgressBar("building structures", "struct") as bar:
         summary = build_structures_to_store(settings, _settings(ctx), query=query, limit=limit, chunk_size=chunk_size,

@@ -15,7 +15,7 @@ from dp_screen.schemas.common import Provenance
 from dp_screen.schemas.structure import StructureDoc, settings_hash, structure_id
 from dp_screen.settings import DPScreenSettings
 from dp_screen.stores import open_store, upsert_documents
-from dp_screen.structures.bond_valence import bond_valence_table
+from dp_screen.structures.bond_valence import DEFAULT_BV_SET, bond_valence_table, check_bv_set
 from dp_screen.structures.perovskite import SiteSpeciesSet, build_bvm_structures, build_dls_structure
 from dp_screen.structures.tilts import DEFAULT_TILTS, SPACE_GROUPS, parse_tilt
 
@@ -42,14 +42,19 @@ class BuildSettings(MSONable):
         Force one ordering; None: the composition's expected ordering (its descriptors).
     move_a
         BVM: also optimise the symmetry-allowed A-cation displacements (see ``build_bvm_structures``).
+    bv_set
+        BVM: bond-valence parameter set, ``adams2001`` (default) or ``brown-altermatt``
+        (``dp_screen.structures.bond_valence``).
     """
 
     tilts: list[str] | None = None
     methods: list[str] = field(default_factory=lambda: ["bvm"])
     ordering: str | None = None
     move_a: bool = False
+    bv_set: str = DEFAULT_BV_SET
 
     def __post_init__(self) -> None:
+        check_bv_set(self.bv_set)
         for m in self.methods:
             if m not in METHODS:
                 raise InputError(f"unknown method {m!r}; allowed: {', '.join(METHODS)}")
@@ -70,7 +75,7 @@ class BuildSettings(MSONable):
     def settings_dict(self) -> dict:
         """Settings for provenance and the settings hash."""
         out = {"tilts": self.tilts, "methods": sorted(self.methods), "ordering": self.ordering,
-               "bv_table_sha256": bond_valence_table().sha256}  # fmt: skip
+               "bv_table_sha256": bond_valence_table().sha256, "bv_set": self.bv_set}  # fmt: skip
         if self.move_a:  # only when set, so the hash of the default settings (and stored builds) stays the same
             out["move_a"] = True
         return out
@@ -129,7 +134,8 @@ def build_structures_to_store(
                 chunk = group[start : start + chunk_size]
                 species = [SiteSpeciesSet.from_row(r) for r in chunk]
                 if method == "bvm":
-                    results = build_bvm_structures(species, ordering, tilt, move_a=settings.move_a)
+                    results = build_bvm_structures(species, ordering, tilt, move_a=settings.move_a,
+                                                   bv_set=settings.bv_set)
                 else:
                     results = [_safe_dls(sp, ordering, tilt) for sp in species]
                 docs = []

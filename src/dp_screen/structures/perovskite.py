@@ -27,7 +27,7 @@ from pymatgen.core import Lattice, Species, Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from dp_screen.errors import DPScreenError, InputError
-from dp_screen.structures.bond_valence import BondValenceTable, bond_valence_table
+from dp_screen.structures.bond_valence import DEFAULT_BV_SET, BondValenceTable, bond_valence_table
 from dp_screen.structures.tilts import SPACE_GROUPS, expected_space_group, parse_tilt
 
 SYMPREC = 1e-3
@@ -473,6 +473,7 @@ def build_bvm_structures(
     fixed_midpoint: bool = False,
     table: BondValenceTable | None = None,
     move_a: bool = False,
+    bv_set: str | None = None,
 ) -> list[BuiltStructure | DPScreenError]:
     """Build the bond-valence structures of many compositions with one ordering and tilt system, all at once.
 
@@ -482,13 +483,16 @@ def build_bvm_structures(
 
     ``move_a``: also optimise the A-cation displacements that the space group allows (none for a0a0a0 and
     a0a0c-; one for a-a-a-, two for a0b-b-, three for a+b-b-), with the other parameters. Off by default: it
-    lowers the GII (Na3AlF6 P21/n: 0.027 -> 0.000) but does not bring volumes closer to experiment
+    lowers the GII (Na3AlF6 P21/n: 0.02 -> 0.00) but does not bring volumes closer to experiment
     (``benchmarks/bench_structures.py``) and costs ~20% of the speed on those tilt systems.
+
+    ``bv_set``: the bond-valence parameter set (``bond_valence.BV_PARAMETER_SETS``; default ``adams2001``);
+    ``table``, if given, wins.
     """
     if move_a and fixed_midpoint:
         raise InputError("move_a and fixed_midpoint do not combine: the fixed-midpoint model is the untilted "
                          "comparison cell; choose one")
-    table = table or bond_valence_table()
+    table = table or bond_valence_table(bv_set or DEFAULT_BV_SET)
     expected_space_group(ordering, tilt, False, False)  # validates ordering and tilt once for everyone
     t = _template(ordering, tilt)
     ci = _pairs(t)[0]
@@ -582,6 +586,7 @@ def build_bvm_structure(
     fixed_midpoint: bool = False,
     table: BondValenceTable | None = None,
     move_a: bool = False,
+    bv_set: str | None = None,
 ) -> BuiltStructure:
     """Build the bond-valence starting structure of one composition, ordering and tilt system.
 
@@ -589,7 +594,7 @@ def build_bvm_structure(
     forces d_B = d_B' (X midway between B and B', the Sutton group's original cubic model). Raises the
     composition's error (InputError, SymmetryError) if it cannot be built.
     """
-    (result,) = build_bvm_structures([species], ordering, tilt, fixed_midpoint, table, move_a)
+    (result,) = build_bvm_structures([species], ordering, tilt, fixed_midpoint, table, move_a, bv_set)
     if isinstance(result, DPScreenError):
         raise result
     return result
