@@ -1,7 +1,9 @@
 """Benchmark of the starting-structure builder (issue "Starting structures", items 8 and 9).
 
-1. Accuracy: each experimental structure (science reference section 7, plus Cs2AgInCl6) built with its known
-   ordering and tilt; space group and volume per formula unit against experiment, for the BVM and DLS methods.
+1. Accuracy: each experimental structure (``dp_screen.structures.experimental``: science reference section 7 plus
+   Cs2AgBiBr6, Cs2AgInCl6 and Rb2NaAlF6) built with its known ordering and tilt; space group and volume per formula
+   unit against experiment, for the BVM (both bond-valence parameter sets, with and without A displacements) and DLS
+   methods; and the GII of the observed structures whose coordinates are known, under each parameter set.
 2. Speed: a random sample of the default composition space, the default tilt set of each composition's expected
    ordering, built in batches on one core; structures per second and the projected time for the whole default space.
 
@@ -20,41 +22,48 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 from dp_screen.chemistry.composition_space import enumerate_compositions  # noqa: E402
 from dp_screen.chemistry.site_tables import load_site_table  # noqa: E402
 from dp_screen.errors import DPScreenError  # noqa: E402
+from dp_screen.structures.bond_valence import (  # noqa: E402
+    BV_PARAMETER_SETS,
+    bond_valence_table,
+    global_instability_index,
+)
+from dp_screen.structures.experimental import EXPERIMENTS, observed_structure  # noqa: E402
 from dp_screen.structures.perovskite import SiteSpeciesSet, build_bvm_structures, build_dls_structure  # noqa: E402
 from dp_screen.structures.tilts import DEFAULT_TILTS  # noqa: E402
 
-# (name, species, tilt, space group, experimental volume per formula unit, source)
-EXPERIMENTS = [
-    ("Cs2AgBiCl6", (("Cs", 1), ("Cs", 1), ("Ag", 1), ("Bi", 3), ("Cl", -1)), "a0a0a0", 225, 10.777**3 / 4,
-     "McClure et al., Chem. Mater. 28, 1348 (2016)"),
-    ("Cs2AgBiBr6", (("Cs", 1), ("Cs", 1), ("Ag", 1), ("Bi", 3), ("Br", -1)), "a0a0a0", 225, 11.271**3 / 4,
-     "McClure et al., Chem. Mater. 28, 1348 (2016)"),
-    ("Cs2AgInCl6", (("Cs", 1), ("Cs", 1), ("Ag", 1), ("In", 3), ("Cl", -1)), "a0a0a0", 225, 10.47**3 / 4,
-     "Volonakis et al., J. Phys. Chem. Lett. 8, 772 (2017)"),
-    ("Ba2CaMoO6", (("Ba", 2), ("Ba", 2), ("Ca", 2), ("Mo", 6), ("O", -2)), "a0a0a0", 225, 8.3775**3 / 4,
-     "Nguyen, Cava & Fry-Petit, JSSC (2019)"),
-    ("Sr2CoMoO6", (("Sr", 2), ("Sr", 2), ("Co", 2), ("Mo", 6), ("O", -2)), "a0a0c-", 87, 5.5616**2 * 7.9470 / 2,
-     "Ivanov et al., Mater. Res. Bull. 40, 840 (2005)"),
-    ("Na3AlF6", (("Na", 1), ("Na", 1), ("Na", 1), ("Al", 3), ("F", -1)), "a+b-b-", 14,
-     5.4054 * 5.5934 * 7.7672 / 2, "Ross et al., JSSC 172, 95 (2003)"),
-]  # fmt: skip
+METHODS = ("bvm", "bvm+A", "bvm-BA", "dls")  # bvm-BA: the Brown & Altermatt parameter set (b = 0.37)
 
 
 def accuracy() -> None:
     print("== accuracy against experiment (volume per formula unit, A^3) ==")
-    print(f"{'compound':11s} {'tilt':7s} {'method':5s} {'SG':>4s} {'exp SG':>6s} {'V built':>8s} {'V exp':>8s} "
+    print("bvm: default parameters (adams2001); bvm+A: with A displacements; bvm-BA: brown-altermatt parameter set")
+    print(f"{'compound':11s} {'tilt':7s} {'method':6s} {'SG':>4s} {'exp SG':>6s} {'V built':>8s} {'V exp':>8s} "
           f"{'dV':>7s} {'GII':>6s}  source")
-    for name, sp, tilt, sg, v_exp, source in EXPERIMENTS:
-        species = SiteSpeciesSet(*sp)
-        for method in ("bvm", "bvm+A", "dls"):
+    misses = defaultdict(int)
+    for name, exp in EXPERIMENTS.items():
+        species = SiteSpeciesSet(*exp.sites)
+        v_exp = exp.volume_per_fu
+        for method in METHODS:
             if method.startswith("bvm"):
-                (built,) = build_bvm_structures([species], "rocksalt", tilt, move_a=method == "bvm+A")
+                (built,) = build_bvm_structures([species], exp.ordering, exp.tilt, move_a=method == "bvm+A",
+                                                bv_set="brown-altermatt" if method == "bvm-BA" else None)  # fmt: skip
             else:
-                built = build_dls_structure(species, "rocksalt", tilt)
+                built = build_dls_structure(species, exp.ordering, exp.tilt)
             dv = 100 * (built.volume_per_fu / v_exp - 1)
-            flag = "ok" if built.space_group == sg and abs(dv) <= 3 else "MISS"
-            print(f"{name:11s} {tilt:7s} {method:5s} {built.space_group:4d} {sg:6d} {built.volume_per_fu:8.2f} "
-                  f"{v_exp:8.2f} {dv:+6.2f}% {built.gii:6.3f}  {flag:4s} {source}")
+            ok = built.space_group == exp.space_group and abs(dv) <= 3
+            misses[method] += not ok
+            print(f"{name:11s} {exp.tilt:7s} {method:6s} {built.space_group:4d} {exp.space_group:6d} "
+                  f"{built.volume_per_fu:8.2f} {v_exp:8.2f} {dv:+6.2f}% {built.gii:6.3f}  {'ok' if ok else 'MISS':4s} "
+                  f"{exp.source}")
+    counts = ", ".join(f"{m} {misses[m]}/{len(EXPERIMENTS)}" for m in METHODS)
+    print(f"misses (|dV| > 3% or wrong space group): {counts}")
+    print("== GII of the observed structures under each parameter set (v.u.; < 0.1 unstrained) ==")
+    for name, exp in EXPERIMENTS.items():
+        if exp.asymmetric_unit:
+            s = observed_structure(name)
+            row = "  ".join(f"{bv}: {global_instability_index(s, table=bond_valence_table(bv)):.3f}"
+                            for bv in BV_PARAMETER_SETS)  # fmt: skip
+            print(f"{name:11s} {row}")
 
 
 def speed(sample: int, chunk: int) -> None:
