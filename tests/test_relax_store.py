@@ -42,6 +42,16 @@ def test_relax_store_documents_resume_and_phases(built_store, tiny_model_path):
     assert again["relaxed"] == 0 and again["skipped"] == first["relaxed"]
     other = relax_store(str(tiny_model_path), RelaxSettings(fmax=0.1, max_steps=60), built_store, device="cpu", limit=2)
     assert other["relaxed"] == 2  # other settings: new relaxations, the old ones stay
+    with open_store("relaxations", built_store) as store:
+        assert store._collection.count_documents({"structure_settings_hash": None}) == 0
+    # rebuilding the untilted structures with other build settings makes their relaxations stale: relaxed again
+    rebuilt = build_structures_to_store(BuildSettings(tilts=["a0a0a0"], bv_set="brown-altermatt"), built_store)
+    redo = relax_store(str(tiny_model_path), settings, built_store, device="cpu")
+    assert redo["relaxed"] == rebuilt["built"] > 0 and redo["skipped"] == first["relaxed"] - rebuilt["built"]
+    with open_store("relaxations", built_store) as store:
+        untilted = list(store._collection.find({"start_tilt": "a0a0a0", "settings_hash": first["settings_hash"]}))
+        assert {d["structure_settings_hash"] for d in untilted} == {rebuilt["settings_hash"]}
+        assert store._collection.count_documents({}) == first["relaxed"] + 2  # replaced, not added
     with open_store("compositions", built_store) as comps:
         doc = comps.query_one({"formula": "Cs2AgBiCl6"})
         summary = doc["phases"][first["model"]["model_sha256"][:12]]
@@ -89,3 +99,13 @@ def test_relax_errors(capsys, tmp_path):
             assert exc.code == 1
         err = capsys.readouterr().err
         assert err.startswith(message), err
+
+
+def test_relaxations_from_before_0_2_count_while_their_structure_does():
+    from dp_screen.jobs.relax import _relaxed_from
+
+    old_build = {"structure_id": "s", "settings_hash": "h1", "provenance": {"settings": {"tilts": None}}}
+    new_build = {"structure_id": "s", "settings_hash": "h2", "provenance": {"settings": {"bv_set": "adams2001"}}}
+    assert _relaxed_from({"s": None}, old_build) and not _relaxed_from({"s": None}, new_build)
+    assert _relaxed_from({"s": "h2"}, new_build) and not _relaxed_from({"s": "h1"}, new_build)
+    assert not _relaxed_from({}, old_build)

@@ -41,7 +41,9 @@ def relax_store(
 ) -> dict:
     """Relax every built structure (``query`` filters) not yet relaxed with this model and these settings.
 
-    Resumable: relaxations are keyed by structure, model hash and settings; a re-run skips those already stored.
+    Resumable: relaxations are keyed by structure, model hash and settings; a re-run skips those already stored,
+    unless the starting structure has been rebuilt since with other build settings (then it is relaxed again and
+    the stale relaxation replaced).
     After relaxing, each touched composition gets its phase summary (lowest variant, dE untilted - lowest) under
     ``phases.<model sha[:12]>`` in the compositions collection.
     """
@@ -62,12 +64,13 @@ def relax_store(
             raise InputError(f"no built structures match {query or {}}; run 'dp-screen build-all' first")
         with open_store("relaxations", db_settings, bulk_load=True) as relax_store_:
             done = {
-                d["structure_id"]
+                d["structure_id"]: d.get("structure_settings_hash")
                 for d in relax_store_._collection.find(
-                    {"model_sha256": model.sha256, "settings_hash": config_hash}, {"structure_id": 1, "_id": 0}
+                    {"model_sha256": model.sha256, "settings_hash": config_hash},
+                    {"structure_id": 1, "structure_settings_hash": 1, "_id": 0},
                 )
             }
-            todo = [m for m in todo_meta if m["structure_id"] not in done]
+            todo = [m for m in todo_meta if not _relaxed_from(done, m)]
             counts = {"structures": len(todo_meta), "skipped": len(todo_meta) - len(todo), "relaxed": 0,
                       "converged": 0, "failed": 0}  # fmt: skip
             if on_total:
@@ -94,6 +97,18 @@ def relax_store(
             counts["phase_summaries"] = summarize_phases(relax_store_, db_settings, touched, model.sha256, config_hash)
     counts.update({"model": prov, "settings_hash": config_hash, "seconds": round(time.perf_counter() - t0, 2)})
     return counts
+
+
+def _relaxed_from(done: dict[str, str | None], structure: dict) -> bool:
+    """Whether a current relaxation of this structure document exists: one made from the same build settings.
+    A relaxation made before 0.2.0 does not record them; it counts as current while its structure is from before
+    0.2.0 too (no ``bv_set`` in its build settings)."""
+    if structure["structure_id"] not in done:
+        return False
+    made_from = done[structure["structure_id"]]
+    if made_from is None:
+        return "bv_set" not in structure.get("provenance", {}).get("settings", {})
+    return made_from == structure["settings_hash"]
 
 
 def summarize_phases(relaxations, db_settings, composition_ids, model_sha256: str, config_hash: str) -> int:

@@ -29,6 +29,9 @@ class RelaxationDoc(BaseModel):
     ordering: str
     start_tilt: str
     method: str = Field(..., description="how the starting structure was built (bvm, dls)")
+    structure_settings_hash: str | None = Field(
+        None, description="settings hash of the starting structure's build (None: made before 0.2.0)"
+    )
     model_sha256: str
     model_name: str
     settings_hash: str
@@ -58,7 +61,8 @@ class RelaxationDoc(BaseModel):
             relaxation_id=relaxation_id(struct_doc["structure_id"], model_prov["model_sha256"], settings_hash),
             structure_id=struct_doc["structure_id"], composition_id=struct_doc["composition_id"],
             formula=struct_doc["formula"], ordering=struct_doc["ordering"], start_tilt=struct_doc["tilt"],
-            method=struct_doc["method"], model_sha256=model_prov["model_sha256"], model_name=model_prov["model_name"],
+            method=struct_doc["method"], structure_settings_hash=struct_doc.get("settings_hash"),
+            model_sha256=model_prov["model_sha256"], model_name=model_prov["model_name"],
             settings_hash=settings_hash, energy=result.energy, energy_per_atom=result.energy_per_atom,
             n_atoms=len(result.structure), max_force=result.max_force, max_cell_force=result.max_cell_force,
             stress_gpa=result.stress_gpa, n_steps=result.n_steps, converged=result.converged, failed=result.failed,
