@@ -24,6 +24,7 @@ from dp_screen.chemistry.site_tables import load_site_table  # noqa: E402
 from dp_screen.errors import DPScreenError  # noqa: E402
 from dp_screen.structures.bond_valence import (  # noqa: E402
     BV_PARAMETER_SETS,
+    DEFAULT_BV_SET,
     bond_valence_table,
     global_instability_index,
 )
@@ -46,7 +47,7 @@ def accuracy() -> None:
         for method in METHODS:
             if method.startswith("bvm"):
                 (built,) = build_bvm_structures([species], exp.ordering, exp.tilt, move_a=method == "bvm+A",
-                                                bv_set="brown-altermatt" if method == "bvm-BA" else None)  # fmt: skip
+                                                bv_set="brown-altermatt" if method == "bvm-BA" else DEFAULT_BV_SET)  # fmt: skip
             else:
                 built = build_dls_structure(species, exp.ordering, exp.tilt)
             dv = 100 * (built.volume_per_fu / v_exp - 1)

@@ -39,9 +39,9 @@ class Experiment:
 
     @property
     def volume_per_fu(self) -> float:
-        a, b, c, al, be, ga = self.lattice
-        ca, cb, cg = np.cos(np.radians([al, be, ga]))
-        return float(a * b * c * np.sqrt(1 - ca**2 - cb**2 - cg**2 + 2 * ca * cb * cg) / self.formula_units)
+        from pymatgen.core import Lattice
+
+        return Lattice.from_parameters(*self.lattice).volume / self.formula_units
 
 
 _P21N = ("x,y,z", "1/2+x,1/2-y,1/2+z", "1/2-x,1/2+y,1/2-z", "-x,-y,-z")

@@ -473,7 +473,7 @@ def build_bvm_structures(
     fixed_midpoint: bool = False,
     table: BondValenceTable | None = None,
     move_a: bool = False,
-    bv_set: str | None = None,
+    bv_set: str = DEFAULT_BV_SET,
 ) -> list[BuiltStructure | DPScreenError]:
     """Build the bond-valence structures of many compositions with one ordering and tilt system, all at once.
 
@@ -486,13 +486,12 @@ def build_bvm_structures(
     lowers the GII (Na3AlF6 P21/n: 0.02 -> 0.00) but does not bring volumes closer to experiment
     (``benchmarks/bench_structures.py``) and costs ~20% of the speed on those tilt systems.
 
-    ``bv_set``: the bond-valence parameter set (``bond_valence.BV_PARAMETER_SETS``; default ``adams2001``);
-    ``table``, if given, wins.
+    ``bv_set``: the bond-valence parameter set (``bond_valence.BV_PARAMETER_SETS``); ``table``, if given, wins.
     """
     if move_a and fixed_midpoint:
         raise InputError("move_a and fixed_midpoint do not combine: the fixed-midpoint model is the untilted "
                          "comparison cell; choose one")
-    table = table or bond_valence_table(bv_set or DEFAULT_BV_SET)
+    table = table or bond_valence_table(bv_set)
     expected_space_group(ordering, tilt, False, False)  # validates ordering and tilt once for everyone
     t = _template(ordering, tilt)
     ci = _pairs(t)[0]
@@ -586,7 +585,7 @@ def build_bvm_structure(
     fixed_midpoint: bool = False,
     table: BondValenceTable | None = None,
     move_a: bool = False,
-    bv_set: str | None = None,
+    bv_set: str = DEFAULT_BV_SET,
 ) -> BuiltStructure:
     """Build the bond-valence starting structure of one composition, ordering and tilt system.
 
