@@ -102,9 +102,9 @@ NOTEBOOKS = {
         new_code_cell("vals = data.validation_table(settings)\n"
                       "print(len(vals), \"validated structures\")\n"
                       "vals.head()"),
-        new_markdown_cell("## Phase energies: parity, errors and rank correlation\n\nEnergies relative to the mean "
-                          "of the composition's validated structures (meV/atom), so that the different energy "
-                          "references of DFT and the MLIP cancel."),
+        new_markdown_cell("## Phase energies: parity, errors and rank correlation\n\nEnergies relative to the "
+                          "untilted variant of the same composition and ordering (meV/atom): the differences a phase "
+                          "ranking rests on, in which the different energy references of DFT and the MLIP cancel."),
         new_code_cell("parity = trends.parity_table(vals)\n"
                       "display(trends.parity_stats(vals))\n"
                       "plots.plot_parity(parity)"),

@@ -37,6 +37,7 @@ X,Cl,-1
 MODEL, OTHER, SH = "a" * 64, "b" * 64, "s1"
 BS, BPS = ["Mg", "Ca", "Ni"], ["W", "Mo", "Te"]
 SG = {"a0a0a0": 225, "a0a0c-": 87, "a-a-a-": 148}
+TILT_OF = {g: t for t, g in SG.items()}
 
 
 def _relaxation(cid, tilt, e, sg, model=MODEL, method="bvm", converged=True, failed=False, n_steps=20, reason=None):
@@ -47,6 +48,9 @@ def _relaxation(cid, tilt, e, sg, model=MODEL, method="bvm", converged=True, fai
         "model_name": "test", "settings_hash": SH, "energy_per_atom": e, "converged": converged, "failed": failed,
         "reason": reason, "n_steps": n_steps, "wall_time_s": 0.5,
         "phase": {"space_group": sg, "stayed_in_start_tilt": sg == SG[tilt]},
+        # the phase it ended in (a tilted start that came back to Fm-3m is ranked as untilted), and why it is out
+        "final_space_group": sg, "phase_tilt": TILT_OF.get(sg, f"SG{sg}"),
+        "excluded": "failed" if failed else None if converged else "not_converged",
         "created_at": datetime.now(timezone.utc),
     }  # fmt: skip
 
@@ -110,19 +114,24 @@ def test_phase_table_picks_lowest_variant_with_tolerance(known_store):
             assert r["ground_state_tilted"] == (ba_de(i, j) > 1.0)
             assert r["winning_space_group"] == (225 if ba_de(i, j) == 0 else SG["a-a-a-" if j == 2 else "a0a0c-"])
             assert r["n_variants"] == 3 and r["B_sp"] == f"{b}2+" and r["B2_sp"] == f"{bp}6+" and r["X_sp"] == "O2-"
+    # j == 1: the second tilted variant did not converge: kept out, and counted
+    assert row.loc[_ba("Ca", "Mo"), "n_ranked"] == 2 and row.loc[_ba("Ca", "Mo"), "excluded"] == {"not_converged": 1}
+    assert set(row.loc[_ba("Ca", "Mo"), "energies_mev_atom"]) == {"a0a0a0", "a0a0c-"}
+    # a0a0c- start that relaxed back to Fm-3m, 0.4 meV/atom lower: ranked as the untilted phase it ended in
     agbi = row.loc["Cs+_Cs+_Ag+_Bi3+_Cl-"]
-    assert agbi["lowest_tilt"] == "a0a0c-" and agbi["dE_untilted_mev_atom"] == pytest.approx(0.4, abs=1e-6)
-    assert agbi["ground_state_tilted"] is False or not agbi["ground_state_tilted"]
-    assert agbi["winning_space_group"] == 225
+    assert agbi["lowest_tilt"] == "a0a0a0" and agbi["dE_untilted_mev_atom"] == pytest.approx(0.0, abs=1e-9)
+    assert not agbi["ground_state_tilted"] and agbi["winning_space_group"] == 225
     nabi = row.loc["Cs+_Cs+_Na+_Bi3+_Cl-"]
     assert np.isnan(nabi["dE_untilted_mev_atom"]) and nabi["ground_state_tilted"] is None
     assert nabi["winning_space_group"] == 87
     nain = row.loc["Cs+_Cs+_Na+_In3+_Cl-"]
-    assert nain["dE_untilted_mev_atom"] == pytest.approx(5.0, abs=1e-6) and nain["n_variants"] == 2
+    assert nain["dE_untilted_mev_atom"] == pytest.approx(5.0, abs=1e-6) and nain["n_variants"] == 3
+    assert nain["n_ranked"] == 2 and nain["excluded"] == {"failed": 1}
     assert nain["energies_mev_atom"] == pytest.approx({"a0a0a0": 5.0, "a0a0c-": 0.0}, abs=1e-6)
-    # a stricter tolerance turns the noise case into a tilted ground state
+    # a stricter tolerance does not make a start that came back to the untilted cell a tilted ground state
     strict = data.phase_table(known_store, tilt_tol_mev=0.1).set_index("composition_id")
-    assert strict.loc["Cs+_Cs+_Ag+_Bi3+_Cl-", "ground_state_tilted"]
+    assert not strict.loc["Cs+_Cs+_Ag+_Bi3+_Cl-", "ground_state_tilted"]
+    assert strict.loc["Cs+_Cs+_Na+_In3+_Cl-", "ground_state_tilted"]
     # the other model on request (by prefix)
     other = data.phase_table(known_store, model_sha256="bbbb")
     assert len(other) == 1 and other.iloc[0]["dE_untilted_mev_atom"] == pytest.approx(100.0)
@@ -179,43 +188,50 @@ def test_convergence_stats(known_store):
     assert overall["steps_max"] == 50
 
 
-def _validation(cid, tilt, e_dft, e_mlip, method="cp2k-pbe", force_mae=0.1):
+def _validation(cid, tilt, e_dft, e_mlip, method="cp2k-pbe", force_mae=0.1, scf=True):
     rid = f"{cid}:rocksalt:{tilt}:bvm|{MODEL[:12]}|{SH}"
     return {"validation_id": f"{rid}|{method}", "relaxation_id": rid, "structure_id": rid.split("|")[0],
             "composition_id": cid, "formula": cid, "X": cid.rsplit("_", 1)[-1].rstrip("+-0123456789"),
             "start_tilt": tilt, "space_group": SG[tilt], "method": method, "n_atoms": 10,
             "dft_energy_per_atom": e_dft, "mlip_energy_per_atom": e_mlip, "force_mae": force_mae,
-            "stress_mae_gpa": 0.5, "model_sha256": MODEL}  # fmt: skip
+            "stress_mae_gpa": 0.5, "model_sha256": MODEL, "scf_converged": scf}  # fmt: skip
 
 
 def test_parity_stats(known_store):
+    """Phase energy differences relative to each composition's untilted variant, worked by hand."""
     cawo, agin, agbi = _ba("Ca", "W"), "Cs+_Cs+_Ag+_In3+_Cl-", "Cs+_Cs+_Ag+_Bi3+_Cl-"
     docs = [
         _validation(cawo, "a0a0a0", -8.000, -7.000), _validation(cawo, "a0a0c-", -8.010, -7.012),
         _validation(cawo, "a-a-a-", -8.004, -7.003),
         _validation(agin, "a0a0a0", -3.00, -2.51, force_mae=0.3), _validation(agin, "a-a-a-", -3.02, -2.50),
         _validation(agbi, "a0a0a0", -3.1, -3.0),
+        # its SCF did not converge: left out (it would add a -400 meV/atom difference) and counted
+        _validation(agbi, "a0a0c-", -3.5, -3.0, scf=False),
         _validation(cawo, "a0a0a0", -5.0, -7.0, method="vasp-pbesol"),
     ]  # fmt: skip
     client = pymongo.MongoClient(known_store.db_uri)
     client[known_store.database]["validations"].insert_many(docs)
     client.close()
     vals = data.validation_table(known_store)
-    assert len(vals) == 7 and set(vals["B2"]) == {"W", "In", "Bi"}
+    assert len(vals) == 8 and set(vals["B2"]) == {"W", "In", "Bi"}
     rel = trends.parity_table(vals)
-    assert len(rel) == 5  # AgBi has one validated structure; the VASP one is alone in its method
-    stats = trends.parity_stats(vals)
-    # centred by hand: CaWO dft [4.667, -5.333, 0.667], mlip [5, -7, 2]; AgIn dft [10, -10], mlip [-5, 5]
-    err = np.array([5 - 14 / 3, -7 + 16 / 3, 2 - 2 / 3, -15, 15])
+    assert len(rel) == 3  # CaWO: two tilted variants; AgIn: one; AgBi's only tilted one had no SCF; VASP: untilted only
+    # E(tilt) - E(untilted) in meV/atom: CaWO dft [-10, -4], mlip [-12, -3]; AgIn dft [-20], mlip [+10]
+    err = np.array([-2.0, 1.0, 30.0])
+    assert sorted(rel["error_mev"]) == pytest.approx(sorted(err))
+    stats = trends.parity_stats(vals, absolute_methods=("cp2k-pbe",))
     cp2k = stats.loc["cp2k-pbe"]
-    assert cp2k["n_structures"] == 6 and cp2k["n_compositions"] == 2
-    assert cp2k["energy_mae_mev"] == pytest.approx(np.abs(err).mean())
-    assert cp2k["energy_rmse_mev"] == pytest.approx(np.sqrt((err**2).mean()))
-    assert cp2k["rank_correlation"] == pytest.approx((1.0 + -1.0) / 2)
-    assert cp2k["ground_state_agreement"] == pytest.approx(0.5)
+    assert cp2k["n_structures"] == 6 and cp2k["n_scf_unconverged"] == 1 and cp2k["n_compositions"] == 2
+    assert cp2k["n_differences"] == 3
+    assert cp2k["energy_mae_mev"] == pytest.approx(11.0)
+    assert cp2k["energy_rmse_mev"] == pytest.approx(np.sqrt((4 + 1 + 900) / 3))
+    # ranks [a0a0c-, a-a-a-, a0a0a0]: CaWO the same order (1); AgIn reversed (-1)
+    assert cp2k["rank_correlation"] == pytest.approx(0.0)
+    assert cp2k["ground_state_agreement"] == pytest.approx(0.5)  # CaWO both a0a0c-; AgIn DFT a-a-a-, MLIP untilted
+    assert cp2k["abs_energy_mae_mev"] == pytest.approx((1000 + 998 + 1001 + 490 + 520 + 100) / 6)
     assert cp2k["force_mae"] == pytest.approx((5 * 0.1 + 0.3) / 6)
     vasp = stats.loc["vasp-pbesol"]
-    assert vasp["n_structures"] == 1 and np.isnan(vasp["energy_mae_mev"])
+    assert vasp["n_structures"] == 1 and np.isnan(vasp["energy_mae_mev"]) and np.isnan(vasp["abs_energy_mae_mev"])
 
 
 def test_loading_and_bad_input(known_store):

@@ -49,6 +49,22 @@ def test_build_all_default_tilts_and_resume(chlorides):
     assert again["stored_total"] == 75
 
 
+def test_building_a_subset_of_tilts_rebuilds_nothing_already_built(chlorides):
+    """Which tilts or methods are selected only chooses work: a later run on a subset (or a superset) finds the
+    structures already built with the same settings and leaves them, their ids and creation untouched."""
+    first = build_structures_to_store(BuildSettings(tilts=["a0a0a0", "a0a0c-"]), chlorides)
+    with open_store("structures", chlorides) as store:
+        before = {d["structure_id"]: d["structure"] for d in store._collection.find({}, {"structure_id": 1, "structure": 1})}
+    subset = build_structures_to_store(BuildSettings(tilts=["a0a0a0"]), chlorides)
+    assert subset["built"] == subset["failed"] == 0 and subset["skipped"] == 15
+    assert subset["settings_hash"] == first["settings_hash"]
+    more = build_structures_to_store(BuildSettings(tilts=["a0a0a0", "a0a0c-", "a-a-a-"]), chlorides)
+    assert more["skipped"] == 30 and more["built"] + more["failed"] == 15
+    with open_store("structures", chlorides) as store:
+        after = {d["structure_id"]: d["structure"] for d in store._collection.find({}, {"structure_id": 1, "structure": 1})}
+    assert all(after[k] == v for k, v in before.items()) and len(after) == 45
+
+
 def test_bond_valence_parameter_set_is_a_setting(chlorides):
     """The parameter set is recorded with every structure and is part of the settings hash: building with the
     other set is new work (not skipped as done; it replaces the stored structures), and changes the alkali

@@ -37,8 +37,13 @@ def test_load_by_path_records_hash(tiny_model_path, tiny):
     prov = tiny.provenance()
     assert prov["model_sha256"] == expected and prov["dtype"] == "float64" and prov["device"] == "cpu"
     assert prov["model_path"].endswith("tiny.model")
+    import torch
+
     f32 = load_model(tiny_model_path, device="cpu", dtype="float32")
-    assert next(f32.model.parameters()).dtype.is_floating_point and f32.dtype == "float32"
+    assert {p.dtype for p in f32.model.parameters()} == {torch.float32} and f32.provenance()["dtype"] == "float32"
+    s = build_bvm_structure(CS2AGBICL6).structure
+    e32, e64 = single_points([s], f32)[0]["energy"], single_points([s], tiny)[0]["energy"]
+    assert 0 < abs(e32 - e64) / len(s) < 1e-4  # the same model in another precision: close, not identical
 
 
 def test_model_errors(tmp_path):
@@ -92,13 +97,53 @@ def test_batched_and_ase_relaxations_reach_the_same_energy(tiny):
         assert abs(b.energy_per_atom - a.energy_per_atom) < 1e-3
 
 
+def _evaluate(structure, tiny):
+    """Max force (eV/A) and max |stress component| (GPa) from mace's own ASE calculator."""
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from dp_screen.mlip.relax import _ase_calculator
+
+    atoms = AseAtomsAdaptor.get_atoms(structure)
+    atoms.calc = _ase_calculator(tiny)
+    return float(np.linalg.norm(atoms.get_forces(), axis=1).max()), float(np.abs(atoms.get_stress()).max()) * 160.2177
+
+
 def test_convergence_flags_are_honest(tiny):
+    """Converged means what the user set, in eV/A and GPa, on the structure returned: checked by evaluating the
+    returned structure again with the ASE calculator."""
     start = rattled(build_bvm_structure(SR2COMOO6, "rocksalt", "a0a0c-").structure, 0.1)
-    (capped,) = relax_structures([start], tiny, RelaxSettings(fmax=1e-5, max_steps=10, check_every=5))
-    assert not capped.converged and not capped.failed
-    assert capped.n_steps == 10 and capped.max_force > 1e-5
-    (done,) = relax_structures([start], tiny, RelaxSettings(fmax=0.05, max_steps=1000))
-    assert done.converged == (done.max_force < 0.05 and done.max_cell_force < 0.05)
+    (capped,) = relax_structures([start], tiny, RelaxSettings(fmax=1e-5, max_steps=10, check_every=5, fix_symmetry=False))
+    assert not capped.converged and not capped.failed and capped.n_steps == 10
+    assert _evaluate(capped.structure, tiny)[0] > 1e-5
+    loose, tight = RelaxSettings(fmax=0.05, max_stress_gpa=0.5, max_steps=1000), RelaxSettings(fmax=0.01, max_stress_gpa=0.02, max_steps=1000)
+    results = relax_structures([build_bvm_structure(SR2COMOO6, "rocksalt", "a0a0c-").structure], tiny, loose)
+    results += relax_structures([build_bvm_structure(SR2COMOO6, "rocksalt", "a0a0c-").structure], tiny, tight)
+    for res, crit in zip(results, (loose, tight), strict=True):
+        assert res.converged
+        f, sigma = _evaluate(res.structure, tiny)
+        assert f < crit.fmax + 1e-6 and sigma < crit.max_stress_gpa + 1e-4
+        assert res.max_stress_gpa == pytest.approx(sigma, abs=1e-4)
+    assert results[1].n_steps > results[0].n_steps  # the tighter stress criterion takes more steps
+    with pytest.raises(InputError, match="max_stress_gpa -1 must be > 0 GPa"):
+        RelaxSettings(max_stress_gpa=-1)
+
+
+def test_symmetry_held_relaxation_keeps_its_space_group_and_a_free_one_leaves(tmp_path):
+    """Cryolite (Na2NaAlF6, observed P21/n) built untilted is a saddle point: with its Fm-3m symmetry held it stays
+    Fm-3m; started free from a slightly rattled copy it leaves Fm-3m, and the phase it is labelled with is the one
+    its final space group gives, not the untilted start. The packaged model (offline) is the potential."""
+    from dp_screen.structures.phases import identify_phase
+
+    cryolite = SiteSpeciesSet(("Na", 1), ("Na", 1), ("Na", 1), ("Al", 3), ("F", -1))
+    model = load_model(None, device="cpu", dtype="float64")
+    start = build_bvm_structure(cryolite, "rocksalt", "a0a0a0").structure
+    (held,) = relax_structures([start], model, RelaxSettings(max_steps=150))
+    (free,) = relax_structures([rattled(start, 0.02)], model, RelaxSettings(max_steps=150, fix_symmetry=False))
+    held_phase = identify_phase(held.structure, "rocksalt", "a0a0a0")
+    free_phase = identify_phase(free.structure, "rocksalt", "a0a0a0")
+    assert held_phase.space_groups["0.001"] == 225 and held_phase.phase == "a0a0a0" and held_phase.stayed_in_start_tilt
+    assert free_phase.space_group != 225 and not free_phase.stayed_in_start_tilt
+    assert free_phase.phase != "a0a0a0" and free.energy_per_atom < held.energy_per_atom
 
 
 def test_broken_structure_is_flagged_and_the_batch_goes_on(tiny):

@@ -26,8 +26,23 @@ def built_store(db_settings, tmp_path):
     return db_settings
 
 
+def _independent_forces_and_stress(doc, model_path):
+    """Max force (eV/A) and max |stress| (GPa) of a stored relaxed structure, evaluated again with mace's own ASE
+    calculator (not the code that relaxed it)."""
+    import numpy as np
+    from mace.calculators import MACECalculator
+    from pymatgen.core import Structure
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    atoms = AseAtomsAdaptor.get_atoms(Structure.from_dict(doc["structure"]))
+    atoms.calc = MACECalculator(model_paths=str(model_path), device="cpu", default_dtype="float64")
+    return float(np.linalg.norm(atoms.get_forces(), axis=1).max()), float(np.abs(atoms.get_stress()).max()) * 160.21766
+
+
 def test_relax_store_documents_resume_and_phases(built_store, tiny_model_path):
-    settings = RelaxSettings(fmax=0.05, max_steps=60)
+    from dp_screen.jobs.relax import summary_key
+
+    settings = RelaxSettings(fmax=0.05, max_stress_gpa=0.2, max_steps=60)
     first = relax_store(str(tiny_model_path), settings, built_store, chunk_size=3, device="cpu")
     assert first["relaxed"] > 0 and first["relaxed"] == first["structures"]
     with open_store("relaxations", built_store) as store:
@@ -35,15 +50,27 @@ def test_relax_store_documents_resume_and_phases(built_store, tiny_model_path):
         assert len(docs) == first["relaxed"]
         for d in docs:
             assert d["model_sha256"] == first["model"]["model_sha256"]
-            assert d["provenance"]["code_version"] and d["provenance"]["settings"]["fmax"] == 0.05
-            assert d["converged"] == (d["max_force"] < 0.05 and d["max_cell_force"] < 0.05 and not d["failed"])
+            prov = d["provenance"]["settings"]
+            assert d["provenance"]["code_version"] and prov["fmax"] == 0.05 and prov["dtype"] == "float64"
+            assert prov["max_stress_gpa"] == 0.2 and prov["fix_symmetry"] is True
+            if d["converged"]:  # the criteria hold when the stored structure is evaluated again, independently
+                f, sigma = _independent_forces_and_stress(d, tiny_model_path)
+                assert f < 0.05 + 1e-4 and sigma < 0.2 + 1e-3
+            assert (d["excluded"] is None) == (d["converged"] and not d["not_perovskite"])
             assert d["phase"]["space_groups"] and d["n_steps"] <= 60
+        # symmetry held: every structure ends in the space group it was built in (or a higher one)
+        built = {s["structure_id"]: s["space_group"] for s in open_store_docs(built_store)}
+        for d in docs:
+            assert d["final_space_group"] == built[d["structure_id"]] or d["final_space_group"] == 225
     again = relax_store(str(tiny_model_path), settings, built_store, device="cpu")
     assert again["relaxed"] == 0 and again["skipped"] == first["relaxed"]
     other = relax_store(str(tiny_model_path), RelaxSettings(fmax=0.1, max_steps=60), built_store, device="cpu", limit=2)
     assert other["relaxed"] == 2  # other settings: new relaxations, the old ones stay
+    f32 = relax_store(str(tiny_model_path), settings, built_store, device="cpu", dtype="float32", limit=2)
+    assert f32["relaxed"] == 2 and f32["settings_hash"] not in (first["settings_hash"], other["settings_hash"])
     with open_store("relaxations", built_store) as store:
         assert store._collection.count_documents({"structure_settings_hash": None}) == 0
+        assert store._collection.count_documents({}) == first["relaxed"] + 4  # float32 and float64 both kept
     # rebuilding the untilted structures with other build settings makes their relaxations stale: relaxed again
     rebuilt = build_structures_to_store(BuildSettings(tilts=["a0a0a0"], bv_set="brown-altermatt"), built_store)
     redo = relax_store(str(tiny_model_path), settings, built_store, device="cpu")
@@ -51,12 +78,25 @@ def test_relax_store_documents_resume_and_phases(built_store, tiny_model_path):
     with open_store("relaxations", built_store) as store:
         untilted = list(store._collection.find({"start_tilt": "a0a0a0", "settings_hash": first["settings_hash"]}))
         assert {d["structure_settings_hash"] for d in untilted} == {rebuilt["settings_hash"]}
-        assert store._collection.count_documents({}) == first["relaxed"] + 2  # replaced, not added
+        assert store._collection.count_documents({}) == first["relaxed"] + 4  # replaced, not added
+        mine = list(store._collection.find({"formula": "Cs2AgBiCl6", "settings_hash": first["settings_hash"]}))
     with open_store("compositions", built_store) as comps:
         doc = comps.query_one({"formula": "Cs2AgBiCl6"})
-        summary = doc["phases"][first["model"]["model_sha256"][:12]]
-        assert summary["lowest"] in {"a0a0a0", "a0a0c-"} and summary["n_variants"] == 2
-        assert summary["dE_untilted_mev_atom"] >= 0
+    # one summary per (model, relaxation settings): the float32 and fmax 0.1 runs have their own
+    assert summary_key(first["model"]["model_sha256"], first["settings_hash"]) in doc["phases"]
+    summary = doc["phases"][summary_key(first["model"]["model_sha256"], first["settings_hash"])]
+    ranked = [d for d in mine if d["excluded"] is None]
+    assert summary["n_variants"] == len(mine) == 2 and summary["n_ranked"] == len(ranked)
+    assert sum(summary["excluded"].values()) == len(mine) - len(ranked)
+    if ranked:  # the lowest ranked variant, under the phase it ended in
+        best = min(ranked, key=lambda d: d["energy_per_atom"])
+        assert summary["ground_state"]["structure_id"] == best["structure_id"]
+        assert summary["lowest"] == best["phase_tilt"] and summary["ground_state"]["ordering"] == "rocksalt"
+
+
+def open_store_docs(settings):
+    with open_store("structures", settings) as store:
+        return list(store._collection.find({}, {"structure_id": 1, "space_group": 1}))
 
 
 def test_relax_maker_in_jobflow(built_store, tiny_model_path):

@@ -318,11 +318,30 @@ def _relax_options(f):
         click.option("--model", default=None, help="Model file or foundation name (default: the packaged model)."),
         click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto."),
         click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True),
-        click.option("--fmax", type=float, default=0.05, show_default=True, help="Force convergence (eV/A)."),
-        click.option("--max-steps", type=click.IntRange(min=1), default=500, show_default=True),
+        *_criteria_options(),
     ]):  # fmt: skip
         f = opt(f)
     return f
+
+
+def _criteria_options():
+    """Convergence criteria and symmetry of a relaxation (shared by relax, run and submit)."""
+    return [
+        click.option("--fmax", type=float, default=0.05, show_default=True,
+                     help="Converged when the max atomic force is below this (eV/A)."),
+        click.option("--max-stress", type=float, default=0.2, show_default=True,
+                     help="... and the max |stress component| is below this (GPa); 0.2 GPa resolves 1 meV/atom "
+                          "phase differences even in soft iodides."),
+        click.option("--free", is_flag=True, help="Relax without holding the starting space group (default: each "
+                     "variant keeps its space group, so its energy is that tilt system's)."),
+        click.option("--max-steps", type=click.IntRange(min=1), default=500, show_default=True),
+    ]  # fmt: skip
+
+
+def _relax_settings(fmax, max_stress, free, max_steps):
+    from dp_screen.mlip.relax import RelaxSettings
+
+    return RelaxSettings(fmax=fmax, max_stress_gpa=max_stress, fix_symmetry=not free, max_steps=max_steps)
 
 
 @cli.command("relax")
@@ -336,11 +355,14 @@ def _relax_options(f):
 @click.option("--chunk-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def relax_cmd(ctx, model, device, dtype, fmax, max_steps, structure_file, out, anions, limit, chunk_size, as_json):  # noqa: PLR0913
-    """Relax the stored starting structures (chunked, resumable) or one structure file."""
-    from dp_screen.mlip.relax import RelaxSettings
+def relax_cmd(ctx, model, device, dtype, fmax, max_stress, free, max_steps, structure_file, out, anions, limit,
+              chunk_size, as_json):  # noqa: PLR0913  # fmt: skip
+    """Relax the stored starting structures (chunked, resumable) or one structure file.
 
-    settings = RelaxSettings(fmax=fmax, max_steps=max_steps)
+    Each structure keeps its starting space group unless --free; converged means max force < --fmax (eV/A) and
+    max |stress| < --max-stress (GPa). Unconverged and no-longer-perovskite results are stored but not ranked.
+    """
+    settings = _relax_settings(fmax, max_stress, free, max_steps)
     if structure_file is not None:
         _relax_one(structure_file, out, model, device, dtype, settings, as_json)
         return
@@ -356,7 +378,8 @@ def relax_cmd(ctx, model, device, dtype, fmax, max_steps, structure_file, out, a
         return
     click.echo(
         f"{summary['structures']} structures: {summary['relaxed']} relaxed ({summary['converged']} converged, "
-        f"{summary['failed']} failed), {summary['skipped']} already relaxed with this model; phase summaries of "
+        f"{summary['failed']} failed, {summary['not_perovskite']} no longer perovskites, {summary['left_start_tilt']} "
+        f"left their tilt system), {summary['skipped']} already relaxed with this model and settings; phase summaries of "
         f"{summary['phase_summaries']} compositions updated; model {summary['model']['model_name']} "
         f"({summary['model']['model_sha256'][:12]}) on {summary['model']['device']} ({summary['seconds']} s)"
     )
@@ -367,6 +390,7 @@ def _relax_one(path: Path, out: Path | None, model, device, dtype, settings, as_
 
     from dp_screen.mlip.models import load_model
     from dp_screen.mlip.relax import relax_structures
+    from dp_screen.structures.perovskite_check import check_perovskite
     from dp_screen.structures.phases import space_groups
 
     try:
@@ -377,9 +401,10 @@ def _relax_one(path: Path, out: Path | None, model, device, dtype, settings, as_
         raise InputError(f"cannot read structure file {str(path)!r}: {exc}") from None
     loaded = load_model(model, device=None if device == "auto" else device, dtype=dtype)
     (result,) = relax_structures([structure], loaded, settings)
+    check = None if result.failed else check_perovskite(result.structure)
     summary = {**result.summary(), "formula": structure.composition.reduced_formula,
                "space_groups": space_groups(result.structure), "model": loaded.provenance(),
-               "settings": settings.settings_dict()}  # fmt: skip
+               "settings": settings.settings_dict(), "perovskite_check": check.as_dict() if check else None}  # fmt: skip
     if out:
         from pymatgen.io.cif import CifWriter
 
@@ -391,8 +416,9 @@ def _relax_one(path: Path, out: Path | None, model, device, dtype, settings, as_
         return
     state = "failed: " + result.reason if result.failed else ("converged" if result.converged else "NOT converged")
     click.echo(f"{summary['formula']}: {state} after {result.n_steps} steps; E = {result.energy_per_atom:.4f} eV/atom; "
-               f"max force {result.max_force:.3f} eV/A; volume change {100 * summary['volume_change']:+.2f}%; "
-               f"space group {summary['space_groups']}")  # fmt: skip
+               f"max force {result.max_force:.3f} eV/A; max |stress| {result.max_stress_gpa:.3f} GPa; volume change "
+               f"{100 * summary['volume_change']:+.2f}%; space group {summary['space_groups']}"
+               + (f"; NOT a perovskite any more: {check.reason}" if check and not check.ok else ""))  # fmt: skip
 
 
 @cli.command("finetune")
@@ -441,8 +467,7 @@ def _campaign_options(f):
                      help="Compositions per build / relax job."),
         click.option("--model", default=None, help="Model file or foundation name (default: the packaged model)."),
         click.option("--device", default=None, help="cpu or cuda (default: cuda when present)."),
-        click.option("--fmax", type=float, default=0.05, show_default=True),
-        click.option("--max-steps", type=click.IntRange(min=1), default=500, show_default=True),
+        *_criteria_options(),
         click.option("--validate", "n_validate", type=click.IntRange(min=0), default=0, show_default=True,
                      help="DFT-validate this many relaxed structures (CP2K, when installed)."),
         click.option("--report", "report_dir", default=None, metavar="DIR",
@@ -452,7 +477,7 @@ def _campaign_options(f):
     return f
 
 
-def _screening_maker(limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device, fmax, max_steps,
+def _screening_maker(limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device, relax_settings,
                      n_validate, report_dir=None, dft_backend="cp2k"):  # fmt: skip
     from dp_screen.flows.screening import ScreeningFlowMaker
     from dp_screen.jobs.build import BuildMaker, BuildSettings
@@ -460,8 +485,6 @@ def _screening_maker(limit, whole_space, seed, campaign, anions, tilts, chunk_si
     from dp_screen.jobs.relax import RelaxMaker
     from dp_screen.jobs.report import ReportMaker
     from dp_screen.jobs.validate import ValidateMaker
-    from dp_screen.mlip.relax import RelaxSettings
-
     validate = None
     if n_validate:
         from dp_screen.dft.cp2k import cp2k_executable
@@ -474,7 +497,7 @@ def _screening_maker(limit, whole_space, seed, campaign, anions, tilts, chunk_si
         campaign=campaign, limit=None if whole_space else limit, seed=seed, chunk_size=chunk_size,
         enumeration=EnumerationSettings(anions=_split(anions), bv_filter="any"),
         build=BuildMaker(settings=BuildSettings(tilts=_split(tilts))),
-        relax=RelaxMaker(model=model, settings=RelaxSettings(fmax=fmax, max_steps=max_steps), device=device),
+        relax=RelaxMaker(model=model, settings=relax_settings, device=device),
         validate=validate, report=ReportMaker(out_dir=report_dir) if report_dir else None,
     )  # fmt: skip
 
@@ -483,8 +506,8 @@ def _screening_maker(limit, whole_space, seed, campaign, anions, tilts, chunk_si
 @_campaign_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_context
-def run_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device, fmax, max_steps,
-            n_validate, report_dir, as_json):  # noqa: PLR0913  # fmt: skip
+def run_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device, fmax, max_stress, free,
+            max_steps, n_validate, report_dir, as_json):  # noqa: PLR0913  # fmt: skip
     """Run the whole pipeline locally: N random compositions -> build -> relax -> (validate) -> summary."""
     import logging
 
@@ -496,8 +519,8 @@ def run_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_size, 
     settings = _settings(ctx)
     uri = database_uri(settings)  # starts the embedded server, or checks the URI, before any work
     load_model(model, device=device)  # a missing or unloadable model fails now, not in the middle
-    maker = _screening_maker(limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device, fmax,
-                             max_steps, n_validate, report_dir)  # fmt: skip
+    maker = _screening_maker(limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device,
+                             _relax_settings(fmax, max_stress, free, max_steps), n_validate, report_dir)  # fmt: skip
     flow = maker.make(db_settings=settings.model_dump(mode="json"))
     click.echo(f"dp-screen run: campaign '{campaign}', {'all' if whole_space else limit} compositions, database "
                f"{uri}/{settings.database}", err=True)  # fmt: skip
@@ -538,6 +561,11 @@ def _print_campaign(summary: dict, settings) -> None:
         click.echo(f"{r['composition_id']:32s} {r['formula']:14s} {tau:>4s} {str(r['lowest']):>12s} {de:>12s}")
     click.echo(f"lowest phases: {summary['lowest_phase_counts']}; tilted ground state in "
                f"{100 * (summary['tilted_ground_state_fraction'] or 0):.0f}% of compositions")  # fmt: skip
+    excluded = summary.get("excluded") or {}
+    click.echo("ranked: converged relaxations that are still perovskites, each under the phase it ended in; kept out: "
+               + (", ".join(f"{n} {why}" for why, n in excluded.items()) or "none"))  # fmt: skip
+    for line in summary.get("model_accuracy") or []:
+        click.echo(f"model accuracy: {line}")
     if summary.get("validation"):
         click.echo(f"validation: {summary['validation']}")
     if summary.get("report"):
@@ -556,8 +584,9 @@ def _print_campaign(summary: dict, settings) -> None:
 @click.option("--foundation", default="medium", show_default=True, help="Foundation model of the training flow.")
 @click.option("--reset", is_flag=True, help="Reset the launchpad first (deletes its workflows).")
 @click.pass_context
-def submit_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device, fmax, max_steps,
-               n_validate, report_dir, launchpad_file, dft_backend, training_compositions, foundation, reset):  # noqa: PLR0913  # fmt: skip
+def submit_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device, fmax, max_stress,
+               free, max_steps, n_validate, report_dir, launchpad_file, dft_backend, training_compositions, foundation,
+               reset):  # noqa: PLR0913  # fmt: skip
     """Submit the campaign to a FireWorks launchpad (relax chunks carry the worker category 'gpu')."""
     from jobflow import Flow
     from jobflow.managers.fireworks import flow_to_workflow
@@ -565,8 +594,9 @@ def submit_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_siz
     from dp_screen.stores import get_job_store
 
     settings = _settings(ctx)
-    maker = _screening_maker(limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device, fmax,
-                             max_steps, n_validate, report_dir, dft_backend)  # fmt: skip
+    maker = _screening_maker(limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device,
+                             _relax_settings(fmax, max_stress, free, max_steps), n_validate, report_dir,
+                             dft_backend)  # fmt: skip
     db = settings.model_dump(mode="json")
     if training_compositions:
         from dp_screen.flows.training import TrainingFlowMaker
@@ -639,6 +669,11 @@ def report_cmd(ctx, out_dir, model, settings_hash, heatmaps, tilt_tol, as_json) 
                                "summary": rep.summary}, default=str))  # fmt: skip
     else:
         click.echo(f"wrote {rep.html} ({len(rep.figures)} figures, {len(rep.tables)} tables)")
+        if rep.summary.get("excluded") is not None:
+            click.echo("  kept out of the ranking: " + (", ".join(f"{n} {w}" for w, n in rep.summary["excluded"].items())
+                                                       or "none"))  # fmt: skip
+        for line in rep.summary.get("model_accuracy") or []:
+            click.echo(f"  model accuracy: {line}")
         for what in rep.missing:
             click.echo(f"  not in the store yet: {what}")
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from dp_screen.errors import DatabaseError, InputError
+from dp_screen.schemas.relaxation import exclusion
 from dp_screen.settings import DPScreenSettings
 from dp_screen.stores import COLLECTIONS, database_uri, redact
 from dp_screen.structures.phases import TILT_TOL_MEV, compare_phases
@@ -206,35 +207,37 @@ def phase_table(
     settings_hash: str | None = None,
     query: dict | None = None,
     tilt_tol_mev: float = TILT_TOL_MEV,
-    converged_only: bool = False,
 ) -> pd.DataFrame:
-    """One row per relaxed composition: its lowest-energy phase, dE(untilted - lowest) and its descriptors.
+    """One row per relaxed (composition, ordering): its lowest-energy phase, dE(untilted - lowest), descriptors.
 
-    One aggregation: the server groups the (not failed) relaxations by composition, model and relaxation settings;
-    the (model, settings) pair analysed is the one given (``model_sha256`` may be a prefix), else the one with the
-    most relaxations (see :func:`choose_set`; the pair is in ``df.attrs``). Per composition :func:`compare_phases`
-    decides. Columns: ``e_lowest`` (eV/atom), ``lowest_tilt`` (starting tilt of the lowest variant),
-    ``lowest_space_group`` (its space group after relaxation), ``dE_untilted_mev_atom`` (NaN without an untilted
-    variant), ``ground_state_tilted`` (dE above ``tilt_tol_mev``: variants that relaxed back to the untilted
-    structure differ by noise only; None without an untilted variant), ``winning_space_group`` (the untilted
-    variant's group when the ground state is not tilted), ``n_variants``, ``n_converged``, ``energies_mev_atom``
-    ({tilt: E - E_lowest}, the lowest per tilt when several methods share one), and the composition descriptors
-    with species labels. ``query`` filters the relaxations server-side (e.g.
-    ``{"composition_id": {"$regex": "O2-$"}}``).
+    One aggregation: the server groups a model's relaxations by composition, ordering, model and relaxation
+    settings; the (model, settings) pair analysed is the one given (``model_sha256`` may be a prefix), else the one
+    with the most relaxations (see :func:`choose_set`; the pair is in ``df.attrs``). Only ranked relaxations enter
+    (converged, not failed, still a perovskite: field ``excluded`` None), each under the phase it ended in
+    (``phase_tilt``); how many were kept out, and why, is in ``n_excluded`` and ``excluded`` ({reason: n}).
+    Per row :func:`compare_phases` decides. Columns: ``ordering``, ``e_lowest`` (eV/atom), ``lowest_tilt`` (the
+    phase of the lowest variant), ``lowest_space_group`` (its space group after relaxation),
+    ``dE_untilted_mev_atom`` (NaN without a ranked untilted variant), ``ground_state_tilted`` (dE above
+    ``tilt_tol_mev``; None without an untilted variant), ``winning_space_group`` (the untilted variant's group when
+    the ground state is not tilted), ``n_variants``, ``n_ranked``, ``n_excluded``, ``excluded``,
+    ``energies_mev_atom`` ({phase: E - E_lowest}, the lowest per phase), ``composition_ground_state`` (True on the
+    row of the composition's lowest ordering; see :func:`ground_state_table`) and the composition descriptors with
+    species labels. ``query`` filters the relaxations server-side (e.g. ``{"composition_id": {"$regex": "O2-$"}}``).
+    A composition whose variants are all excluded has a row with no energies.
     """
-    columns = ["composition_id", "e_lowest", "lowest_tilt", "lowest_space_group", "dE_untilted_mev_atom",
-               "ground_state_tilted", "winning_space_group", "n_variants", "n_converged", "energies_mev_atom"]  # fmt: skip
+    columns = ["composition_id", "ordering", "e_lowest", "lowest_tilt", "lowest_space_group", "dE_untilted_mev_atom",
+               "ground_state_tilted", "winning_space_group", "n_variants", "n_ranked", "n_excluded", "excluded",
+               "energies_mev_atom", "composition_ground_state"]  # fmt: skip
     empty = pd.DataFrame(columns=columns + list(COMPOSITION_FIELDS[1:]) + list(SPECIES_COLUMNS))
-    match = {**(query or {}), **set_match(model_sha256, settings_hash), "failed": False}
-    if converged_only:
-        match["converged"] = True
+    match = {**(query or {}), **set_match(model_sha256, settings_hash)}
     grouped = aggregate("relaxations", [
         {"$match": match},
-        {"$group": {"_id": {"c": "$composition_id", "m": "$model_sha256", "s": "$settings_hash"},
+        {"$group": {"_id": {"c": "$composition_id", "o": "$ordering", "m": "$model_sha256", "s": "$settings_hash"},
                     "n_variants": {"$sum": 1},
-                    "n_converged": {"$sum": {"$cond": ["$converged", 1, 0]}},
-                    "variants": {"$push": {"t": "$start_tilt", "e": "$energy_per_atom", "sg": "$phase.space_group",
-                                            "sid": "$structure_id"}}}},
+                    "variants": {"$push": {"t": "$start_tilt", "p": "$phase_tilt", "e": "$energy_per_atom",
+                                            "sg": "$final_space_group",
+                                            "sg0": "$phase.space_group", "sid": "$structure_id", "x": "$excluded",
+                                            "f": "$failed", "ok": "$converged"}}}},
     ], db)  # fmt: skip
     counts = {} if grouped.empty else grouped.groupby(["_id.m", "_id.s"])["n_variants"].sum().to_dict()
     picked = choose_set(counts, model_sha256, settings_hash, db)
@@ -243,26 +246,64 @@ def phase_table(
     model, shash = picked
     grouped = grouped[(grouped["_id.m"] == model) & (grouped["_id.s"] == shash)]
     rows = []
-    for cid, variants in zip(grouped["_id.c"], grouped["variants"], strict=True):
-        summary = compare_phases([{"tilt": v["t"], "energy_per_atom": v["e"], "structure_id": v.get("sid")}
-                                  for v in variants], tilt_tol_mev)  # fmt: skip
-        best = min(variants, key=lambda v: v["e"])
-        untilted = [v for v in variants if v["t"] == UNTILTED]
-        tilted = summary["ground_state_tilted"]
-        de = summary["dE_untilted_mev_atom"]
-        rows.append({
-            "composition_id": cid, "e_lowest": best["e"], "lowest_tilt": best["t"],
-            "lowest_space_group": best.get("sg"), "dE_untilted_mev_atom": np.nan if de is None else de,
-            "ground_state_tilted": tilted,
-            "winning_space_group": best.get("sg") if tilted in (True, None)
-            else min(untilted, key=lambda v: v["e"]).get("sg"),
-            "energies_mev_atom": summary["energies_mev_atom"], "lowest_structure_id": summary["lowest_structure_id"],
-        })  # fmt: skip
-    df = pd.DataFrame(rows).assign(n_variants=grouped["n_variants"].to_numpy(), n_converged=grouped["n_converged"].to_numpy())
-    comps = composition_table(db, ids=df["composition_id"].tolist())
+    for cid, ordering, variants in zip(grouped["_id.c"], grouped["_id.o"], grouped["variants"], strict=True):
+        excluded: dict[str, int] = {}
+        ranked = []
+        for v in variants:
+            # documents from before 0.3.0 have no ``excluded``: failed / unconverged ones are kept out all the same
+            why = v.get("x") or exclusion(bool(v.get("f")), bool(v.get("ok")), None)
+            if why:
+                excluded[why] = excluded.get(why, 0) + 1
+            else:
+                ranked.append({**v, "phase": v.get("p") or v["t"], "sg": v.get("sg") or v.get("sg0")})
+        row = {"composition_id": cid, "ordering": ordering, "n_variants": len(variants), "n_ranked": len(ranked),
+               "n_excluded": len(variants) - len(ranked), "excluded": excluded}  # fmt: skip
+        if ranked:
+            summary = compare_phases([{"tilt": v["phase"], "energy_per_atom": v["e"], "structure_id": v.get("sid")}
+                                      for v in ranked], tilt_tol_mev)  # fmt: skip
+            best = min(ranked, key=lambda v: v["e"])
+            untilted = [v for v in ranked if v["phase"] == UNTILTED]
+            tilted = summary["ground_state_tilted"]
+            de = summary["dE_untilted_mev_atom"]
+            row.update({
+                "e_lowest": best["e"], "lowest_tilt": best["phase"], "lowest_space_group": best.get("sg"),
+                "dE_untilted_mev_atom": np.nan if de is None else de, "ground_state_tilted": tilted,
+                "winning_space_group": best.get("sg") if tilted in (True, None)
+                else min(untilted, key=lambda v: v["e"]).get("sg"),
+                "energies_mev_atom": summary["energies_mev_atom"],
+                "lowest_structure_id": summary["lowest_structure_id"],
+            })  # fmt: skip
+        else:
+            row.update({"e_lowest": np.nan, "lowest_tilt": None, "lowest_space_group": None,
+                        "dE_untilted_mev_atom": np.nan, "ground_state_tilted": None, "winning_space_group": None,
+                        "energies_mev_atom": {}, "lowest_structure_id": None})  # fmt: skip
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    lowest = df.dropna(subset=["e_lowest"]).groupby("composition_id")["e_lowest"].transform("min")
+    df["composition_ground_state"] = False
+    df.loc[lowest.index, "composition_ground_state"] = df.loc[lowest.index, "e_lowest"] == lowest
+    comps = composition_table(db, ids=df["composition_id"].unique().tolist())
     df = df.merge(comps, on="composition_id", how="left") if not comps.empty else df
     df.attrs.update(model_sha256=model, settings_hash=shash, tilt_tol_mev=tilt_tol_mev)
-    return df.sort_values("composition_id").reset_index(drop=True)
+    return df.sort_values(["composition_id", "ordering"]).reset_index(drop=True)
+
+
+def ground_state_table(phases: pd.DataFrame) -> pd.DataFrame:
+    """Each composition's overall ground state across its orderings: the row of :func:`phase_table` with the lowest
+    energy per atom (compositions with no ranked variant are left out)."""
+    if phases.empty:
+        return phases.copy()
+    out = phases[phases["composition_ground_state"].astype(bool)].drop_duplicates("composition_id")
+    out.attrs.update(phases.attrs)
+    return out.reset_index(drop=True)
+
+
+def model_accuracy(db: DPScreenSettings | Database | None, model_sha256: str) -> list[str]:
+    """What is measured of a model's accuracy (its card, or the errors its ``models`` document records)."""
+    from dp_screen.mlip.models import accuracy_summary
+
+    doc = _run("reading 'models'", lambda: _collection(db, "models").find_one({"sha256": model_sha256}, {"errors": 1}))
+    return accuracy_summary(model_sha256, (doc or {}).get("errors"))
 
 
 def validation_table(
@@ -273,7 +314,7 @@ def validation_table(
     if method:
         query["method"] = method
     fields = ["validation_id", "relaxation_id", "structure_id", "composition_id", "formula", "X", "start_tilt",
-              "space_group", "method", "n_atoms", "dft_energy_per_atom", "mlip_energy_per_atom", "force_mae",
+              "ordering", "phase_tilt", "space_group", "method", "n_atoms", "dft_energy_per_atom", "mlip_energy_per_atom", "force_mae",
               "force_max_dft", "stress_mae_gpa", "scf_converged", "model_sha256"]  # fmt: skip
     df = load_collection("validations", query, fields, db)
     if df.empty:

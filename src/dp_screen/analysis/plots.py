@@ -107,7 +107,7 @@ def plot_phase_fractions(fractions: pd.DataFrame, by_label: str = "anion X") -> 
 
 
 def plot_parity(parity: pd.DataFrame) -> Figure:
-    """MLIP against DFT phase energies relative to each composition's mean (``trends.parity_table`` output)."""
+    """MLIP against DFT phase energies relative to the untilted variant (``trends.parity_table`` output)."""
     fig = Figure(figsize=(4.8, 4.5), layout="constrained")
     ax = fig.add_subplot()
     for method, g in parity.groupby("method"):
@@ -123,8 +123,8 @@ def plot_parity(parity: pd.DataFrame) -> Figure:
     ax.plot(lims, lims, "k--", lw=0.8)
     ax.set_xlim(lims)
     ax.set_ylim(lims)
-    ax.set_xlabel("DFT: E - mean E of the composition (meV/atom)")
-    ax.set_ylabel("MLIP: E - mean E of the composition (meV/atom)")
+    ax.set_xlabel("DFT: E(tilt) - E(untilted) (meV/atom)")
+    ax.set_ylabel("MLIP: E(tilt) - E(untilted) (meV/atom)")
     ax.set_title("Phase energies, MLIP vs DFT")
     return fig
 

@@ -95,12 +95,17 @@ def write_report(
 
     store = data.describe_store(db)
     say(f"grouping {store['counts']['relaxations']} relaxations by composition")
-    phases = data.phase_table(db, model_sha256, settings_hash, tilt_tol_mev=tilt_tol_mev)  # one pass over relaxations
-    picked = (phases.attrs["model_sha256"], phases.attrs["settings_hash"]) if "model_sha256" in phases.attrs else None
+    by_ordering = data.phase_table(db, model_sha256, settings_hash, tilt_tol_mev=tilt_tol_mev)  # one pass
+    picked = ((by_ordering.attrs["model_sha256"], by_ordering.attrs["settings_hash"])
+              if "model_sha256" in by_ordering.attrs else None)  # fmt: skip
+    phases = data.ground_state_table(by_ordering)  # trends and maps: each composition's ground state
+    accuracy = data.model_accuracy(db, picked[0]) if picked else []
+    report.summary["model_accuracy"] = accuracy
     meta = {
         "database": f"{store['database']} on {store['server']}",
         "documents": ", ".join(f"{k}: {v}" for k, v in store["counts"].items()),
         "model (sha256)": picked[0] if picked else "no relaxations yet",
+        "model accuracy": " / ".join(accuracy) if accuracy else "-",
         "relaxation settings hash": picked[1] if picked else "-",
         "tilt tolerance": f"{tilt_tol_mev} meV/atom (a lowest variant closer than this to the untilted one counts "
                           f"as untilted)",
@@ -124,9 +129,18 @@ def write_report(
 
     # phases
     body.append("<h2>Phases and trends</h2>")
-    if phases.empty:
+    if by_ordering.empty:
         note("phases", "No relaxations in the store yet: run `dp-screen relax` (or `dp-screen run`).")
     else:
+        excluded: dict[str, int] = {}
+        for ex in by_ordering["excluded"]:
+            for why, n in ex.items():
+                excluded[why] = excluded.get(why, 0) + n
+        report.summary["excluded"] = excluded
+        n_none = int(by_ordering.groupby("composition_id")["n_ranked"].sum().eq(0).sum())
+        body.append(f"<p>Ranked: converged relaxations that are still perovskites, each under the phase it ended "
+                    f"in. Kept out of the ranking: {', '.join(f'{n} {w}' for w, n in sorted(excluded.items())) or 'none'}"
+                    f"; {n_none} compositions have no ranked variant.</p>")  # fmt: skip
         tf = trends.tilted_fraction(phases)
         report.summary["tilted_fraction"] = tf
         frac = "-" if tf["fraction"] is None else f"{100 * tf['fraction']:.1f}%"
@@ -149,10 +163,12 @@ def write_report(
         for site, label in (("A2_sp", "A'"), ("B_sp", "B"), ("B2_sp", "B'"), ("X_sp", "X")):
             table(f"trend_by_{site[:-3]}", trends.trend_by(phases, site), f"Trend by {label} (dE in meV/atom)")
         table("trend_by_tolerance", trends.trend_by_tolerance(phases), "Trend by Goldschmidt tolerance factor")
-        export = phases.assign(energies_mev_atom=[json.dumps(e) for e in phases["energies_mev_atom"]])
+        export = by_ordering.assign(energies_mev_atom=[json.dumps(e) for e in by_ordering["energies_mev_atom"]],
+                                    excluded=[json.dumps(e) for e in by_ordering["excluded"]])  # fmt: skip
         export.to_csv(out / "phases.csv", index=False)
         report.tables["phases"] = out / "phases.csv"
-        body.append("<p>Per-composition table: <a href='phases.csv'>phases.csv</a></p>")
+        body.append("<p>Per (composition, ordering) table, with the exclusions: <a href='phases.csv'>phases.csv</a>"
+                    "</p>")  # fmt: skip
 
     # validation
     body.append("<h2>MLIP vs DFT</h2>")
@@ -165,11 +181,12 @@ def write_report(
         stats = trends.parity_stats(vals)
         report.summary["parity"] = stats.to_dict(orient="index")
         if parity.empty:
-            note("parity", "No composition has two validated structures yet: no phase-energy parity.")
+            note("parity", "No composition has a validated untilted and tilted variant yet: no phase-energy parity.")
         else:
-            figure("parity", plots.plot_parity(parity), "MLIP vs DFT phase energies (relative to each composition's "
-                   "mean)")  # fmt: skip
-        table("parity_stats", stats, "Errors per DFT method (energies in meV/atom, forces in eV/A)")
+            figure("parity", plots.plot_parity(parity), "MLIP vs DFT phase energies, relative to the untilted variant "
+                   "of the same composition")  # fmt: skip
+        table("parity_stats", stats, "Errors per DFT method (phase energy differences in meV/atom, forces in eV/A, "
+              "stress in GPa; SCF-unconverged DFT results left out and counted)")
 
     # convergence
     body.append("<h2>Relaxation convergence</h2>")

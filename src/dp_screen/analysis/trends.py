@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from dp_screen.analysis.data import aggregate, choose_set, set_match
+from dp_screen.analysis.data import UNTILTED, aggregate, choose_set, set_match
 from dp_screen.errors import InputError
 
 if TYPE_CHECKING:
@@ -95,19 +95,48 @@ def phase_fractions(phases: pd.DataFrame, by: str = "X_sp") -> pd.DataFrame:
     return pd.crosstab(df[by], df["winning_space_group"].astype(int), normalize="index")
 
 
-def parity_table(validations: pd.DataFrame) -> pd.DataFrame:
-    """Per validated structure: DFT and MLIP phase energies relative to the mean of the same composition's validated
-    structures (meV/atom; offsets between the two energy scales cancel), for compositions with two or more."""
-    cols = ["composition_id", "method", "dft_energy_per_atom", "mlip_energy_per_atom"]
+def _ordering_of(df: pd.DataFrame) -> pd.Series:
+    """The ordering of each validation row: its ``ordering`` column, else read off the structure id
+    (``composition:ordering:tilt:method``)."""
+    if "ordering" in df and df["ordering"].notna().all():
+        return df["ordering"]
+    return df["structure_id"].astype(str).str.split(":").str[1]
+
+
+def usable_validations(validations: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Validations with both energies whose DFT SCF converged, and how many were left out for an unconverged SCF
+    (``scf_converged`` False; None, i.e. not recorded, counts as converged)."""
     if validations.empty:
-        return pd.DataFrame(columns=cols + ["dft_rel_mev", "mlip_rel_mev", "n_in_composition"])
-    _check_columns(validations, cols)
-    df = validations.dropna(subset=["dft_energy_per_atom", "mlip_energy_per_atom"]).copy()
-    groups = df.groupby(["method", "composition_id"])
-    df["n_in_composition"] = groups["dft_energy_per_atom"].transform("size")
-    df["dft_rel_mev"] = 1e3 * (df["dft_energy_per_atom"] - groups["dft_energy_per_atom"].transform("mean"))
-    df["mlip_rel_mev"] = 1e3 * (df["mlip_energy_per_atom"] - groups["mlip_energy_per_atom"].transform("mean"))
-    return df[df["n_in_composition"] >= 2].reset_index(drop=True)
+        return validations, 0
+    df = validations.dropna(subset=["dft_energy_per_atom", "mlip_energy_per_atom"])
+    bad = df["scf_converged"].eq(False) if "scf_converged" in df else pd.Series(False, index=df.index)
+    return df[~bad].copy(), int(bad.sum())
+
+
+def parity_table(validations: pd.DataFrame) -> pd.DataFrame:
+    """Phase energy differences relative to the untilted variant of the same composition and ordering, DFT next
+    to MLIP (meV/atom): ``dft_rel_mev`` = E_DFT(variant) - E_DFT(untilted), ``mlip_rel_mev`` likewise, for every
+    tilted variant of a (method, composition, ordering) whose untilted variant was validated too. These are the
+    quantities a phase ranking rests on (offsets between the two energy scales cancel). Results whose SCF did not
+    converge are left out first (:func:`usable_validations`)."""
+    cols = ["composition_id", "method", "dft_energy_per_atom", "mlip_energy_per_atom"]
+    out_cols = cols + ["ordering", "start_tilt", "dft_rel_mev", "mlip_rel_mev", "error_mev"]
+    if validations.empty:
+        return pd.DataFrame(columns=out_cols)
+    _check_columns(validations, cols + ["start_tilt", "structure_id"])
+    df, _ = usable_validations(validations)
+    if df.empty:
+        return pd.DataFrame(columns=out_cols)
+    df["ordering"] = _ordering_of(df).to_numpy()
+    tilt = df["phase_tilt"].fillna(df["start_tilt"]) if "phase_tilt" in df else df["start_tilt"]
+    untilted = df[tilt == UNTILTED].groupby(["method", "composition_id", "ordering"])[
+        ["dft_energy_per_atom", "mlip_energy_per_atom"]].min()  # fmt: skip
+    untilted.columns = ["dft_ref", "mlip_ref"]
+    rel = df[tilt != UNTILTED].join(untilted, on=["method", "composition_id", "ordering"], how="inner")
+    rel["dft_rel_mev"] = 1e3 * (rel["dft_energy_per_atom"] - rel["dft_ref"])
+    rel["mlip_rel_mev"] = 1e3 * (rel["mlip_energy_per_atom"] - rel["mlip_ref"])
+    rel["error_mev"] = rel["mlip_rel_mev"] - rel["dft_rel_mev"]
+    return rel.drop(columns=["dft_ref", "mlip_ref"]).reset_index(drop=True)
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -118,35 +147,48 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a, b).statistic)
 
 
-def parity_stats(validations: pd.DataFrame) -> pd.DataFrame:
-    """Per DFT method: MAE and RMSE of relative phase energies (meV/atom), mean Spearman rank correlation of the
-    phase energies per composition, how often the MLIP picks the same lowest phase, and force / stress errors."""
-    columns = ["n_structures", "n_compositions", "energy_mae_mev", "energy_rmse_mev", "rank_correlation",
-               "ground_state_agreement", "force_mae", "stress_mae_gpa"]  # fmt: skip
+def parity_stats(validations: pd.DataFrame, absolute_methods: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Per DFT method: MAE and RMSE of phase energy differences relative to the untilted variant
+    (:func:`parity_table`; meV/atom), how often the MLIP picks the same lowest phase (the untilted one included),
+    the mean Spearman rank correlation of a composition's phase energies, force and stress MAE, and how many DFT
+    results were left out for an unconverged SCF. ``absolute_methods``: methods whose energies share their
+    reference with the MLIP's (a model trained on that method's labels); for them the absolute energy MAE is given
+    too (NaN for the others: absolute energies of different codes differ by element references)."""
+    columns = ["n_structures", "n_scf_unconverged", "n_compositions", "n_differences", "energy_mae_mev",
+               "energy_rmse_mev", "rank_correlation", "ground_state_agreement", "abs_energy_mae_mev", "force_mae",
+               "stress_mae_gpa"]  # fmt: skip
     if validations.empty:
         return pd.DataFrame(columns=columns)
     rel = parity_table(validations)
     out = {}
-    for method, vals in validations.groupby("method"):
+    for method, all_vals in validations.groupby("method"):
+        vals, n_bad = usable_validations(all_vals)
         r = rel[rel["method"] == method]
-        err = (r["mlip_rel_mev"] - r["dft_rel_mev"]).to_numpy()
+        err = r["error_mev"].to_numpy(dtype=float)
         rhos, agree = [], []
-        for _, g in r.groupby("composition_id"):
-            rhos.append(_spearman(g["dft_rel_mev"].to_numpy(), g["mlip_rel_mev"].to_numpy()))
-            agree.append(g["dft_rel_mev"].idxmin() == g["mlip_rel_mev"].idxmin())
+        for _, g in r.groupby(["composition_id", "ordering"]):
+            dft = np.append(g["dft_rel_mev"].to_numpy(dtype=float), 0.0)  # the untilted variant at 0
+            mlip = np.append(g["mlip_rel_mev"].to_numpy(dtype=float), 0.0)
+            rhos.append(_spearman(dft, mlip))
+            agree.append(int(np.argmin(dft)) == int(np.argmin(mlip)))
         rhos_ok = [x for x in rhos if np.isfinite(x)]
+        absolute = np.nan
+        if method in absolute_methods and len(vals):
+            absolute = float(1e3 * np.abs(vals["mlip_energy_per_atom"] - vals["dft_energy_per_atom"]).mean())
         out[method] = {
-            "n_structures": len(vals), "n_compositions": int(r["composition_id"].nunique()),
+            "n_structures": len(vals), "n_scf_unconverged": n_bad,
+            "n_compositions": int(r["composition_id"].nunique()), "n_differences": len(err),
             "energy_mae_mev": float(np.abs(err).mean()) if len(err) else np.nan,
             "energy_rmse_mev": float(np.sqrt((err**2).mean())) if len(err) else np.nan,
             "rank_correlation": float(np.mean(rhos_ok)) if rhos_ok else np.nan,
             "ground_state_agreement": float(np.mean(agree)) if agree else np.nan,
+            "abs_energy_mae_mev": absolute,
             "force_mae": float(vals["force_mae"].dropna().mean()) if "force_mae" in vals else np.nan,
             "stress_mae_gpa": float(vals["stress_mae_gpa"].dropna().mean()) if "stress_mae_gpa" in vals else np.nan,
         }  # fmt: skip
     df = pd.DataFrame.from_dict(out, orient="index", columns=columns)
     df.index.name = "method"
-    return df.astype({"n_structures": int, "n_compositions": int})
+    return df.astype({"n_structures": int, "n_compositions": int, "n_scf_unconverged": int, "n_differences": int})
 
 
 def convergence_stats(

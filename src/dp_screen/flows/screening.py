@@ -90,31 +90,47 @@ def relax_chunks(
     return Response(replace=Flow(jobs, output=[j.output for j in jobs], name="relax chunks"))
 
 
+def _model_accuracy(db, model_sha256: str) -> list[str]:
+    from dp_screen.mlip.models import accuracy_summary
+
+    with open_store("models", db) as store:
+        doc = store.query_one({"sha256": model_sha256}, properties=["errors"])
+    return accuracy_summary(model_sha256, (doc or {}).get("errors"))
+
+
 @job
 def summarize_campaign(selection: dict, relaxed: list, validation: dict | None, db_settings: dict | None = None) -> dict:
     """Phase counts and the lowest-energy phases of the campaign's compositions (small output)."""
     db = _db(db_settings)
     ids = selection["composition_ids"]
+    from dp_screen.jobs.relax import summary_key
+
     model = relaxed[0]["model"]["model_sha256"][:12] if relaxed else None
+    key = summary_key(relaxed[0]["model"]["model_sha256"], relaxed[0]["settings_hash"]) if relaxed else None
     rows = []
     with open_store("compositions", db) as store:
         for d in store._collection.find({"composition_id": {"$in": ids}},
                                         {"composition_id": 1, "formula": 1, "X": 1, "tau_perovskite": 1,
-                                         f"phases.{model}": 1, "_id": 0}):  # fmt: skip
-            phase = (d.get("phases") or {}).get(model) or {}
+                                         f"phases.{key}": 1, "_id": 0}):  # fmt: skip
+            phase = (d.get("phases") or {}).get(key) or {}
             rows.append({"composition_id": d["composition_id"], "formula": d["formula"], "X": d["X"],
                          "tau_perovskite": d["tau_perovskite"], "lowest": phase.get("lowest"),
                          "dE_untilted_mev_atom": phase.get("dE_untilted_mev_atom"),
                          "ground_state_tilted": phase.get("ground_state_tilted"),
-                         "all_converged": phase.get("all_converged")})  # fmt: skip
+                         "ordering": (phase.get("ground_state") or {}).get("ordering"),
+                         "excluded": phase.get("excluded") or {}, "n_variants": phase.get("n_variants", 0)})  # fmt: skip
     by_phase: dict[str, int] = {}
     for r in rows:
         by_phase[str(r["lowest"])] = by_phase.get(str(r["lowest"]), 0) + 1
     des = [r["dE_untilted_mev_atom"] for r in rows if r["dE_untilted_mev_atom"] is not None]
     return {
         "campaign": selection["campaign"], "compositions": len(ids), "model_sha256_12": model,
+        "model_accuracy": _model_accuracy(db, relaxed[0]["model"]["model_sha256"]) if relaxed else [],
         "relaxations": sum(r["relaxed"] for r in relaxed), "converged": sum(r["converged"] for r in relaxed),
         "failed": sum(r["failed"] for r in relaxed), "lowest_phase_counts": by_phase,
+        "excluded": {why: sum(r["excluded"].get(why, 0) for r in rows)
+                     for why in sorted({w for r in rows for w in r["excluded"]})},
+        "settings_hash": relaxed[0]["settings_hash"] if relaxed else None,
         # dE above the tolerance of compare_phases, among compositions with an untilted variant to compare
         "tilted_ground_state_fraction": (sum(1 for r in known if r["ground_state_tilted"]) / len(known))
         if (known := [r for r in rows if r["ground_state_tilted"] is not None]) else None,

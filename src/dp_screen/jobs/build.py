@@ -73,12 +73,17 @@ class BuildSettings(MSONable):
         return [t for t in self.tilts if t in SPACE_GROUPS[ordering]]
 
     def settings_dict(self) -> dict:
-        """Settings for provenance and the settings hash."""
-        out = {"tilts": self.tilts, "methods": sorted(self.methods), "ordering": self.ordering,
-               "bv_table_sha256": bond_valence_table().sha256, "bv_set": self.bv_set}  # fmt: skip
+        """Settings that change a built structure (for provenance and the settings hash). Which tilts, methods and
+        ordering are built only selects work (each is part of the structure id), so it is left out: building a
+        subset of tilts later finds the structures already built."""
+        out = {"bv_table_sha256": bond_valence_table().sha256, "bv_set": self.bv_set}
         if self.move_a:  # only when set, so the hash of the default settings (and stored builds) stays the same
             out["move_a"] = True
         return out
+
+    def selection_dict(self) -> dict:
+        """What was selected (recorded in provenance, not hashed)."""
+        return {"tilts": self.tilts, "methods": sorted(self.methods), "ordering": self.ordering}
 
 
 def build_structures_to_store(
@@ -99,7 +104,7 @@ def build_structures_to_store(
     t0 = time.perf_counter()
     config = settings.settings_dict()
     config_hash = settings_hash(config)
-    provenance = Provenance(bv_table_sha256=config["bv_table_sha256"], settings=config)
+    provenance = Provenance(bv_table_sha256=config["bv_table_sha256"], settings={**config, **settings.selection_dict()})
     with open_store("compositions", db_settings) as comps:
         cursor = comps._collection.find(query or {}, {f: 1 for f in COMPOSITION_FIELDS} | {"_id": 0})
         cursor = cursor.sort("composition_id", 1)

@@ -19,6 +19,7 @@ from dp_screen.schemas.relaxation import ModelDoc, RelaxationDoc
 from dp_screen.schemas.structure import settings_hash
 from dp_screen.settings import DPScreenSettings
 from dp_screen.stores import open_store, upsert_documents
+from dp_screen.structures.perovskite_check import check_perovskite
 from dp_screen.structures.phases import compare_phases, identify_phase
 
 if TYPE_CHECKING:
@@ -44,14 +45,16 @@ def relax_store(
     Resumable: relaxations are keyed by structure, model hash and settings; a re-run skips those already stored,
     unless the starting structure has been rebuilt since with other build settings (then it is relaxed again and
     the stale relaxation replaced).
-    After relaxing, each touched composition gets its phase summary (lowest variant, dE untilted - lowest) under
-    ``phases.<model sha[:12]>`` in the compositions collection.
+    After relaxing, each touched composition gets its phase summary (see :func:`phase_summary`) under
+    ``phases.<model sha[:12]>_<relaxation settings hash>`` in the compositions collection. The settings hash covers
+    every setting that changes a result (the relaxation settings and the model's dtype), so runs with other
+    settings are kept side by side.
     """
     t0 = time.perf_counter()
     settings = relax_settings or RelaxSettings()
     model = load_model(model_name, device=device, dtype=dtype)
     prov = model.provenance()
-    config = settings.settings_dict()
+    config = relaxation_config(settings, model.dtype)
     config_hash = settings_hash(config)
     with open_store("structures", db_settings) as structures:
         cursor = structures._collection.find(
@@ -72,7 +75,7 @@ def relax_store(
             }
             todo = [m for m in todo_meta if not _relaxed_from(done, m)]
             counts = {"structures": len(todo_meta), "skipped": len(todo_meta) - len(todo), "relaxed": 0,
-                      "converged": 0, "failed": 0}  # fmt: skip
+                      "converged": 0, "failed": 0, "not_perovskite": 0, "left_start_tilt": 0}  # fmt: skip
             if on_total:
                 on_total(len(todo_meta))
             if progress and counts["skipped"]:
@@ -88,10 +91,13 @@ def relax_store(
                 out = []
                 for doc, res in zip(docs, results, strict=True):
                     phase = None if res.failed else identify_phase(res.structure, doc["ordering"], doc["tilt"])
-                    out.append(RelaxationDoc.from_result(doc, res, phase, prov, config, config_hash).model_dump())
+                    check = None if res.failed else check_perovskite(res.structure)
+                    out.append(RelaxationDoc.from_result(doc, res, phase, prov, config, config_hash, check).model_dump())
                     counts["relaxed"] += 1
                     counts["converged"] += res.converged
                     counts["failed"] += res.failed
+                    counts["not_perovskite"] += check is not None and not check.ok
+                    counts["left_start_tilt"] += phase is not None and not phase.stayed_in_start_tilt
                     touched.add(doc["composition_id"])
                 upsert_documents(relax_store_, out)
             counts["phase_summaries"] = summarize_phases(relax_store_, db_settings, touched, model.sha256, config_hash)
@@ -111,26 +117,70 @@ def _relaxed_from(done: dict[str, str | None], structure: dict) -> bool:
     return made_from == structure["settings_hash"]
 
 
+def relaxation_config(settings: RelaxSettings, dtype: str) -> dict:
+    """Everything that changes a relaxation's result, for its settings hash: the relaxation settings and the dtype
+    the model is evaluated in (a float32 run does not count float64 results as done)."""
+    return {**settings.settings_dict(), "dtype": dtype}
+
+
+def summary_key(model_sha256: str, config_hash: str) -> str:
+    """Field of a composition's phase summary for one model and relaxation settings: ``<sha[:12]>_<hash>``."""
+    return f"{model_sha256[:12]}_{config_hash}"
+
+
+def phase_summary(variants: list[dict]) -> dict:
+    """Phase summary of one composition from its relaxation documents (one model and settings).
+
+    Only ranked variants (converged, not failed, still a perovskite: field ``excluded`` None) enter, each under the
+    phase it ended in (``phase_tilt``). Per ordering: :func:`compare_phases` (lowest phase, dE untilted - lowest);
+    ``ground_state``: the lowest (ordering, phase) over all orderings with that ordering's dE; ``excluded``: how
+    many variants were kept out and why.
+    """
+    excluded: dict[str, int] = {}
+    by_ordering: dict[str, list[dict]] = defaultdict(list)
+    for d in variants:
+        why = d.get("excluded")
+        if why:
+            excluded[why] = excluded.get(why, 0) + 1
+            continue
+        by_ordering[d["ordering"]].append({"tilt": d.get("phase_tilt") or d["start_tilt"],
+                                           "energy_per_atom": d["energy_per_atom"],
+                                           "structure_id": d["structure_id"]})  # fmt: skip
+    orderings = {o: {**compare_phases(v), "n_ranked": len(v)} for o, v in sorted(by_ordering.items())}
+    ground = None
+    for o, v in by_ordering.items():
+        best = min(v, key=lambda x: x["energy_per_atom"])
+        if ground is None or best["energy_per_atom"] < ground["energy_per_atom"]:
+            ground = {"ordering": o, "energy_per_atom": best["energy_per_atom"]}
+    if ground is not None:
+        summ = orderings[ground["ordering"]]
+        ground.update(phase=summ["lowest"], structure_id=summ["lowest_structure_id"],
+                      dE_untilted_mev_atom=summ["dE_untilted_mev_atom"], ground_state_tilted=summ["ground_state_tilted"])
+    return {
+        "ground_state": ground, "orderings": orderings, "excluded": excluded, "n_variants": len(variants),
+        "n_ranked": sum(len(v) for v in by_ordering.values()),
+        # the fields of the ground state's ordering at the top level, as read by the campaign summary
+        "lowest": ground["phase"] if ground else None,
+        "dE_untilted_mev_atom": ground["dE_untilted_mev_atom"] if ground else None,
+        "ground_state_tilted": ground["ground_state_tilted"] if ground else None,
+    }  # fmt: skip
+
+
 def summarize_phases(relaxations, db_settings, composition_ids, model_sha256: str, config_hash: str) -> int:
     """Write each composition's phase summary (from its stored relaxations) into the compositions collection."""
     by_comp: dict[str, list[dict]] = defaultdict(list)
-    fields = {"composition_id": 1, "start_tilt": 1, "energy_per_atom": 1, "structure_id": 1, "converged": 1,
-              "failed": 1, "phase.space_group": 1, "_id": 0}  # fmt: skip
+    fields = {"composition_id": 1, "ordering": 1, "start_tilt": 1, "phase_tilt": 1, "energy_per_atom": 1,
+              "structure_id": 1, "excluded": 1, "_id": 0}  # fmt: skip
     for d in relaxations._collection.find(
         {"composition_id": {"$in": sorted(composition_ids)}, "model_sha256": model_sha256,
          "settings_hash": config_hash}, fields,
     ):  # fmt: skip
-        if not d["failed"]:
-            by_comp[d["composition_id"]].append({"tilt": d["start_tilt"], "energy_per_atom": d["energy_per_atom"],
-                                                 "structure_id": d["structure_id"], "converged": d["converged"]})
+        by_comp[d["composition_id"]].append(d)
     from pymongo import UpdateOne
 
-    ops = []
-    for cid, variants in by_comp.items():
-        summary = compare_phases(variants)
-        summary["n_variants"] = len(variants)
-        summary["all_converged"] = all(v["converged"] for v in variants)
-        ops.append(UpdateOne({"composition_id": cid}, {"$set": {f"phases.{model_sha256[:12]}": summary}}))
+    key = summary_key(model_sha256, config_hash)
+    ops = [UpdateOne({"composition_id": cid}, {"$set": {f"phases.{key}": phase_summary(v)}})
+           for cid, v in by_comp.items()]  # fmt: skip
     if ops:
         with open_store("compositions", db_settings) as comps:
             comps._collection.bulk_write(ops, ordered=False)

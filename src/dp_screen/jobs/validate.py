@@ -113,6 +113,7 @@ def validation_doc(relaxation: dict, dft: dict, structure: Structure) -> dict:
         "composition_id": relaxation["composition_id"], "formula": relaxation["formula"],
         "X": relaxation["composition_id"].rsplit("_", 1)[-1].rstrip("+-0123456789"),
         "start_tilt": relaxation["start_tilt"], "space_group": (relaxation.get("phase") or {}).get("space_group"),
+        "ordering": relaxation.get("ordering"), "phase_tilt": relaxation.get("phase_tilt"),
         "method": dft["method"], "n_atoms": n,
         "dft_energy": dft["energy"], "dft_energy_per_atom": dft["energy"] / n, "dft_forces": f_dft.tolist(),
         "dft_stress_gpa": None if s_dft is None else s_dft.tolist(), "scf_converged": dft.get("scf_converged"),

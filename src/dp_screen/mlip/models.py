@@ -136,3 +136,42 @@ def load_model(name_or_path: str | Path | None = None, device: str | None = None
     for p in model.parameters():
         p.requires_grad_(False)
     return LoadedModel(model=model, name=name, path=source, sha256=sha, dtype=dtype, device=device)
+
+
+def packaged_model_card() -> dict:
+    """The packaged default model's card (``data/models/dp_screen_default.json``: how it was made, its errors)."""
+    import json
+
+    return json.loads(default_model_path().with_suffix(".json").read_text())
+
+
+def accuracy_summary(model_sha256: str, errors: dict | None = None) -> list[str]:
+    """What is measured about a model's accuracy, as lines to print next to a phase table.
+
+    The packaged model: its card (errors against its teacher on held-out cells, against DFT and against
+    experimentally known phases where measured). Another model: ``errors`` (e.g. the ``errors`` of its
+    ``models`` document from fine-tuning), else a line saying that nothing is measured.
+    """
+    card = packaged_model_card()
+    if model_sha256 == card.get("sha256"):
+        lines = []
+        test = card.get("errors_vs_teacher", {}).get("test")
+        if test:
+            lines.append(
+                f"packaged demonstration model, vs its teacher {card.get('teacher')} on {test['n']} held-out cells: "
+                f"energy MAE {test['energy_mae_mev_atom']:.0f} meV/atom, forces MAE {test['forces_mae_mev_a']:.0f} "
+                f"meV/A, stress MAE {test['stress_mae_gpa']:.2f} GPa"
+            )
+        for key in ("phases_vs_teacher", "errors_vs_dft", "known_phases"):
+            if card.get(key, {}).get("summary"):
+                lines.append(f"{card[key]['summary']} ({card[key].get('made_by', 'see the card')})")
+        lines.append("energies this far from the teacher do not resolve phase differences of a few meV/atom: "
+                     "rank phases with a fine-tuned model (dp-screen finetune)")
+        return lines
+    if errors:
+        parts = [f"{split}: energy MAE {e.get('energy_mae_mev_atom', float('nan')):.1f} meV/atom, forces MAE "
+                 f"{e.get('forces_mae_mev_a', float('nan')):.0f} meV/A (n = {e.get('n')})"
+                 for split, e in errors.items() if isinstance(e, dict)]  # fmt: skip
+        return [f"model {model_sha256[:12]}, errors from its training: " + "; ".join(parts)]
+    return [f"model {model_sha256[:12]}: no accuracy on record (no card, not fine-tuned here); measure it with "
+            "benchmarks/bench_validation.py or benchmarks/bench_known_phases.py before trusting the ranking"]

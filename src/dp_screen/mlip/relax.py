@@ -1,11 +1,17 @@
 """Relaxation and single points with a MACE model: batched on TorchSim, and one at a time through ASE.
 
 The batched engine runs FIRE with a Frechet cell filter on many structures at once (TorchSim's in-flight batching:
-converged or failed structures leave the batch and waiting ones take their place). Convergence is checked here, per
-structure: max atomic force and max cell force below ``fmax``. A structure that blows up (non-finite energy or
-forces, volume change beyond a bound, atoms closer than a bound) leaves the batch flagged as failed with its reason;
-the others go on. The ASE path (FIRE(FrechetCellFilter(atoms)), what atomate2's ForceFieldRelaxMaker does) relaxes
-one structure at a time, for comparison and debugging.
+converged or failed structures leave the batch and waiting ones take their place). By default each structure keeps
+the space group it starts in (TorchSim's ``FixSymmetry`` constraint: forces and stress symmetrised with the
+structure's own operations, found by moyopy), so the energy of a tilted variant is the energy of that tilt system's
+phase; ``fix_symmetry=False`` relaxes freely. Symmetry can still rise (a tilt that relaxes to zero gives the
+untilted cell); the phase identification records where each structure ended.
+
+Convergence is checked here, per structure, in the units users set: max atomic force below ``fmax`` (eV/A) and,
+with the cell relaxed, max |stress component| below ``max_stress_gpa`` (GPa). A structure that blows up
+(non-finite energy or forces, volume change beyond a bound, atoms closer than a bound) leaves the batch flagged as
+failed with its reason; the others go on. The ASE path (FIRE(FrechetCellFilter(atoms)), what atomate2's
+ForceFieldRelaxMaker does, with ASE's FixSymmetry) relaxes one structure at a time, for comparison and debugging.
 """
 
 from __future__ import annotations
@@ -35,7 +41,15 @@ class RelaxSettings(MSONable):
     Parameters
     ----------
     fmax
-        Convergence: max atomic force and max cell force (eV/A).
+        Convergence: max atomic force (eV/A).
+    max_stress_gpa
+        Convergence of the cell: max |stress component| (GPa). The default, 0.2 GPa, leaves a residual strain
+        energy sigma^2 V / (2 B) below 0.2 meV/atom even for a soft iodide (B = 20 GPa, 30 A^3/atom), so it resolves
+        1 meV/atom phase differences; it is what FIRE reaches in the same steps as ``fmax`` = 0.05 eV/A.
+    fix_symmetry
+        Hold each structure's starting space group (default); False: relax freely.
+    symprec
+        Tolerance (A) for finding the symmetry to hold.
     max_steps
         Steps after which a structure is returned unconverged.
     check_every
@@ -51,6 +65,9 @@ class RelaxSettings(MSONable):
     """
 
     fmax: float = 0.05
+    max_stress_gpa: float = 0.2
+    fix_symmetry: bool = True
+    symprec: float = 1e-2
     max_steps: int = 500
     check_every: int = 5
     max_volume_change: float = 0.5
@@ -61,14 +78,24 @@ class RelaxSettings(MSONable):
     def __post_init__(self) -> None:
         if self.fmax <= 0:
             raise InputError(f"fmax {self.fmax} must be > 0 eV/A")
+        if self.max_stress_gpa <= 0:
+            raise InputError(f"max_stress_gpa {self.max_stress_gpa} must be > 0 GPa")
+        if self.symprec <= 0:
+            raise InputError(f"symprec {self.symprec} must be > 0 A")
         if self.max_steps < 1 or self.check_every < 1:
             raise InputError(f"max_steps {self.max_steps} and check_every {self.check_every} must be >= 1")
 
     def settings_dict(self) -> dict:
         """Settings that change results (for the settings hash)."""
-        return {"fmax": self.fmax, "max_steps": self.max_steps, "max_volume_change": self.max_volume_change,
+        return {"fmax": self.fmax, "max_stress_gpa": self.max_stress_gpa if self.relax_cell else None,
+                "fix_symmetry": self.fix_symmetry, "symprec": self.symprec if self.fix_symmetry else None,
+                "max_steps": self.max_steps, "max_volume_change": self.max_volume_change,
                 "min_distance": self.min_distance, "relax_cell": self.relax_cell, "optimizer": "FIRE",
                 "cell_filter": "frechet" if self.relax_cell else None}  # fmt: skip
+
+    def is_converged(self, max_force: float, max_stress_gpa: float) -> bool:
+        """Both criteria met (the stress one only when the cell is relaxed)."""
+        return max_force < self.fmax and (not self.relax_cell or max_stress_gpa < self.max_stress_gpa)
 
 
 @dataclass
@@ -79,7 +106,7 @@ class RelaxResult:
     energy: float
     energy_per_atom: float
     max_force: float
-    max_cell_force: float
+    max_stress_gpa: float
     stress_gpa: list[list[float]]
     n_steps: int
     converged: bool
@@ -93,7 +120,7 @@ class RelaxResult:
         """JSON-friendly summary (no structure)."""
         return {
             "energy": self.energy, "energy_per_atom": self.energy_per_atom, "max_force": self.max_force,
-            "max_cell_force": self.max_cell_force, "stress_gpa": self.stress_gpa, "n_steps": self.n_steps,
+            "max_stress_gpa": self.max_stress_gpa, "stress_gpa": self.stress_gpa, "n_steps": self.n_steps,
             "converged": self.converged, "failed": self.failed, "reason": self.reason,
             "wall_time_s": round(self.wall_time_s, 4), "volume": self.structure.volume,
             "volume_change": self.structure.volume / self.initial_volume - 1 if self.initial_volume else None,
@@ -112,7 +139,7 @@ def uncovered_elements(structure: Structure, model: LoadedModel) -> list[str]:
 
 def _uncovered_result(structure: Structure, missing: list[str]) -> RelaxResult:
     nan = float("nan")
-    return RelaxResult(structure=structure, energy=nan, energy_per_atom=nan, max_force=nan, max_cell_force=nan,
+    return RelaxResult(structure=structure, energy=nan, energy_per_atom=nan, max_force=nan, max_stress_gpa=nan,
                        stress_gpa=[[nan] * 3] * 3, n_steps=0, converged=False, failed=True,
                        reason=f"the model does not cover element(s) {', '.join(missing)}",
                        initial_volume=structure.volume)  # fmt: skip
@@ -178,6 +205,8 @@ def relax_structures(
     ts_model = _torchsim_model(model)
     v0 = np.array([s.volume for s in structures])
     state = ts.initialize_state(list(structures), ts_model.device, ts_model.dtype)
+    if settings.fix_symmetry:
+        state.constraints = [symmetry_constraint(state, settings.symprec)]
     init_fn, step_fn = ts.OPTIM_REGISTRY[ts.Optimizer.fire]
     init_kwargs = {"cell_filter": ts.CellFilter.frechet} if settings.relax_cell else {}
     max_scaler = settings.max_atoms_per_batch or (None if model.device.startswith("cuda") else 2000)
@@ -198,10 +227,7 @@ def relax_structures(
         # check every structure of the batch before stepping it: converged, out of steps, or blown up
         idx = list(batcher.current_idx)
         owner = batch.system_idx.detach().cpu().numpy()
-        ok = ts.system_wise_max_force(batch) < settings.fmax
-        if settings.relax_cell:
-            ok &= batch.cell_forces.norm(dim=2).max(dim=1).values < settings.fmax
-        flags = ok.detach().cpu().numpy().copy()
+        flags = _converged_flags(batch, settings).detach().cpu().numpy().copy()
         energies = batch.energy.detach().cpu().numpy()
         forces = batch.forces.detach().cpu().numpy()
         positions = batch.positions.detach().cpu().numpy()
@@ -235,16 +261,35 @@ def relax_structures(
         forces = st.forces.detach().cpu().numpy()
         energy = float(st.energy.detach().cpu().numpy().reshape(-1)[0])
         max_force = float(np.linalg.norm(forces, axis=1).max()) if np.isfinite(forces).all() else float("nan")
-        cell_force = float(st.cell_forces.norm(dim=2).max()) if settings.relax_cell else 0.0
         stress = st.stress.detach().cpu().numpy().reshape(3, 3) * EV_A3_TO_GPA if st.stress is not None else np.zeros((3, 3))
+        max_stress = float(np.abs(stress).max())
         failed = og in reasons
-        converged = (not failed) and max_force < settings.fmax and cell_force < settings.fmax
         results.append(RelaxResult(
             structure=structure, energy=energy, energy_per_atom=energy / len(structure), max_force=max_force,
-            max_cell_force=cell_force, stress_gpa=stress.tolist(), n_steps=int(steps[og]), converged=converged,
-            failed=failed, reason=reasons.get(og), wall_time_s=float(wall[og]), initial_volume=float(v0[og]),
+            max_stress_gpa=max_stress, stress_gpa=stress.tolist(), n_steps=int(steps[og]),
+            converged=(not failed) and settings.is_converged(max_force, max_stress), failed=failed,
+            reason=reasons.get(og), wall_time_s=float(wall[og]), initial_volume=float(v0[og]),
         ))  # fmt: skip
     return results
+
+
+def symmetry_constraint(state, symprec: float):
+    """TorchSim's FixSymmetry for every system of a state (each with its own operations, found by moyopy); the
+    positions and cells are first refined to the exact symmetry found, as ASE's FixSymmetry does."""
+    from torch_sim.constraints import FixSymmetry
+
+    return FixSymmetry.from_state(state, symprec=symprec)
+
+
+def _converged_flags(batch, settings: RelaxSettings):
+    """Per system of a batch: max force below fmax and (cell relaxed) max |stress| below max_stress_gpa."""
+    import torch_sim as ts
+
+    ok = ts.system_wise_max_force(batch) < settings.fmax
+    if settings.relax_cell:
+        stress = batch.stress.reshape(-1, 3, 3) * EV_A3_TO_GPA
+        ok &= stress.abs().amax(dim=(1, 2)) < settings.max_stress_gpa
+    return ok
 
 
 def _with_species(relaxed: Structure, original: Structure) -> Structure:
@@ -280,7 +325,8 @@ def _ase_calculator(model: LoadedModel):
 
 
 def relax_structures_ase(structures: list[Structure], model: LoadedModel, settings: RelaxSettings | None = None) -> list[RelaxResult]:
-    """One structure at a time: ASE FIRE on FrechetCellFilter(atoms) with the MACE calculator."""
+    """One structure at a time: ASE FIRE on FrechetCellFilter(atoms) with the MACE calculator (and ASE's FixSymmetry
+    unless ``settings.fix_symmetry`` is False)."""
     from ase.filters import FrechetCellFilter
     from ase.optimize import FIRE
     from pymatgen.io.ase import AseAtomsAdaptor
@@ -295,26 +341,34 @@ def relax_structures_ase(structures: list[Structure], model: LoadedModel, settin
             continue
         t0 = time.perf_counter()
         atoms = AseAtomsAdaptor.get_atoms(structure)
+        if settings.fix_symmetry:
+            from ase.constraints import FixSymmetry
+
+            atoms.set_constraint(FixSymmetry(atoms, symprec=settings.symprec))
         atoms.calc = calc
         target = FrechetCellFilter(atoms) if settings.relax_cell else atoms
         opt = FIRE(target, logfile=None)
         reason = None
         try:
-            opt.run(fmax=settings.fmax, steps=settings.max_steps)
+            for _ in opt.irun(fmax=0.0, steps=settings.max_steps):  # our own criteria, in eV/A and GPa
+                f_now = float(np.linalg.norm(atoms.get_forces(), axis=1).max())
+                s_now = float(np.abs(atoms.get_stress(voigt=False)).max()) * EV_A3_TO_GPA
+                if settings.is_converged(f_now, s_now):
+                    break
         except Exception as exc:  # noqa: BLE001 - a blown-up structure can raise anything inside ASE
             reason = f"{type(exc).__name__}: {exc}"
         energy = float(atoms.get_potential_energy())
         forces = atoms.get_forces()
         max_force = float(np.linalg.norm(forces, axis=1).max())
-        cell_force = float(np.linalg.norm(target.get_forces()[len(atoms):], axis=1).max()) if settings.relax_cell else 0.0
+        stress = atoms.get_stress(voigt=False) * EV_A3_TO_GPA
+        max_stress = float(np.abs(stress).max())
         reason = reason or _blow_up(energy, forces, atoms.positions, np.array(atoms.cell), structure.volume, settings)
+        atoms.set_constraint()
         relaxed = AseAtomsAdaptor.get_structure(atoms)
         results.append(RelaxResult(
             structure=_with_species(relaxed, structure), energy=energy, energy_per_atom=energy / len(atoms),
-            max_force=max_force, max_cell_force=cell_force,
-            stress_gpa=(atoms.get_stress(voigt=False) * EV_A3_TO_GPA).tolist(), n_steps=int(opt.nsteps),
-            converged=reason is None and max_force < settings.fmax and cell_force < settings.fmax,
-            failed=reason is not None, reason=reason, wall_time_s=time.perf_counter() - t0,
-            initial_volume=structure.volume,
+            max_force=max_force, max_stress_gpa=max_stress, stress_gpa=stress.tolist(), n_steps=int(opt.nsteps),
+            converged=reason is None and settings.is_converged(max_force, max_stress), failed=reason is not None,
+            reason=reason, wall_time_s=time.perf_counter() - t0, initial_volume=structure.volume,
         ))  # fmt: skip
     return results

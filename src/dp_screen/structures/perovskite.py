@@ -644,3 +644,11 @@ def build_dls_structure(
         tilt_angles=[float(amps[0, g]) if g >= 0 else 0.0 for g in t.groups],
         bond_lengths={"B-X": d_b * scale, "B'-X": d_b2 * scale}, cell40=big,
     )  # fmt: skip
+
+
+def pattern_space_group(ordering: str, tilt: str, same_a: bool, same_b: bool) -> int:
+    """Space group that a tilt system gives for an ordering and species pattern (A = A', B = B'), from spglib on a
+    generic member of the construction (see ``_symmetry_reference``)."""
+    t = _template(ordering, tilt)
+    code = {"A": 1, "A2": 1 if same_a else 2, "B": 3, "B2": 3 if same_b else 4, "X": 5}
+    return _symmetry_reference(t, tuple(code[r] for r in t.species_roles)).number

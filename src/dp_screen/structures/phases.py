@@ -3,10 +3,16 @@
 - Space group at several tolerances (spglib).
 - B-X-B' angles (180 degrees in an untilted cell; 180 - 2 theta for a tilt theta about an axis perpendicular to the
   bond) and the tilt amplitude they imply.
-- The Glazer tilt system(s) consistent with the space group, for the structure's cation ordering (the tilt tables
-  of :mod:`dp_screen.structures.tilts`), and whether that includes the tilt system it started in.
-- For a composition: the lowest-energy variant and dE = E(untilted) - E(lowest) per atom (variants of one
-  composition compared per atom, i.e. as cells of equal size).
+- The Glazer tilt system(s) consistent with the space group, for the structure's cation ordering *and its own
+  species pattern* (A = A' and / or B = B' change the space group a tilt system gives: Sr2TiTiO6 untilted is
+  Pm-3m, not Fm-3m), whether that includes the tilt system it started in, and the phase it ended in.
+- For a composition and ordering: the lowest-energy phase and dE = E(untilted) - E(lowest) per atom (variants of
+  one composition compared per atom, i.e. as cells of equal size), each variant ranked under the phase it ended in.
+
+The tilt table of each (ordering, species pattern) is computed from the builder's own construction
+(:mod:`dp_screen.structures.perovskite`) with spglib, so every pattern has one; for the patterns the literature
+tabulates (Howard & Stokes, Acta Cryst. B54, 782 (1998) for ABX3; Howard, Kennedy & Woodward, Acta Cryst. B59,
+463 (2003) for rock-salt B order) the computed tables equal the published ones (tests/test_phases.py).
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ import numpy as np
 from pymatgen.core import Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-from dp_screen.structures.tilts import SIMPLE_PEROVSKITE, SPACE_GROUPS
+from functools import cache
+
+from dp_screen.structures.tilts import SPACE_GROUPS
 
 SYMPRECS = (1e-3, 1e-2, 1e-1)
 TILT_TOL_MEV = 1.0  # a tilted variant must be this far (meV/atom) below the untilted one to be a tilted ground state
@@ -61,11 +69,46 @@ def b_x_b_angles(structure: Structure, cutoff: float = 3.6) -> np.ndarray:
     return np.array(angles)
 
 
+@cache
+def tilt_table(ordering: str, same_a: bool = False, same_b: bool = False) -> dict[str, int]:
+    """Space group of every tilt system of an ordering, for a species pattern (A = A', B = B').
+
+    Computed once per pattern from the construction of :mod:`dp_screen.structures.perovskite` (a generic member
+    with distinct bond lengths and tilt amplitudes, analysed by spglib); the tilt systems are those of the
+    ordering's table in :mod:`dp_screen.structures.tilts`.
+    """
+    from dp_screen.structures.perovskite import pattern_space_group
+
+    if ordering not in SPACE_GROUPS:
+        return {}
+    return {t: pattern_space_group(ordering, t, same_a, same_b) for t in SPACE_GROUPS[ordering]}
+
+
 def tilts_for_space_group(number: int, ordering: str, same_a: bool = False, same_b: bool = False) -> list[str]:
-    """Tilt systems of an ordering that give space group ``number``."""
-    if same_a and same_b:
-        return [t for t, g in SIMPLE_PEROVSKITE.items() if g == number]
-    return [t for t, g in SPACE_GROUPS.get(ordering, {}).items() if g == number]
+    """Tilt systems of an ordering (with this species pattern) that give space group ``number``."""
+    return [t for t, g in tilt_table(ordering, same_a, same_b).items() if g == number]
+
+
+def species_pattern(structure: Structure) -> tuple[bool, bool]:
+    """(A = A', B = B') read off the structure itself: the species on its A/A2 and B/B2 sites (site property
+    ``site``, set by the builder); a structure without site roles counts as A != A', B != B'."""
+    roles = structure.site_properties.get("site")
+    if not roles:
+        return False, False
+    by_role: dict[str, set] = {}
+    for role, site in zip(roles, structure, strict=True):
+        by_role.setdefault(role, set()).add(site.species_string)
+    same_a = not by_role.get("A2") or by_role.get("A2") == by_role.get("A")
+    same_b = not by_role.get("B2") or by_role.get("B2") == by_role.get("B")
+    return bool(same_a), bool(same_b)
+
+
+def phase_label(number: int, candidates: list[str], start_tilt: str | None) -> str:
+    """The phase a structure is ranked under: its starting tilt system if its space group still allows it, else
+    the first tilt system of its table with that space group, else ``SG<number>`` (no tilt system of the table)."""
+    if start_tilt is not None and start_tilt in candidates:
+        return start_tilt
+    return candidates[0] if candidates else f"SG{number}"
 
 
 @dataclass
@@ -80,6 +123,9 @@ class PhaseIdentification:
     tilt_estimate_deg: float | None
     start_tilt: str | None
     stayed_in_start_tilt: bool | None
+    phase: str = ""
+    same_a: bool = False
+    same_b: bool = False
 
     def as_dict(self) -> dict:
         """Plain dict for documents."""
@@ -90,10 +136,17 @@ def identify_phase(
     structure: Structure,
     ordering: str,
     start_tilt: str | None = None,
-    same_a: bool = False,
-    same_b: bool = False,
+    same_a: bool | None = None,
+    same_b: bool | None = None,
 ) -> PhaseIdentification:
-    """Space groups, B-X-B' angles and the Glazer tilt system(s) of a structure with a known cation ordering."""
+    """Space groups, B-X-B' angles, the Glazer tilt system(s) and the phase of a structure with a known ordering.
+
+    ``same_a`` / ``same_b``: None (default) reads the species pattern off the structure (:func:`species_pattern`),
+    so the tilt table is the right one for A = A' or B = B' compositions.
+    """
+    own_a, own_b = species_pattern(structure)
+    same_a = own_a if same_a is None else same_a
+    same_b = own_b if same_b is None else same_b
     groups = space_groups(structure)
     number = groups[f"{IDENTIFY_SYMPREC:g}"]
     candidates = tilts_for_space_group(number, ordering, same_a, same_b)
@@ -104,7 +157,8 @@ def identify_phase(
         space_groups=groups, space_group=number, tilt_candidates=candidates, mean_bxb_angle=mean,
         min_bxb_angle=float(angles.min()) if angles.size else None,
         tilt_estimate_deg=None if mean is None else (180.0 - mean) / 2.0, start_tilt=start_tilt,
-        stayed_in_start_tilt=stayed,
+        stayed_in_start_tilt=stayed, phase=phase_label(number, candidates, start_tilt), same_a=same_a,
+        same_b=same_b,
     )  # fmt: skip
 
 
