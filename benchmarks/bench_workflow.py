@@ -42,7 +42,7 @@ def stub_model(*_args, **_kwargs) -> LoadedModel:
 
 
 def stub_relax(structures, model, settings=None, progress=None):
-    out = [RelaxResult(structure=s, energy=-5.0 * len(s), energy_per_atom=-5.0, max_force=0.0, max_cell_force=0.0,
+    out = [RelaxResult(structure=s, energy=-5.0 * len(s), energy_per_atom=-5.0, max_force=0.0, max_stress_gpa=0.0,
                        stress_gpa=[[0.0] * 3] * 3, n_steps=0, converged=True, initial_volume=s.volume)
            for s in structures]  # fmt: skip
     if progress:

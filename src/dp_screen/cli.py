@@ -554,12 +554,16 @@ def _print_campaign(summary: dict, settings) -> None:
     click.echo(f"\ncampaign '{summary['campaign']}': {summary['compositions']} compositions, "
                f"{summary['relaxations']} relaxations ({summary['converged']} converged, {summary['failed']} failed), "
                f"model {summary['model_sha256_12']}")  # fmt: skip
-    click.echo(f"{'composition':32s} {'formula':14s} {'tau':>4s} {'lowest phase':>12s} {'dE untilted':>12s}")
+    click.echo(f"{'composition':32s} {'formula':14s} {'tau':>4s} {'ground state':>12s} {'dE untilted':>12s}  "
+               f"excluded of variants")  # fmt: skip
     for r in summary["table"]:
         de = "" if r["dE_untilted_mev_atom"] is None else f"{r['dE_untilted_mev_atom']:8.1f} meV/at"
         tau = "yes" if r["tau_perovskite"] else "no"
-        click.echo(f"{r['composition_id']:32s} {r['formula']:14s} {tau:>4s} {str(r['lowest']):>12s} {de:>12s}")
-    click.echo(f"lowest phases: {summary['lowest_phase_counts']}; tilted ground state in "
+        ex = r.get("excluded") or {}
+        why = f"{sum(ex.values())} of {r.get('n_variants', 0)}" + (f" ({', '.join(f'{n} {w}' for w, n in ex.items())})"
+                                                                  if ex else "")  # fmt: skip
+        click.echo(f"{r['composition_id']:32s} {r['formula']:14s} {tau:>4s} {str(r.get('ground_state')):>12s} {de:>12s}  {why}")
+    click.echo(f"ground states: {summary['lowest_phase_counts']}; tilted ground state in "
                f"{100 * (summary['tilted_ground_state_fraction'] or 0):.0f}% of compositions")  # fmt: skip
     excluded = summary.get("excluded") or {}
     click.echo("ranked: converged relaxations that are still perovskites, each under the phase it ended in; kept out: "

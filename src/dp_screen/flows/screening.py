@@ -115,13 +115,14 @@ def summarize_campaign(selection: dict, relaxed: list, validation: dict | None, 
             phase = (d.get("phases") or {}).get(key) or {}
             rows.append({"composition_id": d["composition_id"], "formula": d["formula"], "X": d["X"],
                          "tau_perovskite": d["tau_perovskite"], "lowest": phase.get("lowest"),
+                         "ground_state": phase.get("ground_state_phase"),
                          "dE_untilted_mev_atom": phase.get("dE_untilted_mev_atom"),
                          "ground_state_tilted": phase.get("ground_state_tilted"),
                          "ordering": (phase.get("ground_state") or {}).get("ordering"),
                          "excluded": phase.get("excluded") or {}, "n_variants": phase.get("n_variants", 0)})  # fmt: skip
     by_phase: dict[str, int] = {}
     for r in rows:
-        by_phase[str(r["lowest"])] = by_phase.get(str(r["lowest"]), 0) + 1
+        by_phase[str(r["ground_state"])] = by_phase.get(str(r["ground_state"]), 0) + 1
     des = [r["dE_untilted_mev_atom"] for r in rows if r["dE_untilted_mev_atom"] is not None]
     return {
         "campaign": selection["campaign"], "compositions": len(ids), "model_sha256_12": model,

@@ -154,13 +154,14 @@ def phase_summary(variants: list[dict]) -> dict:
             ground = {"ordering": o, "energy_per_atom": best["energy_per_atom"]}
     if ground is not None:
         summ = orderings[ground["ordering"]]
-        ground.update(phase=summ["lowest"], structure_id=summ["lowest_structure_id"],
+        ground.update(phase=summ["ground_state_phase"], lowest=summ["lowest"], structure_id=summ["lowest_structure_id"],
                       dE_untilted_mev_atom=summ["dE_untilted_mev_atom"], ground_state_tilted=summ["ground_state_tilted"])
     return {
         "ground_state": ground, "orderings": orderings, "excluded": excluded, "n_variants": len(variants),
         "n_ranked": sum(len(v) for v in by_ordering.values()),
         # the fields of the ground state's ordering at the top level, as read by the campaign summary
-        "lowest": ground["phase"] if ground else None,
+        "lowest": ground["lowest"] if ground else None,
+        "ground_state_phase": ground["phase"] if ground else None,
         "dE_untilted_mev_atom": ground["dE_untilted_mev_atom"] if ground else None,
         "ground_state_tilted": ground["ground_state_tilted"] if ground else None,
     }  # fmt: skip

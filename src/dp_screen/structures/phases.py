@@ -167,7 +167,7 @@ def compare_phases(variants: list[dict], tilt_tol_mev: float = TILT_TOL_MEV) -> 
 
     ``variants``: dicts with ``tilt``, ``energy_per_atom`` (eV) and optionally ``structure_id``, ``converged``.
     Returns {"lowest": tilt, "lowest_structure_id", "dE_untilted_mev_atom" (None without an untilted variant),
-    "energies_mev_atom": {tilt: E - E_lowest}, "ground_state_tilted"}. The ground state counts as tilted when dE
+    "energies_mev_atom": {tilt: E - E_lowest}, "ground_state_tilted", "ground_state_phase"}. The ground state counts as tilted when dE
     exceeds ``tilt_tol_mev``: a tilted start that relaxed back to the untilted cell differs from it by noise only
     (None without an untilted variant to compare).
     """
@@ -188,4 +188,6 @@ def compare_phases(variants: list[dict], tilt_tol_mev: float = TILT_TOL_MEV) -> 
         "dE_untilted_mev_atom": de,
         "energies_mev_atom": energies,
         "ground_state_tilted": None if de is None else bool(de > tilt_tol_mev),
+        # the answer to "which phase": the untilted one when the lowest is within the tolerance of it
+        "ground_state_phase": best["tilt"] if de is None or de > tilt_tol_mev else "a0a0a0",
     }
