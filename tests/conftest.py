@@ -35,7 +35,7 @@ def db_server(tmp_path_factory):
     home = tmp_path_factory.mktemp("dp_screen_home")
     settings = DPScreenSettings(home=home)
     server = EmbeddedServer(settings)
-    state = server.start()
+    state = server.start(idle_stop_s=0)
     yield {"settings": settings, "uri": state["uri"], "pid": state["pid"], "home": home}
     server.stop()
 

@@ -46,7 +46,7 @@ def test_build_all_default_tilts_and_resume(chlorides):
             assert failed["error"]
     again = build_structures_to_store(BuildSettings(), chlorides)
     assert again["built"] == again["failed"] == 0 and again["skipped"] == 75
-    assert again["stored_total"] == 75
+    assert again["stored"] == 75
 
 
 def test_building_a_subset_of_tilts_rebuilds_nothing_already_built(chlorides):

@@ -213,20 +213,77 @@ def test_vasp_backend_writes_inputs_and_queues_a_job(tmp_path):
         DFTStaticMaker(backend="abinit")
 
 
-def test_submit_cli_puts_the_campaign_on_the_launchpad(db_settings, table, tiny_model_path, capsys, monkeypatch):
+def test_submit_cli_puts_the_campaign_on_the_launchpad(db_settings, table, tiny_model_path, capsys, monkeypatch, tmp_path):
     from fireworks import LaunchPad
 
     from conftest import run_cli
 
     monkeypatch.setenv("DP_SCREEN_DATABASE", db_settings.database)
-    code, out, err = run_cli(["--db-uri", db_settings.db_uri, "submit", "--limit", "3", "--model", str(tiny_model_path),
-                              "--reset", "--validate", "1"], capsys)  # fmt: skip
+    home = tmp_path / "proj"
+    args = ["--db-uri", db_settings.db_uri, "--home", str(home), "submit", "--limit", "3", "--model",
+            str(tiny_model_path), "--validate", "1"]  # fmt: skip
+    code, out, err = run_cli(args, capsys)  # a launchpad never used: initialised, no --reset needed
     assert code == 0, err
-    assert "submitted workflow" in out
+    assert "submitted workflow" in out and f"rlaunch -l {home / 'launchpad.yaml'} -w {home / 'fworker.yaml'}" in out
+    assert LaunchPad.from_file(str(home / "launchpad.yaml")).name == f"{db_settings.database}_fw"
+    code, out, err = run_cli(args, capsys)  # submitting again adds a workflow and wipes nothing
+    assert code == 0, err
     lpad = LaunchPad(host=db_settings.db_uri, uri_mode=True, name=f"{db_settings.database}_fw")
     names = {fw["name"] for fw in lpad.fireworks.find({}, {"name": 1})}
     assert {"select compositions", "build (fan-out)", "relax (fan-out)", "summary"} <= names
     assert any("validate" in n for n in names)
+    assert lpad.workflows.count_documents({}) == 2
+
+
+def test_readme_submit_and_rlaunch_in_a_fresh_folder(tmp_path):
+    """The README's cluster path on the embedded default, exactly as written, in a fresh folder: the campaign lands
+    in that folder's database; rockets run in their own launcher folders yet start no server of their own."""
+    import re
+
+    from dp_screen.settings import DPScreenSettings
+    from dp_screen.stores import EmbeddedServer
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    submit = re.search(r"^\s*(dp-screen submit --limit 3.*)$", readme, re.M).group(1)
+    rlaunch = re.search(r"^\s*(rlaunch -l \.dp_screen/launchpad\.yaml.*)$", readme, re.M).group(1)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PATH=f"{BIN}:{os.environ['PATH']}")
+    env.pop("DP_SCREEN_DATABASE", None)
+    try:
+        done = subprocess.run(submit, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert rlaunch.split(" rapidfire")[0] in done.stdout  # it prints the command the README gives
+        done = subprocess.run(rlaunch, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-2000:]
+        settings = DPScreenSettings(home=tmp_path / ".dp_screen")
+        from dp_screen.campaign_store import CampaignStore
+
+        store = CampaignStore(settings)
+        assert store["compositions"].count_documents({"campaigns": "default"}) == 3
+        assert store["relaxations"].count_documents({}) == store["structures"].count_documents({"status": "built"}) > 0
+        fws = list(store.db.client[f"{settings.database}_fw"]["fireworks"].find({}, {"state": 1}))
+        assert fws and {fw["state"] for fw in fws} == {"COMPLETED"}
+        servers = [p for p in tmp_path.rglob("server.json")]
+        assert servers == [tmp_path / ".dp_screen" / "db" / "server.json"]  # no server in any launcher folder
+    finally:
+        EmbeddedServer(DPScreenSettings(home=tmp_path / ".dp_screen")).stop()
+
+
+def test_an_implicitly_started_server_stops_itself_when_idle(tmp_path):
+    from dp_screen.settings import DPScreenSettings
+    from dp_screen.stores import EmbeddedServer, database_uri
+
+    settings = DPScreenSettings(home=tmp_path / "h", db_idle_stop_s=2)
+    database_uri(settings)  # starts it implicitly, with its watchdog
+    server = EmbeddedServer(settings)
+    state = server.running_state()
+    assert state is not None and state.get("watchdog_pid")
+    deadline = time.time() + 60
+    while time.time() < deadline and server.running_state() is not None:
+        time.sleep(0.5)
+    try:
+        assert server.running_state() is None
+    finally:
+        server.stop()
 
 
 @pytest.mark.slow
@@ -290,3 +347,36 @@ def test_run_command_json_and_resume(db_settings, capsys, monkeypatch, tmp_path)
     assert "kept out:" in out
     code, out, err = run_cli(["--db-uri", db_settings.db_uri, "report", "--out", str(tmp_path / "r2")], capsys)
     assert code == 0 and mae in out and "kept out of the ranking" in out
+
+
+def test_cli_and_workflows_campaign_build_the_same_flow(db_settings, tmp_path, capsys, monkeypatch):
+    """`dp-screen submit` and workflows/campaign.py, given the same campaign, put the same workflow on the launchpad."""
+    import importlib.util
+
+    from fireworks import LaunchPad
+
+    from conftest import run_cli
+    from dp_screen.flows.campaign import flow_fingerprint
+
+    added = []
+    monkeypatch.setattr(LaunchPad, "add_wf", lambda self, wf, *a, **k: added.append(wf) or {1: 1})
+    monkeypatch.setenv("DP_SCREEN_DATABASE", db_settings.database)
+    monkeypatch.chdir(tmp_path)
+    lp = tmp_path / "lp.yaml"
+    lp.write_text(f"host: {db_settings.db_uri}/{db_settings.database}_fw\nuri_mode: true\nname: {db_settings.database}_fw\n")
+    code, out, err = run_cli(["--db-uri", db_settings.db_uri, "submit", "--launchpad", str(lp), "--all", "--campaign",
+                              "full", "--with-training", "340", "--dft", "vasp", "--validate", "500", "--report",
+                              "report_full", "--train-epochs", "50", "--train-device", "cuda"], capsys)  # fmt: skip
+    assert code == 0, err
+    spec = importlib.util.spec_from_file_location("wf_campaign", Path(__file__).parents[1] / "workflows" / "campaign.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--launchpad", str(lp), "--db-uri", db_settings.db_uri])
+    assert len(added) == 2
+
+    fingerprint = flow_fingerprint
+    assert fingerprint(added[0]) == fingerprint(added[1])
+    other = run_cli(["--db-uri", db_settings.db_uri, "submit", "--launchpad", str(lp), "--all", "--campaign", "full",
+                     "--with-training", "340", "--dft", "vasp", "--validate", "400", "--report", "report_full",
+                     "--train-epochs", "50", "--train-device", "cuda"], capsys)  # fmt: skip
+    assert other[0] == 0 and fingerprint(added[2]) != fingerprint(added[0])  # the fingerprint sees a difference

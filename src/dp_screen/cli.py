@@ -15,6 +15,7 @@ import click
 from dp_screen import __version__
 from dp_screen.errors import DPScreenError, InputError
 from dp_screen.settings import DPScreenSettings
+from dp_screen.stores import redact
 from dp_screen.structures.bond_valence import BV_PARAMETER_SETS, DEFAULT_BV_SET
 
 
@@ -80,7 +81,7 @@ def db_start(ctx: click.Context) -> None:
         ping(settings.db_uri, settings.db_timeout_s)
         click.echo(f"using MongoDB at {settings.db_uri}; nothing to start")
         return
-    state = EmbeddedServer(settings).start()
+    state = EmbeddedServer(settings).start(idle_stop_s=0)  # started on purpose: runs until `db stop`
     click.echo(f"embedded database running at {state['uri']} (pid {state['pid']}, data in {state['storage_path']})")
 
 
@@ -99,7 +100,7 @@ def db_stop(ctx: click.Context) -> None:
 @click.pass_context
 def db_status(ctx: click.Context, as_json: bool) -> None:
     """Where the database is, whether it answers, and how many documents each collection holds."""
-    from dp_screen.stores import COLLECTIONS, EmbeddedServer, database_uri, get_store
+    from dp_screen.stores import EmbeddedServer, database_uri
 
     settings = _settings(ctx)
     if settings.db_uri:
@@ -107,14 +108,9 @@ def db_status(ctx: click.Context, as_json: bool) -> None:
     else:
         info = {**EmbeddedServer(settings).status(), "embedded": True}
     if info["running"]:
-        uri = database_uri(settings, start=False)
-        counts = {}
-        for name in COLLECTIONS:
-            store = get_store(name, settings, uri)
-            store.connect()
-            counts[name] = store._collection.estimated_document_count()
-            store.close()
-        info["counts"] = counts
+        from dp_screen.campaign_store import CampaignStore
+
+        info["counts"] = CampaignStore(settings, database_uri(settings, start=False)).counts()
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -307,8 +303,7 @@ def build_all_cmd(ctx, tilts, methods, ordering, move_a, bv_set, anions, limit, 
     else:
         click.echo(
             f"{summary['compositions']} compositions: {summary['built']} structures built, {summary['failed']} "
-            f"failed (reasons stored), {summary['skipped']} already stored; collection 'structures' holds "
-            f"{summary['stored_total']} documents ({summary['seconds']} s)"
+            f"failed (reasons stored), {summary['skipped']} already stored ({summary['seconds']} s)"
         )
 
 
@@ -317,7 +312,8 @@ def _relax_options(f):
     for opt in reversed([
         click.option("--model", default=None, help="Model file or foundation name (default: the packaged model)."),
         click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto."),
-        click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True),
+        click.option("--dtype", type=click.Choice(["auto", "float64", "float32"]), default="auto", show_default=True,
+                     help="auto: float32 on CUDA, float64 on the CPU."),
         *_criteria_options(),
     ]):  # fmt: skip
         f = opt(f)
@@ -352,7 +348,8 @@ def _relax_settings(fmax, max_stress, free, max_steps):
               help="With --structure: write the relaxed structure here (CIF).")
 @click.option("--anions", default=None, help="Only structures of compositions with these X (comma-separated).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N structures (by id).")
-@click.option("--chunk-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--chunk-size", type=click.IntRange(min=1), default=4096, show_default=True,
+              help="Structures read and streamed through the device together (the device batch is sized by memory).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def relax_cmd(ctx, model, device, dtype, fmax, max_stress, free, max_steps, structure_file, out, anions, limit,
@@ -371,7 +368,8 @@ def relax_cmd(ctx, model, device, dtype, fmax, max_stress, free, max_steps, stru
     query = {"formula": {"$regex": "(" + "|".join(f"{x}6$" for x in _split(anions)) + ")"}} if anions else None
     with ProgressBar("relaxing", "struct") as bar:
         summary = relax_store(model, settings, _settings(ctx), query=query, limit=limit, chunk_size=chunk_size,
-                              device=None if device == "auto" else device, dtype=dtype, progress=bar.update,
+                              device=None if device == "auto" else device, dtype=None if dtype == "auto" else dtype,
+                              progress=bar.update,
                               on_total=bar.start)  # fmt: skip
     if as_json:
         click.echo(json.dumps(summary))
@@ -399,7 +397,10 @@ def _relax_one(path: Path, out: Path | None, model, device, dtype, settings, as_
         raise InputError(f"structure file {str(path)!r} does not exist") from None
     except Exception as exc:  # noqa: BLE001 - pymatgen raises many kinds for unreadable files
         raise InputError(f"cannot read structure file {str(path)!r}: {exc}") from None
-    loaded = load_model(model, device=None if device == "auto" else device, dtype=dtype)
+    from dp_screen.mlip.models import resolve_device
+
+    dev = resolve_device(None if device == "auto" else device)
+    loaded = load_model(model, device=dev, dtype=("float32" if dev.startswith("cuda") else "float64") if dtype == "auto" else dtype)
     (result,) = relax_structures([structure], loaded, settings)
     check = None if result.failed else check_perovskite(result.structure)
     summary = {**result.summary(), "formula": structure.composition.reduced_formula,
@@ -477,28 +478,20 @@ def _campaign_options(f):
     return f
 
 
-def _screening_maker(limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device, relax_settings,
-                     n_validate, report_dir=None, dft_backend="cp2k"):  # fmt: skip
-    from dp_screen.flows.screening import ScreeningFlowMaker
-    from dp_screen.jobs.build import BuildMaker, BuildSettings
-    from dp_screen.jobs.enumerate import EnumerationSettings
-    from dp_screen.jobs.relax import RelaxMaker
-    from dp_screen.jobs.report import ReportMaker
-    from dp_screen.jobs.validate import ValidateMaker
-    validate = None
-    if n_validate:
+def _campaign_opts(limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device, relax_settings,
+                   n_validate, report_dir=None, dft_backend="cp2k", **training):  # fmt: skip
+    from dp_screen.flows.campaign import CampaignOptions
+
+    if n_validate and dft_backend == "cp2k":
         from dp_screen.dft.cp2k import cp2k_executable
 
-        if dft_backend == "cp2k" and cp2k_executable() is None:
+        if cp2k_executable() is None:
             click.echo("note: cp2k is not installed; skipping DFT validation (apt-get install -y cp2k)", err=True)
-        else:
-            validate = ValidateMaker(n_samples=n_validate, seed=seed, backend=dft_backend)
-    return ScreeningFlowMaker(
-        campaign=campaign, limit=None if whole_space else limit, seed=seed, chunk_size=chunk_size,
-        enumeration=EnumerationSettings(anions=_split(anions), bv_filter="any"),
-        build=BuildMaker(settings=BuildSettings(tilts=_split(tilts))),
-        relax=RelaxMaker(model=model, settings=relax_settings, device=device),
-        validate=validate, report=ReportMaker(out_dir=report_dir) if report_dir else None,
+            n_validate = 0
+    return CampaignOptions(
+        limit=limit, whole_space=whole_space, seed=seed, campaign=campaign, anions=_split(anions), tilts=_split(tilts),
+        chunk_size=chunk_size, model=model, device=device, relax=relax_settings, n_validate=n_validate,
+        dft_backend=dft_backend, report_dir=report_dir, **training,
     )  # fmt: skip
 
 
@@ -519,9 +512,11 @@ def run_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_size, 
     settings = _settings(ctx)
     uri = database_uri(settings)  # starts the embedded server, or checks the URI, before any work
     load_model(model, device=device)  # a missing or unloadable model fails now, not in the middle
-    maker = _screening_maker(limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device,
-                             _relax_settings(fmax, max_stress, free, max_steps), n_validate, report_dir)  # fmt: skip
-    flow = maker.make(db_settings=settings.model_dump(mode="json"))
+    from dp_screen.flows.campaign import campaign_flow
+
+    opts = _campaign_opts(limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device,
+                          _relax_settings(fmax, max_stress, free, max_steps), n_validate, report_dir)  # fmt: skip
+    flow = campaign_flow(opts, settings.model_dump(mode="json"))
     click.echo(f"dp-screen run: campaign '{campaign}', {'all' if whole_space else limit} compositions, database "
                f"{uri}/{settings.database}", err=True)  # fmt: skip
     logging.getLogger("jobflow").setLevel(logging.INFO)
@@ -586,43 +581,78 @@ def _print_campaign(summary: dict, settings) -> None:
 @click.option("--with-training", "training_compositions", type=click.IntRange(min=1), default=None,
               help="Prepend the training flow (N compositions -> DFT -> fine-tune) and screen with its model.")
 @click.option("--foundation", default="medium", show_default=True, help="Foundation model of the training flow.")
+@click.option("--train-epochs", type=click.IntRange(min=1), default=None, help="Fine-tuning epochs of the training flow.")
+@click.option("--train-device", default=None, help="Device of the training flow's fine-tuning (e.g. cuda).")
 @click.option("--reset", is_flag=True, help="Reset the launchpad first (deletes its workflows).")
 @click.pass_context
 def submit_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device, fmax, max_stress,
                free, max_steps, n_validate, report_dir, launchpad_file, dft_backend, training_compositions, foundation,
-               reset):  # noqa: PLR0913  # fmt: skip
-    """Submit the campaign to a FireWorks launchpad (relax chunks carry the worker category 'gpu')."""
-    from jobflow import Flow
+               train_epochs, train_device, reset):  # noqa: PLR0913  # fmt: skip
+    """Submit the campaign to a FireWorks launchpad (relax chunks carry the worker category 'gpu').
+
+    Workers reach the database from settings fixed here (the MongoDB URI, or the absolute project folder of the
+    embedded server), never from their own working folder. A launchpad that has never been used is initialised (one
+    that has is never wiped, unless --reset). The launchpad and worker files to use are written into the project
+    folder, and the command printed runs as printed.
+    """
     from jobflow.managers.fireworks import flow_to_workflow
 
-    from dp_screen.stores import get_job_store
+    from dp_screen.flows.campaign import campaign_flow
+    from dp_screen.stores import database_uri, get_job_store
 
     settings = _settings(ctx)
-    maker = _screening_maker(limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device,
-                             _relax_settings(fmax, max_stress, free, max_steps), n_validate, report_dir,
-                             dft_backend)  # fmt: skip
-    db = settings.model_dump(mode="json")
-    if training_compositions:
-        from dp_screen.flows.training import TrainingFlowMaker
-        from dp_screen.jobs.dft import DFTStaticMaker
-        from dp_screen.jobs.training import FineTuneMaker, TrainingSetMaker
-        from dp_screen.mlip.training import TrainSettings
-
-        training = TrainingFlowMaker(
-            training_set=TrainingSetMaker(n_compositions=training_compositions, seed=seed),
-            dft=DFTStaticMaker(backend=dft_backend), fine_tune=FineTuneMaker(settings=TrainSettings(foundation=foundation)),
-        ).make(db)  # fmt: skip
-        flow = Flow([training, maker.make(db, model=training.output["model_path"])], name="dp_screen campaign")
-    else:
-        flow = maker.make(db)
-    lpad = launchpad(settings, launchpad_file)
+    home = settings.home.resolve()
+    worker_settings = settings.model_copy(update={"home": home})  # absolute: rockets run in their own folders
+    uri = database_uri(worker_settings)
+    opts = _campaign_opts(limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device,
+                          _relax_settings(fmax, max_stress, free, max_steps), n_validate, report_dir, dft_backend,
+                          training_compositions=training_compositions, foundation=foundation,
+                          train_epochs=train_epochs, train_device=train_device)  # fmt: skip
+    flow = campaign_flow(opts, worker_settings.model_dump(mode="json"))
+    lpad = launchpad(worker_settings, launchpad_file)
     if reset:
         lpad.reset("", require_password=False)
-    wf = flow_to_workflow(flow, store=get_job_store(settings))
+    else:
+        initialise_launchpad(lpad)
+    wf = flow_to_workflow(flow, store=get_job_store(worker_settings, uri))
     mapping = lpad.add_wf(wf)
+    lp_file = launchpad_file or write_worker_files(lpad, home)
+    here = Path.cwd()
+
+    def shown(path: Path) -> str:
+        path = Path(path).resolve()
+        return str(path.relative_to(here)) if path.is_relative_to(here) else str(path)
+
     click.echo(f"submitted workflow '{wf.name}' with {len(wf.fws)} fireworks (ids {min(mapping.values())}-"
-               f"{max(mapping.values())}) to {lpad.host}/{lpad.name}; start workers with: rlaunch -l LAUNCHPAD.yaml "
-               f"-w workflows/fworker_cpu.yaml rapidfire (and fworker_gpu.yaml on GPU nodes)")  # fmt: skip
+               f"{max(mapping.values())}) to {redact(lpad.host)}/{lpad.name}")  # fmt: skip
+    click.echo(f"run it on this machine with: rlaunch -l {shown(lp_file)} -w {shown(home / 'fworker.yaml')} rapidfire")
+    click.echo(f"or CPU and GPU workers apart: -w {shown(home / 'fworker_cpu.yaml')} / -w "
+               f"{shown(home / 'fworker_gpu.yaml')}")  # fmt: skip
+
+
+def initialise_launchpad(lpad) -> None:
+    """Initialise a launchpad that has never been used (FireWorks needs its id counters); never wipe a used one."""
+    if lpad.fw_id_assigner.find_one() is not None:
+        return
+    if lpad.workflows.find_one() is not None or lpad.fireworks.find_one() is not None:
+        raise InputError(f"launchpad {lpad.name!r} holds workflows but no id counters; repair it or pass --reset "
+                         "(which deletes its workflows)")  # fmt: skip
+    lpad.reset("", require_password=False)
+
+
+def write_worker_files(lpad, home: Path) -> Path:
+    """Write launchpad.yaml and fworker{,_cpu,_gpu}.yaml into the project folder; return the launchpad file."""
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "launchpad.yaml"
+    lpad.to_file(str(path))
+    workers = {"fworker.yaml": ("dp_screen_local", None, "every job (CPU and GPU categories) on one machine"),
+               "fworker_cpu.yaml": ("dp_screen_cpu", "__none__", "enumeration, building, validation, summaries"),
+               "fworker_gpu.yaml": ("dp_screen_gpu", "gpu", "relaxation chunks")}  # fmt: skip
+    for name, (wname, category, what) in workers.items():
+        cat = "''" if category is None else category  # empty: no category filter, every job
+        (home / name).write_text(f"# FireWorks worker written by dp-screen submit: {what}\nname: {wname}\n"
+                                 f"category: {cat}\nquery: '{{}}'\nenv:\n  OMP_NUM_THREADS: 1\n")  # fmt: skip
+    return path
 
 
 def launchpad(settings, path: Path | None = None):

@@ -148,13 +148,19 @@ class EmbeddedServer:
             return state
         return None
 
-    def start(self) -> dict:
-        """Start the server if it is not running; return its state. Safe to call from several processes."""
+    def start(self, idle_stop_s: float | None = None) -> dict:
+        """Start the server if it is not running; return its state. Safe to call from several processes.
+
+        The port is remembered (``<home>/db/port``) and reused when free, so launchpad files that name it stay
+        valid. ``idle_stop_s`` (None: the settings' ``db_idle_stop_s``; 0: never) starts a watchdog that stops the
+        server once it has had no clients for that long.
+        """
+        idle = self.settings.db_idle_stop_s if idle_stop_s is None else idle_stop_s
         with self._lock():
             state = self.running_state()
             if state:
                 return state
-            port = self.settings.db_port or _free_port()
+            port = self.settings.db_port or self._remembered_port() or _free_port()
             if _port_open(port):
                 raise DatabaseError(
                     f"cannot start the embedded database on port {port}: the port is in use by another program; "
@@ -189,8 +195,25 @@ class EmbeddedServer:
             else:
                 proc.kill()
                 raise DatabaseError(f"the embedded database server did not answer on port {port}; see {self.log_file}")
+            (self.dir / "port").write_text(str(port))
+            if idle and idle > 0:
+                state["watchdog_pid"] = self._start_watchdog(idle)
             self.state_file.write_text(json.dumps(state))
             return state
+
+    def _remembered_port(self) -> int | None:
+        try:
+            port = int((self.dir / "port").read_text())
+        except (OSError, ValueError):
+            return None
+        return None if _port_open(port) else port
+
+    def _start_watchdog(self, idle_s: float) -> int:
+        cmd = [sys.executable, "-m", "dp_screen.db_watchdog", str(self.settings.home.resolve()), str(idle_s)]
+        with open(self.log_file, "ab") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)  # fmt: skip
+        return proc.pid
 
     def stop(self, timeout_s: float = 30.0) -> bool:
         """Stop the server; True if one was running."""
@@ -209,6 +232,10 @@ class EmbeddedServer:
                 if _pid_alive(pid):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
+            watchdog = (state or {}).get("watchdog_pid")
+            if watchdog and watchdog != os.getpid() and _pid_alive(watchdog):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(watchdog, signal.SIGTERM)
             self.state_file.unlink(missing_ok=True)
             return was_running
 

@@ -21,7 +21,7 @@ from dp_screen.jobs.validate import ValidateMaker
 from dp_screen.schemas.common import Provenance
 from dp_screen.schemas.composition import CompositionDoc
 from dp_screen.settings import DPScreenSettings
-from dp_screen.stores import open_store, upsert_documents
+from dp_screen.campaign_store import CampaignStore
 
 GPU_CATEGORY = "gpu"
 
@@ -45,13 +45,12 @@ def select_compositions(
         ids = sorted(random.Random(seed).sample(ids, limit))
     chosen = df.set_index("composition_id").loc[ids].reset_index()
     provenance = Provenance(site_table=table.name, site_table_sha256=table.sha256, settings=enumeration.settings_dict())
-    with open_store("compositions", db, bulk_load=True) as store:
-        stored = {d["composition_id"] for d in store._collection.find(
-            {"composition_id": {"$in": ids}, "provenance.site_table_sha256": table.sha256}, {"composition_id": 1})}
-        new = chosen[~chosen["composition_id"].isin(stored)]
-        for start in range(0, len(new), 5000):
-            upsert_documents(store, CompositionDoc.from_table(new.iloc[start : start + 5000], provenance))
-        store._collection.update_many({"composition_id": {"$in": ids}}, {"$addToSet": {"campaigns": campaign}})
+    store = CampaignStore(db)
+    stored = store.stored_compositions(ids, table.sha256)
+    new = chosen[~chosen["composition_id"].isin(stored)]
+    for start in range(0, len(new), 5000):
+        store.write_compositions(CompositionDoc.from_table(new.iloc[start : start + 5000], provenance))
+    store.tag_campaign(ids, campaign)
     return {"campaign": campaign, "composition_ids": ids, "n": len(ids), "written": len(new)}
 
 
@@ -93,8 +92,7 @@ def relax_chunks(
 def _model_accuracy(db, model_sha256: str) -> list[str]:
     from dp_screen.mlip.models import accuracy_summary
 
-    with open_store("models", db) as store:
-        doc = store.query_one({"sha256": model_sha256}, properties=["errors"])
+    doc = CampaignStore(db).model(model_sha256)
     return accuracy_summary(model_sha256, (doc or {}).get("errors"))
 
 
@@ -108,18 +106,15 @@ def summarize_campaign(selection: dict, relaxed: list, validation: dict | None, 
     model = relaxed[0]["model"]["model_sha256"][:12] if relaxed else None
     key = summary_key(relaxed[0]["model"]["model_sha256"], relaxed[0]["settings_hash"]) if relaxed else None
     rows = []
-    with open_store("compositions", db) as store:
-        for d in store._collection.find({"composition_id": {"$in": ids}},
-                                        {"composition_id": 1, "formula": 1, "X": 1, "tau_perovskite": 1,
-                                         f"phases.{key}": 1, "_id": 0}):  # fmt: skip
-            phase = (d.get("phases") or {}).get(key) or {}
-            rows.append({"composition_id": d["composition_id"], "formula": d["formula"], "X": d["X"],
-                         "tau_perovskite": d["tau_perovskite"], "lowest": phase.get("lowest"),
-                         "ground_state": phase.get("ground_state_phase"),
-                         "dE_untilted_mev_atom": phase.get("dE_untilted_mev_atom"),
-                         "ground_state_tilted": phase.get("ground_state_tilted"),
-                         "ordering": (phase.get("ground_state") or {}).get("ordering"),
-                         "excluded": phase.get("excluded") or {}, "n_variants": phase.get("n_variants", 0)})  # fmt: skip
+    for d in CampaignStore(db).phase_summaries(ids, key, ["composition_id", "formula", "X", "tau_perovskite"]):
+        phase = (d.get("phases") or {}).get(key) or {}
+        rows.append({"composition_id": d["composition_id"], "formula": d["formula"], "X": d["X"],
+                     "tau_perovskite": d["tau_perovskite"], "lowest": phase.get("lowest"),
+                     "ground_state": phase.get("ground_state_phase"),
+                     "dE_untilted_mev_atom": phase.get("dE_untilted_mev_atom"),
+                     "ground_state_tilted": phase.get("ground_state_tilted"),
+                     "ordering": (phase.get("ground_state") or {}).get("ordering"),
+                     "excluded": phase.get("excluded") or {}, "n_variants": phase.get("n_variants", 0)})  # fmt: skip
     by_phase: dict[str, int] = {}
     for r in rows:
         by_phase[str(r["ground_state"])] = by_phase.get(str(r["ground_state"]), 0) + 1

@@ -14,7 +14,7 @@ from dp_screen.errors import DPScreenError, InputError
 from dp_screen.schemas.common import Provenance
 from dp_screen.schemas.structure import StructureDoc, settings_hash, structure_id
 from dp_screen.settings import DPScreenSettings
-from dp_screen.stores import open_store, upsert_documents
+from dp_screen.campaign_store import CampaignStore
 from dp_screen.structures.bond_valence import DEFAULT_BV_SET, bond_valence_table, check_bv_set
 from dp_screen.structures.perovskite import SiteSpeciesSet, build_bvm_structures, build_dls_structure
 from dp_screen.structures.tilts import DEFAULT_TILTS, SPACE_GROUPS, parse_tilt
@@ -105,57 +105,49 @@ def build_structures_to_store(
     config = settings.settings_dict()
     config_hash = settings_hash(config)
     provenance = Provenance(bv_table_sha256=config["bv_table_sha256"], settings={**config, **settings.selection_dict()})
-    with open_store("compositions", db_settings) as comps:
-        cursor = comps._collection.find(query or {}, {f: 1 for f in COMPOSITION_FIELDS} | {"_id": 0})
-        cursor = cursor.sort("composition_id", 1)
-        if limit:
-            cursor = cursor.limit(limit)
-        rows = list(cursor)
+    store = CampaignStore(db_settings)
+    rows = store.compositions(query, COMPOSITION_FIELDS, limit)
     if not rows:
         raise InputError(
             f"no compositions in the store match {query or {}}; run 'dp-screen enumerate' first"
         )
     counts = {"compositions": len(rows), "built": 0, "failed": 0, "skipped": 0}
-    with open_store("structures", db_settings, bulk_load=True) as store:
-        done = {
-            d["structure_id"]
-            for d in store._collection.find({"settings_hash": config_hash}, {"structure_id": 1, "_id": 0})
-        }
-        tasks: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
-        for row in rows:
-            ordering = settings.ordering or row["expected_ordering"]
-            for tilt in settings.tilts_for(ordering):
-                for method in settings.methods:
-                    if structure_id(row["composition_id"], ordering, tilt, method) in done:
-                        counts["skipped"] += 1
-                    else:
-                        tasks[(ordering, tilt, method)].append(row)
-        if on_total:
-            on_total(counts["skipped"] + sum(len(v) for v in tasks.values()))
-        if progress and counts["skipped"]:
-            progress(counts["skipped"])
-        for (ordering, tilt, method), group in tasks.items():
-            for start in range(0, len(group), chunk_size):
-                chunk = group[start : start + chunk_size]
-                species = [SiteSpeciesSet.from_row(r) for r in chunk]
-                if method == "bvm":
-                    results = build_bvm_structures(species, ordering, tilt, move_a=settings.move_a,
-                                                   bv_set=settings.bv_set)
+    wanted = [(row, ordering, tilt, method) for row in rows
+              for ordering in [settings.ordering or row["expected_ordering"]]
+              for tilt in settings.tilts_for(ordering) for method in settings.methods]  # fmt: skip
+    done = store.structure_ids_with_settings(
+        [structure_id(r["composition_id"], o, t, m) for r, o, t, m in wanted], config_hash)
+    tasks: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    for row, ordering, tilt, method in wanted:
+        if structure_id(row["composition_id"], ordering, tilt, method) in done:
+            counts["skipped"] += 1
+        else:
+            tasks[(ordering, tilt, method)].append(row)
+    if on_total:
+        on_total(counts["skipped"] + sum(len(v) for v in tasks.values()))
+    if progress and counts["skipped"]:
+        progress(counts["skipped"])
+    for (ordering, tilt, method), group in tasks.items():
+        for start in range(0, len(group), chunk_size):
+            chunk = group[start : start + chunk_size]
+            species = [SiteSpeciesSet.from_row(r) for r in chunk]
+            if method == "bvm":
+                results = build_bvm_structures(species, ordering, tilt, move_a=settings.move_a, bv_set=settings.bv_set)
+            else:
+                results = [_safe_dls(sp, ordering, tilt) for sp in species]
+            docs = []
+            for row, res in zip(chunk, results, strict=True):
+                if isinstance(res, DPScreenError):
+                    counts["failed"] += 1
+                    docs.append(StructureDoc.from_error(row["composition_id"], row["formula"], ordering, tilt,
+                                                        method, res, config, provenance))  # fmt: skip
                 else:
-                    results = [_safe_dls(sp, ordering, tilt) for sp in species]
-                docs = []
-                for row, res in zip(chunk, results, strict=True):
-                    if isinstance(res, DPScreenError):
-                        counts["failed"] += 1
-                        docs.append(StructureDoc.from_error(row["composition_id"], row["formula"], ordering, tilt,
-                                                            method, res, config, provenance))  # fmt: skip
-                    else:
-                        counts["built"] += 1
-                        docs.append(StructureDoc.from_built(row["composition_id"], res, config, provenance))
-                upsert_documents(store, [d.model_dump() for d in docs])
-                if progress:
-                    progress(len(chunk))
-        counts["stored_total"] = store._collection.count_documents({})
+                    counts["built"] += 1
+                    docs.append(StructureDoc.from_built(row["composition_id"], res, config, provenance))
+            store.write_structures([d.model_dump() for d in docs])
+            if progress:
+                progress(len(chunk))
+    counts["stored"] = counts["built"] + counts["failed"] + counts["skipped"]
     counts["seconds"] = round(time.perf_counter() - t0, 2)
     counts["settings_hash"] = config_hash
     return counts

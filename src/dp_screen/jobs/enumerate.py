@@ -14,7 +14,7 @@ from dp_screen.chemistry.site_tables import load_site_table
 from dp_screen.schemas.common import Provenance
 from dp_screen.schemas.composition import CompositionDoc
 from dp_screen.settings import DPScreenSettings
-from dp_screen.stores import open_store, upsert_documents
+from dp_screen.campaign_store import CampaignStore
 from dp_screen.structures.bond_valence import bond_valence_coverage
 
 if TYPE_CHECKING:
@@ -85,26 +85,23 @@ def write_compositions(
     table, df = enumerate_table(settings)
     provenance = Provenance(site_table=table.name, site_table_sha256=table.sha256, settings=settings.settings_dict())
     counts = {"inserted": 0, "replaced": 0, "skipped": 0}
-    with open_store("compositions", db_settings, bulk_load=True) as store:
-        done = {
-            d["composition_id"]
-            for d in store._collection.find({}, {"composition_id": 1, "provenance.site_table_sha256": 1, "_id": 0})
-            if d.get("provenance", {}).get("site_table_sha256") == table.sha256
-        }
-        todo = df[~df["composition_id"].isin(done)] if done else df
-        counts["skipped"] = len(df) - len(todo)
-        if on_total:
-            on_total(len(df))
-        if progress and counts["skipped"]:
-            progress(counts["skipped"])
-        for start in range(0, len(todo), chunk_size):
-            chunk = todo.iloc[start : start + chunk_size]
-            result = upsert_documents(store, CompositionDoc.from_table(chunk, provenance))
-            counts["inserted"] += result["inserted"]
-            counts["replaced"] += result["replaced"]
-            if progress:
-                progress(len(chunk))
-        stored = store._collection.count_documents({})
+    store = CampaignStore(db_settings)
+    hashes = store.composition_table_hashes()  # enumeration writes the whole space: one pass over what is stored
+    done = {cid for cid, h in hashes.items() if h == table.sha256}
+    todo = df[~df["composition_id"].isin(done)] if done else df
+    counts["skipped"] = len(df) - len(todo)
+    if on_total:
+        on_total(len(df))
+    if progress and counts["skipped"]:
+        progress(counts["skipped"])
+    for start in range(0, len(todo), chunk_size):
+        chunk = todo.iloc[start : start + chunk_size]
+        result = store.write_compositions([d for d in CompositionDoc.from_table(chunk, provenance)])
+        counts["inserted"] += result["inserted"]
+        counts["replaced"] += result["replaced"]
+        if progress:
+            progress(len(chunk))
+    stored = len(set(hashes) | set(df["composition_id"]))
     return {
         **summarize(df),
         **counts,

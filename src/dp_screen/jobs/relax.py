@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -15,10 +16,9 @@ from dp_screen.errors import InputError
 from dp_screen.mlip.models import load_model
 from dp_screen.mlip.relax import RelaxSettings, relax_structures
 from dp_screen.schemas.common import Provenance
-from dp_screen.schemas.relaxation import ModelDoc, RelaxationDoc
+from dp_screen.schemas.relaxation import ModelDoc, RelaxationDoc, relaxation_id
 from dp_screen.schemas.structure import settings_hash
 from dp_screen.settings import DPScreenSettings
-from dp_screen.stores import open_store, upsert_documents
 from dp_screen.structures.perovskite_check import check_perovskite
 from dp_screen.structures.phases import compare_phases, identify_phase
 
@@ -34,13 +34,22 @@ def relax_store(
     db_settings: DPScreenSettings | None = None,
     query: dict | None = None,
     limit: int | None = None,
-    chunk_size: int = 256,
+    chunk_size: int = 4096,
     device: str | None = None,
-    dtype: str = "float64",
+    dtype: str | None = None,
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
+    write_every: int = 64,
+    identify_workers: int = 2,
 ) -> dict:
     """Relax every built structure (``query`` filters) not yet relaxed with this model and these settings.
+
+    Work is proportional to what ``query`` selects: the structures of a chunk's compositions and their
+    relaxations are read by indexed ids only (:class:`~dp_screen.campaign_store.CampaignStore`). The structures
+    stream through the device in one in-flight batch per ``chunk_size`` structures read (the device batch itself is
+    sized by memory); phase identification and the perovskite gate of finished structures run in a CPU thread pool
+    while the device works on the rest, and finished relaxations are written every ``write_every`` (so a killed job
+    loses at most those in flight). ``dtype`` None: float32 on CUDA, float64 on the CPU.
 
     Resumable: relaxations are keyed by structure, model hash and settings; a re-run skips those already stored,
     unless the starting structure has been rebuilt since with other build settings (then it is relaxed again and
@@ -50,57 +59,76 @@ def relax_store(
     every setting that changes a result (the relaxation settings and the model's dtype), so runs with other
     settings are kept side by side.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dp_screen.campaign_store import CampaignStore
+    from dp_screen.mlip.models import resolve_device
+
     t0 = time.perf_counter()
     settings = relax_settings or RelaxSettings()
+    if dtype is None:
+        dtype = "float32" if resolve_device(device).startswith("cuda") else "float64"
     model = load_model(model_name, device=device, dtype=dtype)
     prov = model.provenance()
     config = relaxation_config(settings, model.dtype)
     config_hash = settings_hash(config)
-    with open_store("structures", db_settings) as structures:
-        cursor = structures._collection.find(
-            {**(query or {}), "status": "built"}, {"structure": 0, "bv_parameters": 0, "_id": 0}
-        ).sort("structure_id", 1)
-        if limit:
-            cursor = cursor.limit(limit)
-        todo_meta = list(cursor)
-        if not todo_meta:
-            raise InputError(f"no built structures match {query or {}}; run 'dp-screen build-all' first")
-        with open_store("relaxations", db_settings, bulk_load=True) as relax_store_:
-            done = {
-                d["structure_id"]: d.get("structure_settings_hash")
-                for d in relax_store_._collection.find(
-                    {"model_sha256": model.sha256, "settings_hash": config_hash},
-                    {"structure_id": 1, "structure_settings_hash": 1, "_id": 0},
-                )
-            }
-            todo = [m for m in todo_meta if not _relaxed_from(done, m)]
-            counts = {"structures": len(todo_meta), "skipped": len(todo_meta) - len(todo), "relaxed": 0,
-                      "converged": 0, "failed": 0, "not_perovskite": 0, "left_start_tilt": 0}  # fmt: skip
-            if on_total:
-                on_total(len(todo_meta))
-            if progress and counts["skipped"]:
-                progress(counts["skipped"])
-            touched: set[str] = set()
-            for start in range(0, len(todo), chunk_size):
-                chunk = todo[start : start + chunk_size]
-                full = {d["structure_id"]: d for d in structures._collection.find(
-                    {"structure_id": {"$in": [m["structure_id"] for m in chunk]}}, {"_id": 0})}  # fmt: skip
-                docs = [full[m["structure_id"]] for m in chunk]
-                inputs = [Structure.from_dict(d["structure"]) for d in docs]
-                results = relax_structures(inputs, model, settings, progress=progress)
-                out = []
-                for doc, res in zip(docs, results, strict=True):
-                    phase = None if res.failed else identify_phase(res.structure, doc["ordering"], doc["tilt"])
-                    check = None if res.failed else check_perovskite(res.structure)
-                    out.append(RelaxationDoc.from_result(doc, res, phase, prov, config, config_hash, check).model_dump())
-                    counts["relaxed"] += 1
-                    counts["converged"] += res.converged
-                    counts["failed"] += res.failed
-                    counts["not_perovskite"] += check is not None and not check.ok
-                    counts["left_start_tilt"] += phase is not None and not phase.stayed_in_start_tilt
-                    touched.add(doc["composition_id"])
-                upsert_documents(relax_store_, out)
-            counts["phase_summaries"] = summarize_phases(relax_store_, db_settings, touched, model.sha256, config_hash)
+    store = CampaignStore(db_settings)
+    todo_meta = store.built_structure_meta(query, limit)
+    if not todo_meta:
+        raise InputError(f"no built structures match {query or {}}; run 'dp-screen build-all' first")
+    rids = {m["structure_id"]: relaxation_id(m["structure_id"], model.sha256, config_hash) for m in todo_meta}
+    states = store.relaxation_states(list(rids.values()))
+    done = {sid: states[rid] for sid, rid in rids.items() if rid in states}
+    todo = [m for m in todo_meta if not _relaxed_from(done, m)]
+    counts = {"structures": len(todo_meta), "skipped": len(todo_meta) - len(todo), "relaxed": 0, "converged": 0,
+              "failed": 0, "not_perovskite": 0, "left_start_tilt": 0}  # fmt: skip
+    if on_total:
+        on_total(len(todo_meta))
+    if progress and counts["skipped"]:
+        progress(counts["skipped"])
+    touched: set[str] = set()
+
+    lock = threading.Lock()
+
+    def document(doc: dict, res) -> dict:  # runs in the CPU pool
+        phase = None if res.failed else identify_phase(res.structure, doc["ordering"], doc["tilt"])
+        check = None if res.failed else check_perovskite(res.structure)
+        with lock:
+            counts["relaxed"] += 1
+            counts["converged"] += res.converged
+            counts["failed"] += res.failed
+            counts["not_perovskite"] += check is not None and not check.ok
+            counts["left_start_tilt"] += phase is not None and not phase.stayed_in_start_tilt
+        return RelaxationDoc.from_result(doc, res, phase, prov, config, config_hash, check).model_dump()
+
+    with ThreadPoolExecutor(max_workers=max(1, identify_workers)) as pool:
+        pending: list = []
+
+        def flush(force: bool = False) -> None:
+            ready = [f for f in pending if f.done()] if not force else list(pending)
+            if ready and (force or len(ready) >= write_every):
+                store.write_relaxations([f.result() for f in ready])
+                for f in ready:
+                    pending.remove(f)
+
+        for start in range(0, len(todo), chunk_size):
+            chunk = todo[start : start + chunk_size]
+            full = store.structures_by_id([m["structure_id"] for m in chunk])
+            docs = [full[m["structure_id"]] for m in chunk]
+            touched.update(d["composition_id"] for d in docs)
+
+            def finished(i: int, res, docs=docs) -> None:
+                pending.append(pool.submit(document, docs[i], res))
+                flush()
+
+            relax_structures([Structure.from_dict(d["structure"]) for d in docs], model, settings, progress=progress,
+                             on_result=finished)  # fmt: skip
+            flush(force=True)
+    summaries = {cid: [] for cid in touched}
+    for d in store.relaxations_for_summary(sorted(touched), model.sha256, config_hash):
+        summaries[d["composition_id"]].append(d)
+    counts["phase_summaries"] = store.write_phase_summaries(
+        summary_key(model.sha256, config_hash), {cid: phase_summary(v) for cid, v in summaries.items() if v})
     counts.update({"model": prov, "settings_hash": config_hash, "seconds": round(time.perf_counter() - t0, 2)})
     return counts
 
@@ -167,27 +195,6 @@ def phase_summary(variants: list[dict]) -> dict:
     }  # fmt: skip
 
 
-def summarize_phases(relaxations, db_settings, composition_ids, model_sha256: str, config_hash: str) -> int:
-    """Write each composition's phase summary (from its stored relaxations) into the compositions collection."""
-    by_comp: dict[str, list[dict]] = defaultdict(list)
-    fields = {"composition_id": 1, "ordering": 1, "start_tilt": 1, "phase_tilt": 1, "energy_per_atom": 1,
-              "structure_id": 1, "excluded": 1, "_id": 0}  # fmt: skip
-    for d in relaxations._collection.find(
-        {"composition_id": {"$in": sorted(composition_ids)}, "model_sha256": model_sha256,
-         "settings_hash": config_hash}, fields,
-    ):  # fmt: skip
-        by_comp[d["composition_id"]].append(d)
-    from pymongo import UpdateOne
-
-    key = summary_key(model_sha256, config_hash)
-    ops = [UpdateOne({"composition_id": cid}, {"$set": {f"phases.{key}": phase_summary(v)}})
-           for cid, v in by_comp.items()]  # fmt: skip
-    if ops:
-        with open_store("compositions", db_settings) as comps:
-            comps._collection.bulk_write(ops, ordered=False)
-    return len(ops)
-
-
 @dataclass
 class RelaxMaker(Maker):
     """Relax stored structures with a MACE model (runs on the GPU worker category in FireWorks).
@@ -201,17 +208,18 @@ class RelaxMaker(Maker):
     settings
         Relaxation settings (fmax, max steps, ...).
     device, dtype
-        Where and how to evaluate the model.
+        Where and how to evaluate the model (dtype None: float32 on CUDA, float64 on the CPU).
     chunk_size
-        Structures relaxed (and written) together.
+        Structures read from the database and streamed through the device together (the device batch is sized by
+        memory, independently of this).
     """
 
     name: str = "relax structures"
     model: str | None = None
     settings: RelaxSettings = field(default_factory=RelaxSettings)
     device: str | None = None
-    dtype: str = "float64"
-    chunk_size: int = 256
+    dtype: str | None = None
+    chunk_size: int = 4096
 
     @job
     def make(self, query: dict | None = None, limit: int | None = None, db_settings: dict | None = None) -> dict:
@@ -241,6 +249,7 @@ def finetune_to_store(
         foundation=settings.foundation, errors=result.errors, settings=result.settings, n_train=n_train,
         provenance=Provenance(model_sha256=result.sha256, settings=result.settings),
     )  # fmt: skip
-    with open_store("models", db) as store:
-        upsert_documents(store, [doc.model_dump()])
+    from dp_screen.campaign_store import CampaignStore
+
+    CampaignStore(db).write_model(doc.model_dump())
     return doc.model_dump(mode="json")

@@ -26,7 +26,7 @@ from dp_screen.jobs.dft import BACKENDS, dft_single_point, vasp_static_maker
 from dp_screen.errors import InputError
 from dp_screen.schemas.common import Provenance
 from dp_screen.settings import DPScreenSettings
-from dp_screen.stores import open_store, upsert_documents
+from dp_screen.campaign_store import CampaignStore
 
 VASP_KBAR_TO_GPA = -0.1  # VASP prints stress in kbar with the opposite sign to ASE's
 
@@ -140,46 +140,53 @@ def validate_sample(
     by_composition: bool = True,
 ) -> dict:
     """Run CP2K on a stratified random sample of converged relaxations; store validation documents (resumable)."""
-    query: dict = {"failed": False, "converged": True}
-    if composition_ids is not None:
-        query["composition_id"] = {"$in": composition_ids}
-    if model_sha256:
-        query["model_sha256"] = model_sha256
-    with open_store("relaxations", db_settings) as relax:
-        docs = list(relax._collection.find(query, {"_id": 0}))
+    store = CampaignStore(db_settings)
+    docs = _ranked_relaxations(store, composition_ids, model_sha256)
     if not docs:
-        return {"validated": 0, "skipped": 0, "reason": "no converged relaxations to validate"}
+        return {"validated": 0, "skipped": 0, "reason": "no ranked (converged, perovskite) relaxations to validate"}
     method = f"cp2k-{cp2k.xc.lower()}"
-    with open_store("validations", db_settings) as vals:
-        done = {d["relaxation_id"] for d in vals._collection.find({"method": method}, {"relaxation_id": 1, "_id": 0})}
-        sample = stratified_sample(docs, n_samples, seed, by_composition)
-        base = Path(work_dir or tempfile.mkdtemp(prefix="dp_screen_validate_"))
-        written, errors = [], []
-        for rel in sample:
-            if rel["relaxation_id"] in done:
-                continue
-            structure = Structure.from_dict(rel["structure"])
-            folder = base / rel["relaxation_id"].replace("|", "_").replace(":", "_").replace("+", "p")
-            try:
-                dft = dft_single_point(structure, cp2k, folder)
-            except Exception as exc:  # noqa: BLE001 - one failed DFT run must not lose the others
-                errors.append(f"{rel['relaxation_id']}: {exc}")
-                continue
-            doc = validation_doc(rel, dft, structure)
-            upsert_documents(vals, [doc])
-            written.append(doc)
+    sample = stratified_sample(docs, n_samples, seed, by_composition)
+    done = store.validated([d["relaxation_id"] for d in sample], method)
+    base = Path(work_dir or tempfile.mkdtemp(prefix="dp_screen_validate_"))
+    written, errors = [], []
+    for rel in sample:
+        if rel["relaxation_id"] in done:
+            continue
+        structure = Structure.from_dict(rel["structure"])
+        folder = base / rel["relaxation_id"].replace("|", "_").replace(":", "_").replace("+", "p")
+        try:
+            dft = dft_single_point(structure, cp2k, folder)
+        except Exception as exc:  # noqa: BLE001 - one failed DFT run must not lose the others
+            errors.append(f"{rel['relaxation_id']}: {exc}")
+            continue
+        doc = validation_doc(rel, dft, structure)
+        store.write_validations([doc])
+        written.append(doc)
     maes = [d["force_mae"] for d in written if d["force_mae"] is not None]
     return {"validated": len(written), "skipped": len(sample) - len(written) - len(errors), "errors": errors,
             "method": method, "force_mae_mean": float(np.mean(maes)) if maes else None,
             "validation_ids": [d["validation_id"] for d in written]}  # fmt: skip
 
 
+def _ranked_relaxations(store: CampaignStore, composition_ids: list[str] | None, model_sha256: str | None) -> list[dict]:
+    """The ranked relaxations (converged, still perovskites) of the compositions, whole documents."""
+    query: dict = {"failed": False, "converged": True, "excluded": None}
+    if model_sha256:
+        query["model_sha256"] = model_sha256
+    if composition_ids is None:
+        return store.relaxations(query)
+    out: list[dict] = []
+    for i in range(0, len(composition_ids), 256):
+        out += store.relaxations({**query, "composition_id": {"$in": composition_ids[i : i + 256]}})
+    return out
+
+
 @job
 def collect_vasp_validations(relaxation_ids: list[str], task_docs: list, db_settings: dict | None = None) -> dict:
     """Store the VASP static results next to the MLIP's (runs after the queued VASP jobs)."""
     db = DPScreenSettings(**db_settings) if db_settings else DPScreenSettings()
-    with open_store("relaxations", db) as relax:
-        rels = {d["relaxation_id"]: d for d in relax._collection.find({"relaxation_id": {"$in": relaxation_ids}}, {"_id": 0})}
+    store = CampaignStore(db)
+    rels = {d["relaxation_id"]: d for d in store.relaxations({"relaxation_id": {"$in": relaxation_ids}})}
     docs = []
     for rid, task in zip(relaxation_ids, task_docs, strict=True):
         out = task.output
@@ -187,8 +194,7 @@ def collect_vasp_validations(relaxation_ids: list[str], task_docs: list, db_sett
         dft = {"method": "vasp-pbe", "energy": out.energy, "forces": out.forces,
                "stress_gpa": (np.asarray(out.stress) * VASP_KBAR_TO_GPA).tolist(), "settings": {"code": "vasp"}}  # fmt: skip
         docs.append(validation_doc(rels[rid], dft, structure))
-    with open_store("validations", db) as vals:
-        upsert_documents(vals, docs)
+    store.write_validations(docs)
     return {"validated": len(docs), "method": "vasp-pbe"}
 
 
@@ -233,11 +239,7 @@ class ValidateMaker(Maker):
         if self.backend == "cp2k":
             return validate_sample(ids, self.n_samples, self.cp2k, db, seed=self.seed, model_sha256=model,
                                    by_composition=self.by_composition)  # fmt: skip
-        query: dict = {"failed": False, "converged": True}
-        if ids is not None:
-            query["composition_id"] = {"$in": ids}
-        with open_store("relaxations", db) as relax:
-            docs = list(relax._collection.find(query, {"_id": 0}))
+        docs = _ranked_relaxations(CampaignStore(db), ids, model)
         sample = stratified_sample(docs, self.n_samples, self.seed, self.by_composition)
         statics = [vasp_static_maker().make(Structure.from_dict(d["structure"])) for d in sample]
         collect = collect_vasp_validations([d["relaxation_id"] for d in sample], [s.output for s in statics],

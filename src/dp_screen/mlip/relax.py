@@ -186,64 +186,83 @@ def relax_structures(
     model: LoadedModel,
     settings: RelaxSettings | None = None,
     progress=None,
+    on_result=None,
 ) -> list[RelaxResult]:
     """Relax many structures at once on the model's device (TorchSim FIRE + Frechet cell filter, in-flight batching).
 
-    ``progress(n)`` is called as structures finish. Results come back in input order.
+    The structures stream through one in-flight batcher whatever their number: the device batch is sized by memory
+    (TorchSim's estimate on a GPU; ``settings.max_atoms_per_batch`` overrides it; 2,000 atoms on a CPU), FIRE is
+    initialised in batches of that size as structures are pulled in, and the convergence and blow-up checks are
+    tensor operations on the device with one small host transfer per check. ``on_result(i, result)`` is called as
+    each structure finishes (``i``: its input index), so callers can store results as they come; ``progress(n)``
+    as ``n`` more finish. Results also come back in input order.
     """
-    import torch
-    import torch_sim as ts
-
     settings = settings or RelaxSettings()
     missing = [uncovered_elements(s, model) for s in structures]
     if any(missing):  # relax the covered ones; the others fail with the reason
         keep = [i for i, m in enumerate(missing) if not m]
-        done = iter(relax_structures([structures[i] for i in keep], model, settings, progress) if keep else [])
+        sub_on_result = None if on_result is None else (lambda k, r: on_result(keep[k], r))
+        for i, m in enumerate(missing):
+            if m and on_result is not None:
+                on_result(i, _uncovered_result(structures[i], m))
+        done = iter(relax_structures([structures[i] for i in keep], model, settings, progress, sub_on_result)
+                    if keep else [])  # fmt: skip
         return [next(done) if not m else _uncovered_result(s, m) for s, m in zip(structures, missing, strict=True)]
     if not structures:
         return []
+    import torch
+    import torch_sim as ts
+
     ts_model = _torchsim_model(model)
-    v0 = np.array([s.volume for s in structures])
-    state = ts.initialize_state(list(structures), ts_model.device, ts_model.dtype)
-    if settings.fix_symmetry:
-        state.constraints = [symmetry_constraint(state, settings.symprec)]
+    device = ts_model.device
+    v0_all = torch.tensor([s.volume for s in structures], device=device, dtype=ts_model.dtype)
     init_fn, step_fn = ts.OPTIM_REGISTRY[ts.Optimizer.fire]
     init_kwargs = {"cell_filter": ts.CellFilter.frechet} if settings.relax_cell else {}
-    max_scaler = settings.max_atoms_per_batch or (None if model.device.startswith("cuda") else 2000)
+    max_scaler = settings.max_atoms_per_batch or (None if str(device).startswith("cuda") else 2000)
     batcher = ts.InFlightAutoBatcher(
         model=ts_model, memory_scales_with="n_atoms", max_memory_scaler=max_scaler,
         max_iterations=settings.max_steps // settings.check_every + 2,
     )  # fmt: skip
-    singles = state.split()
-    opt_states = [init_fn(s, ts_model, **init_kwargs) for s in singles]  # one model call each, to seed FIRE
-    batcher.load_states(opt_states)
+    init_atoms = settings.max_atoms_per_batch or 2000  # FIRE is seeded this many atoms at a time
+
+    def initialised():
+        """FIRE states of the structures, seeded in batches (one model call per batch), yielded one at a time."""
+        group: list[Structure] = []
+        for k, s in enumerate(structures):
+            group.append(s)
+            if sum(len(g) for g in group) >= init_atoms or k == len(structures) - 1:
+                state = ts.initialize_state(group, device, ts_model.dtype)
+                if settings.fix_symmetry:
+                    state.constraints = [symmetry_constraint(state, settings.symprec)]
+                yield from init_fn(state, ts_model, **init_kwargs).split()
+                group = []
+
+    batcher.load_states(initialised())
     n = len(structures)
     steps = np.zeros(n, dtype=int)
     wall = np.zeros(n)
     reasons: dict[int, str] = {}
-    completed = []
+    results: dict[int, RelaxResult] = {}
     batch, _ = batcher.next_batch(None, None)
     while batch is not None:
         # check every structure of the batch before stepping it: converged, out of steps, or blown up
         idx = list(batcher.current_idx)
-        owner = batch.system_idx.detach().cpu().numpy()
-        flags = _converged_flags(batch, settings).detach().cpu().numpy().copy()
-        energies = batch.energy.detach().cpu().numpy()
-        forces = batch.forces.detach().cpu().numpy()
-        positions = batch.positions.detach().cpu().numpy()
-        cells = batch.row_vector_cell.detach().cpu().numpy()
+        codes, done_now = device_checks(batch, v0_all[idx], settings)  # one host transfer
         for k, og in enumerate(idx):
-            mask = owner == k
-            reason = _blow_up(float(energies[k]), forces[mask], positions[mask], cells[k], v0[og], settings)
-            if reason:
-                reasons[og] = reason
-                flags[k] = True
+            if codes[k, 0] > 0:
+                reasons[og] = _reason(codes[k], settings)
             elif steps[og] >= settings.max_steps:
-                flags[k] = True
-        batch, done = batcher.next_batch(batch, torch.as_tensor(flags, device=batch.device))
-        completed.extend(done)
-        if progress and done:
-            progress(len(done))
+                done_now[k] = True
+        flags = torch.as_tensor(done_now | (codes[:, 0] > 0), device=batch.device)
+        batch, finished = batcher.next_batch(batch, flags)
+        if finished:
+            order = batcher.completed_idx_og_order[-len(finished):]
+            for og, st in zip(order, finished, strict=True):
+                results[og] = _result(st, structures[og], og, steps, wall, reasons, settings)
+                if on_result is not None:
+                    on_result(og, results[og])
+            if progress:
+                progress(len(finished))
         if batch is None:
             break
         idx = list(batcher.current_idx)
@@ -251,26 +270,93 @@ def relax_structures(
         for _ in range(settings.check_every):
             batch = step_fn(state=batch, model=ts_model)
         steps[idx] += settings.check_every
-        n_atoms = np.bincount(batch.system_idx.detach().cpu().numpy(), minlength=len(idx))
+        n_atoms = batch.n_atoms_per_system.detach().cpu().numpy()
         wall[idx] += (time.perf_counter() - t0) * n_atoms / n_atoms.sum()
-    finals = batcher.restore_original_order(completed)
-    results = []
-    for og, st in enumerate(finals):
-        structure = ts.io.state_to_structures(st)[0]
-        structure = _with_species(structure, structures[og])
-        forces = st.forces.detach().cpu().numpy()
-        energy = float(st.energy.detach().cpu().numpy().reshape(-1)[0])
-        max_force = float(np.linalg.norm(forces, axis=1).max()) if np.isfinite(forces).all() else float("nan")
-        stress = st.stress.detach().cpu().numpy().reshape(3, 3) * EV_A3_TO_GPA if st.stress is not None else np.zeros((3, 3))
-        max_stress = float(np.abs(stress).max())
-        failed = og in reasons
-        results.append(RelaxResult(
-            structure=structure, energy=energy, energy_per_atom=energy / len(structure), max_force=max_force,
-            max_stress_gpa=max_stress, stress_gpa=stress.tolist(), n_steps=int(steps[og]),
-            converged=(not failed) and settings.is_converged(max_force, max_stress), failed=failed,
-            reason=reasons.get(og), wall_time_s=float(wall[og]), initial_volume=float(v0[og]),
-        ))  # fmt: skip
-    return results
+    return [results[i] for i in range(n)]
+
+
+def _result(st, original: Structure, og: int, steps, wall, reasons, settings: RelaxSettings) -> RelaxResult:
+    import torch_sim as ts
+
+    structure = _with_species(ts.io.state_to_structures(st)[0], original)
+    forces = st.forces.detach().cpu().numpy()
+    energy = float(st.energy.detach().cpu().numpy().reshape(-1)[0])
+    max_force = float(np.linalg.norm(forces, axis=1).max()) if np.isfinite(forces).all() else float("nan")
+    stress = st.stress.detach().cpu().numpy().reshape(3, 3) * EV_A3_TO_GPA if st.stress is not None else np.zeros((3, 3))
+    max_stress = float(np.abs(stress).max())
+    failed = og in reasons
+    return RelaxResult(
+        structure=structure, energy=energy, energy_per_atom=energy / len(structure), max_force=max_force,
+        max_stress_gpa=max_stress, stress_gpa=stress.tolist(), n_steps=int(steps[og]),
+        converged=(not failed) and settings.is_converged(max_force, max_stress), failed=failed,
+        reason=reasons.get(og), wall_time_s=float(wall[og]), initial_volume=original.volume,
+    )  # fmt: skip
+
+
+#: blow-up codes of :func:`device_checks`
+NON_FINITE, VOLUME, TOO_CLOSE = 1, 2, 3
+
+
+def _reason(row: np.ndarray, settings: RelaxSettings) -> str:
+    code, dv, dmin = int(row[0]), float(row[1]), float(row[2])
+    if code == NON_FINITE:
+        return "non-finite energy, forces or positions"
+    if code == VOLUME:
+        return f"volume changed by {100 * dv:+.0f}% (bound {100 * settings.max_volume_change:.0f}%)"
+    return f"atoms too close: {dmin:.2f} A (bound {settings.min_distance} A)"
+
+
+def min_distances(batch):
+    """Shortest interatomic distance of every system of a batch (27 periodic images), on the batch's device."""
+    import torch
+
+    n_sys = batch.n_systems
+    counts = batch.n_atoms_per_system
+    m = int(counts.max())
+    start = torch.cumsum(counts, 0) - counts
+    local = torch.arange(batch.positions.shape[0], device=batch.device) - start[batch.system_idx]
+    pos = torch.zeros((n_sys, m, 3), device=batch.device, dtype=batch.positions.dtype)
+    mask = torch.zeros((n_sys, m), device=batch.device, dtype=torch.bool)
+    pos[batch.system_idx, local] = batch.positions
+    mask[batch.system_idx, local] = True
+    cell = batch.row_vector_cell  # (S, 3, 3), rows are lattice vectors
+    frac = torch.linalg.solve(cell.transpose(1, 2), pos.transpose(1, 2)).transpose(1, 2)
+    diff = frac[:, :, None, :] - frac[:, None, :, :]
+    diff = diff - torch.round(diff)
+    shifts = torch.tensor([[i, j, k] for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)],
+                          device=batch.device, dtype=pos.dtype)  # fmt: skip
+    cart = torch.einsum("sabki,sij->sabkj", diff[:, :, :, None, :] + shifts, cell)
+    dist = cart.norm(dim=-1)  # (S, m, m, 27)
+    pair = mask[:, :, None] & mask[:, None, :]
+    eye = torch.eye(m, device=batch.device, dtype=torch.bool)[None, :, :, None]
+    zero_shift = (shifts == 0).all(dim=1)[None, None, None, :]
+    dist = dist.masked_fill(~pair[..., None] | (eye & zero_shift), float("inf"))
+    return dist.flatten(1).min(dim=1).values
+
+
+def device_checks(batch, v0, settings: RelaxSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Blow-up and convergence checks of a whole batch as tensor operations on its device, with one host transfer.
+
+    Returns (codes, converged): ``codes[k]`` = (blow-up code: 0 none, NON_FINITE, VOLUME, TOO_CLOSE; the volume
+    change; the shortest distance) for system k, and the convergence flags (``_converged_flags``).
+    """
+    import torch
+
+    sys_idx = batch.system_idx
+    n_sys = batch.n_systems
+    atom_ok = torch.isfinite(batch.forces).all(dim=1) & torch.isfinite(batch.positions).all(dim=1)
+    bad_atoms = torch.zeros(n_sys, device=batch.device, dtype=batch.positions.dtype)
+    bad_atoms = bad_atoms.index_add(0, sys_idx, (~atom_ok).to(bad_atoms.dtype))
+    finite = (bad_atoms == 0) & torch.isfinite(batch.energy)
+    dv = torch.linalg.det(batch.row_vector_cell).abs() / v0 - 1
+    dmin = min_distances(batch)
+    code = torch.zeros(n_sys, device=batch.device, dtype=batch.positions.dtype)
+    code = torch.where(dmin < settings.min_distance, TOO_CLOSE, code)
+    code = torch.where(~torch.isfinite(dv) | (dv.abs() > settings.max_volume_change), VOLUME, code)
+    code = torch.where(~finite, NON_FINITE, code)
+    conv = _converged_flags(batch, settings).to(code.dtype)
+    host = torch.stack([code, dv, dmin, conv], dim=1).detach().cpu().numpy()
+    return host[:, :3], host[:, 3] > 0
 
 
 def symmetry_constraint(state, symprec: float):

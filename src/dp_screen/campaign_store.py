@@ -1,0 +1,260 @@
+"""The one owner of the campaign's collections: their indexes and every query and write the jobs and the CLI need.
+
+Everything goes through public pymongo APIs on the database that :mod:`dp_screen.stores` locates (the configured
+MongoDB URI, or the embedded server). The rule that keeps a campaign of 10^6 structures as cheap per chunk as one of
+10^4: **a chunk job touches only its own documents**, by indexed key or indexed field (``$in`` lists are sent in
+batches of ``IN_BATCH``, which keeps them flat in cost on SecantusDB and MongoDB alike), and never counts or scans a
+collection. Whole-collection passes (counts, the phase table of a report) belong to the analysis, a few per report.
+
+A database that goes away mid-run ends the run with one :class:`~dp_screen.errors.DatabaseError` naming the server
+and what was being done; writes happen in small batches as results finish, so at most the batch in flight is lost.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any
+
+from dp_screen.errors import DatabaseError
+from dp_screen.settings import DPScreenSettings
+from dp_screen.stores import COLLECTIONS, INDEXES, database_uri, redact
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+IN_BATCH = 256  # ids per $in query
+_indexed: set[tuple[str, str]] = set()  # (uri, database) whose indexes this process has ensured
+_clients: dict[str, Any] = {}
+
+
+def _guard(what: str):
+    """Turn a driver error inside a method into one DatabaseError line naming the server and the operation."""
+
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(self, *args, **kwargs):
+            from pymongo.errors import PyMongoError
+
+            try:
+                return fn(self, *args, **kwargs)
+            except PyMongoError as exc:
+                reason = str(exc).split(",")[0].split(" (configured")[0].splitlines()[0]
+                raise DatabaseError(
+                    f"the database at {redact(self.uri)} failed while {what}: {reason}; what finished is stored: "
+                    f"run the same command again to resume"
+                ) from None
+
+        return wrapper
+
+    return deco
+
+
+def _batches(values: list, size: int = IN_BATCH) -> Iterator[list]:
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
+
+
+class CampaignStore:
+    """The collections of one dp_screen database (see :data:`dp_screen.stores.COLLECTIONS`)."""
+
+    def __init__(self, settings: DPScreenSettings | None = None, uri: str | None = None) -> None:
+        import pymongo
+
+        self.settings = settings or DPScreenSettings()
+        self.uri = uri or database_uri(self.settings)
+        if self.uri not in _clients:
+            timeout = int(self.settings.db_timeout_s * 1000)
+            _clients[self.uri] = pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=timeout,
+                                                     connectTimeoutMS=timeout)  # fmt: skip
+        self.db = _clients[self.uri][self.settings.database]
+        self.ensure_indexes()
+
+    @classmethod
+    def from_dict(cls, db_settings: dict | None) -> CampaignStore:
+        """From the settings dict that jobs receive."""
+        return cls(DPScreenSettings(**db_settings) if db_settings else DPScreenSettings())
+
+    def __getitem__(self, name: str):
+        if name not in COLLECTIONS:
+            raise DatabaseError(f"unknown collection {name!r}; allowed: {', '.join(COLLECTIONS)}")
+        return self.db[name]
+
+    @_guard("creating indexes")
+    def ensure_indexes(self) -> None:
+        """The unique key index and the secondary indexes of every collection, once per process and database."""
+        tag = (self.uri, self.settings.database)
+        if tag in _indexed:
+            return
+        for name, key in COLLECTIONS.items():
+            self.db[name].create_index(key, unique=True)
+            for fld in INDEXES.get(name, []):
+                self.db[name].create_index(fld)
+        _indexed.add(tag)
+
+    # ------------------------------------------------------------------------------------------------ generic
+    def _by_keys(self, name: str, field: str, values: Iterable, projection: dict, extra: dict | None = None) -> list[dict]:
+        values = list(dict.fromkeys(values))
+        out: list[dict] = []
+        for part in _batches(values):
+            out += list(self[name].find({field: {"$in": part}, **(extra or {})}, {"_id": 0, **projection}))
+        return out
+
+    def _find(self, name: str, query: dict, projection: dict | None = None, sort: str | None = None,
+              limit: int | None = None) -> list[dict]:  # fmt: skip
+        """Documents matching ``query``; a query on ``{field: {"$in": [...]}}`` alone is batched."""
+        proj = {"_id": 0, **(projection or {})}
+        if len(query) == 1:
+            (field, cond), = query.items()
+            if isinstance(cond, dict) and set(cond) == {"$in"} and len(cond["$in"]) > IN_BATCH and not limit:
+                docs = self._by_keys(name, field, cond["$in"], projection or {})
+                return sorted(docs, key=lambda d: d.get(sort)) if sort else docs
+        cursor = self[name].find(query, proj)
+        if sort:
+            cursor = cursor.sort(sort, 1)
+        if limit:
+            cursor = cursor.limit(limit)
+        return list(cursor)
+
+    def _upsert(self, name: str, docs: list[dict]) -> dict:
+        """One document per key, always: new keys inserted in bulk, existing ones replaced."""
+        from pymongo import ReplaceOne
+        from pymongo.errors import BulkWriteError
+
+        key = COLLECTIONS[name]
+        if not docs:
+            return {"inserted": 0, "replaced": 0}
+        existing = {d[key] for d in self._by_keys(name, key, [d[key] for d in docs], {key: 1})}
+        new = [dict(d) for d in docs if d[key] not in existing]
+        old = [d for d in docs if d[key] in existing]
+        inserted = 0
+        if new:
+            try:
+                inserted = len(self[name].insert_many(new, ordered=False).inserted_ids)
+            except BulkWriteError as exc:  # another writer inserted some meanwhile: replace those instead
+                errors = exc.details.get("writeErrors", [])
+                other = [e for e in errors if e.get("code") != 11000]
+                if other:
+                    raise DatabaseError(f"writing to {name!r} failed: {other[0].get('errmsg')}") from None
+                dup = {new[e["index"]][key] for e in errors}
+                inserted = exc.details.get("nInserted", 0)
+                old += [d for d in docs if d[key] in dup]
+        if old:
+            self[name].bulk_write([ReplaceOne({key: d[key]}, d, upsert=True) for d in old], ordered=False)
+        return {"inserted": inserted, "replaced": len(old)}
+
+    # ------------------------------------------------------------------------------------------ compositions
+    @_guard("reading the stored compositions")
+    def composition_table_hashes(self) -> dict[str, str | None]:
+        """composition id -> site table hash of every stored composition (enumeration: a whole-collection pass)."""
+        return {d["composition_id"]: d.get("provenance", {}).get("site_table_sha256")
+                for d in self["compositions"].find({}, {"composition_id": 1, "provenance.site_table_sha256": 1,
+                                                        "_id": 0})}  # fmt: skip
+
+    @_guard("reading compositions")
+    def stored_compositions(self, ids: list[str], site_table_sha256: str) -> set[str]:
+        """Which of ``ids`` are stored from this site table."""
+        return {d["composition_id"] for d in self._by_keys("compositions", "composition_id", ids, {"composition_id": 1},
+                                                            {"provenance.site_table_sha256": site_table_sha256})}  # fmt: skip
+
+    @_guard("writing compositions")
+    def write_compositions(self, docs: list[dict]) -> dict:
+        return self._upsert("compositions", docs)
+
+    @_guard("tagging the campaign's compositions")
+    def tag_campaign(self, ids: list[str], campaign: str) -> None:
+        for part in _batches(ids):
+            self["compositions"].update_many({"composition_id": {"$in": part}}, {"$addToSet": {"campaigns": campaign}})
+
+    @_guard("reading compositions")
+    def compositions(self, query: dict | None, fields: list[str], limit: int | None = None) -> list[dict]:
+        """Compositions matching ``query`` (a chunk's ``{"composition_id": {"$in": ids}}`` is batched), by id."""
+        return self._find("compositions", query or {}, {f: 1 for f in fields}, sort="composition_id", limit=limit)
+
+    @_guard("writing phase summaries")
+    def write_phase_summaries(self, key: str, summaries: dict[str, dict]) -> int:
+        """Set ``phases.<key>`` of each composition id to its summary."""
+        from pymongo import UpdateOne
+
+        ops = [UpdateOne({"composition_id": cid}, {"$set": {f"phases.{key}": s}}) for cid, s in summaries.items()]
+        for part in _batches(ops, 1000):
+            self["compositions"].bulk_write(part, ordered=False)
+        return len(ops)
+
+    @_guard("reading phase summaries")
+    def phase_summaries(self, ids: list[str], key: str, fields: list[str]) -> list[dict]:
+        return self._by_keys("compositions", "composition_id", ids, {**{f: 1 for f in fields}, f"phases.{key}": 1})
+
+    # -------------------------------------------------------------------------------------------- structures
+    @_guard("reading built structures")
+    def structure_ids_with_settings(self, structure_ids: list[str], settings_hash: str) -> set[str]:
+        """Which of ``structure_ids`` are stored (built or failed) with this build settings hash."""
+        return {d["structure_id"] for d in self._by_keys("structures", "structure_id", structure_ids,
+                                                          {"structure_id": 1}, {"settings_hash": settings_hash})}  # fmt: skip
+
+    @_guard("writing structures")
+    def write_structures(self, docs: list[dict]) -> dict:
+        return self._upsert("structures", docs)
+
+    @_guard("reading built structures")
+    def built_structure_meta(self, query: dict | None, limit: int | None = None) -> list[dict]:
+        """Built structures matching ``query``, without their structures, by id (a chunk's id list is batched)."""
+        query = dict(query or {})
+        ids = query.get("composition_id", {}).get("$in") if isinstance(query.get("composition_id"), dict) else None
+        proj = {"structure": 0, "bv_parameters": 0, "_id": 0}
+        if ids is not None and len(query) == 1 and not limit:
+            out: list[dict] = []
+            for part in _batches(ids):
+                out += list(self["structures"].find({"composition_id": {"$in": part}, "status": "built"}, proj))
+            return sorted(out, key=lambda d: d["structure_id"])
+        cursor = self["structures"].find({**query, "status": "built"}, proj).sort("structure_id", 1)
+        return list(cursor.limit(limit) if limit else cursor)
+
+    @_guard("reading structures")
+    def structures_by_id(self, structure_ids: list[str]) -> dict[str, dict]:
+        return {d["structure_id"]: d for d in self._by_keys("structures", "structure_id", structure_ids, {})}
+
+    # ------------------------------------------------------------------------------------------- relaxations
+    @_guard("reading relaxations")
+    def relaxation_states(self, relaxation_ids: list[str]) -> dict[str, str | None]:
+        """relaxation id -> the build settings hash of the structure it was made from, for the stored ones."""
+        return {d["relaxation_id"]: d.get("structure_settings_hash")
+                for d in self._by_keys("relaxations", "relaxation_id", relaxation_ids,
+                                       {"relaxation_id": 1, "structure_settings_hash": 1})}  # fmt: skip
+
+    @_guard("writing relaxations")
+    def write_relaxations(self, docs: list[dict]) -> dict:
+        return self._upsert("relaxations", docs)
+
+    @_guard("reading relaxations for the phase summaries")
+    def relaxations_for_summary(self, composition_ids: list[str], model_sha256: str, settings_hash: str) -> list[dict]:
+        fields = {"composition_id": 1, "ordering": 1, "start_tilt": 1, "phase_tilt": 1, "energy_per_atom": 1,
+                  "structure_id": 1, "excluded": 1}  # fmt: skip
+        return self._by_keys("relaxations", "composition_id", composition_ids, fields,
+                             {"model_sha256": model_sha256, "settings_hash": settings_hash})  # fmt: skip
+
+    @_guard("reading relaxations")
+    def relaxations(self, query: dict, projection: dict | None = None) -> list[dict]:
+        return self._find("relaxations", query, projection)
+
+    # ------------------------------------------------------------------------------------ validations, models
+    @_guard("reading validations")
+    def validated(self, relaxation_ids: list[str], method: str) -> set[str]:
+        return {d["relaxation_id"] for d in self._by_keys("validations", "relaxation_id", relaxation_ids,
+                                                           {"relaxation_id": 1}, {"method": method})}  # fmt: skip
+
+    @_guard("writing validations")
+    def write_validations(self, docs: list[dict]) -> dict:
+        return self._upsert("validations", docs)
+
+    @_guard("reading models")
+    def model(self, sha256: str) -> dict | None:
+        return self["models"].find_one({"sha256": sha256}, {"_id": 0})
+
+    @_guard("writing models")
+    def write_model(self, doc: dict) -> dict:
+        return self._upsert("models", [doc])
+
+    @_guard("counting documents")
+    def counts(self) -> dict[str, int]:
+        """Estimated document count per collection (for status lines, never inside a chunk job)."""
+        return {name: self[name].estimated_document_count() for name in COLLECTIONS}
