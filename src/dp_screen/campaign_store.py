@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from dp_screen.errors import DatabaseError
 from dp_screen.settings import DPScreenSettings
-from dp_screen.stores import COLLECTIONS, INDEXES, database_uri, redact
+from dp_screen.stores import COLLECTIONS, INDEXES, database_uri, redact, upsert_many
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -117,30 +117,7 @@ class CampaignStore:
 
     def _upsert(self, name: str, docs: list[dict]) -> dict:
         """One document per key, always: new keys inserted in bulk, existing ones replaced."""
-        from pymongo import ReplaceOne
-        from pymongo.errors import BulkWriteError
-
-        key = COLLECTIONS[name]
-        if not docs:
-            return {"inserted": 0, "replaced": 0}
-        existing = {d[key] for d in self._by_keys(name, key, [d[key] for d in docs], {key: 1})}
-        new = [dict(d) for d in docs if d[key] not in existing]
-        old = [d for d in docs if d[key] in existing]
-        inserted = 0
-        if new:
-            try:
-                inserted = len(self[name].insert_many(new, ordered=False).inserted_ids)
-            except BulkWriteError as exc:  # another writer inserted some meanwhile: replace those instead
-                errors = exc.details.get("writeErrors", [])
-                other = [e for e in errors if e.get("code") != 11000]
-                if other:
-                    raise DatabaseError(f"writing to {name!r} failed: {other[0].get('errmsg')}") from None
-                dup = {new[e["index"]][key] for e in errors}
-                inserted = exc.details.get("nInserted", 0)
-                old += [d for d in docs if d[key] in dup]
-        if old:
-            self[name].bulk_write([ReplaceOne({key: d[key]}, d, upsert=True) for d in old], ordered=False)
-        return {"inserted": inserted, "replaced": len(old)}
+        return upsert_many(self[name], COLLECTIONS[name], docs, IN_BATCH)
 
     # ------------------------------------------------------------------------------------------ compositions
     @_guard("reading the stored compositions")
@@ -179,6 +156,19 @@ class CampaignStore:
         for part in _batches(ops, 1000):
             self["compositions"].bulk_write(part, ordered=False)
         return len(ops)
+
+    @_guard("registering the phase summaries")
+    def register_phase_set(self, key: str, model_sha256: str, settings_hash: str, model_name: str, n_new: int) -> None:
+        """Record that compositions carry ``phases.<key>`` and how many relaxations the set has (by $inc), so the
+        analysis finds the sets without scanning the relaxations."""
+        from datetime import datetime, timezone
+
+        self["phase_sets"].update_one(
+            {"key": key},
+            {"$set": {"model_sha256": model_sha256, "settings_hash": settings_hash, "model_name": model_name,
+                      "updated_at": datetime.now(timezone.utc)}, "$inc": {"n_relaxations": int(n_new)}},
+            upsert=True,
+        )  # fmt: skip
 
     @_guard("reading phase summaries")
     def phase_summaries(self, ids: list[str], key: str, fields: list[str]) -> list[dict]:
@@ -228,7 +218,7 @@ class CampaignStore:
     @_guard("reading relaxations for the phase summaries")
     def relaxations_for_summary(self, composition_ids: list[str], model_sha256: str, settings_hash: str) -> list[dict]:
         fields = {"composition_id": 1, "ordering": 1, "start_tilt": 1, "phase_tilt": 1, "energy_per_atom": 1,
-                  "structure_id": 1, "excluded": 1}  # fmt: skip
+                  "structure_id": 1, "excluded": 1, "final_space_group": 1}  # fmt: skip
         return self._by_keys("relaxations", "composition_id", composition_ids, fields,
                              {"model_sha256": model_sha256, "settings_hash": settings_hash})  # fmt: skip
 

@@ -41,6 +41,7 @@ COLLECTIONS: dict[str, str] = {
     "relaxations": "relaxation_id",
     "validations": "validation_id",
     "models": "model_id",
+    "phase_sets": "key",  # which (model, relaxation settings) phase summaries the compositions carry
 }
 
 #: secondary indexes (the key gets a unique index)
@@ -348,8 +349,8 @@ def open_store(
         store.close()
 
 
-def upsert_documents(store: MongoStore, docs: Iterable[dict], key: str | None = None) -> dict:
-    """Idempotent bulk write keyed on ``key`` (the store's key by default): one document per key, always.
+def upsert_many(collection, key: str, docs: Iterable[dict], in_batch: int = 256) -> dict:
+    """Idempotent bulk write into a pymongo collection keyed on ``key``: one document per key, always.
 
     New keys are inserted in bulk (several times faster than upserts on these servers); existing ones are replaced.
     Returns counts {"inserted": n, "replaced": m}.
@@ -357,27 +358,32 @@ def upsert_documents(store: MongoStore, docs: Iterable[dict], key: str | None = 
     from pymongo import ReplaceOne
     from pymongo.errors import BulkWriteError
 
-    key = key or store.key
     docs = list(docs)
     if not docs:
         return {"inserted": 0, "replaced": 0}
-    coll = store._collection
     keys = [d[key] for d in docs]
-    existing = {d[key] for d in coll.find({key: {"$in": keys}}, {key: 1, "_id": 0})}
+    existing = set()
+    for i in range(0, len(keys), in_batch):  # $in lists of a few hundred stay flat in cost
+        existing |= {d[key] for d in collection.find({key: {"$in": keys[i : i + in_batch]}}, {key: 1, "_id": 0})}
     new = [dict(d) for d in docs if d[key] not in existing]  # copies: insert_many adds _id
     old = [d for d in docs if d[key] in existing]
     inserted = 0
     if new:
         try:
-            inserted = len(coll.insert_many(new, ordered=False).inserted_ids)
+            inserted = len(collection.insert_many(new, ordered=False).inserted_ids)
         except BulkWriteError as exc:  # another writer inserted some of them meanwhile: replace those instead
             errors = exc.details.get("writeErrors", [])
             other = [e for e in errors if e.get("code") != 11000]
             if other:
-                raise DatabaseError(f"writing to {store.collection_name!r} failed: {other[0].get('errmsg')}") from None
+                raise DatabaseError(f"writing to {collection.name!r} failed: {other[0].get('errmsg')}") from None
             dup = {new[e["index"]][key] for e in errors}
             inserted = exc.details.get("nInserted", 0)
             old += [d for d in docs if d[key] in dup]
     if old:
-        coll.bulk_write([ReplaceOne({key: d[key]}, d, upsert=True) for d in old], ordered=False)
+        collection.bulk_write([ReplaceOne({key: d[key]}, d, upsert=True) for d in old], ordered=False)
     return {"inserted": inserted, "replaced": len(old)}
+
+
+def upsert_documents(store: MongoStore, docs: Iterable[dict], key: str | None = None) -> dict:
+    """:func:`upsert_many` into a connected maggma store (keyed on the store's key by default)."""
+    return upsert_many(store._collection, key or store.key, docs)

@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 
 from dp_screen.errors import DatabaseError, InputError
-from dp_screen.schemas.relaxation import exclusion
+from dp_screen.schemas.relaxation import exclusion, summary_key
 from dp_screen.settings import DPScreenSettings
 from dp_screen.stores import COLLECTIONS, database_uri, redact
-from dp_screen.structures.phases import TILT_TOL_MEV, compare_phases
+from dp_screen.structures.phases import TILT_TOL_MEV, phase_summary
 
 if TYPE_CHECKING:
     from pymongo.database import Database
@@ -155,6 +155,10 @@ def composition_table(
         df = fetch_by_key("compositions", "composition_id", ids, list(fields), db)
     else:
         df = load_collection("compositions", query, list(fields), db)
+    return _with_species_labels(df)
+
+
+def _with_species_labels(df: pd.DataFrame) -> pd.DataFrame:
     if not df.empty:
         for site, charge in (("A", "nA"), ("A2", "nA2"), ("B", "nB"), ("B2", "nB2"), ("X", "nX")):
             if site in df and charge in df:
@@ -210,82 +214,104 @@ def phase_table(
 ) -> pd.DataFrame:
     """One row per relaxed (composition, ordering): its lowest-energy phase, dE(untilted - lowest), descriptors.
 
-    One aggregation: the server groups a model's relaxations by composition, ordering, model and relaxation
-    settings; the (model, settings) pair analysed is the one given (``model_sha256`` may be a prefix), else the one
-    with the most relaxations (see :func:`choose_set`; the pair is in ``df.attrs``). Only ranked relaxations enter
-    (converged, not failed, still a perovskite: field ``excluded`` None), each under the phase it ended in
-    (``phase_tilt``); how many were kept out, and why, is in ``n_excluded`` and ``excluded`` ({reason: n}).
-    Per row :func:`compare_phases` decides. Columns: ``ordering``, ``e_lowest`` (eV/atom), ``lowest_tilt`` (the
-    phase of the lowest variant), ``lowest_space_group`` (its space group after relaxation),
-    ``dE_untilted_mev_atom`` (NaN without a ranked untilted variant), ``ground_state_tilted`` (dE above
+    Read from the per-composition phase summaries the relax jobs write (``compositions.phases.<model>_<settings>``,
+    listed in ``phase_sets``): one pass over the compositions, not over the relaxations. A store without them (or
+    a ``query`` on the relaxations, e.g. ``{"composition_id": {"$regex": "O2-$"}}``) is grouped from the
+    relaxations by one server-side aggregation instead, with the same result. The (model, settings) pair analysed is
+    the one given (``model_sha256`` may be a prefix), else the one with the most relaxations (see
+    :func:`choose_set`; the pair is in ``df.attrs``). Only ranked relaxations count (converged, not failed, still a
+    perovskite: field ``excluded`` None), each under the phase it ended in (``phase_tilt``); how many were kept
+    out, and why, is in ``n_excluded`` and ``excluded`` ({reason: n}). Columns: ``ordering``, ``e_lowest``
+    (eV/atom), ``lowest_tilt`` (the phase of the lowest variant), ``lowest_space_group`` (its space group after
+    relaxation), ``dE_untilted_mev_atom`` (NaN without a ranked untilted variant), ``ground_state_tilted`` (dE above
     ``tilt_tol_mev``; None without an untilted variant), ``winning_space_group`` (the untilted variant's group when
     the ground state is not tilted), ``n_variants``, ``n_ranked``, ``n_excluded``, ``excluded``,
     ``energies_mev_atom`` ({phase: E - E_lowest}, the lowest per phase), ``composition_ground_state`` (True on the
     row of the composition's lowest ordering; see :func:`ground_state_table`) and the composition descriptors with
-    species labels. ``query`` filters the relaxations server-side (e.g. ``{"composition_id": {"$regex": "O2-$"}}``).
-    A composition whose variants are all excluded has a row with no energies.
+    species labels. A composition whose variants are all excluded has a row with no energies.
     """
     columns = ["composition_id", "ordering", "e_lowest", "lowest_tilt", "lowest_space_group", "dE_untilted_mev_atom",
                "ground_state_tilted", "winning_space_group", "n_variants", "n_ranked", "n_excluded", "excluded",
                "energies_mev_atom", "composition_ground_state"]  # fmt: skip
     empty = pd.DataFrame(columns=columns + list(COMPOSITION_FIELDS[1:]) + list(SPECIES_COLUMNS))
+    picked = None if query else _registered_set(db, model_sha256, settings_hash)
+    if picked is not None:
+        key = summary_key(*picked)
+        docs = _run("reading phase summaries", lambda: list(_collection(db, "compositions").find(
+            {f"phases.{key}": {"$exists": True}}, {"_id": 0, **{f: 1 for f in COMPOSITION_FIELDS}, f"phases.{key}": 1},
+            batch_size=10_000)))  # fmt: skip
+        summaries = {d["composition_id"]: d.pop("phases")[key] for d in docs}
+        comps = _with_species_labels(pd.DataFrame(docs)) if docs else pd.DataFrame()
+    else:
+        summaries, picked = _summaries_from_relaxations(db, model_sha256, settings_hash, query)
+        if picked is None:
+            return empty
+        comps = composition_table(db, ids=list(summaries))
+    rows = [_ordering_row(cid, ordering, o, tilt_tol_mev)
+            for cid, summ in summaries.items() for ordering, o in summ["orderings"].items()]  # fmt: skip
+    if not rows:
+        return empty
+    df = pd.DataFrame(rows)
+    lowest = df.dropna(subset=["e_lowest"]).groupby("composition_id")["e_lowest"].transform("min")
+    df["composition_ground_state"] = False
+    df.loc[lowest.index, "composition_ground_state"] = df.loc[lowest.index, "e_lowest"] == lowest
+    df = df.merge(comps, on="composition_id", how="left") if not comps.empty else df
+    df.attrs.update(model_sha256=picked[0], settings_hash=picked[1], tilt_tol_mev=tilt_tol_mev)
+    return df.sort_values(["composition_id", "ordering"]).reset_index(drop=True)
+
+
+def _ordering_row(cid: str, ordering: str, o: dict, tol: float) -> dict:
+    """A phase-table row from one ordering's summary (``structures.phases.phase_summary``), at tolerance ``tol``."""
+    de = o.get("dE_untilted_mev_atom")
+    tilted = None if de is None else bool(de > tol)
+    row = {"composition_id": cid, "ordering": ordering, "n_variants": o.get("n_variants", o.get("n_ranked", 0)),
+           "n_ranked": o.get("n_ranked", 0), "excluded": o.get("excluded") or {}}  # fmt: skip
+    row["n_excluded"] = row["n_variants"] - row["n_ranked"]
+    if not o.get("n_ranked"):
+        return {**row, "e_lowest": np.nan, "lowest_tilt": None, "lowest_space_group": None,
+                "dE_untilted_mev_atom": np.nan, "ground_state_tilted": None, "winning_space_group": None,
+                "energies_mev_atom": {}, "lowest_structure_id": None}  # fmt: skip
+    return {**row, "e_lowest": o["e_lowest"], "lowest_tilt": o["lowest"], "lowest_space_group": o["lowest_space_group"],
+            "dE_untilted_mev_atom": np.nan if de is None else de, "ground_state_tilted": tilted,
+            "winning_space_group": o["lowest_space_group"] if tilted in (True, None) else o["untilted_space_group"],
+            "energies_mev_atom": o["energies_mev_atom"], "lowest_structure_id": o["lowest_structure_id"]}  # fmt: skip
+
+
+def _registered_set(db, model_sha256: str | None, settings_hash: str | None) -> tuple[str, str] | None:
+    """The (model, settings) of the registered phase summaries (``phase_sets``) to analyse; None when none fits."""
+    sets = _run("reading phase_sets", lambda: list(_collection(db, "phase_sets").find({}, {"_id": 0})))
+    counts = {(d["model_sha256"], d["settings_hash"]): d.get("n_relaxations", 0) for d in sets
+              if (not model_sha256 or d["model_sha256"].startswith(model_sha256))
+              and (not settings_hash or d["settings_hash"] == settings_hash)}  # fmt: skip
+    return max(counts, key=counts.get) if counts else None
+
+
+def _summaries_from_relaxations(db, model_sha256, settings_hash, query):
+    """Per-composition phase summaries grouped from the relaxations by the server (stores without summaries)."""
     match = {**(query or {}), **set_match(model_sha256, settings_hash)}
     grouped = aggregate("relaxations", [
         {"$match": match},
-        {"$group": {"_id": {"c": "$composition_id", "o": "$ordering", "m": "$model_sha256", "s": "$settings_hash"},
+        {"$group": {"_id": {"c": "$composition_id", "m": "$model_sha256", "s": "$settings_hash"},
                     "n_variants": {"$sum": 1},
-                    "variants": {"$push": {"t": "$start_tilt", "p": "$phase_tilt", "e": "$energy_per_atom",
-                                            "sg": "$final_space_group",
+                    "variants": {"$push": {"o": "$ordering", "t": "$start_tilt", "p": "$phase_tilt",
+                                            "e": "$energy_per_atom", "sg": "$final_space_group",
                                             "sg0": "$phase.space_group", "sid": "$structure_id", "x": "$excluded",
                                             "f": "$failed", "ok": "$converged"}}}},
     ], db)  # fmt: skip
     counts = {} if grouped.empty else grouped.groupby(["_id.m", "_id.s"])["n_variants"].sum().to_dict()
     picked = choose_set(counts, model_sha256, settings_hash, db)
     if picked is None:
-        return empty
-    model, shash = picked
-    grouped = grouped[(grouped["_id.m"] == model) & (grouped["_id.s"] == shash)]
-    rows = []
-    for cid, ordering, variants in zip(grouped["_id.c"], grouped["_id.o"], grouped["variants"], strict=True):
-        excluded: dict[str, int] = {}
-        ranked = []
-        for v in variants:
+        return {}, None
+    grouped = grouped[(grouped["_id.m"] == picked[0]) & (grouped["_id.s"] == picked[1])]
+    summaries = {}
+    for cid, variants in zip(grouped["_id.c"], grouped["variants"], strict=True):
+        summaries[cid] = phase_summary([{
+            "ordering": v.get("o"), "start_tilt": v["t"], "phase_tilt": v.get("p"), "energy_per_atom": v["e"],
+            "structure_id": v.get("sid"), "final_space_group": v.get("sg") or v.get("sg0"),
             # documents from before 0.3.0 have no ``excluded``: failed / unconverged ones are kept out all the same
-            why = v.get("x") or exclusion(bool(v.get("f")), bool(v.get("ok")), None)
-            if why:
-                excluded[why] = excluded.get(why, 0) + 1
-            else:
-                ranked.append({**v, "phase": v.get("p") or v["t"], "sg": v.get("sg") or v.get("sg0")})
-        row = {"composition_id": cid, "ordering": ordering, "n_variants": len(variants), "n_ranked": len(ranked),
-               "n_excluded": len(variants) - len(ranked), "excluded": excluded}  # fmt: skip
-        if ranked:
-            summary = compare_phases([{"tilt": v["phase"], "energy_per_atom": v["e"], "structure_id": v.get("sid")}
-                                      for v in ranked], tilt_tol_mev)  # fmt: skip
-            best = min(ranked, key=lambda v: v["e"])
-            untilted = [v for v in ranked if v["phase"] == UNTILTED]
-            tilted = summary["ground_state_tilted"]
-            de = summary["dE_untilted_mev_atom"]
-            row.update({
-                "e_lowest": best["e"], "lowest_tilt": best["phase"], "lowest_space_group": best.get("sg"),
-                "dE_untilted_mev_atom": np.nan if de is None else de, "ground_state_tilted": tilted,
-                "winning_space_group": best.get("sg") if tilted in (True, None)
-                else min(untilted, key=lambda v: v["e"]).get("sg"),
-                "energies_mev_atom": summary["energies_mev_atom"],
-                "lowest_structure_id": summary["lowest_structure_id"],
-            })  # fmt: skip
-        else:
-            row.update({"e_lowest": np.nan, "lowest_tilt": None, "lowest_space_group": None,
-                        "dE_untilted_mev_atom": np.nan, "ground_state_tilted": None, "winning_space_group": None,
-                        "energies_mev_atom": {}, "lowest_structure_id": None})  # fmt: skip
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    lowest = df.dropna(subset=["e_lowest"]).groupby("composition_id")["e_lowest"].transform("min")
-    df["composition_ground_state"] = False
-    df.loc[lowest.index, "composition_ground_state"] = df.loc[lowest.index, "e_lowest"] == lowest
-    comps = composition_table(db, ids=df["composition_id"].unique().tolist())
-    df = df.merge(comps, on="composition_id", how="left") if not comps.empty else df
-    df.attrs.update(model_sha256=model, settings_hash=shash, tilt_tol_mev=tilt_tol_mev)
-    return df.sort_values(["composition_id", "ordering"]).reset_index(drop=True)
+            "excluded": v.get("x") or exclusion(bool(v.get("f")), bool(v.get("ok")), None),
+        } for v in variants])  # fmt: skip
+    return summaries, picked
 
 
 def ground_state_table(phases: pd.DataFrame) -> pd.DataFrame:

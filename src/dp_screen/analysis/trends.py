@@ -200,13 +200,16 @@ def convergence_stats(
     match = set_match(model_sha256, settings_hash)
     g = aggregate("relaxations", [
         {"$match": match},
+        # grouped by step count too, so the server returns a histogram of steps instead of one value per relaxation
         {"$group": {"_id": {"m": "$model_sha256", "s": "$settings_hash", "t": "$start_tilt",
-                            "r": {"$cond": ["$failed", "$reason", None]}},
+                            "r": {"$cond": ["$failed", "$reason", None]}, "k": "$n_steps"},
                     "n": {"$sum": 1}, "converged": {"$sum": {"$cond": ["$converged", 1, 0]}},
                     "failed": {"$sum": {"$cond": ["$failed", 1, 0]}},
                     "stayed": {"$sum": {"$cond": [{"$eq": ["$phase.stayed_in_start_tilt", True]}, 1, 0]}},
-                    "steps": {"$push": "$n_steps"}, "wall": {"$sum": "$wall_time_s"}}},
+                    "wall": {"$sum": "$wall_time_s"}}},
     ], db)  # fmt: skip
+    if not g.empty:
+        g["steps"] = [np.full(int(n), k, dtype=float) for k, n in zip(g["_id.k"].fillna(0), g["n"], strict=True)]
     counts = {} if g.empty else g.groupby(["_id.m", "_id.s"])["n"].sum().to_dict()
     picked = choose_set(counts, model_sha256, settings_hash, db)
     empty = pd.DataFrame(columns=["n", "converged_fraction", "failed_fraction", "stayed_fraction", "steps_mean",

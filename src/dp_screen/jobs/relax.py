@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,11 +15,13 @@ from dp_screen.errors import InputError
 from dp_screen.mlip.models import load_model
 from dp_screen.mlip.relax import RelaxSettings, relax_structures
 from dp_screen.schemas.common import Provenance
-from dp_screen.schemas.relaxation import ModelDoc, RelaxationDoc, relaxation_id
+from dp_screen.schemas.relaxation import ModelDoc, RelaxationDoc, relaxation_id, summary_key
 from dp_screen.schemas.structure import settings_hash
 from dp_screen.settings import DPScreenSettings
 from dp_screen.structures.perovskite_check import check_perovskite
-from dp_screen.structures.phases import compare_phases, identify_phase
+from dp_screen.structures.phases import identify_phase, phase_summary
+
+__all__ = ["RelaxMaker", "phase_summary", "relax_store", "relaxation_config", "summary_key"]
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -129,6 +130,8 @@ def relax_store(
         summaries[d["composition_id"]].append(d)
     counts["phase_summaries"] = store.write_phase_summaries(
         summary_key(model.sha256, config_hash), {cid: phase_summary(v) for cid, v in summaries.items() if v})
+    store.register_phase_set(summary_key(model.sha256, config_hash), model.sha256, config_hash, model.name,
+                             counts["relaxed"])  # fmt: skip
     counts.update({"model": prov, "settings_hash": config_hash, "seconds": round(time.perf_counter() - t0, 2)})
     return counts
 
@@ -149,50 +152,6 @@ def relaxation_config(settings: RelaxSettings, dtype: str) -> dict:
     """Everything that changes a relaxation's result, for its settings hash: the relaxation settings and the dtype
     the model is evaluated in (a float32 run does not count float64 results as done)."""
     return {**settings.settings_dict(), "dtype": dtype}
-
-
-def summary_key(model_sha256: str, config_hash: str) -> str:
-    """Field of a composition's phase summary for one model and relaxation settings: ``<sha[:12]>_<hash>``."""
-    return f"{model_sha256[:12]}_{config_hash}"
-
-
-def phase_summary(variants: list[dict]) -> dict:
-    """Phase summary of one composition from its relaxation documents (one model and settings).
-
-    Only ranked variants (converged, not failed, still a perovskite: field ``excluded`` None) enter, each under the
-    phase it ended in (``phase_tilt``). Per ordering: :func:`compare_phases` (lowest phase, dE untilted - lowest);
-    ``ground_state``: the lowest (ordering, phase) over all orderings with that ordering's dE; ``excluded``: how
-    many variants were kept out and why.
-    """
-    excluded: dict[str, int] = {}
-    by_ordering: dict[str, list[dict]] = defaultdict(list)
-    for d in variants:
-        why = d.get("excluded")
-        if why:
-            excluded[why] = excluded.get(why, 0) + 1
-            continue
-        by_ordering[d["ordering"]].append({"tilt": d.get("phase_tilt") or d["start_tilt"],
-                                           "energy_per_atom": d["energy_per_atom"],
-                                           "structure_id": d["structure_id"]})  # fmt: skip
-    orderings = {o: {**compare_phases(v), "n_ranked": len(v)} for o, v in sorted(by_ordering.items())}
-    ground = None
-    for o, v in by_ordering.items():
-        best = min(v, key=lambda x: x["energy_per_atom"])
-        if ground is None or best["energy_per_atom"] < ground["energy_per_atom"]:
-            ground = {"ordering": o, "energy_per_atom": best["energy_per_atom"]}
-    if ground is not None:
-        summ = orderings[ground["ordering"]]
-        ground.update(phase=summ["ground_state_phase"], lowest=summ["lowest"], structure_id=summ["lowest_structure_id"],
-                      dE_untilted_mev_atom=summ["dE_untilted_mev_atom"], ground_state_tilted=summ["ground_state_tilted"])
-    return {
-        "ground_state": ground, "orderings": orderings, "excluded": excluded, "n_variants": len(variants),
-        "n_ranked": sum(len(v) for v in by_ordering.values()),
-        # the fields of the ground state's ordering at the top level, as read by the campaign summary
-        "lowest": ground["lowest"] if ground else None,
-        "ground_state_phase": ground["phase"] if ground else None,
-        "dE_untilted_mev_atom": ground["dE_untilted_mev_atom"] if ground else None,
-        "ground_state_tilted": ground["ground_state_tilted"] if ground else None,
-    }  # fmt: skip
 
 
 @dataclass

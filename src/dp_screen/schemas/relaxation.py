@@ -34,6 +34,11 @@ def relaxation_id(structure_id: str, model_sha256: str, settings_hash: str) -> s
     return f"{structure_id}|{model_sha256[:12]}|{settings_hash}"
 
 
+def summary_key(model_sha256: str, config_hash: str) -> str:
+    """Field of a composition's phase summary for one model and relaxation settings: ``<sha[:12]>_<hash>``."""
+    return f"{model_sha256[:12]}_{config_hash}"
+
+
 class RelaxationDoc(BaseModel):
     """A relaxed structure with its energy, convergence and phase."""
 

@@ -17,6 +17,7 @@ tabulates (Howard & Stokes, Acta Cryst. B54, 782 (1998) for ABX3; Howard, Kenned
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,7 +34,25 @@ IDENTIFY_SYMPREC = 1e-2
 
 
 def space_groups(structure: Structure, symprecs=SYMPRECS) -> dict[str, int]:
-    """Space-group number at each tolerance (Angstrom)."""
+    """Space-group number at each tolerance (Angstrom): spglib on the cell's arrays (species told apart as pymatgen's
+    SpacegroupAnalyzer does, oxidation states included), without building an analyzer per tolerance."""
+    import spglib
+
+    codes: dict[str, int] = {}
+    numbers = [codes.setdefault(site.species_string, len(codes) + 1) for site in structure]
+    cell = (structure.lattice.matrix, structure.frac_coords, numbers)
+    out = {}
+    for tol in symprecs:
+        try:
+            data = spglib.get_symmetry_dataset(cell, symprec=tol)
+            out[f"{tol:g}"] = int(data.number) if data is not None else 1
+        except Exception:  # noqa: BLE001 - spglib gives up on badly distorted cells
+            out[f"{tol:g}"] = 1
+    return out
+
+
+def space_groups_pymatgen(structure: Structure, symprecs=SYMPRECS) -> dict[str, int]:
+    """The same through pymatgen's SpacegroupAnalyzer (the reference :func:`space_groups` is checked against)."""
     out = {}
     for tol in symprecs:
         try:
@@ -44,26 +63,29 @@ def space_groups(structure: Structure, symprecs=SYMPRECS) -> dict[str, int]:
 
 
 def b_x_b_angles(structure: Structure, cutoff: float = 3.6) -> np.ndarray:
-    """B-X-B' angle (degrees) at every anion, from its two nearest B-site cations.
+    """B-X-B' angle (degrees) at every anion, from its two nearest B-site cations (one neighbour-list call).
 
     B sites are those with site property ``site`` in {"B", "B2"} (set by the builder and kept by the relaxation);
     without it, the two nearest cations of each anion are used.
     """
     roles = structure.site_properties.get("site")
+    if roles:
+        anion = np.array([r == "X" for r in roles])
+        b_site = np.array([r in ("B", "B2") for r in roles])
+    else:
+        charge = np.array([getattr(site.specie, "oxi_state", 0) for site in structure])
+        anion, b_site = charge < 0, charge > 0
+    centres, points, images, dists = structure.get_neighbor_list(cutoff)
+    keep = anion[centres] & b_site[points]
+    centres, points, images, dists = centres[keep], points[keep], images[keep], dists[keep]
+    cart, lattice = structure.cart_coords, structure.lattice.matrix
     angles = []
-    for i, site in enumerate(structure):
-        if (roles and roles[i] != "X") or (not roles and getattr(site.specie, "oxi_state", -1) > 0):
+    for x in np.flatnonzero(anion):
+        mine = np.flatnonzero(centres == x)
+        if mine.size < 2:
             continue
-        neighbours = structure.get_neighbors(site, cutoff)
-        if roles:
-            neighbours = [n for n in neighbours if roles[n.index] in ("B", "B2")]
-        else:
-            neighbours = [n for n in neighbours if getattr(n.specie, "oxi_state", 1) > 0]
-        neighbours.sort(key=lambda n: n.nn_distance)
-        if len(neighbours) < 2:
-            continue
-        v1 = neighbours[0].coords - site.coords
-        v2 = neighbours[1].coords - site.coords
+        two = mine[np.argsort(dists[mine], kind="stable")[:2]]
+        v1, v2 = (cart[points[two]] + images[two] @ lattice) - cart[x]
         cos = np.dot(v1, v2) / (np.linalg.norm(v1) * np.linalg.norm(v2))
         angles.append(float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))))
     return np.array(angles)
@@ -174,7 +196,7 @@ def compare_phases(variants: list[dict], tilt_tol_mev: float = TILT_TOL_MEV) -> 
     usable = [v for v in variants if v.get("energy_per_atom") is not None and np.isfinite(v["energy_per_atom"])]
     if not usable:
         return {"lowest": None, "lowest_structure_id": None, "dE_untilted_mev_atom": None, "energies_mev_atom": {},
-                "ground_state_tilted": None}  # fmt: skip
+                "ground_state_tilted": None, "ground_state_phase": None}  # fmt: skip
     best = min(usable, key=lambda v: v["energy_per_atom"])
     untilted = [v for v in usable if v["tilt"] == "a0a0a0"]
     de = 1e3 * (min(v["energy_per_atom"] for v in untilted) - best["energy_per_atom"]) if untilted else None
@@ -191,3 +213,59 @@ def compare_phases(variants: list[dict], tilt_tol_mev: float = TILT_TOL_MEV) -> 
         # the answer to "which phase": the untilted one when the lowest is within the tolerance of it
         "ground_state_phase": best["tilt"] if de is None or de > tilt_tol_mev else "a0a0a0",
     }
+
+
+def phase_summary(variants: list[dict]) -> dict:
+    """Phase summary of one composition from its relaxation documents (one model and settings).
+
+    Only ranked variants (converged, not failed, still a perovskite: field ``excluded`` None) enter, each under the
+    phase it ended in (``phase_tilt``). Per ordering: :func:`compare_phases` (lowest phase, dE untilted - lowest);
+    ``ground_state``: the lowest (ordering, phase) over all orderings with that ordering's dE; ``excluded``: how
+    many variants were kept out and why.
+    """
+    excluded: dict[str, int] = {}
+    by_ordering: dict[str, list[dict]] = defaultdict(list)
+    seen: dict[str, dict] = defaultdict(lambda: {"n_variants": 0, "excluded": {}})
+    for d in variants:
+        why = d.get("excluded")
+        tally = seen[d["ordering"]]
+        tally["n_variants"] += 1
+        if why:
+            excluded[why] = excluded.get(why, 0) + 1
+            tally["excluded"][why] = tally["excluded"].get(why, 0) + 1
+            continue
+        by_ordering[d["ordering"]].append({"tilt": d.get("phase_tilt") or d["start_tilt"],
+                                           "energy_per_atom": d["energy_per_atom"],
+                                           "structure_id": d["structure_id"],
+                                           "space_group": d.get("final_space_group")})  # fmt: skip
+    orderings = {}
+    for o in sorted(seen):
+        v = by_ordering.get(o, [])
+        best = min(v, key=lambda x: x["energy_per_atom"]) if v else None
+        untilted = [x for x in v if x["tilt"] == "a0a0a0"]
+        orderings[o] = {
+            **compare_phases(v), "n_ranked": len(v), **seen[o],
+            "e_lowest": best["energy_per_atom"] if best else None,
+            "lowest_space_group": best["space_group"] if best else None,
+            "untilted_space_group": min(untilted, key=lambda x: x["energy_per_atom"])["space_group"] if untilted else None,
+        }  # fmt: skip
+    ground = None
+    for o, v in by_ordering.items():
+        if not v:
+            continue
+        best = min(v, key=lambda x: x["energy_per_atom"])
+        if ground is None or best["energy_per_atom"] < ground["energy_per_atom"]:
+            ground = {"ordering": o, "energy_per_atom": best["energy_per_atom"]}
+    if ground is not None:
+        summ = orderings[ground["ordering"]]
+        ground.update(phase=summ["ground_state_phase"], lowest=summ["lowest"], structure_id=summ["lowest_structure_id"],
+                      dE_untilted_mev_atom=summ["dE_untilted_mev_atom"], ground_state_tilted=summ["ground_state_tilted"])
+    return {
+        "ground_state": ground, "orderings": orderings, "excluded": excluded, "n_variants": len(variants),
+        "n_ranked": sum(len(v) for v in by_ordering.values()),
+        # the fields of the ground state's ordering at the top level, as read by the campaign summary
+        "lowest": ground["lowest"] if ground else None,
+        "ground_state_phase": ground["phase"] if ground else None,
+        "dE_untilted_mev_atom": ground["dE_untilted_mev_atom"] if ground else None,
+        "ground_state_tilted": ground["ground_state_tilted"] if ground else None,
+    }  # fmt: skip
