@@ -228,9 +228,11 @@ class CampaignStore:
 
     # ------------------------------------------------------------------------------------ validations, models
     @_guard("reading validations")
-    def validated(self, relaxation_ids: list[str], method: str) -> set[str]:
+    def validated(self, relaxation_ids: list[str], methods: str | list[str]) -> set[str]:
+        """Which relaxations have a validation by one of ``methods``."""
+        methods = [methods] if isinstance(methods, str) else list(methods)
         return {d["relaxation_id"] for d in self._by_keys("validations", "relaxation_id", relaxation_ids,
-                                                           {"relaxation_id": 1}, {"method": method})}  # fmt: skip
+                                                           {"relaxation_id": 1}, {"method": {"$in": methods}})}  # fmt: skip
 
     @_guard("writing validations")
     def write_validations(self, docs: list[dict]) -> dict:

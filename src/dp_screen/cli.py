@@ -670,6 +670,38 @@ def launchpad(settings, path: Path | None = None):
     return LaunchPad(host=uri, uri_mode=True, name=f"{settings.database}_fw")
 
 
+@cli.group()
+def dft() -> None:
+    """The local DFT (CP2K) set-up."""
+
+
+@dft.command("check")
+@click.option("--table", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Site table whose elements to check (default: the packaged default table).")
+@click.option("--basis", default=None, help="Basis set name (default: CP2KSettings().basis).")
+@click.option("--potential", default=None, help="Pseudopotential name (default: CP2KSettings().potential).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def dft_check(table, basis, potential, as_json) -> None:
+    """Which elements of a site table the installed CP2K data covers (basis set and pseudopotential)."""
+    from dp_screen.chemistry.site_tables import load_site_table
+    from dp_screen.dft.cp2k import CP2KSettings, coverage, data_dir
+
+    settings = CP2KSettings(**{k: v for k, v in {"basis": basis, "potential": potential}.items() if v})
+    if data_dir() is None:
+        raise DPScreenError("CP2K's data is not installed (no BASIS_MOLOPT); on Debian: apt-get install -y cp2k")
+    elements = sorted({sp.element for sp in load_site_table(table).species})
+    cov = coverage(elements, settings)
+    if as_json:
+        click.echo(json.dumps({"basis": settings.basis, "potential": settings.potential, "data_dir": str(data_dir()),
+                               "elements": cov}))  # fmt: skip
+        return
+    missing = [el for el, c in cov.items() if not c["covered"]]
+    click.echo(f"{len(elements) - len(missing)} of {len(elements)} elements covered by {settings.basis} / "
+               f"{settings.potential} in {data_dir()}")  # fmt: skip
+    for el, c in cov.items():
+        click.echo(f"  {el:3s} {'ok ' if c['covered'] else 'NO '} basis {c['basis'] or '-'}, potential {c['potential'] or '-'}")
+
+
 @cli.command("report")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for index.html, its figures and CSV tables.")

@@ -1,7 +1,10 @@
 """CP2K single points (PBE, GTH pseudopotentials, MOLOPT basis) for any machine with Debian's cp2k.
 
-Writes a CP2K input, runs ``cp2k.psmp`` (under mpirun when more than one process is asked for) and parses the total
-energy, the forces and the analytical stress tensor. Energies are CP2K's (GTH reference), not comparable in
+Writes a CP2K input with the models' Hamiltonian (:mod:`dp_screen.dft.hamiltonian`: spin-polarised with
+high-spin initial moments for open-shell cations, Materials Project +U on oxides and fluorides), runs
+``cp2k.psmp`` (under mpirun when more than one process is asked for) and parses the total energy, the forces and
+the analytical stress tensor. Before a run, every element is checked to have the basis set and pseudopotential
+asked for in the installed CP2K data (:func:`coverage`); an uncovered element fails before CP2K starts. Energies are CP2K's (GTH reference), not comparable in
 absolute value with an MLIP trained on other references: compare forces, stresses and energy differences.
 """
 
@@ -14,6 +17,7 @@ import shutil
 import subprocess
 import time
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +28,8 @@ from dp_screen.errors import DPScreenError
 
 if TYPE_CHECKING:
     from pymatgen.core import Structure
+
+    from dp_screen.dft.hamiltonian import Hamiltonian
 
 HARTREE_EV = 27.211386245988
 BOHR_A = 0.529177210903
@@ -83,6 +89,71 @@ def cp2k_executable() -> str | None:
     return shutil.which("cp2k.psmp") or shutil.which("cp2k")
 
 
+BASIS_FILES = ("BASIS_MOLOPT", "BASIS_MOLOPT_UCL", "BASIS_MOLOPT_LnPP1")
+POTENTIAL_FILES = ("GTH_POTENTIALS", "LnPP1_POTENTIALS")
+
+
+def data_dir() -> Path | None:
+    """CP2K's data folder (CP2K_DATA_DIR, or Debian's /usr/share/cp2k), None when there is none."""
+    for d in (os.environ.get("CP2K_DATA_DIR"), *DATA_DIRS):
+        if d and Path(d, "BASIS_MOLOPT").exists():
+            return Path(d)
+    return None
+
+
+@cache
+def _names(path: str) -> dict[str, list[tuple[set[str], str]]]:
+    """element -> [(names of an entry, file name)] of a CP2K basis or potential file (header lines 'El NAME...')."""
+    out: dict[str, list[tuple[set[str], str]]] = {}
+    for line in Path(path).read_text(errors="replace").splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0][:1].isupper() and parts[0].isalpha() and len(parts[0]) <= 2 \
+                and not parts[1].lstrip("-").replace(".", "").isdigit():  # fmt: skip
+            out.setdefault(parts[0], []).append((set(parts[1:]), Path(path).name))
+    return out
+
+
+def coverage(elements, settings: CP2KSettings | None = None) -> dict[str, dict]:
+    """For each element: whether the installed CP2K data has ``settings.basis`` and ``settings.potential`` for it,
+    and the files that hold them ({"basis": file or None, "potential": file or None, "covered": bool})."""
+    settings = settings or CP2KSettings()
+    root = data_dir()
+    out = {}
+    for el in sorted(set(elements)):
+        found = {"basis": None, "potential": None}
+        if root is not None:
+            for kind, files, name in (("basis", BASIS_FILES, settings.basis),
+                                      ("potential", POTENTIAL_FILES, settings.potential)):  # fmt: skip
+                for f in files:
+                    if (root / f).exists() and any(name in names for names, _ in _names(str(root / f)).get(el, [])):
+                        found[kind] = f
+                        break
+        out[el] = {**found, "covered": found["basis"] is not None and found["potential"] is not None}
+    return out
+
+
+def check_coverage(structure: Structure, settings: CP2KSettings) -> dict[str, dict]:
+    """:func:`coverage` of a structure's elements; CP2KError naming the uncovered ones (before anything runs)."""
+    cov = coverage({site.specie.symbol for site in structure}, settings)
+    missing = [el for el, c in cov.items() if not c["covered"]]
+    if missing:
+        what = "; ".join(f"{el}: {'no ' + settings.basis if not cov[el]['basis'] else ''}"
+                         f"{' and ' if not cov[el]['basis'] and not cov[el]['potential'] else ''}"
+                         f"{'no ' + settings.potential if not cov[el]['potential'] else ''}" for el in missing)  # fmt: skip
+        raise CP2KError(f"the installed CP2K data does not cover element(s) {', '.join(missing)} ({what}); see "
+                        f"'dp-screen dft check', or choose another basis / potential")  # fmt: skip
+    return cov
+
+
+def gamma_supercell(structure: Structure, grid: tuple[int, int, int]) -> tuple[Structure, list[int]]:
+    """The supercell whose Gamma point samples the Monkhorst-Pack ``grid`` of ``structure`` (for Gamma-only
+    methods), and for each original atom the index of its image at the same position (its force is the original
+    atom's; the supercell's energy divided by the number of cells is the original cell's)."""
+    supercell = structure * grid
+    home = [int(np.argmin(np.linalg.norm(supercell.cart_coords - xyz, axis=1))) for xyz in structure.cart_coords]
+    return supercell, home
+
+
 def kpoint_grid(structure: Structure, length: float) -> tuple[int, int, int]:
     """Monkhorst-Pack grid n_i = ceil(length / a_i) (``length`` in Angstrom; <= 0: Gamma only)."""
     if length <= 0:
@@ -90,15 +161,34 @@ def kpoint_grid(structure: Structure, length: float) -> tuple[int, int, int]:
     return tuple(max(1, math.ceil(length / a - 1e-9)) for a in structure.lattice.abc)  # type: ignore[return-value]
 
 
-def write_cp2k_input(structure: Structure, settings: CP2KSettings, project: str = "dp_screen") -> str:
-    """The CP2K input text of a PBE single point with forces and stress."""
+def write_cp2k_input(structure: Structure, settings: CP2KSettings, project: str = "dp_screen",
+                     hamiltonian: Hamiltonian | None = None, files: dict[str, dict] | None = None) -> str:  # fmt: skip
+    """The CP2K input text of a PBE single point with forces and stress, with the models' Hamiltonian (spin, moments,
+    +U; :func:`dp_screen.dft.hamiltonian.hamiltonian_for` unless given)."""
+    from dp_screen.dft.hamiltonian import hamiltonian_for
+
+    ham = hamiltonian or hamiltonian_for(structure)
     elements = sorted({site.specie.symbol for site in structure})
+    files = files or {}
+    basis_files = sorted({c["basis"] for c in files.values() if c.get("basis")} | {"BASIS_MOLOPT"})
+    potential_files = sorted({c["potential"] for c in files.values() if c.get("potential")} | {"GTH_POTENTIALS"})
     grid = kpoint_grid(structure, settings.kpoint_length)
     lat = structure.lattice.matrix
-    kinds = "\n".join(
-        f"    &KIND {el}\n      BASIS_SET {settings.basis}\n      POTENTIAL {settings.potential}\n    &END KIND"
-        for el in elements
-    )
+
+    def kind(el: str) -> str:
+        extra = ""
+        if el in ham.moments:
+            extra += f"\n      MAGNETIZATION {ham.moments[el]:g}"
+        if el in ham.u_values:
+            extra += (f"\n      &DFT_PLUS_U\n        L 2\n        U_MINUS_J [eV] {ham.u_values[el]:g}\n"
+                      f"      &END DFT_PLUS_U")  # fmt: skip
+        return f"    &KIND {el}\n      BASIS_SET {settings.basis}\n      POTENTIAL {settings.potential}{extra}\n    &END KIND"
+
+    kinds = "\n".join(kind(el) for el in elements)
+    files_text = "\n".join([f"    BASIS_SET_FILE_NAME {f}" for f in basis_files]
+                           + [f"    POTENTIAL_FILE_NAME {f}" for f in potential_files])  # fmt: skip
+    spin = f"    UKS\n    MULTIPLICITY {ham.multiplicity}\n" if ham.spin_polarised else ""
+    plus_u = "    PLUS_U_METHOD MULLIKEN\n" if ham.u_values else ""
     coords = "\n".join(f"      {site.specie.symbol} {x:.10f} {y:.10f} {z:.10f}"
                        for site, (x, y, z) in zip(structure, structure.cart_coords, strict=True))  # fmt: skip
     kpoints = (
@@ -123,9 +213,8 @@ def write_cp2k_input(structure: Structure, settings: CP2KSettings, project: str 
   METHOD QS
   STRESS_TENSOR ANALYTICAL
   &DFT
-    BASIS_SET_FILE_NAME BASIS_MOLOPT
-    POTENTIAL_FILE_NAME GTH_POTENTIALS
-    &MGRID
+{files_text}
+{spin}{plus_u}    &MGRID
       CUTOFF {settings.cutoff}
       REL_CUTOFF {settings.rel_cutoff}
     &END MGRID
@@ -201,15 +290,26 @@ def run_cp2k(structure: Structure, settings: CP2KSettings | None = None, work_di
     exe = cp2k_executable()
     if exe is None:
         raise CP2KError("CP2K is not installed (no cp2k.psmp on PATH); on Debian: apt-get install -y cp2k")
+    if data_dir() is None:
+        raise CP2KError("CP2K's data (BASIS_MOLOPT, GTH_POTENTIALS) is not installed; on Debian: apt-get install -y cp2k-data")
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     inp = work / "cp2k.inp"
     out = work / "cp2k.out"
-    inp.write_text(write_cp2k_input(structure, settings))
+    from dp_screen.dft.hamiltonian import hamiltonian_for
+
+    files = check_coverage(structure, settings)  # an uncovered element fails here, before CP2K starts
+    ham = hamiltonian_for(structure)
+    grid = kpoint_grid(structure, settings.kpoint_length)
+    run_structure, run_settings, images, home = structure, settings, 1, None
+    if ham.u_values and grid != (1, 1, 1):
+        # CP2K (2023.1) has DFT+U only at the Gamma point ("Method not implemented for k-points")
+        run_structure, home = gamma_supercell(structure, grid)
+        run_settings = CP2KSettings(**{**settings.settings_dict(), "kpoint_length": 0.0})
+        images = grid[0] * grid[1] * grid[2]
+    inp.write_text(write_cp2k_input(run_structure, run_settings, hamiltonian=ham, files=files))
     env = dict(os.environ, OMP_NUM_THREADS=str(settings.omp_threads))
-    data_dir = next((d for d in DATA_DIRS if Path(d, "BASIS_MOLOPT").exists()), None)
-    if data_dir:
-        env.setdefault("CP2K_DATA_DIR", data_dir)
+    env.setdefault("CP2K_DATA_DIR", str(data_dir()))
     cmd = [exe, "-i", inp.name, "-o", out.name]
     if settings.nproc > 1 and shutil.which("mpirun"):
         cmd = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", str(settings.nproc), *cmd]
@@ -223,7 +323,12 @@ def run_cp2k(structure: Structure, settings: CP2KSettings | None = None, work_di
     if proc.returncode != 0 and "ENERGY| Total FORCE_EVAL" not in text:
         tail = (proc.stderr or text).strip().splitlines()[-3:]
         raise CP2KError(f"CP2K failed (exit {proc.returncode}): {' | '.join(tail)}; see {out}")
-    result = parse_cp2k_output(text, len(structure))
+    result = parse_cp2k_output(text, len(run_structure))
+    if images > 1:
+        result["energy"] /= images
+        result["forces"] = result["forces"][home]
     result.update({"wall_time_s": time.perf_counter() - t0, "input_file": str(inp), "output_file": str(out),
-                   "kpoints": list(kpoint_grid(structure, settings.kpoint_length))})  # fmt: skip
+                   "hamiltonian": {**ham.as_dict(), "gamma_supercell": list(grid) if images > 1 else None},
+                   "method": ham.label,
+                   "kpoints": list(grid)})  # fmt: skip
     return result

@@ -75,7 +75,7 @@ def dft_single_point(structure: Structure, settings: CP2KSettings, work_dir: str
     """CP2K single point as a plain dict (lists, for documents)."""
     res = run_cp2k(structure, settings, work_dir)
     return {
-        "method": f"cp2k-{settings.xc.lower()}", "energy": res["energy"], "energy_per_atom": res["energy"] / len(structure),
+        "method": res["method"], "hamiltonian": res["hamiltonian"], "energy": res["energy"], "energy_per_atom": res["energy"] / len(structure),
         "forces": res["forces"].tolist(), "stress_gpa": None if res["stress_gpa"] is None else res["stress_gpa"].tolist(),
         "scf_converged": res["scf_converged"], "wall_time_s": res["wall_time_s"], "kpoints": res["kpoints"],
         "output_file": res["output_file"], "settings": settings.settings_dict(),

@@ -28,7 +28,8 @@ from dp_screen.schemas.common import Provenance
 from dp_screen.settings import DPScreenSettings
 from dp_screen.campaign_store import CampaignStore
 
-VASP_KBAR_TO_GPA = -0.1  # VASP prints stress in kbar with the opposite sign to ASE's
+VASP_KBAR_TO_GPA = -0.1
+CP2K_METHODS = ["cp2k-pbe", "cp2k-pbe+u"]  # VASP prints stress in kbar with the opposite sign to ASE's
 
 
 def _stratum(doc: dict) -> tuple:
@@ -144,9 +145,9 @@ def validate_sample(
     docs = _ranked_relaxations(store, composition_ids, model_sha256)
     if not docs:
         return {"validated": 0, "skipped": 0, "reason": "no ranked (converged, perovskite) relaxations to validate"}
-    method = f"cp2k-{cp2k.xc.lower()}"
+    method = "cp2k"  # cp2k-pbe or cp2k-pbe+u per structure (dp_screen.dft.hamiltonian)
     sample = stratified_sample(docs, n_samples, seed, by_composition)
-    done = store.validated([d["relaxation_id"] for d in sample], method)
+    done = store.validated([d["relaxation_id"] for d in sample], CP2K_METHODS)
     base = Path(work_dir or tempfile.mkdtemp(prefix="dp_screen_validate_"))
     written, errors = [], []
     for rel in sample:

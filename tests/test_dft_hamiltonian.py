@@ -1,0 +1,72 @@
+"""DFT checks with the models' Hamiltonian: spin polarisation, moments and Materials Project +U where MP applies
+them, basis / pseudopotential coverage checked against the installed CP2K data before anything runs.
+
+Expected values come from outside the code: MP's U values as pymatgen's MPRelaxSet carries them (Fe 5.3, Mo 4.38,
+W 6.2 eV on oxides) and the high-spin d counts of the ions (Fe3+ d5, Mo5+ d1, Co2+ d7 -> 3)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dp_screen.dft.cp2k import CP2KError, CP2KSettings, coverage, data_dir, gamma_supercell, run_cp2k, write_cp2k_input
+from dp_screen.dft.hamiltonian import hamiltonian_for
+from dp_screen.structures.perovskite import SiteSpeciesSet, build_bvm_structure
+
+SR2FEMOO6 = SiteSpeciesSet(("Sr", 2), ("Sr", 2), ("Fe", 3), ("Mo", 5), ("O", -2))
+BA2MGWO6 = SiteSpeciesSet(("Ba", 2), ("Ba", 2), ("Mg", 2), ("W", 6), ("O", -2))
+CS2AGBICL6 = SiteSpeciesSet(("Cs", 1), ("Cs", 1), ("Ag", 1), ("Bi", 3), ("Cl", -1))
+
+
+def test_open_shell_oxide_gets_uks_moments_and_u():
+    s = build_bvm_structure(SR2FEMOO6).structure
+    ham = hamiltonian_for(s)
+    assert ham.spin_polarised and ham.moments == {"Fe": 5.0, "Mo": 1.0} and ham.multiplicity == 5 + 1 + 1
+    assert ham.u_values == {"Fe": 5.3, "Mo": 4.38} and ham.label == "cp2k-pbe+u"
+    text = write_cp2k_input(s, CP2KSettings(), hamiltonian=ham)
+    assert "UKS" in text and "MULTIPLICITY 7" in text and "PLUS_U_METHOD" in text
+    assert "MAGNETIZATION 5" in text and "U_MINUS_J [eV] 5.3" in text and "U_MINUS_J [eV] 4.38" in text
+
+
+def test_closed_shell_compositions_stay_restricted():
+    ham = hamiltonian_for(build_bvm_structure(BA2MGWO6).structure)  # Mg2+ and W6+ (d0): closed shell
+    assert not ham.spin_polarised and ham.moments == {}
+    assert ham.u_values == {"W": 6.2}  # MP gives W in oxides its U even as d0 W6+
+    text = write_cp2k_input(build_bvm_structure(BA2MGWO6).structure, CP2KSettings(), hamiltonian=ham)
+    assert "UKS" not in text and "MAGNETIZATION" not in text
+    plain = hamiltonian_for(build_bvm_structure(CS2AGBICL6).structure)  # a chloride: MP applies no U
+    assert not plain.spin_polarised and plain.u_values == {} and plain.label == "cp2k-pbe"
+
+
+@pytest.mark.skipif(data_dir() is None, reason="CP2K's data is not installed (apt-get install -y cp2k)")
+def test_coverage_of_the_installed_data_and_refusal_before_cp2k_runs(tmp_path):
+    cov = coverage(["O", "Fe", "Cs", "Bi"])
+    assert all(c["covered"] for c in cov.values()) and cov["O"]["basis"] == "BASIS_MOLOPT"
+    missing = coverage(["O", "Fe"], CP2KSettings(basis="NO-SUCH-BASIS"))
+    assert not any(c["covered"] for c in missing.values())
+    with pytest.raises(CP2KError, match=r"does not cover element\(s\) Fe, Mo, O, Sr.*NO-SUCH-BASIS"):
+        run_cp2k(build_bvm_structure(SR2FEMOO6).structure, CP2KSettings(basis="NO-SUCH-BASIS"), tmp_path)
+    assert not (tmp_path / "cp2k.inp").exists()  # refused before writing or running anything
+
+
+def test_gamma_supercell_maps_every_atom_to_an_image_at_its_own_position():
+    s = build_bvm_structure(SR2FEMOO6).structure
+    supercell, home = gamma_supercell(s, (2, 2, 1))
+    assert len(supercell) == 4 * len(s) and len(set(home)) == len(s)
+    assert np.allclose(supercell.cart_coords[home], s.cart_coords, atol=1e-8)
+    assert [supercell[i].species_string for i in home] == [site.species_string for site in s]
+
+
+@pytest.mark.skipif(data_dir() is None, reason="CP2K's data is not installed (apt-get install -y cp2k)")
+def test_dft_check_command_lists_coverage(capsys, small_table_path):
+    import json
+
+    from conftest import run_cli
+
+    code, out, err = run_cli(["dft", "check", "--table", str(small_table_path), "--json"], capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    assert set(report["elements"]) == {"Cs", "Ba", "La", "Ag", "Na", "Bi", "In", "Fe", "Ti", "W", "Mg", "Cl", "O"}
+    assert report["elements"]["O"]["covered"]
+    code, out, err = run_cli(["dft", "check", "--table", str(small_table_path), "--basis", "NO-SUCH-BASIS"], capsys)
+    assert code == 0 and "0 of 13 elements covered" in out and " NO " in out
