@@ -28,6 +28,15 @@ def test_open_shell_oxide_gets_uks_moments_and_u():
     assert "MAGNETIZATION 5" in text and "U_MINUS_J [eV] 5.3" in text and "U_MINUS_J [eV] 4.38" in text
 
 
+def test_unpaired_electrons_of_ions():
+    from dp_screen.dft.hamiltonian import unpaired_electrons
+
+    known = {("Fe", 3): 5, ("Fe", 2): 4, ("Co", 2): 3, ("Ni", 2): 2, ("Cu", 2): 1, ("Mn", 4): 3, ("Cr", 3): 3,
+             ("V", 5): 0, ("W", 6): 0, ("W", 5): 1, ("Ag", 1): 0, ("Zn", 2): 0, ("Mg", 2): 0, ("Ce", 3): 1,
+             ("Ce", 4): 0, ("Nd", 3): 3, ("Sm", 3): 5, ("La", 3): 0, ("Bi", 3): 0}  # fmt: skip
+    assert {k: unpaired_electrons(*k) for k in known} == known
+
+
 def test_closed_shell_compositions_stay_restricted():
     ham = hamiltonian_for(build_bvm_structure(BA2MGWO6).structure)  # Mg2+ and W6+ (d0): closed shell
     assert not ham.spin_polarised and ham.moments == {}

@@ -7,8 +7,9 @@ decides, per structure:
 - **spin**: spin-polarised (UKS) when any cation is open-shell, with a ferromagnetic start; the initial moment of
   a transition-metal cation is its **high-spin** count of unpaired d electrons from the oxidation state
   (d^n with n = group - oxidation state; n <= 5 gives n, else 10 - n), the choice MP's own ferromagnetic starts
-  approximate. Closed-shell structures stay restricted (RKS). 4f moments are not set: the lanthanide
-  pseudopotentials of Debian's CP2K data (LnPP1) keep the 4f shell in the core.
+  approximate; a lanthanide's is its count of unpaired 4f electrons (f^n, n = Z - 54 - oxidation state), since the
+  GTH-PBE pseudopotentials of Debian's CP2K data keep the 4f shell in the valence (Ce q12, Nd q14, Sm q16).
+  Closed-shell structures stay restricted (RKS).
 - **+U**: the U values of pymatgen's MPRelaxSet (``LDAUU``) for the anion, on the d shell (L = 2), where MP applies
   them: only oxides and fluorides. W6+ and Mo6+ (d0) get U as MP gives it to them; it barely changes a d0 ion.
 - **label**: ``cp2k-pbe`` or ``cp2k-pbe+u``, stored with every result.
@@ -38,11 +39,17 @@ def mp_u_values() -> dict[str, dict[str, float]]:
 
 
 def unpaired_electrons(element: str, oxidation_state: int) -> int:
-    """High-spin unpaired d electrons of a transition-metal cation (0 for every other ion)."""
+    """High-spin unpaired d electrons of a transition-metal cation, unpaired 4f electrons of a lanthanide (0 for every
+    other ion)."""
     from pymatgen.core import Element
 
     el = Element(element)
-    if oxidation_state <= 0 or not el.is_transition_metal or el.group is None or not 3 <= el.group <= 12:
+    if oxidation_state <= 0:
+        return 0
+    if 57 <= el.Z <= 71:  # lanthanides: 4f^n
+        n = el.Z - 54 - oxidation_state
+        return max(0, n if n <= 7 else 14 - n)
+    if not el.is_transition_metal or el.group is None or not 3 <= el.group <= 12:
         return 0
     n = el.group - oxidation_state
     if n <= 0 or n >= 10:
