@@ -49,6 +49,12 @@ def _guard(what: str):
     return deco
 
 
+def _get(doc: dict, dotted: str):
+    for part in dotted.split("."):
+        doc = doc.get(part) if isinstance(doc, dict) else None
+    return doc
+
+
 def _batches(values: list, size: int = IN_BATCH) -> Iterator[list]:
     for i in range(0, len(values), size):
         yield values[i : i + size]
@@ -93,10 +99,18 @@ class CampaignStore:
 
     # ------------------------------------------------------------------------------------------------ generic
     def _by_keys(self, name: str, field: str, values: Iterable, projection: dict, extra: dict | None = None) -> list[dict]:
+        """Documents whose indexed ``field`` is in ``values``, keeping those whose fields equal ``extra``.
+
+        The server is asked by ``field`` alone and ``extra`` is applied here: a server's planner could otherwise
+        serve the query from an index on an ``extra`` field that matches most of the collection (every relaxation of
+        a campaign has the same model hash), which would make a chunk's cost grow with the collection."""
         values = list(dict.fromkeys(values))
+        extra = extra or {}
+        proj = {"_id": 0, **projection, **({k.split(".")[0]: 1 for k in extra} if projection else {})}
         out: list[dict] = []
         for part in _batches(values):
-            out += list(self[name].find({field: {"$in": part}, **(extra or {})}, {"_id": 0, **projection}))
+            out += [d for d in self[name].find({field: {"$in": part}}, proj)
+                    if all(_get(d, k) == v for k, v in extra.items())]  # fmt: skip
         return out
 
     def _find(self, name: str, query: dict, projection: dict | None = None, sort: str | None = None,
@@ -226,13 +240,18 @@ class CampaignStore:
     def relaxations(self, query: dict, projection: dict | None = None) -> list[dict]:
         return self._find("relaxations", query, projection)
 
+    @_guard("reading relaxations")
+    def relaxations_of_compositions(self, composition_ids: list[str], equal: dict) -> list[dict]:
+        """Whole relaxation documents of these compositions whose fields equal ``equal`` (applied here)."""
+        return self._by_keys("relaxations", "composition_id", composition_ids, {}, equal)
+
     # ------------------------------------------------------------------------------------ validations, models
     @_guard("reading validations")
     def validated(self, relaxation_ids: list[str], methods: str | list[str]) -> set[str]:
         """Which relaxations have a validation by one of ``methods``."""
-        methods = [methods] if isinstance(methods, str) else list(methods)
+        methods = {methods} if isinstance(methods, str) else set(methods)
         return {d["relaxation_id"] for d in self._by_keys("validations", "relaxation_id", relaxation_ids,
-                                                           {"relaxation_id": 1}, {"method": {"$in": methods}})}  # fmt: skip
+                                                           {"relaxation_id": 1, "method": 1}) if d.get("method") in methods}  # fmt: skip
 
     @_guard("writing validations")
     def write_validations(self, docs: list[dict]) -> dict:

@@ -176,10 +176,7 @@ def _ranked_relaxations(store: CampaignStore, composition_ids: list[str] | None,
         query["model_sha256"] = model_sha256
     if composition_ids is None:
         return store.relaxations(query)
-    out: list[dict] = []
-    for i in range(0, len(composition_ids), 256):
-        out += store.relaxations({**query, "composition_id": {"$in": composition_ids[i : i + 256]}})
-    return out
+    return store.relaxations_of_compositions(composition_ids, query)
 
 
 @job
