@@ -5,11 +5,11 @@ default space, N structure documents and N relaxation documents of them; the fil
 under test). Then one probe chunk of new compositions goes through the real machinery: the build chunk job
 (``build_structures_to_store``), the relax chunk job with a stand-in model that costs nothing (the relaxation
 returns its input at once, so what is timed is the reading, identification, gating, writing and summaries), and
-the analysis of the whole store (``dp-screen report``, which reads the per-composition phase summaries the filler
-holds as relax jobs would have written them). Printed: seconds per structure of each part at each size,
+the analysis of the whole store (``dp-screen report``, which reads the phase and composition digests the filler
+holds as the enumeration and the relax chunk jobs would have written them). Printed: seconds per structure of each part at each size,
 and the per-structure machinery ratio of the largest size to the smallest.
 
-    python benchmarks/bench_scale.py                      # 1e4, 1e5, 1e6 (the filler of 1e6 takes ~10 minutes)
+    python benchmarks/bench_scale.py                      # 1e4, 1e5, 1e6 (the filler of 1e6 takes ~25 minutes)
     python benchmarks/bench_scale.py --sizes 1e4,1e5
 """
 
@@ -26,6 +26,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 TILTS = ("a0a0a0", "a0a0c-", "a-a-a-", "a0b-b-", "a+b-b-")
 PROBE = 60  # compositions of the probe chunk (x 5 tilt systems)
+CHUNK = 500  # compositions per relax chunk job of a campaign (flows.campaign.CampaignOptions.chunk_size)
 
 
 def stub_relax(structures, model, settings=None, progress=None, on_result=None):
@@ -45,9 +46,9 @@ def stub_relax(structures, model, settings=None, progress=None, on_result=None):
     return out
 
 
-def fill(db, comps, n_structures: int, model_sha: str, shash: str, batch: int = 20_000) -> None:
-    """Bulk-insert the filler: compositions, built structures and relaxations (no structures inside)."""
-    from dp_screen.campaign_store import CampaignStore  # noqa: F401  (indexes are made by CampaignStore)
+def fill(db, store, comps, n_structures: int, model_sha: str, shash: str, batch: int = 20_000) -> None:
+    """Bulk-insert the filler: compositions, built structures and relaxations (no structures inside), and the
+    digests of them that the enumeration and the relax chunk jobs write."""
 
     from dp_screen.schemas.relaxation import summary_key
     from dp_screen.structures.phases import phase_summary
@@ -55,14 +56,24 @@ def fill(db, comps, n_structures: int, model_sha: str, shash: str, batch: int = 
     now = datetime.now(timezone.utc)
     key = summary_key(model_sha, shash)
     per_comp = -(-n_structures // len(comps)) if comps else 0
+    variants = {}
     for k, c in enumerate(comps):  # the summaries the relax jobs would have written
-        c["phases"] = {key: phase_summary([
-            {"ordering": "rocksalt", "start_tilt": t, "phase_tilt": t, "energy_per_atom": -5.0 - 0.001 * j,
-             "structure_id": f"{c['composition_id']}:rocksalt:{t}:bvm", "excluded": None, "final_space_group": 225}
-            for j, t in enumerate(TILTS[:per_comp])])}  # fmt: skip
+        variants[c["composition_id"]] = [
+            {"composition_id": c["composition_id"], "ordering": "rocksalt", "start_tilt": t, "phase_tilt": t,
+             "energy_per_atom": -5.0 - 0.001 * j, "structure_id": f"{c['composition_id']}:rocksalt:{t}:bvm",
+             "excluded": None, "final_space_group": 225, "n_steps": 50 + j, "converged": True, "failed": False,
+             "reason": None, "phase": {"stayed_in_start_tilt": True}, "wall_time_s": 0.1}
+            for j, t in enumerate(TILTS[:per_comp])]  # fmt: skip
+        c["phases"] = {key: phase_summary(variants[c["composition_id"]])}
     db["compositions"].insert_many(comps)
+    store.count_inserted("compositions", len(comps))  # as write_compositions does
+    store.write_composition_digests(comps)
+    for i in range(0, len(comps), CHUNK):  # one phase digest per relax chunk job, as relax_store writes them
+        part = comps[i : i + CHUNK]
+        store.write_phase_digest(key, {c["composition_id"]: c["phases"][key] for c in part}, part,
+                                 [v for c in part for v in variants[c["composition_id"]]])  # fmt: skip
     db["phase_sets"].insert_one({"key": key, "model_sha256": model_sha, "settings_hash": shash, "model_name": "filler",
-                                 "n_relaxations": n_structures})  # fmt: skip
+                                 "n_relaxations": n_structures, "digests": True})  # fmt: skip
     rows = []
     for k in range(n_structures):
         c = comps[k // len(TILTS)]["composition_id"]
@@ -81,6 +92,8 @@ def fill(db, comps, n_structures: int, model_sha: str, shash: str, batch: int = 
             "converged": True, "failed": False, "excluded": None, "reason": None, "n_steps": 50, "wall_time_s": 0.1,
             "final_space_group": 225, "phase": {"space_group": 225, "stayed_in_start_tilt": True}, "created_at": now,
         } for j, (c, t, sid) in enumerate(part)])  # fmt: skip
+        store.count_inserted("structures", len(part))
+        store.count_inserted("relaxations", len(part))
 
 
 def main() -> None:
@@ -128,8 +141,8 @@ def main() -> None:
                 raise SystemExit(f"size {n} needs {n_comp} compositions; the default space has {len(df) - PROBE}")
             t0 = time.perf_counter()
             comps = CompositionDoc.from_table(df.iloc[:n_comp], prov)
-            fill(pymongo.MongoClient(uri)[settings.database], comps, n, sha, "filler")
-            store = CampaignStore(settings)  # its indexes, built once over the filler
+            store = CampaignStore(settings)  # its indexes
+            fill(pymongo.MongoClient(uri)[settings.database], store, comps, n, sha, "filler")
             store.write_compositions(CompositionDoc.from_table(probe, prov))
             t_fill = time.perf_counter() - t0
             ids = sorted(probe["composition_id"])

@@ -165,3 +165,76 @@ def test_phase_table_from_the_summaries_equals_the_one_grouped_from_the_relaxati
     assert fast[cols].astype(str).to_dict("records") == slow[cols].astype(str).to_dict("records")
     strict = data.phase_table(built_store, tilt_tol_mev=0.0)  # the tolerance is applied when reading
     assert (strict["ground_state_tilted"].dropna() == (strict["dE_untilted_mev_atom"].dropna() > 0)).all()
+
+
+def test_digests_give_the_same_report_tables_as_the_summaries_and_the_relaxations(built_store, tiny_model_path):
+    """The analysis of a large store reads one digest per relax chunk (and per batch of compositions) instead of
+    one document per composition: its phase table, convergence statistics and composition histogram equal those of
+    the per-composition summaries (the path of stores from before digests) and of the server-side aggregations."""
+    from dp_screen.analysis import data, trends
+    from dp_screen.campaign_store import CampaignStore
+
+    relax_store(str(tiny_model_path), RelaxSettings(max_steps=40), built_store, device="cpu")
+    store = CampaignStore(built_store)
+    (reg,) = list(store["phase_sets"].find({}, {"_id": 0}))
+    assert reg["digests"] and store["phase_digests"].count_documents({}) >= 1
+    digest = data.read_phase_digest(built_store, reg["model_sha256"], reg["settings_hash"])
+    from_digests = data.phase_table(built_store, digest=digest)
+    grouped = data.phase_table(built_store, query={"composition_id": {"$exists": True}})
+    store["phase_sets"].update_many({}, {"$unset": {"digests": ""}})  # as a store from before digests
+    assert data.read_phase_digest(built_store, reg["model_sha256"], reg["settings_hash"]) is None
+    from_summaries = data.phase_table(built_store)
+    cols = ["composition_id", "ordering", "lowest_tilt", "dE_untilted_mev_atom", "ground_state_tilted",
+            "winning_space_group", "n_variants", "n_ranked", "excluded", "B_sp", "goldschmidt_t", "tau_perovskite"]  # fmt: skip
+    assert len(from_digests) == len(grouped) > 0
+    for other in (grouped, from_summaries):
+        assert from_digests[cols].astype(str).to_dict("records") == other[cols].astype(str).to_dict("records")
+
+    fast = trends.convergence_stats(built_store, reg["model_sha256"], reg["settings_hash"], variants=digest.variants)
+    slow = trends.convergence_stats(built_store, reg["model_sha256"], reg["settings_hash"])
+    assert fast["overall"] == slow["overall"] and fast["overall"]["n"] == len(digest.variants) > 0
+    assert fast["reasons"] == slow["reasons"] and sorted(fast["steps"]) == sorted(slow["steps"])
+    assert fast["by_tilt"].sort_index().round(9).equals(slow["by_tilt"].sort_index().round(9))
+
+    hist = data.composition_space(built_store)
+    assert data._composition_space_from_digests(built_store, "goldschmidt_t", 0.025) is not None
+    store["composition_digests"].delete_many({})  # digests missing: binned by the server, the same histogram
+    assert data._composition_space_from_digests(built_store, "goldschmidt_t", 0.025) is None
+    assert hist.to_dict("records") == data.composition_space(built_store).to_dict("records")
+
+
+def test_a_composition_in_two_digests_is_read_from_the_latest(db_settings):
+    from dp_screen.analysis import data
+    from dp_screen.campaign_store import CampaignStore
+    from dp_screen.schemas.relaxation import summary_key
+
+    store = CampaignStore(db_settings)
+    key = summary_key("m" * 64, "h")
+    store.register_phase_set(key, "m" * 64, "h", "x", 2)
+    summary = {"orderings": {"rocksalt": {"n_variants": 1, "n_ranked": 0, "excluded": {"failed": 1}}}}
+    better = {"orderings": {"rocksalt": {"n_variants": 2, "n_ranked": 0, "excluded": {"failed": 2}}}}
+    store.write_phase_digest(key, {"c1": summary, "c2": summary}, [], [])  # one chunking, then another
+    store.write_phase_digest(key, {"c2": better, "c3": summary}, [], [])
+    digest = data.read_phase_digest(db_settings, "m" * 64, "h")
+    assert digest.summaries == {"c1": summary, "c2": better, "c3": summary}
+    store.write_phase_digest(key, {"c1": summary, "c2": summary}, [], [])  # the first chunk re-run: it wins again
+    assert data.read_phase_digest(db_settings, "m" * 64, "h").summaries["c2"] == summary
+
+
+def test_document_counters_are_exact_from_an_empty_collection_and_ignored_otherwise(db_settings):
+    """The report counts documents by the write counters (a count is a pass over 10^6 documents on SecantusDB);
+    a collection that held documents before its counter began is counted by the server instead."""
+    from dp_screen.analysis import data
+    from dp_screen.campaign_store import CampaignStore
+
+    store = CampaignStore(db_settings)
+    store["validations"].insert_one({"validation_id": "written-elsewhere"})
+    store.write_validations([{"validation_id": f"v{i}"} for i in range(3)])
+    store.write_validations([{"validation_id": "v0"}, {"validation_id": "v3"}])  # one replaced, one new
+    store.write_model({"model_id": "m1"})
+    store.write_model({"model_id": "m2"})
+    assert store.counters() == {"models": 2}  # validations held a document before: not exact
+    counts = data.describe_store(db_settings)["counts"]
+    assert counts["models"] == 2 and counts["validations"] == 5 and "counters" not in counts
+    store["models"].insert_one({"model_id": "bypassed"})  # a write that bypasses the store is not seen
+    assert data.describe_store(db_settings)["counts"]["models"] == 2

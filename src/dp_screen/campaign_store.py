@@ -6,6 +6,16 @@ MongoDB URI, or the embedded server). The rule that keeps a campaign of 10^6 str
 batches of ``IN_BATCH``, which keeps them flat in cost on SecantusDB and MongoDB alike), and never counts or scans a
 collection. Whole-collection passes (counts, the phase table of a report) belong to the analysis, a few per report.
 
+**Digests** keep the analysis of a large store cheap as well. On SecantusDB reading a document costs ~0.1 ms
+whatever its size, so one document per composition (2 x 10^5 at 10^6 relaxations) would make a report's phase
+table a minute of reading. Each relax chunk therefore also writes one ``phase_digests`` document for its
+compositions (their phase summaries, descriptors and the convergence of every variant, in columns), and each
+batch of written compositions one ``composition_digests`` document (their descriptors). A digest's content is
+one compressed JSON value (:func:`unpack` reads it): SecantusDB reads nested values at ~4 MB/s but a binary
+value at memory speed. A composition that is in
+several digests is read from the latest one (``written_at``, then ``seq``), so a chunk re-run or relaxed again in
+another chunking replaces what it had.
+
 A database that goes away mid-run ends the run with one :class:`~dp_screen.errors.DatabaseError` naming the server
 and what was being done; writes happen in small batches as results finish, so at most the batch in flight is lost.
 """
@@ -23,6 +33,16 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
 IN_BATCH = 256  # ids per $in query
+DIGEST_SIZE = 20_000  # compositions per composition digest
+PHASE_DIGEST_SIZE = 1000  # compositions per phase digest (~1.5 MB)
+#: the composition descriptors a digest carries (what the analysis joins to the phase table and bins by)
+DIGEST_FIELDS = (
+    "formula", "A", "nA", "A2", "nA2", "B", "nB", "B2", "nB2", "X", "nX", "rA_mean", "rB_mean", "goldschmidt_t",
+    "goldschmidt_ok", "tau", "tau_perovskite", "octahedral_factor", "expected_ordering",
+)  # fmt: skip
+#: per-variant convergence columns of a phase digest: relaxation field -> column name
+DIGEST_VARIANT_FIELDS = {"start_tilt": "t", "n_steps": "k", "converged": "ok", "failed": "f", "reason": "r",
+                         "phase.stayed_in_start_tilt": "st", "wall_time_s": "w"}  # fmt: skip
 _indexed: set[tuple[str, str]] = set()  # (uri, database) whose indexes this process has ensured
 _clients: dict[str, Any] = {}
 
@@ -53,6 +73,58 @@ def _get(doc: dict, dotted: str):
     for part in dotted.split("."):
         doc = doc.get(part) if isinstance(doc, dict) else None
     return doc
+
+
+def _digest_id(prefix: str, ids: list[str]) -> str:
+    import hashlib
+
+    return f"{prefix}:{hashlib.sha256(chr(10).join(sorted(ids)).encode()).hexdigest()[:20]}"
+
+
+def _columns(rows: list[dict], fields) -> dict[str, list]:
+    return {f: [_get(r, f) for r in rows] for f in fields}
+
+
+def _packed(payload: dict) -> dict:
+    """A digest's content as one compressed JSON value: SecantusDB reads ~4 MB/s of nested BSON values but a
+    binary value at memory speed (a 10^6-relaxation store's digests: ~4 MB packed instead of ~140 MB nested)."""
+    import json
+    import zlib
+
+    from bson import Binary
+
+    def plain(v):
+        return v.item() if hasattr(v, "item") else str(v)
+
+    return {"encoding": "json+zlib", "payload": Binary(zlib.compress(json.dumps(payload, default=plain).encode(), 1))}
+
+
+def unpack(doc: dict) -> dict:
+    """The content of a digest document (:func:`_packed`), merged with its metadata."""
+    import json
+    import zlib
+
+    if doc.get("encoding") != "json+zlib":
+        raise DatabaseError(f"digest {doc.get('digest_id')!r} has encoding {doc.get('encoding')!r}; allowed: json+zlib")
+    return {**{k: v for k, v in doc.items() if k != "payload"}, **json.loads(zlib.decompress(doc["payload"]))}
+
+
+def _stamp() -> dict:
+    import os
+    import time
+    from datetime import datetime, timezone
+
+    # BSON dates keep milliseconds; seq orders what one process wrote within the same millisecond
+    return {"written_at": datetime.now(timezone.utc), "seq": time.monotonic_ns(), "pid": os.getpid()}
+
+
+def latest_rows(digests: list[dict], ids_field: str = "composition_ids") -> list[tuple[int, int]]:
+    """(digest index, row) of each composition's latest appearance in ``digests`` (sorted oldest first)."""
+    where: dict[str, tuple[int, int]] = {}
+    for i, d in enumerate(digests):
+        for j, cid in enumerate(d[ids_field]):
+            where[cid] = (i, j)
+    return sorted(where.values())
 
 
 def _batches(values: list, size: int = IN_BATCH) -> Iterator[list]:
@@ -131,7 +203,25 @@ class CampaignStore:
 
     def _upsert(self, name: str, docs: list[dict]) -> dict:
         """One document per key, always: new keys inserted in bulk, existing ones replaced."""
-        return upsert_many(self[name], COLLECTIONS[name], docs, IN_BATCH)
+        result = upsert_many(self[name], COLLECTIONS[name], docs, IN_BATCH)
+        self.count_inserted(name, result["inserted"])
+        return result
+
+    def count_inserted(self, name: str, n: int) -> None:
+        """Add ``n`` inserted documents to ``name``'s counter. A counter begun on a collection that held only
+        those documents is exact (``exact``) as long as every insert goes through here (nothing here deletes)."""
+        if n <= 0:
+            return
+        doc = self["counters"].find_one_and_update({"collection": name}, {"$inc": {"n": int(n)}}, upsert=True,
+                                                   return_document=True)  # fmt: skip
+        if "exact" not in doc:  # just created: exact if the collection held nothing else
+            self["counters"].update_one({"collection": name}, {"$set": {
+                "exact": doc["n"] == int(n) and self[name].estimated_document_count() == int(n)}})  # fmt: skip
+
+    @_guard("reading the document counters")
+    def counters(self) -> dict[str, int]:
+        """The exact counters (collection -> documents) kept by :meth:`count_inserted`."""
+        return {d["collection"]: d["n"] for d in self["counters"].find({"exact": True}, {"_id": 0})}
 
     # ------------------------------------------------------------------------------------------ compositions
     @_guard("reading the stored compositions")
@@ -149,7 +239,54 @@ class CampaignStore:
 
     @_guard("writing compositions")
     def write_compositions(self, docs: list[dict]) -> dict:
-        return self._upsert("compositions", docs)
+        """Upsert compositions and write their digest (see the module docstring)."""
+        result = self._upsert("compositions", docs)
+        self.write_composition_digests(docs)
+        return result
+
+    @_guard("writing composition digests")
+    def write_composition_digests(self, docs: list[dict]) -> None:
+        docs = [d for d in docs if d.get("composition_id")]
+        for part in _batches(docs, DIGEST_SIZE):
+            ids = [d["composition_id"] for d in part]
+            digest = {"digest_id": _digest_id("compositions", ids), "n_compositions": len(ids), **_stamp(),
+                      **_packed({"composition_ids": ids, "columns": _columns(part, DIGEST_FIELDS)})}  # fmt: skip
+            self["composition_digests"].replace_one({"digest_id": digest["digest_id"]}, digest, upsert=True)
+
+    @_guard("reading composition digests")
+    def composition_digests(self) -> list[dict]:
+        """Every composition digest, oldest first (the analysis: a few documents per 10^5 compositions)."""
+        docs = sorted(self["composition_digests"].find({}, {"_id": 0}), key=lambda d: (d["written_at"], d["seq"]))
+        return [unpack(d) for d in docs]
+
+    @_guard("writing the phase digest")
+    def write_phase_digest(self, key: str, summaries: dict[str, dict], compositions: list[dict],
+                           variants: list[dict]) -> None:  # fmt: skip
+        """One digest of a relax chunk: the phase summaries of its compositions (``summaries``, by id), their
+        descriptors (``compositions``: documents with :data:`DIGEST_FIELDS`) and the convergence columns of every
+        variant (``variants``: relaxation documents with :data:`DIGEST_VARIANT_FIELDS` and ``composition_id``)."""
+        comps = {c["composition_id"]: c for c in compositions}
+        by_comp: dict[str, list[dict]] = {}
+        for v in variants:
+            by_comp.setdefault(v.get("composition_id"), []).append(v)
+        for ids in _batches(sorted(summaries), PHASE_DIGEST_SIZE):  # (a document stays far below 16 MB)
+            self._write_phase_digest(key, ids, summaries, comps, [v for c in ids for v in by_comp.get(c, [])])
+
+    def _write_phase_digest(self, key, ids, summaries, comps, variants) -> None:
+        pos = {cid: i for i, cid in enumerate(ids)}
+        digest = {"digest_id": _digest_id(key, ids), "key": key, **_stamp(), "n_compositions": len(ids), **_packed({
+            "composition_ids": ids, "summaries": [summaries[c] for c in ids],
+            "columns": _columns([comps.get(c, {}) for c in ids], DIGEST_FIELDS),
+            "variants": {"c": [pos[v["composition_id"]] for v in variants],
+                         **{col: [_get(v, f) for v in variants] for f, col in DIGEST_VARIANT_FIELDS.items()}},
+        })}  # fmt: skip
+        self["phase_digests"].replace_one({"digest_id": digest["digest_id"]}, digest, upsert=True)
+
+    @_guard("reading phase digests")
+    def phase_digests(self, key: str) -> list[dict]:
+        """Every phase digest of one (model, settings) set, oldest first."""
+        docs = sorted(self["phase_digests"].find({"key": key}, {"_id": 0}), key=lambda d: (d["written_at"], d["seq"]))
+        return [unpack(d) for d in docs]
 
     @_guard("tagging the campaign's compositions")
     def tag_campaign(self, ids: list[str], campaign: str) -> None:
@@ -180,7 +317,9 @@ class CampaignStore:
         self["phase_sets"].update_one(
             {"key": key},
             {"$set": {"model_sha256": model_sha256, "settings_hash": settings_hash, "model_name": model_name,
-                      "updated_at": datetime.now(timezone.utc)}, "$inc": {"n_relaxations": int(n_new)}},
+                      "updated_at": datetime.now(timezone.utc)}, "$inc": {"n_relaxations": int(n_new)},
+             # a set begun by a dp_screen that writes phase digests has one for every composition it relaxed
+             "$setOnInsert": {"digests": True}},
             upsert=True,
         )  # fmt: skip
 
@@ -232,7 +371,8 @@ class CampaignStore:
     @_guard("reading relaxations for the phase summaries")
     def relaxations_for_summary(self, composition_ids: list[str], model_sha256: str, settings_hash: str) -> list[dict]:
         fields = {"composition_id": 1, "ordering": 1, "start_tilt": 1, "phase_tilt": 1, "energy_per_atom": 1,
-                  "structure_id": 1, "excluded": 1, "final_space_group": 1}  # fmt: skip
+                  "structure_id": 1, "excluded": 1, "final_space_group": 1,
+                  **{f: 1 for f in DIGEST_VARIANT_FIELDS}}  # fmt: skip
         return self._by_keys("relaxations", "composition_id", composition_ids, fields,
                              {"model_sha256": model_sha256, "settings_hash": settings_hash})  # fmt: skip
 

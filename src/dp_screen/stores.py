@@ -42,6 +42,12 @@ COLLECTIONS: dict[str, str] = {
     "validations": "validation_id",
     "models": "model_id",
     "phase_sets": "key",  # which (model, relaxation settings) phase summaries the compositions carry
+    # what the analysis reads instead of one document per composition: one per relax chunk (phase summaries,
+    # descriptors and convergence of its compositions) and one per written batch of compositions (their
+    # descriptors); see dp_screen.campaign_store
+    "phase_digests": "digest_id",
+    "composition_digests": "digest_id",
+    "counters": "collection",  # documents inserted per collection, so a report need not count 10^6 documents
 }
 
 #: secondary indexes (the key gets a unique index)
@@ -53,6 +59,7 @@ INDEXES: dict[str, list[str]] = {
     "relaxations": ["composition_id", "structure_id", "model_sha256", "settings_hash", "converged"],
     "validations": ["composition_id", "relaxation_id", "method"],
     "models": ["sha256", "name"],
+    "phase_digests": ["key"],
 }  # fmt: skip
 
 SERVER_STATE_FILE = "server.json"

@@ -12,6 +12,7 @@ a pymongo ``Database``, or None (the default settings).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,6 +33,7 @@ COMPOSITION_FIELDS = (
     "goldschmidt_t", "goldschmidt_ok", "tau", "tau_perovskite", "octahedral_factor", "expected_ordering",
 )  # fmt: skip
 SPECIES_COLUMNS = ("A_sp", "A2_sp", "B_sp", "B2_sp", "X_sp")
+INTERNAL = ("phase_sets", "phase_digests", "composition_digests", "counters")  # not listed among the documents
 _clients: dict[str, Any] = {}
 
 
@@ -162,7 +164,8 @@ def _with_species_labels(df: pd.DataFrame) -> pd.DataFrame:
     if not df.empty:
         for site, charge in (("A", "nA"), ("A2", "nA2"), ("B", "nB"), ("B2", "nB2"), ("X", "nX")):
             if site in df and charge in df:
-                df[f"{site}_sp"] = [species_label(e, -abs(q) if site == "X" else q) for e, q in zip(df[site], df[charge])]
+                df[f"{site}_sp"] = [None if e is None or q is None or q != q else species_label(e, -abs(q) if site == "X" else q)
+                                    for e, q in zip(df[site], df[charge])]  # fmt: skip
     return df
 
 
@@ -211,11 +214,14 @@ def phase_table(
     settings_hash: str | None = None,
     query: dict | None = None,
     tilt_tol_mev: float = TILT_TOL_MEV,
+    digest: PhaseDigest | None = None,
 ) -> pd.DataFrame:
     """One row per relaxed (composition, ordering): its lowest-energy phase, dE(untilted - lowest), descriptors.
 
-    Read from the per-composition phase summaries the relax jobs write (``compositions.phases.<model>_<settings>``,
-    listed in ``phase_sets``): one pass over the compositions, not over the relaxations. A store without them (or
+    Read from the phase digests the relax jobs write (one document per chunk, see
+    :mod:`dp_screen.campaign_store`; ``digest`` if already read by :func:`read_phase_digest`), else from the
+    per-composition phase summaries (``compositions.phases.<model>_<settings>``, listed in ``phase_sets``): one
+    pass over the chunks or the compositions, not over the relaxations. A store without them (or
     a ``query`` on the relaxations, e.g. ``{"composition_id": {"$regex": "O2-$"}}``) is grouped from the
     relaxations by one server-side aggregation instead, with the same result. The (model, settings) pair analysed is
     the one given (``model_sha256`` may be a prefix), else the one with the most relaxations (see
@@ -235,7 +241,11 @@ def phase_table(
                "energies_mev_atom", "composition_ground_state"]  # fmt: skip
     empty = pd.DataFrame(columns=columns + list(COMPOSITION_FIELDS[1:]) + list(SPECIES_COLUMNS))
     picked = None if query else _registered_set(db, model_sha256, settings_hash)
-    if picked is not None:
+    if digest is None and picked is not None:
+        digest = read_phase_digest(db, *picked)
+    if digest is not None:
+        summaries, comps, picked = digest.summaries, digest.compositions, (digest.model_sha256, digest.settings_hash)
+    elif picked is not None:
         key = summary_key(*picked)
         docs = _run("reading phase summaries", lambda: list(_collection(db, "compositions").find(
             {f"phases.{key}": {"$exists": True}}, {"_id": 0, **{f: 1 for f in COMPOSITION_FIELDS}, f"phases.{key}": 1},
@@ -275,6 +285,48 @@ def _ordering_row(cid: str, ordering: str, o: dict, tol: float) -> dict:
             "dE_untilted_mev_atom": np.nan if de is None else de, "ground_state_tilted": tilted,
             "winning_space_group": o["lowest_space_group"] if tilted in (True, None) else o["untilted_space_group"],
             "energies_mev_atom": o["energies_mev_atom"], "lowest_structure_id": o["lowest_structure_id"]}  # fmt: skip
+
+
+@dataclass
+class PhaseDigest:
+    """What the phase digests of one (model, settings) set hold, each composition from its latest digest."""
+
+    model_sha256: str
+    settings_hash: str
+    summaries: dict[str, dict]  # composition id -> phase summary
+    compositions: pd.DataFrame  # descriptors with species labels
+    variants: pd.DataFrame  # one row per relaxation: composition_id and DIGEST_VARIANT_FIELDS columns
+
+
+def read_phase_digest(db, model_sha256: str, settings_hash: str) -> PhaseDigest | None:
+    """The phase digests of a registered set (None for a set begun before digests existed, which the analysis
+    reads from the per-composition summaries instead)."""
+    from dp_screen.campaign_store import DIGEST_FIELDS, DIGEST_VARIANT_FIELDS, latest_rows, unpack
+
+    key = summary_key(model_sha256, settings_hash)
+    reg = _run("reading phase_sets", lambda: _collection(db, "phase_sets").find_one({"key": key}, {"digests": 1}))
+    if not reg or not reg.get("digests"):
+        return None
+    docs = _run("reading phase digests", lambda: list(_collection(db, "phase_digests").find(
+        {"key": key}, {"_id": 0}, batch_size=200)))  # fmt: skip
+    docs = [unpack(d) for d in sorted(docs, key=lambda d: (d["written_at"], d["seq"]))]
+    rows = latest_rows(docs)
+    ids = [docs[i]["composition_ids"][j] for i, j in rows]
+    summaries = {cid: docs[i]["summaries"][j] for cid, (i, j) in zip(ids, rows, strict=True)}
+    comps = pd.DataFrame({"composition_id": ids, **{f: [docs[i]["columns"][f][j] for i, j in rows]
+                                                    for f in DIGEST_FIELDS}})  # fmt: skip
+    keep = {(i, j) for i, j in rows}
+    parts = []
+    for i, d in enumerate(docs):
+        v = pd.DataFrame(d["variants"])
+        if v.empty:
+            continue
+        v = v[[(i, int(c)) in keep for c in v["c"]]]
+        v.insert(0, "composition_id", [d["composition_ids"][int(c)] for c in v.pop("c")])
+        parts.append(v)
+    cols = ["composition_id", *DIGEST_VARIANT_FIELDS.values()]
+    variants = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+    return PhaseDigest(model_sha256, settings_hash, summaries, _with_species_labels(comps) if ids else comps, variants)
 
 
 def _registered_set(db, model_sha256: str | None, settings_hash: str | None) -> tuple[str, str] | None:
@@ -355,19 +407,28 @@ def validation_table(
 def describe_store(db: DPScreenSettings | Database | None = None) -> dict:
     """Document counts per collection and where the store is (password hidden)."""
     database = connect(db)
-    counts = _run("counting documents", lambda: {c: database[c].estimated_document_count() for c in COLLECTIONS})
+    kept = _run("reading the document counters", lambda: {d["collection"]: d["n"] for d in database["counters"].find(
+        {"exact": True}, {"_id": 0})})  # fmt: skip
+    # counting is a pass over the collection on SecantusDB (5 s per 10^6): the write counters stand in when exact
+    counts = _run("counting documents", lambda: {c: kept[c] if c in kept else database[c].estimated_document_count()
+                                                 for c in COLLECTIONS if c not in INTERNAL})  # fmt: skip
     client = database.client
     host = ", ".join(f"{h}:{p}" for h, p in client.nodes) if client.nodes else str(client.address or "")
     return {"database": database.name, "server": redact(host), "counts": counts}
 
 
 def composition_space(
-    db: DPScreenSettings | Database | None = None, field: str = "goldschmidt_t", width: float = 0.025
+    db: DPScreenSettings | Database | None = None, field: str = "goldschmidt_t", width: float = 0.025,
+    n_stored: int | None = None,
 ) -> pd.DataFrame:
-    """Histogram of a composition descriptor per anion, binned by the server: one row per (X, bin) with the number
-    of compositions and how many of them Bartel's tau and Goldschmidt's t call perovskites."""
+    """Histogram of a composition descriptor per anion: one row per (X, bin) with the number of compositions and
+    how many of them Bartel's tau and Goldschmidt's t call perovskites. Binned from the composition digests when
+    they cover all ``n_stored`` compositions (counted when not given), else by the server."""
     if field not in COMPOSITION_FIELDS or field in ("composition_id", "formula"):
         raise InputError(f"cannot bin compositions by {field!r}; numeric fields: goldschmidt_t, tau, rA_mean, ...")
+    df = _composition_space_from_digests(db, field, width, n_stored)
+    if df is not None:
+        return df
     df = aggregate("compositions", [
         {"$match": {field: {"$ne": None}}},
         {"$group": {"_id": {"X": "$X", "bin": {"$floor": {"$multiply": [f"${field}", 1.0 / width]}}},
@@ -382,3 +443,33 @@ def composition_space(
     cols = ["X", "bin_left", "bin_right", "n", "n_tau_perovskite", "n_goldschmidt_ok"]
     df.attrs.update(field=field, width=width)
     return df[cols].sort_values(["X", "bin_left"]).reset_index(drop=True)
+
+
+def _composition_space_from_digests(db, field: str, width: float, n_stored: int | None = None) -> pd.DataFrame | None:
+    """:func:`composition_space` from the composition digests; None unless they cover every stored composition
+    (a store written before digests existed, or by other means, is binned by the server instead)."""
+    from dp_screen.campaign_store import DIGEST_FIELDS, latest_rows, unpack
+
+    if field not in DIGEST_FIELDS:
+        return None
+    docs = _run("reading composition digests", lambda: list(_collection(db, "composition_digests").find({}, {"_id": 0})))
+    if not docs:
+        return None
+    docs = [unpack(d) for d in sorted(docs, key=lambda d: (d["written_at"], d["seq"]))]
+    rows = latest_rows(docs)
+    if n_stored is None:
+        n_stored = _run("counting compositions", lambda: _collection(db, "compositions").estimated_document_count())
+    if len(rows) != n_stored:
+        return None
+    df = pd.DataFrame({c: [docs[i]["columns"][c][j] for i, j in rows]
+                       for c in ("X", field, "tau_perovskite", "goldschmidt_ok")})  # fmt: skip
+    df = df.dropna(subset=[field])
+    df["bin"] = np.floor(df[field].astype(float) * (1.0 / width))
+    out = df.groupby(["X", "bin"]).agg(n=(field, "size"), n_tau_perovskite=("tau_perovskite", lambda x: int(x.fillna(False).astype(bool).sum())),
+                                        n_goldschmidt_ok=("goldschmidt_ok", lambda x: int(x.fillna(False).astype(bool).sum()))).reset_index()  # fmt: skip
+    out["bin_left"] = out.pop("bin") * width
+    out["bin_right"] = out["bin_left"] + width
+    cols = ["X", "bin_left", "bin_right", "n", "n_tau_perovskite", "n_goldschmidt_ok"]
+    out = out[cols].sort_values(["X", "bin_left"]).reset_index(drop=True)
+    out.attrs.update(field=field, width=width)
+    return out

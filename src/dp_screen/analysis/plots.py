@@ -42,8 +42,16 @@ def plot_de_heatmap(phases: pd.DataFrame, A: str, A2: str, X: str, annotate: boo
         raise InputError(f"no relaxed compositions with A={A}, A'={A2}, X={X}; present (A/A'/X): "
                          f"{', '.join(combos[:20]) or 'none'}")  # fmt: skip
     grid = sel.pivot_table(index="B_sp", columns="B2_sp", values="dE_untilted_mev_atom", aggfunc="min", dropna=False)
-    fig = Figure(figsize=(2.4 + 0.45 * max(4, grid.shape[1]), 1.4 + 0.4 * max(4, grid.shape[0])), layout="constrained")
+    # at most ~12 x 10 inches: a whole site table's B x B' grid (~80 x 80) would otherwise be a 4000-pixel image,
+    # whose tick labels constrained layout measures over and over (10 s per figure)
+    cols, rows = max(4, grid.shape[1]), max(4, grid.shape[0])
+    small = cols <= 24 and rows <= 24
+    fig = Figure(figsize=(min(12.0, 2.4 + 0.45 * cols), min(10.0, 1.4 + 0.4 * rows)),
+                 layout="constrained" if small else None)  # fmt: skip
     ax = fig.add_subplot()
+    if not small:
+        fig.subplots_adjust(left=0.08, right=0.9, bottom=0.1, top=0.95)
+        ax.tick_params(labelsize=5)
     values = np.ma.masked_invalid(grid.to_numpy(dtype=float))
     image = ax.imshow(values, cmap="viridis", aspect="auto", origin="lower")
     ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=90)

@@ -95,7 +95,9 @@ def write_report(
 
     store = data.describe_store(db)
     say(f"grouping {store['counts']['relaxations']} relaxations by composition")
-    by_ordering = data.phase_table(db, model_sha256, settings_hash, tilt_tol_mev=tilt_tol_mev)  # one pass
+    registered = data._registered_set(db, model_sha256, settings_hash)
+    digest = data.read_phase_digest(db, *registered) if registered else None  # read once, used twice
+    by_ordering = data.phase_table(db, model_sha256, settings_hash, tilt_tol_mev=tilt_tol_mev, digest=digest)
     picked = ((by_ordering.attrs["model_sha256"], by_ordering.attrs["settings_hash"])
               if "model_sha256" in by_ordering.attrs else None)  # fmt: skip
     phases = data.ground_state_table(by_ordering)  # trends and maps: each composition's ground state
@@ -118,7 +120,7 @@ def write_report(
     # composition space
     body.append("<h2>Composition space</h2>")
     say(f"binning {store['counts']['compositions']} compositions")
-    hist = data.composition_space(db)
+    hist = data.composition_space(db, n_stored=store["counts"]["compositions"])
     if hist.empty:
         note("composition_space", "No compositions in the store yet: run `dp-screen enumerate`.")
     else:
@@ -192,7 +194,8 @@ def write_report(
     body.append("<h2>Relaxation convergence</h2>")
     say("convergence statistics")
     if store["counts"]["relaxations"]:  # (also when every relaxation failed and the phase table is empty)
-        conv = trends.convergence_stats(db, *(picked or (model_sha256, settings_hash)))
+        conv = trends.convergence_stats(db, *(picked or (model_sha256, settings_hash)),
+                                        variants=digest.variants if digest is not None else None)  # fmt: skip
         report.summary["convergence"] = conv["overall"]
         figure("convergence", plots.plot_convergence(conv["steps"]), "Optimiser steps per relaxation")
         table("convergence_by_tilt", conv["by_tilt"], "Convergence by starting tilt system")

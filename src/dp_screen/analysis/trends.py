@@ -191,23 +191,43 @@ def parity_stats(validations: pd.DataFrame, absolute_methods: tuple[str, ...] = 
     return df.astype({"n_structures": int, "n_compositions": int, "n_scf_unconverged": int, "n_differences": int})
 
 
+def _grouped_variants(variants: pd.DataFrame, model_sha256: str, settings_hash: str) -> pd.DataFrame:
+    """Digest variant columns grouped like the server aggregation of :func:`convergence_stats`."""
+    if variants.empty:
+        return pd.DataFrame()
+    v = pd.DataFrame({"_id.t": variants["t"], "_id.k": variants["k"],
+                      "_id.r": [r if f else None for r, f in zip(variants["r"], variants["f"], strict=True)],
+                      "converged": variants["ok"].fillna(False).astype(int), "failed": variants["f"].fillna(False).astype(int),
+                      "stayed": (variants["st"] == True).astype(int), "wall": variants["w"].fillna(0.0)})  # noqa: E712  # fmt: skip
+    g = v.groupby(["_id.t", "_id.k", "_id.r"], dropna=False).agg(
+        n=("converged", "size"), converged=("converged", "sum"), failed=("failed", "sum"), stayed=("stayed", "sum"),
+        wall=("wall", "sum")).reset_index()  # fmt: skip
+    g["_id.m"], g["_id.s"] = model_sha256, settings_hash
+    return g
+
+
 def convergence_stats(
-    db: DPScreenSettings | Database | None = None, model_sha256: str | None = None, settings_hash: str | None = None
+    db: DPScreenSettings | Database | None = None, model_sha256: str | None = None, settings_hash: str | None = None,
+    variants: pd.DataFrame | None = None,
 ) -> dict:
     """Convergence of one model's relaxations (the given model / settings, else the pair with the most relaxations),
-    from one aggregation grouped by the server. Returns {"model_sha256", "settings_hash", "overall": {...},
+    from one aggregation grouped by the server, or from ``variants`` (the per-relaxation columns of that set's phase
+    digests, :func:`dp_screen.analysis.data.read_phase_digest`, which cost no pass over the relaxations). Returns {"model_sha256", "settings_hash", "overall": {...},
     "by_tilt": DataFrame, "reasons": {failure reason: count}, "steps": array of optimiser steps}."""
     match = set_match(model_sha256, settings_hash)
-    g = aggregate("relaxations", [
-        {"$match": match},
-        # grouped by step count too, so the server returns a histogram of steps instead of one value per relaxation
-        {"$group": {"_id": {"m": "$model_sha256", "s": "$settings_hash", "t": "$start_tilt",
-                            "r": {"$cond": ["$failed", "$reason", None]}, "k": "$n_steps"},
-                    "n": {"$sum": 1}, "converged": {"$sum": {"$cond": ["$converged", 1, 0]}},
-                    "failed": {"$sum": {"$cond": ["$failed", 1, 0]}},
-                    "stayed": {"$sum": {"$cond": [{"$eq": ["$phase.stayed_in_start_tilt", True]}, 1, 0]}},
-                    "wall": {"$sum": "$wall_time_s"}}},
-    ], db)  # fmt: skip
+    if variants is not None:
+        g = _grouped_variants(variants, model_sha256, settings_hash)
+    else:
+        g = aggregate("relaxations", [
+            {"$match": match},
+            # grouped by step count too, so the server returns a histogram of steps instead of one value per relaxation
+            {"$group": {"_id": {"m": "$model_sha256", "s": "$settings_hash", "t": "$start_tilt",
+                                "r": {"$cond": ["$failed", "$reason", None]}, "k": "$n_steps"},
+                        "n": {"$sum": 1}, "converged": {"$sum": {"$cond": ["$converged", 1, 0]}},
+                        "failed": {"$sum": {"$cond": ["$failed", 1, 0]}},
+                        "stayed": {"$sum": {"$cond": [{"$eq": ["$phase.stayed_in_start_tilt", True]}, 1, 0]}},
+                        "wall": {"$sum": "$wall_time_s"}}},
+        ], db)  # fmt: skip
     if not g.empty:
         g["steps"] = [np.full(int(n), k, dtype=float) for k, n in zip(g["_id.k"].fillna(0), g["n"], strict=True)]
     counts = {} if g.empty else g.groupby(["_id.m", "_id.s"])["n"].sum().to_dict()

@@ -192,8 +192,10 @@ def write_cp2k_input(structure: Structure, settings: CP2KSettings, project: str 
     coords = "\n".join(f"      {site.specie.symbol} {x:.10f} {y:.10f} {z:.10f}"
                        for site, (x, y, z) in zip(structure, structure.cart_coords, strict=True))  # fmt: skip
     kpoints = (
+        # no point-group reduction (CP2K's has been unreliable for forces and stress), but k and -k are paired
+        # (time reversal, exact for collinear spins): 14 instead of 27 points for 3x3x3, half the cost
         f"    &KPOINTS\n      SCHEME MONKHORST-PACK {grid[0]} {grid[1]} {grid[2]}\n      SYMMETRY OFF\n"
-        f"      FULL_GRID ON\n    &END KPOINTS\n"
+        f"      FULL_GRID OFF\n    &END KPOINTS\n"
         if grid != (1, 1, 1)
         else ""
     )

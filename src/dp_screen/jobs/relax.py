@@ -62,7 +62,7 @@ def relax_store(
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from dp_screen.campaign_store import CampaignStore
+    from dp_screen.campaign_store import DIGEST_FIELDS, CampaignStore
     from dp_screen.mlip.models import resolve_device
 
     t0 = time.perf_counter()
@@ -125,11 +125,15 @@ def relax_store(
             relax_structures([Structure.from_dict(d["structure"]) for d in docs], model, settings, progress=progress,
                              on_result=finished)  # fmt: skip
             flush(force=True)
-    summaries = {cid: [] for cid in touched}
+    variants: dict[str, list[dict]] = {cid: [] for cid in touched}
     for d in store.relaxations_for_summary(sorted(touched), model.sha256, config_hash):
-        summaries[d["composition_id"]].append(d)
-    counts["phase_summaries"] = store.write_phase_summaries(
-        summary_key(model.sha256, config_hash), {cid: phase_summary(v) for cid, v in summaries.items() if v})
+        variants[d["composition_id"]].append(d)
+    key = summary_key(model.sha256, config_hash)
+    summaries = {cid: phase_summary(v) for cid, v in variants.items() if v}
+    counts["phase_summaries"] = store.write_phase_summaries(key, summaries)
+    if summaries:
+        comps = store.compositions({"composition_id": {"$in": sorted(summaries)}}, ["composition_id", *DIGEST_FIELDS])
+        store.write_phase_digest(key, summaries, comps, [v for vs in variants.values() for v in vs])
     store.register_phase_set(summary_key(model.sha256, config_hash), model.sha256, config_hash, model.name,
                              counts["relaxed"])  # fmt: skip
     counts.update({"model": prov, "settings_hash": config_hash, "seconds": round(time.perf_counter() - t0, 2)})
