@@ -97,12 +97,15 @@ class FineTuneMaker(Maker):
     @job
     def make(self, selection: dict, labels: list, db_settings: dict | None = None) -> dict:
         """Fine-tune on the labels of ``selection``'s structures (cells whose SCF failed are left out)."""
+        from dp_screen.dft.labels import dft_label
+
+        converted = [dft_label(lab) for lab in labels]  # CP2K dicts and VASP TaskDocs alike, stress in GPa
         labelled = [
             LabelledStructure(s, lab["energy"], np.asarray(lab["forces"]),
                               np.asarray(lab["stress_gpa"] if lab.get("stress_gpa") is not None else np.zeros((3, 3))),
                               source=meta["composition_id"])  # fmt: skip
-            for s, lab, meta in zip(selection["structures"], labels, selection["labels"], strict=True)
-            if lab.get("scf_converged", True)
+            for s, lab, meta in zip(selection["structures"], converted, selection["labels"], strict=True)
+            if lab["scf_converged"]
         ]
         db = DPScreenSettings(**db_settings) if db_settings else DPScreenSettings()
         path = write_extxyz(labelled, db.home.resolve() / "training" / f"{self.model_name}.xyz")

@@ -22,14 +22,14 @@ from jobflow import Flow, Maker, Response, job
 from pymatgen.core import Structure
 
 from dp_screen.dft.cp2k import CP2KSettings
+from dp_screen.dft.labels import dft_label
 from dp_screen.jobs.dft import BACKENDS, dft_single_point, vasp_static_maker
 from dp_screen.errors import InputError
 from dp_screen.schemas.common import Provenance
 from dp_screen.settings import DPScreenSettings
 from dp_screen.campaign_store import CampaignStore
 
-VASP_KBAR_TO_GPA = -0.1
-CP2K_METHODS = ["cp2k-pbe", "cp2k-pbe+u"]  # VASP prints stress in kbar with the opposite sign to ASE's
+CP2K_METHODS = ["cp2k-pbe", "cp2k-pbe+u"]
 
 
 def _stratum(doc: dict) -> tuple:
@@ -187,13 +187,10 @@ def collect_vasp_validations(relaxation_ids: list[str], task_docs: list, db_sett
     rels = {d["relaxation_id"]: d for d in store.relaxations({"relaxation_id": {"$in": relaxation_ids}})}
     docs = []
     for rid, task in zip(relaxation_ids, task_docs, strict=True):
-        out = task.output
-        structure = out.structure
-        dft = {"method": "vasp-pbe", "energy": out.energy, "forces": out.forces,
-               "stress_gpa": (np.asarray(out.stress) * VASP_KBAR_TO_GPA).tolist(), "settings": {"code": "vasp"}}  # fmt: skip
-        docs.append(validation_doc(rels[rid], dft, structure))
+        structure = task.output.structure if hasattr(task, "output") else Structure.from_dict(task["output"]["structure"])
+        docs.append(validation_doc(rels[rid], dft_label(task), structure))
     store.write_validations(docs)
-    return {"validated": len(docs), "method": "vasp-pbe"}
+    return {"validated": len(docs), "methods": sorted({d["method"] for d in docs})}
 
 
 @dataclass
