@@ -1,0 +1,52 @@
+"""The shipped DFT reference set loads, and the benchmark's metrics on a two-composition slice match a hand
+computation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dp_screen.analysis.reference import reference_metrics
+from dp_screen.dft.reference import card, load_reference, read_points
+
+
+def test_reference_set_loads_with_units_and_provenance():
+    points = load_reference()
+    assert len(points) >= 8, "the packaged reference set (scripts/make_dft_reference.py) is missing"
+    meta = card()
+    assert meta["n_points"] >= len(points) and meta["cost"]["cp2k_core_hours"] > 0
+    for p in points:
+        n = len(p["structure"])
+        assert n == p["n_atoms"] == 10 and p["forces"].shape == (n, 3) and p["stress_gpa"].shape == (3, 3)
+        assert p["method"] in ("cp2k-pbe", "cp2k-pbe+u") and p["cp2k_version"] and p["scf_converged"]
+        assert -2000 < p["energy"] / n < -10  # eV/atom of a GTH total energy (valence electrons only)
+        assert np.abs(p["forces"]).max() < 5 and np.abs(p["stress_gpa"]).max() < 50
+        assert p["structure"].sites[0].specie.oxi_state != 0  # oxidation states kept (they set the Hamiltonian)
+    assert {p["key"] for p in read_points()} >= {p["key"] for p in points}
+
+
+def _point(formula, tilt, e_per_atom, f=0.0, s=0.0):
+    return {"formula": formula, "tilt": tilt, "n_atoms": 10, "energy": 10 * e_per_atom,
+            "forces": np.full((10, 3), f), "stress_gpa": np.full((3, 3), s)}  # fmt: skip
+
+
+def test_metrics_on_a_two_composition_slice_match_a_hand_computation():
+    dft = [_point("A", "a0a0a0", -5.000), _point("A", "a0a0c-", -5.010), _point("A", "a-a-a-", -5.004),
+           _point("B", "a0a0a0", -4.000), _point("B", "a0b-b-", -3.995)]  # fmt: skip
+    model = [_point("A", "a0a0a0", -6.000, f=0.1, s=1.0), _point("A", "a0a0c-", -6.002, f=0.1, s=1.0),
+             _point("A", "a-a-a-", -6.006, f=0.1, s=1.0), _point("B", "a0a0a0", -3.000, f=0.1, s=1.0),
+             _point("B", "a0b-b-", -3.001, f=0.1, s=1.0)]  # fmt: skip
+    m = reference_metrics(dft, model)
+    # dE (meV/atom): A a0a0c- DFT -10, model -2 -> 8; A a-a-a- DFT -4, model -6 -> 2; B a0b-b- DFT +5, model -1 -> 6
+    assert m["phase_de_mae_mev"] == pytest.approx((8 + 2 + 6) / 3)
+    assert m["dft_de_mean_abs_mev"] == pytest.approx((10 + 4 + 5) / 3)
+    # lowest: A DFT a0a0c-, model a-a-a- (disagree); B DFT a0a0a0, model a0b-b- (disagree)
+    assert m["lowest_phase_agreement"] == 0.0 and m["n_lowest_compared"] == 2
+    assert m["force_mae"] == pytest.approx(0.1) and m["stress_mae_gpa"] == pytest.approx(1.0)
+    model[2]["energy"] = 10 * -6.0001  # now the model's lowest for A is a0a0c-, as DFT's
+    assert reference_metrics(dft, model)["lowest_phase_agreement"] == 0.5
+    # the slice of the real set: metrics of DFT against itself vanish
+    real = [p for p in load_reference() if p["formula"] in sorted({q["formula"] for q in load_reference()})[:2]]
+    self_m = reference_metrics(real, [{"energy": p["energy"], "forces": p["forces"], "stress_gpa": p["stress_gpa"]}
+                                      for p in real])  # fmt: skip
+    assert self_m["n_compositions"] == 2 and self_m["phase_de_mae_mev"] == 0 and self_m["lowest_phase_agreement"] == 1
