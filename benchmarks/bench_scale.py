@@ -169,7 +169,10 @@ def main() -> None:
         server.stop()
     lo, hi = min(results), max(results)
     ratio = (results[hi]["build"] + results[hi]["relax"]) / (results[lo]["build"] + results[lo]["relax"])
-    print(f"scale ratio {hi:.0e}/{lo:.0e}: {ratio:.2f}")
+    def short(n: int) -> str:  # 1000000 -> 1e6
+        return f"{n:.0e}".replace("e+0", "e").replace("e+", "e")
+
+    print(f"scale ratio {short(hi)}/{short(lo)}: {ratio:.2f}")
 
 
 def relax_store(*args, **kwargs):
