@@ -146,7 +146,9 @@ def main() -> None:
     if args.refine_epochs:
         # stress is learnt in eV/A^3, where its errors are numerically tiny: a second stage with a heavier stress
         # weight fixes the equilibrium volumes (stage 1 alone: Cs2AgBiCl6 -8% against experiment)
+        # e0s/keep_elements pinned to what made the packaged model (the defaults before 0.4.0)
         refine = TrainSettings(foundation=str(first), multihead=False, epochs=args.refine_epochs, lr=0.005,
+                               e0s="average", keep_elements=False,
                                batch_size=8, dtype="float32", forces_weight=10.0,
                                stress_weight=args.refine_stress_weight, seed=args.seed,
                                extra={"--ema": None, "--ema_decay": "0.99"})  # fmt: skip

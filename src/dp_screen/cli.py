@@ -211,19 +211,11 @@ def descriptors_cmd(input_path: Path, output_path: Path, table: Path | None) -> 
 # ------------------------------------------------------------------------------------------------------------ build
 def resolve_formula(formula: str):
     """Species (SiteSpeciesSet) and descriptor row of a formula such as Cs2AgBiCl6 or Sr2Fe3+Mo5+O6."""
-    import pandas as pd
-
-    from dp_screen.chemistry.site_tables import load_site_table
-    from dp_screen.chemistry.user_compositions import descriptors_for_table, parse_formula
+    from dp_screen.chemistry.user_compositions import formula_row
     from dp_screen.structures.perovskite import SiteSpeciesSet
 
-    elements, states = parse_formula(formula)
-    row = {c: e for c, e in zip(("A", "A2", "B", "B2", "X"), elements, strict=True)}
-    row |= {c: ("" if q is None else str(q)) for c, q in zip(("nA", "nA2", "nB", "nB2", "nX"), states, strict=True)}
-    out = descriptors_for_table(pd.DataFrame([row]), load_site_table()).iloc[0]
-    if out["error"]:
-        raise InputError(out["error"].replace("row 1", f"formula {formula!r}", 1))
-    return SiteSpeciesSet.from_row(out), out
+    row = formula_row(formula)
+    return SiteSpeciesSet.from_row(row), row
 
 
 @cli.command("build")
@@ -430,26 +422,35 @@ def _relax_one(path: Path, out: Path | None, model, device, dtype, settings, as_
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--lr", type=float, default=0.01, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
-@click.option("--e0s", default="average", show_default=True, help="average or foundation.")
+@click.option("--e0s", default="auto", show_default=True,
+              help="auto (the foundation's E0s when fine-tuning, else a least-squares average), average or foundation.")
+@click.option("--only-data-elements", is_flag=True,
+              help="Keep only the training data's elements (default: every element of the foundation model).")
 @click.option("--multihead/--no-multihead", default=False, show_default=True,
               help="Multihead replay fine-tuning (needs the foundation's training data: network).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--name", default="dp_screen_ft", show_default=True, help="Model name (files are name-vN-sha.model).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def finetune_cmd(ctx, data, foundation, test_file, epochs, lr, batch_size, e0s, multihead, device, name, as_json):  # noqa: PLR0913
+def finetune_cmd(ctx, data, foundation, test_file, epochs, lr, batch_size, e0s, only_data_elements, multihead, device,
+                 name, as_json):  # noqa: PLR0913
     """Fine-tune a MACE foundation model on labelled data; the model and its errors go to the models collection."""
     from dp_screen.jobs.relax import finetune_to_store
     from dp_screen.mlip.training import TrainSettings
 
     settings = TrainSettings(foundation=foundation, multihead=multihead, epochs=epochs, lr=lr, batch_size=batch_size,
-                             e0s=e0s, device=device)  # fmt: skip
+                             e0s=e0s, keep_elements=not only_data_elements, device=device)  # fmt: skip
     doc = finetune_to_store(data, settings, _settings(ctx), name=name, test=test_file)
     if as_json:
         click.echo(json.dumps(doc))
         return
     click.echo(f"model {doc['path']} (sha256 {doc['sha256'][:12]}, version {doc['version']})")
     for split, err in doc["errors"].items():
+        if err.get("n_uncovered"):
+            click.echo(f"  {split:5s} {err['n_uncovered']} structures left out: the model does not cover "
+                       f"{', '.join(err['uncovered_elements'])}")
+        if not err.get("n"):
+            continue
         click.echo(f"  {split:5s} E MAE {err['energy_mae_mev_atom']:.1f} meV/atom, F MAE {err['forces_mae_mev_a']:.0f} "
                    f"meV/A, stress MAE {err['stress_mae_gpa']:.2f} GPa (n = {err['n']})")
 
@@ -628,6 +629,115 @@ def submit_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_siz
     click.echo(f"run it on this machine with: rlaunch -l {shown(lp_file)} -w {shown(home / 'fworker.yaml')} rapidfire")
     click.echo(f"or CPU and GPU workers apart: -w {shown(home / 'fworker_cpu.yaml')} / -w "
                f"{shown(home / 'fworker_gpu.yaml')}")  # fmt: skip
+
+
+@cli.command("learn")
+@click.option("--loop", "loop_id", default="default", show_default=True,
+              help="Loop id: its rounds and labels are stored under it; the same id resumes.")
+@click.option("--oracle", type=click.Choice(["chgnet", "cp2k", "vasp"]), default="chgnet", show_default=True,
+              help="Who labels: CHGNet (the packaged model's teacher), CP2K (local DFT) or VASP (atomate2; needs --submit).")
+@click.option("--selection", type=click.Choice(["uncertainty", "random"]), default="uncertainty", show_default=True)
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--per-round", type=click.IntRange(min=1), default=24, show_default=True, help="Labels per round.")
+@click.option("--cap", "per_composition", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Diversity: at most this many labels per composition per round.")
+@click.option("--committee", "committee_size", type=click.IntRange(min=2), default=3, show_default=True)
+@click.option("--pool", "n_pool", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Random tau-perovskite rock-salt compositions in the pool (or --formulas).")
+@click.option("--held-out", "n_held_out", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Random compositions of the held-out set, disjoint from the pool (or --held-out-formulas).")
+@click.option("--formulas", default=None, help="Pool compositions, comma-separated formulas (e.g. Ba2CaMoO6,Cs2AgBiCl6).")
+@click.option("--held-out-formulas", default=None, help="Held-out compositions, comma-separated formulas.")
+@click.option("--tilts", default=None, help="Tilt systems, comma-separated (default: the ordering's default set).")
+@click.option("--start-model", default=None, help="Model the committee starts from (default: the packaged model).")
+@click.option("--epochs", type=click.IntRange(min=1), default=6, show_default=True, help="Fine-tuning epochs per round.")
+@click.option("--lr", type=float, default=0.005, show_default=True)
+@click.option("--max-steps", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Pool relaxation steps (their path frames are candidates).")
+@click.option("--frames-every", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--submit", is_flag=True, help="Submit the loop to the FireWorks launchpad instead of running it here.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def learn_cmd(ctx, loop_id, oracle, selection, rounds, per_round, per_composition, committee_size, n_pool, n_held_out,
+              formulas, held_out_formulas, tilts, start_model, epochs, lr, max_steps, frames_every, seed, submit,
+              as_json):  # noqa: PLR0913  # fmt: skip
+    """Active learning: relax a pool with the current committee, label its most uncertain structures with the
+    oracle, fine-tune the committee, measure it on a held-out set; per round, resumable."""
+    from dp_screen.flows.active_learning import ActiveLearningFlowMaker
+    from dp_screen.jobs.active_learning import LoopStore, pool_rows
+    from dp_screen.mlip.active_learning import LoopSettings
+    from dp_screen.mlip.relax import RelaxSettings
+    from dp_screen.mlip.training import TrainSettings
+    from dp_screen.stores import database_uri, get_job_store
+
+    settings = _settings(ctx)
+    if submit:
+        settings = settings.model_copy(update={"home": settings.home.resolve()})
+    elif oracle == "vasp":
+        raise InputError("the vasp oracle runs atomate2 jobs on cluster workers: add --submit (in-process oracles: "
+                         "chgnet, cp2k)")  # fmt: skip
+    uri = database_uri(settings)
+    loop = LoopSettings(loop_id=loop_id, oracle=oracle, selection=selection, rounds=rounds, per_round=per_round,
+                        per_composition=per_composition, committee_size=committee_size,
+                        start_model=str(Path(start_model).resolve()) if start_model and Path(start_model).exists()
+                        else start_model, frames_every=frames_every, relax=RelaxSettings(max_steps=max_steps),
+                        train=TrainSettings(epochs=epochs, lr=lr, batch_size=4, dtype="float64", stress_weight=10.0),
+                        seed=seed)  # fmt: skip
+    held = pool_rows(n_held_out, seed + 1, formulas=_split(held_out_formulas))
+    pool = pool_rows(n_pool, seed, exclude={r["composition_id"] for r in held}, formulas=_split(formulas))
+    overlap = {r["composition_id"] for r in pool} & {r["composition_id"] for r in held}
+    if overlap:
+        raise InputError(f"held-out compositions are also in the pool: {', '.join(sorted(overlap))}")
+    flow = ActiveLearningFlowMaker(loop=loop, tilts=_split(tilts)).make(pool, held, settings.model_dump(mode="json"))
+    if submit:
+        from jobflow.managers.fireworks import flow_to_workflow
+
+        lpad = launchpad(settings, None)
+        initialise_launchpad(lpad)
+        mapping = lpad.add_wf(flow_to_workflow(flow, store=get_job_store(settings, uri)))
+        click.echo(f"submitted active-learning loop '{loop_id}' ({len(mapping)} fireworks) to {redact(lpad.host)}/"
+                   f"{lpad.name}; run workers with rlaunch (see dp-screen submit)")  # fmt: skip
+        return
+    import contextlib
+    import logging
+
+    from jobflow import run_locally
+
+    click.echo(f"dp-screen learn: loop '{loop_id}', {len(pool)} pool and {len(held)} held-out compositions, oracle "
+               f"{oracle}, {rounds} rounds of {per_round} labels, committee of {committee_size}", err=True)  # fmt: skip
+    logging.getLogger("jobflow").setLevel(logging.INFO)
+    with contextlib.redirect_stdout(sys.stderr):
+        run_locally(flow, store=get_job_store(settings, uri), create_folders=False, log="%(message)s",
+                    ensure_success=False)  # fmt: skip
+    done = LoopStore(settings).rounds(loop_id)
+    if len([d for d in done if d.get("stage") == "done"]) < rounds:
+        raise DPScreenError(f"loop '{loop_id}' did not finish: see the messages above; run the same command again to "
+                            "resume (nothing finished is repeated)")  # fmt: skip
+    rows = [{"round": d["round"], "selection": d.get("selection"), "n_train": d.get("n_train"),
+             **{k: (d.get("metrics") or {}).get(k) for k in ("energy_mae_mev_atom", "forces_mae_ev_a",
+                                                           "phase_de_mae_mev_atom", "lowest_phase_agreement",
+                                                           "force_spread_median_ev_a")},
+             "model_sha256": d.get("model_sha256")} for d in done]  # fmt: skip
+    start = (done[0].get("metrics_start") or {}) if done else {}
+    if as_json:
+        click.echo(json.dumps({"loop_id": loop_id, "start": start, "rounds": rows}, default=str))
+        return
+
+    def fmt(v, spec):
+        return "-" if v is None else format(v, spec)
+
+    click.echo(f"{'round':>5s} {'selection':>11s} {'labels':>6s} {'E MAE':>9s} {'F MAE':>7s} {'dE MAE':>7s} "
+               f"{'lowest':>6s} {'F spread':>8s}")  # fmt: skip
+    click.echo(f"{'start':>5s} {'':>11s} {0:>6d} {fmt(start.get('energy_mae_mev_atom'), '9.1f')} "
+               f"{fmt(start.get('forces_mae_ev_a'), '7.3f')} {fmt(start.get('phase_de_mae_mev_atom'), '7.2f')} "
+               f"{fmt(start.get('lowest_phase_agreement'), '6.2f')} {'-':>8s}")  # fmt: skip
+    for r in rows:
+        click.echo(f"{r['round']:>5d} {r['selection']:>11s} {r['n_train']:>6d} {fmt(r['energy_mae_mev_atom'], '9.1f')} "
+                   f"{fmt(r['forces_mae_ev_a'], '7.3f')} {fmt(r['phase_de_mae_mev_atom'], '7.2f')} "
+                   f"{fmt(r['lowest_phase_agreement'], '6.2f')} {fmt(r['force_spread_median_ev_a'], '8.3f')}")
+    click.echo("held-out errors (meV/atom, eV/A) of the committee's mean against the oracle; committee files in "
+               f"{settings.home.resolve() / 'active_learning' / loop_id}")  # fmt: skip
 
 
 def initialise_launchpad(lpad) -> None:

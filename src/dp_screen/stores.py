@@ -48,6 +48,9 @@ COLLECTIONS: dict[str, str] = {
     "phase_digests": "digest_id",
     "composition_digests": "digest_id",
     "counters": "collection",  # documents inserted per collection, so a report need not count 10^6 documents
+    # active learning (dp_screen.jobs.active_learning): one document per round and one per labelled structure
+    "al_rounds": "round_id",
+    "al_labels": "label_id",
 }
 
 #: secondary indexes (the key gets a unique index)
@@ -60,6 +63,8 @@ INDEXES: dict[str, list[str]] = {
     "validations": ["composition_id", "relaxation_id", "method"],
     "models": ["sha256", "name"],
     "phase_digests": ["key"],
+    "al_rounds": ["loop_id"],
+    "al_labels": ["loop_id"],
 }  # fmt: skip
 
 SERVER_STATE_FILE = "server.json"

@@ -214,3 +214,17 @@ def parse_formula(text: str) -> tuple[tuple[str, str, str, str, str], tuple[int 
     elements = tuple(tokens[i][0] for i in picks)
     states = tuple(tokens[i][1] for i in picks)
     return elements, states  # type: ignore[return-value]
+
+
+def formula_row(formula: str, table: SiteTable | None = None) -> pd.Series:
+    """The descriptor row (composition_id, species, oxidation states, descriptors, expected ordering) of a formula
+    such as Cs2AgBiCl6 or Sr2Fe3+Mo5+O6; a bad formula raises InputError naming it."""
+    from dp_screen.chemistry.site_tables import load_site_table
+
+    elements, states = parse_formula(formula)
+    row = {c: e for c, e in zip(("A", "A2", "B", "B2", "X"), elements, strict=True)}
+    row |= {c: ("" if q is None else str(q)) for c, q in zip(("nA", "nA2", "nB", "nB2", "nX"), states, strict=True)}
+    out = descriptors_for_table(pd.DataFrame([row]), table or load_site_table()).iloc[0]
+    if out["error"]:
+        raise InputError(out["error"].replace("row 1", f"formula {formula!r}", 1))
+    return out

@@ -187,6 +187,7 @@ def relax_structures(
     settings: RelaxSettings | None = None,
     progress=None,
     on_result=None,
+    frames_every: int | None = None,
 ) -> list[RelaxResult]:
     """Relax many structures at once on the model's device (TorchSim FIRE + Frechet cell filter, in-flight batching).
 
@@ -195,7 +196,9 @@ def relax_structures(
     initialised in batches of that size as structures are pulled in, and the convergence and blow-up checks are
     tensor operations on the device with one small host transfer per check. ``on_result(i, result)`` is called as
     each structure finishes (``i``: its input index), so callers can store results as they come; ``progress(n)``
-    as ``n`` more finish. Results also come back in input order.
+    as ``n`` more finish. Results also come back in input order. ``frames_every`` N: every result's
+    ``extra["frames"]`` holds the structures of its path every N steps (rounded up to ``check_every``), the
+    candidates of active learning.
     """
     settings = settings or RelaxSettings()
     missing = [uncovered_elements(s, model) for s in structures]
@@ -205,8 +208,8 @@ def relax_structures(
         for i, m in enumerate(missing):
             if m and on_result is not None:
                 on_result(i, _uncovered_result(structures[i], m))
-        done = iter(relax_structures([structures[i] for i in keep], model, settings, progress, sub_on_result)
-                    if keep else [])  # fmt: skip
+        done = iter(relax_structures([structures[i] for i in keep], model, settings, progress, sub_on_result,
+                                     frames_every) if keep else [])  # fmt: skip
         return [next(done) if not m else _uncovered_result(s, m) for s, m in zip(structures, missing, strict=True)]
     if not structures:
         return []
@@ -243,6 +246,7 @@ def relax_structures(
     wall = np.zeros(n)
     reasons: dict[int, str] = {}
     results: dict[int, RelaxResult] = {}
+    frames: dict[int, list] = {i: [] for i in range(n)} if frames_every else {}
     batch, _ = batcher.next_batch(None, None)
     while batch is not None:
         # check every structure of the batch before stepping it: converged, out of steps, or blown up
@@ -259,6 +263,8 @@ def relax_structures(
             order = batcher.completed_idx_og_order[-len(finished):]
             for og, st in zip(order, finished, strict=True):
                 results[og] = _result(st, structures[og], og, steps, wall, reasons, settings)
+                if frames_every:
+                    results[og].extra["frames"] = frames.pop(og)
                 if on_result is not None:
                     on_result(og, results[og])
             if progress:
@@ -270,6 +276,12 @@ def relax_structures(
         for _ in range(settings.check_every):
             batch = step_fn(state=batch, model=ts_model)
         steps[idx] += settings.check_every
+        if frames_every:
+            due = [k for k, og in enumerate(idx) if steps[og] % frames_every < settings.check_every]
+            if due:
+                snap = ts.io.state_to_structures(batch)
+                for k in due:
+                    frames[idx[k]].append(_with_species(snap[k], structures[idx[k]]))
         n_atoms = batch.n_atoms_per_system.detach().cpu().numpy()
         wall[idx] += (time.perf_counter() - t0) * n_atoms / n_atoms.sum()
     return [results[i] for i in range(n)]

@@ -102,7 +102,12 @@ class TrainSettings(MSONable):
     epochs, lr, batch_size
         Optimisation.
     e0s
-        Isolated-atom energies: "average" (least squares from the data) or "foundation".
+        Isolated-atom energies: "average" (least squares from the data), "foundation" (the foundation model's), or
+        "auto": "foundation" when fine-tuning with ``keep_elements`` (an average would give every element the data
+        lack an E0 of zero), else "average".
+    keep_elements
+        Fine-tuning keeps every element of the foundation model (mace's ``--foundation_model_elements``), so a model
+        refined on a few compositions still covers the whole space; False: only the training data's elements.
     device
         "cpu" or "cuda".
     dtype
@@ -124,7 +129,8 @@ class TrainSettings(MSONable):
     epochs: int = 10
     lr: float = 0.01
     batch_size: int = 4
-    e0s: str = "average"
+    e0s: str = "auto"
+    keep_elements: bool = True
     device: str = "cpu"
     dtype: str = "float64"
     energy_weight: float = 1.0
@@ -139,9 +145,21 @@ class TrainSettings(MSONable):
     seed: int = 1
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.e0s not in ("auto", "average", "foundation") and not self.e0s.startswith("{"):
+            raise InputError(f"unknown e0s {self.e0s!r}; allowed: auto, average, foundation, or a dict {{Z: eV}}")
+        if self.e0s == "foundation" and not self.foundation:
+            raise InputError("e0s 'foundation' needs a foundation model; training from scratch uses 'average'")
+
+    def resolved_e0s(self) -> str:
+        """The --E0s passed to mace_run_train."""
+        if self.e0s != "auto":
+            return self.e0s
+        return "foundation" if self.foundation and self.keep_elements else "average"
+
     def settings_dict(self) -> dict:
         """Settings for the model document."""
-        return asdict(self)
+        return {**asdict(self), "e0s_used": self.resolved_e0s()}
 
 
 @dataclass
@@ -196,18 +214,20 @@ def train_mace(
         "--stress_weight", str(settings.stress_weight), "--max_num_epochs", str(settings.epochs),
         "--lr", str(settings.lr), "--batch_size", str(settings.batch_size),
         "--valid_batch_size", str(settings.batch_size), "--device", settings.device,
-        "--default_dtype", settings.dtype, "--seed", str(settings.seed), "--E0s", settings.e0s,
+        "--default_dtype", settings.dtype, "--seed", str(settings.seed), "--E0s", settings.resolved_e0s(),
         "--save_cpu", "--eval_interval", "1", "--error_table", "PerAtomRMSEstressvirials",
     ]  # fmt: skip
     if "valid" in files:
         cmd += ["--valid_file", str(files["valid"])]
     else:
         cmd += ["--valid_fraction", str(settings.valid_fraction)]
-    if "test" in files:
-        cmd += ["--test_file", str(files["test"])]
+    # the test set is not given to mace_run_train: dp_screen measures it itself (below), also when it holds elements
+    # the model does not cover (mace_run_train fails on those: "np.int64(19) is not in list")
     if settings.foundation:
         cmd += ["--foundation_model", _foundation_file(settings.foundation),
                 "--multiheads_finetuning", str(settings.multihead)]  # fmt: skip
+        if settings.keep_elements:
+            cmd += ["--foundation_model_elements", "True"]
     else:
         cmd += ["--model", "MACE", "--num_channels", str(settings.num_channels), "--max_L", str(settings.max_l),
                 "--r_max", str(settings.r_max), "--num_interactions", str(settings.num_interactions),
@@ -240,17 +260,26 @@ def train_mace(
 
 
 def model_errors(model_path: str | Path, labelled: list[LabelledStructure], dtype: str = "float64") -> dict:
-    """MAE and RMSE of a model against labelled structures: energy (meV/atom), forces (meV/A), stress (GPa)."""
-    from dp_screen.mlip.relax import single_points
+    """MAE and RMSE of a model against labelled structures: energy (meV/atom), forces (meV/A), stress (GPa).
+
+    Structures with an element the model does not cover are left out and counted (``n_uncovered``, with the
+    elements in ``uncovered_elements``)."""
+    from dp_screen.mlip.relax import single_points, uncovered_elements
 
     model = load_model(model_path, device="cpu", dtype=dtype)
+    missing = [uncovered_elements(item.structure, model) for item in labelled]
+    n_uncovered = sum(bool(m) for m in missing)
+    labelled = [item for item, m in zip(labelled, missing, strict=True) if not m]
+    if not labelled:
+        return {"n": 0, "n_uncovered": n_uncovered, "uncovered_elements": sorted({e for m in missing for e in m})}
     preds = single_points([item.structure for item in labelled], model)
     de = np.array([(p["energy"] - item.energy) / len(item.structure) for p, item in zip(preds, labelled, strict=True)])
     df = np.concatenate([(p["forces"] - item.forces).ravel() for p, item in zip(preds, labelled, strict=True)])
     ds = np.concatenate([(np.asarray(p["stress_gpa"]) - item.stress_gpa).ravel()
                          for p, item in zip(preds, labelled, strict=True)])  # fmt: skip
     return {
-        "n": len(labelled),
+        "n": len(labelled), **({"n_uncovered": n_uncovered,
+                                "uncovered_elements": sorted({e for m in missing for e in m})} if n_uncovered else {}),
         "energy_mae_mev_atom": float(1e3 * np.abs(de).mean()), "energy_rmse_mev_atom": float(1e3 * np.sqrt((de**2).mean())),
         "forces_mae_mev_a": float(1e3 * np.abs(df).mean()), "forces_rmse_mev_a": float(1e3 * np.sqrt((df**2).mean())),
         "stress_mae_gpa": float(np.abs(ds).mean()), "stress_rmse_gpa": float(np.sqrt((ds**2).mean())),
