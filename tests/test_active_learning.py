@@ -30,6 +30,7 @@ from dp_screen.mlip.active_learning import (
     structure_key,
 )
 from dp_screen.mlip.committee import Committee, committee_predictions
+from dp_screen.mlip.models import load_model
 from dp_screen.mlip.relax import RelaxSettings
 from dp_screen.mlip.training import LabelledStructure, TrainSettings
 from dp_screen.settings import DPScreenSettings
@@ -151,6 +152,8 @@ def test_a_killed_loop_resumes_with_dp_screen_learn_without_relabelling(loop_run
     for r in rounds:
         assert len(r["model_sha256"]) == 3 and len(set(r["model_sha256"])) == 3
         assert all(Path(m["path"]).exists() for m in r["members"].values())
+        member = load_model(r["members"]["0"]["path"], device="cpu")  # every element of the start model is kept
+        assert sorted(int(z) for z in member.model.atomic_numbers) == sorted(TINY_ELEMENTS)
         n_held = len([d for d in after.values() if d["split"] == "held_out" and d["status"] == "labelled"])
         assert r["metrics"]["n_uncovered"] == 0 and r["metrics"]["n"] == n_held == 2 * len(TILTS) - 1
     # the held-out error falls round by round
@@ -158,6 +161,14 @@ def test_a_killed_loop_resumes_with_dp_screen_learn_without_relabelling(loop_run
     f = [rounds[0]["metrics_start"]["forces_mae_ev_a"], *[r["metrics"]["forces_mae_ev_a"] for r in rounds]]
     assert e[0] > e[1] > e[2] and f[0] > f[2]
     assert summary["rounds"][-1]["energy_mae_mev_atom"] == pytest.approx(e[2])
+    # the report shows the rounds (start, 1, 2) with their held-out errors
+    from dp_screen.analysis.data import active_learning_rounds
+    from dp_screen.analysis.report import write_report
+
+    table = active_learning_rounds(db)
+    assert list(table["round"]) == [0, 1, 2] and table["energy_mae_mev_atom"].tolist() == pytest.approx(e)
+    rep = write_report(loop_run["home"] / "report", db)
+    assert "active_learning" in rep.figures and "active_learning" in rep.tables
 
 
 def test_committee_spread_is_zero_for_identical_members_and_grows_off_distribution(loop_run, tmp_path):

@@ -85,12 +85,14 @@ def test_dft_check_command_lists_coverage(capsys, small_table_path):
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 @pytest.mark.skipif(cp2k_executable() is None, reason="cp2k is not installed (apt-get install -y cp2k)")
-def test_real_spin_polarised_single_point_forces_match_a_finite_difference(tmp_path):
+def test_real_spin_polarised_single_point_forces_and_stress_match_finite_differences(tmp_path):
     """A real CP2K UKS single point of a small open-shell cell (cubic KMnCl3, high-spin Mn2+ d5: five unpaired
     electrons, an insulator; no +U on Mn in chlorides) with Mn pushed off-centre: it converges, and its force
     equals the finite difference of its own energy (two runs, at x and at x + dx: the mean of the analytic forces
-    at both ends is compared with the one-sided difference, which is exact to second order); the stress comes back
-    as a symmetric 3 x 3 in GPa. Gamma only: the test checks units, signs and consistency, not physics."""
+    at both ends is compared with the one-sided difference, which is exact to second order); a third run with the
+    cell strained isotropically by eps checks the stress the same way: (E(eps) - E(0)) / (V eps) equals the mean,
+    at both ends, of the trace of the parsed stress (GPa, ASE's sign: negative under compression). Gamma only: the
+    test checks units, signs and consistency, not physics."""
     from pymatgen.core import Lattice, Species, Structure
 
     def cell(a=5.00, dx=0.0, strain=0.0):
@@ -111,3 +113,12 @@ def test_real_spin_polarised_single_point_forces_match_a_finite_difference(tmp_p
     assert abs(mean_force) > 0.1 and fd_force == pytest.approx(mean_force, abs=0.02 + 0.03 * abs(mean_force))
     stress = r0["stress_gpa"]
     assert stress.shape == (3, 3) and np.allclose(stress, stress.T, atol=1e-3) and np.abs(stress).max() < 50  # GPa
+    eps = -0.01  # compress: dE/d(eps) = V tr(sigma) for an isotropic strain of the lattice vectors
+    r2 = run_cp2k(cell(strain=eps), settings, tmp_path / "r2")
+    assert r2["scf_converged"]
+    v0 = cell().volume
+    fd_trace = (r2["energy"] - r0["energy"]) / (v0 * (1 + eps / 2) ** 3 * eps) * 160.21766208  # GPa
+    mean_trace = 0.5 * (np.trace(r0["stress_gpa"]) + np.trace(r2["stress_gpa"]))
+    assert abs(mean_trace) > 0.5 and np.sign(fd_trace) == np.sign(mean_trace)
+    assert fd_trace == pytest.approx(mean_trace, abs=0.5 + 0.1 * abs(mean_trace))
+    assert np.trace(r2["stress_gpa"]) < np.trace(r0["stress_gpa"])  # compressed: more negative (ASE's sign)

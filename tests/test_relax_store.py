@@ -238,3 +238,48 @@ def test_document_counters_are_exact_from_an_empty_collection_and_ignored_otherw
     assert counts["models"] == 2 and counts["validations"] == 5 and "counters" not in counts
     store["models"].insert_one({"model_id": "bypassed"})  # a write that bypasses the store is not seen
     assert data.describe_store(db_settings)["counts"]["models"] == 2
+
+
+def test_committee_scores_stored_relaxations_and_the_report_filters_on_it(built_store, tiny_model_path, tmp_path):
+    """A committee (three random-weight tiny MACE models: they disagree) scores relaxations already stored; the
+    spreads reach the documents, the phase summaries (largest over each ordering's ranked variants) and the report,
+    whose bound leaves out the rows above it."""
+    import numpy as np
+    from conftest import TINY_ELEMENTS, make_tiny_mace
+    from pymatgen.core import Structure
+
+    from dp_screen.analysis import data
+    from dp_screen.mlip.committee import Committee, committee_predictions
+
+    settings = RelaxSettings(max_steps=40)
+    relax_store(str(tiny_model_path), settings, built_store, device="cpu")
+    members = [str(tiny_model_path)] + [str(make_tiny_mace(tmp_path / f"m{k}.model", TINY_ELEMENTS, seed=k))
+                                        for k in (1, 2)]  # fmt: skip
+    out = relax_store(str(tiny_model_path), settings, built_store, device="cpu", committee=members)
+    assert out["relaxed"] == 0 and out["scored_by_committee"] > 0  # nothing relaxed again, all scored
+    with open_store("relaxations", built_store) as store:
+        docs = [d for d in store._collection.find({}) if not d["failed"]]
+    assert len(docs) == out["scored_by_committee"]
+    again = committee_predictions([Structure.from_dict(d["structure"]) for d in docs],
+                                  Committee.load(members, device="cpu"))  # fmt: skip
+    for d, p in zip(docs, again, strict=True):
+        assert d["force_spread_ev_a"] == pytest.approx(p.force_spread_ev_a, rel=1e-6) and d["force_spread_ev_a"] > 0
+        assert d["energy_spread_mev_atom"] == pytest.approx(p.energy_spread_mev_atom, rel=1e-6)
+        assert d["uncertainty"]["committee_sha256"] == Committee.load(members, device="cpu").shas
+    table = data.phase_table(built_store)
+    ranked = [d for d in docs if d["excluded"] is None]
+    for _, row in table[table["n_ranked"] > 0].iterrows():
+        mine = [d["force_spread_ev_a"] for d in ranked if d["composition_id"] == row["composition_id"]
+                and d["ordering"] == row["ordering"]]  # fmt: skip
+        assert row["force_spread_ev_a"] == pytest.approx(max(mine))
+    bound = float(np.nanmedian(table["force_spread_ev_a"]))
+    kept = data.uncertainty_filter(table, max_force_spread=bound)
+    assert 0 < len(kept) < len(table) and (kept["force_spread_ev_a"] <= bound).all()
+    assert kept.attrs["uncertainty_filter"]["above"] == int((table["force_spread_ev_a"] > bound).sum())
+    from dp_screen.analysis.report import write_report
+
+    rep = write_report(tmp_path / "rep", built_store, max_force_spread=bound)
+    assert rep.summary["uncertainty"]["filter"]["kept"] == len(kept)
+    assert "committee_spread" in rep.figures and "most_uncertain" in rep.tables
+    html = (tmp_path / "rep" / "index.html").read_text()
+    assert "Committee uncertainty" in html and "above a bound" in html

@@ -42,7 +42,8 @@ DIGEST_FIELDS = (
 )  # fmt: skip
 #: per-variant convergence columns of a phase digest: relaxation field -> column name
 DIGEST_VARIANT_FIELDS = {"start_tilt": "t", "n_steps": "k", "converged": "ok", "failed": "f", "reason": "r",
-                         "phase.stayed_in_start_tilt": "st", "wall_time_s": "w"}  # fmt: skip
+                         "phase.stayed_in_start_tilt": "st", "wall_time_s": "w",
+                         "energy_spread_mev_atom": "u", "force_spread_ev_a": "uf"}  # fmt: skip
 _indexed: set[tuple[str, str]] = set()  # (uri, database) whose indexes this process has ensured
 _clients: dict[str, Any] = {}
 

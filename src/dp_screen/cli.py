@@ -342,10 +342,13 @@ def _relax_settings(fmax, max_stress, free, max_steps):
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N structures (by id).")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=4096, show_default=True,
               help="Structures read and streamed through the device together (the device batch is sized by memory).")
+@click.option("--committee", default=None,
+              help="Committee model files (comma-separated, >= 2; e.g. a 'dp-screen learn' round's members): score "
+                   "every relaxed structure with the committee's energy and force spread.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def relax_cmd(ctx, model, device, dtype, fmax, max_stress, free, max_steps, structure_file, out, anions, limit,
-              chunk_size, as_json):  # noqa: PLR0913  # fmt: skip
+              chunk_size, committee, as_json):  # noqa: PLR0913  # fmt: skip
     """Relax the stored starting structures (chunked, resumable) or one structure file.
 
     Each structure keeps its starting space group unless --free; converged means max force < --fmax (eV/A) and
@@ -361,8 +364,7 @@ def relax_cmd(ctx, model, device, dtype, fmax, max_stress, free, max_steps, stru
     with ProgressBar("relaxing", "struct") as bar:
         summary = relax_store(model, settings, _settings(ctx), query=query, limit=limit, chunk_size=chunk_size,
                               device=None if device == "auto" else device, dtype=None if dtype == "auto" else dtype,
-                              progress=bar.update,
-                              on_total=bar.start)  # fmt: skip
+                              progress=bar.update, on_total=bar.start, committee=_split(committee))  # fmt: skip
     if as_json:
         click.echo(json.dumps(summary))
         return
@@ -372,6 +374,7 @@ def relax_cmd(ctx, model, device, dtype, fmax, max_stress, free, max_steps, stru
         f"left their tilt system), {summary['skipped']} already relaxed with this model and settings; phase summaries of "
         f"{summary['phase_summaries']} compositions updated; model {summary['model']['model_name']} "
         f"({summary['model']['model_sha256'][:12]}) on {summary['model']['device']} ({summary['seconds']} s)"
+        + (f"; {summary['scored_by_committee']} scored by the committee" if committee else "")
     )
 
 
@@ -823,9 +826,15 @@ def dft_check(table, basis, potential, as_json) -> None:
 @click.option("--tilt-tol", type=click.FloatRange(min=0), default=None,
               help="meV/atom below the untilted energy for a tilted ground state to count (default: the tolerance "
                    "of the phase summaries, structures.phases.TILT_TOL_MEV = 1).")
+@click.option("--max-force-spread", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Leave out of the phases and trends every (composition, ordering) whose committee force spread is "
+                   "above this (eV/A), or that no committee scored.")
+@click.option("--max-energy-spread", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="The same for the committee energy spread (meV/atom).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 @click.pass_context
-def report_cmd(ctx, out_dir, model, settings_hash, heatmaps, tilt_tol, as_json) -> None:  # noqa: PLR0913
+def report_cmd(ctx, out_dir, model, settings_hash, heatmaps, tilt_tol, max_force_spread, max_energy_spread,
+               as_json) -> None:  # noqa: PLR0913
     """Write an HTML report (phase maps, trends, MLIP-vs-DFT parity, convergence) of the current store."""
     from dp_screen.analysis.report import write_report
 
@@ -838,7 +847,7 @@ def report_cmd(ctx, out_dir, model, settings_hash, heatmaps, tilt_tol, as_json) 
     tolerance = {} if tilt_tol is None else {"tilt_tol_mev": tilt_tol}
     rep = write_report(out_dir, _settings(ctx), model_sha256=model, settings_hash=settings_hash,
                        heatmaps=triples or None, progress=lambda msg: click.echo(f"report: {msg} ...", err=True),
-                       **tolerance)  # fmt: skip
+                       max_force_spread=max_force_spread, max_energy_spread=max_energy_spread, **tolerance)  # fmt: skip
     if as_json:
         click.echo(json.dumps({"html": str(rep.html), "figures": {k: str(v) for k, v in rep.figures.items()},
                                "tables": {k: str(v) for k, v in rep.tables.items()}, "missing": rep.missing,

@@ -33,7 +33,7 @@ COMPOSITION_FIELDS = (
     "goldschmidt_t", "goldschmidt_ok", "tau", "tau_perovskite", "octahedral_factor", "expected_ordering",
 )  # fmt: skip
 SPECIES_COLUMNS = ("A_sp", "A2_sp", "B_sp", "B2_sp", "X_sp")
-INTERNAL = ("phase_sets", "phase_digests", "composition_digests", "counters")  # not listed among the documents
+INTERNAL = ("phase_sets", "phase_digests", "composition_digests", "counters", "al_rounds", "al_labels")  # not listed among the documents
 _clients: dict[str, Any] = {}
 
 
@@ -233,12 +233,14 @@ def phase_table(
     ``tilt_tol_mev``; None without an untilted variant), ``winning_space_group`` (the untilted variant's group when
     the ground state is not tilted), ``n_variants``, ``n_ranked``, ``n_excluded``, ``excluded``,
     ``energies_mev_atom`` ({phase: E - E_lowest}, the lowest per phase), ``composition_ground_state`` (True on the
-    row of the composition's lowest ordering; see :func:`ground_state_table`) and the composition descriptors with
-    species labels. A composition whose variants are all excluded has a row with no energies.
+    row of the composition's lowest ordering; see :func:`ground_state_table`), ``energy_spread_mev_atom`` and
+    ``force_spread_ev_a`` (the committee's largest spread over the ordering's ranked variants, NaN when no
+    committee scored them: ``dp-screen relax --committee``; see :func:`uncertainty_filter`) and the composition
+    descriptors with species labels. A composition whose variants are all excluded has a row with no energies.
     """
     columns = ["composition_id", "ordering", "e_lowest", "lowest_tilt", "lowest_space_group", "dE_untilted_mev_atom",
                "ground_state_tilted", "winning_space_group", "n_variants", "n_ranked", "n_excluded", "excluded",
-               "energies_mev_atom", "composition_ground_state"]  # fmt: skip
+               "energies_mev_atom", "composition_ground_state", "energy_spread_mev_atom", "force_spread_ev_a"]  # fmt: skip
     empty = pd.DataFrame(columns=columns + list(COMPOSITION_FIELDS[1:]) + list(SPECIES_COLUMNS))
     picked = None if query else _registered_set(db, model_sha256, settings_hash)
     if digest is None and picked is not None:
@@ -270,12 +272,18 @@ def phase_table(
     return df.sort_values(["composition_id", "ordering"]).reset_index(drop=True)
 
 
+def _nan(value) -> float:
+    return np.nan if value is None else float(value)
+
+
 def _ordering_row(cid: str, ordering: str, o: dict, tol: float) -> dict:
     """A phase-table row from one ordering's summary (``structures.phases.phase_summary``), at tolerance ``tol``."""
     de = o.get("dE_untilted_mev_atom")
     tilted = None if de is None else bool(de > tol)
     row = {"composition_id": cid, "ordering": ordering, "n_variants": o.get("n_variants", o.get("n_ranked", 0)),
-           "n_ranked": o.get("n_ranked", 0), "excluded": o.get("excluded") or {}}  # fmt: skip
+           "n_ranked": o.get("n_ranked", 0), "excluded": o.get("excluded") or {},
+           "energy_spread_mev_atom": _nan(o.get("energy_spread_mev_atom")),
+           "force_spread_ev_a": _nan(o.get("force_spread_ev_a"))}  # fmt: skip
     row["n_excluded"] = row["n_variants"] - row["n_ranked"]
     if not o.get("n_ranked"):
         return {**row, "e_lowest": np.nan, "lowest_tilt": None, "lowest_space_group": None,
@@ -348,7 +356,8 @@ def _summaries_from_relaxations(db, model_sha256, settings_hash, query):
                     "variants": {"$push": {"o": "$ordering", "t": "$start_tilt", "p": "$phase_tilt",
                                             "e": "$energy_per_atom", "sg": "$final_space_group",
                                             "sg0": "$phase.space_group", "sid": "$structure_id", "x": "$excluded",
-                                            "f": "$failed", "ok": "$converged"}}}},
+                                            "f": "$failed", "ok": "$converged", "u": "$energy_spread_mev_atom",
+                                            "uf": "$force_spread_ev_a"}}}},
     ], db)  # fmt: skip
     counts = {} if grouped.empty else grouped.groupby(["_id.m", "_id.s"])["n_variants"].sum().to_dict()
     picked = choose_set(counts, model_sha256, settings_hash, db)
@@ -362,8 +371,55 @@ def _summaries_from_relaxations(db, model_sha256, settings_hash, query):
             "structure_id": v.get("sid"), "final_space_group": v.get("sg") or v.get("sg0"),
             # documents from before 0.3.0 have no ``excluded``: failed / unconverged ones are kept out all the same
             "excluded": v.get("x") or exclusion(bool(v.get("f")), bool(v.get("ok")), None),
+            "energy_spread_mev_atom": v.get("u"), "force_spread_ev_a": v.get("uf"),
         } for v in variants])  # fmt: skip
     return summaries, picked
+
+
+def uncertainty_filter(phases: pd.DataFrame, max_force_spread: float | None = None,
+                       max_energy_spread: float | None = None) -> pd.DataFrame:  # fmt: skip
+    """The rows of a phase table whose committee spread is within the bounds (eV/A, meV/atom); rows above a bound,
+    and rows no committee scored while a bound is set, are left out (``df.attrs["uncertainty_filter"]`` says how
+    many of each)."""
+    if max_force_spread is None and max_energy_spread is None:
+        return phases
+    keep = pd.Series(True, index=phases.index)
+    unscored = pd.Series(False, index=phases.index)
+    for col, bound in (("force_spread_ev_a", max_force_spread), ("energy_spread_mev_atom", max_energy_spread)):
+        if bound is None:
+            continue
+        if bound <= 0:
+            raise InputError(f"spread bound {bound} for {col} must be > 0")
+        values = pd.to_numeric(phases.get(col, pd.Series(np.nan, index=phases.index)), errors="coerce")
+        unscored |= values.isna()
+        keep &= values.le(bound)
+    out = phases[keep].copy()
+    out.attrs.update(phases.attrs)
+    out.attrs["uncertainty_filter"] = {"max_force_spread_ev_a": max_force_spread,
+                                       "max_energy_spread_mev_atom": max_energy_spread,
+                                       "above": int((~keep & ~unscored).sum()), "unscored": int(unscored.sum()),
+                                       "kept": int(keep.sum())}  # fmt: skip
+    return out.reset_index(drop=True)
+
+
+def active_learning_rounds(db: DPScreenSettings | Database | None = None) -> pd.DataFrame:
+    """One row per finished active-learning round of every loop in the store (plus each loop's start): labels so far
+    and the held-out metrics of the committee's mean against the oracle."""
+    docs = _run("reading al_rounds", lambda: list(_collection(db, "al_rounds").find(
+        {"stage": "done"}, {"_id": 0, "loop_id": 1, "round": 1, "selection": 1, "n_train": 1, "metrics": 1,
+                            "metrics_start": 1, "settings.selection": 1, "settings.oracle": 1})))  # fmt: skip
+    keys = ("energy_mae_mev_atom", "forces_mae_ev_a", "phase_de_mae_mev_atom", "lowest_phase_agreement",
+            "force_spread_median_ev_a")  # fmt: skip
+    rows = []
+    for d in sorted(docs, key=lambda d: (d["loop_id"], d["round"])):
+        base = {"loop_id": d["loop_id"], "loop_selection": (d.get("settings") or {}).get("selection"),
+                "oracle": (d.get("settings") or {}).get("oracle")}  # fmt: skip
+        if d["round"] == 1 and d.get("metrics_start"):
+            rows.append({**base, "round": 0, "selection": "start", "n_labels": 0,
+                         **{k: d["metrics_start"].get(k) for k in keys}})  # fmt: skip
+        rows.append({**base, "round": d["round"], "selection": d.get("selection"), "n_labels": d.get("n_train"),
+                     **{k: (d.get("metrics") or {}).get(k) for k in keys}})  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def ground_state_table(phases: pd.DataFrame) -> pd.DataFrame:

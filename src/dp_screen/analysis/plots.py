@@ -174,6 +174,35 @@ def plot_composition_space(hist: pd.DataFrame) -> Figure:
     return fig
 
 
+def plot_spread(scored: pd.DataFrame) -> Figure:
+    """Histograms of the committee's force and energy spread over (composition, ordering) rows."""
+    fig = Figure(figsize=(9, 3.2), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, col, label in ((axes[0], "force_spread_ev_a", "force spread (eV/A)"),
+                           (axes[1], "energy_spread_mev_atom", "energy spread (meV/atom)")):  # fmt: skip
+        values = pd.to_numeric(scored[col], errors="coerce").dropna()
+        ax.hist(values, bins=min(40, max(5, len(values) // 3)), color="tab:purple")
+        ax.set_xlabel(label)
+        ax.set_ylabel("orderings")
+    return fig
+
+
+def plot_active_learning(rounds: pd.DataFrame) -> Figure:
+    """Held-out errors against the number of labels, one line per loop (e.g. uncertainty vs random selection)."""
+    fig = Figure(figsize=(12, 3.4), layout="constrained")
+    axes = fig.subplots(1, 3)
+    for ax, col, label in ((axes[0], "energy_mae_mev_atom", "energy MAE (meV/atom)"),
+                           (axes[1], "phase_de_mae_mev_atom", "phase dE MAE (meV/atom)"),
+                           (axes[2], "forces_mae_ev_a", "force MAE (eV/A)")):  # fmt: skip
+        for loop_id, g in rounds.groupby("loop_id"):
+            sel = g["loop_selection"].dropna().iloc[0] if g["loop_selection"].notna().any() else ""
+            ax.plot(g["n_labels"], pd.to_numeric(g[col], errors="coerce"), "o-", label=f"{loop_id} ({sel})")
+        ax.set_xlabel("labels")
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=7)
+    return fig
+
+
 def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
     """Write ``fig`` as PNG (folders created)."""
     path = Path(path)

@@ -65,10 +65,15 @@ def write_report(
     heatmaps: list[tuple[str, str, str]] | None = None,
     tilt_tol_mev: float = TILT_TOL_MEV,
     progress: Callable[[str], None] | None = None,
+    max_force_spread: float | None = None,
+    max_energy_spread: float | None = None,
 ) -> Report:
     """Write the report of the store's compositions, one model's relaxations and the validations into ``out_dir``.
 
     ``progress(message)`` is called as each part starts (reading a large store takes a while).
+    ``max_force_spread`` (eV/A) / ``max_energy_spread`` (meV/atom): leave out of the phases and trends every
+    (composition, ordering) whose committee spread is above the bound or that no committee scored
+    (:func:`dp_screen.analysis.data.uncertainty_filter`); the report says how many.
     """
     say = progress or (lambda _msg: None)
     out = Path(out_dir)
@@ -98,6 +103,9 @@ def write_report(
     registered = data._registered_set(db, model_sha256, settings_hash)
     digest = data.read_phase_digest(db, *registered) if registered else None  # read once, used twice
     by_ordering = data.phase_table(db, model_sha256, settings_hash, tilt_tol_mev=tilt_tol_mev, digest=digest)
+    scored = by_ordering[by_ordering["force_spread_ev_a"].notna()] if "force_spread_ev_a" in by_ordering else []
+    unfiltered = by_ordering
+    by_ordering = data.uncertainty_filter(by_ordering, max_force_spread, max_energy_spread)
     picked = ((by_ordering.attrs["model_sha256"], by_ordering.attrs["settings_hash"])
               if "model_sha256" in by_ordering.attrs else None)  # fmt: skip
     phases = data.ground_state_table(by_ordering)  # trends and maps: each composition's ground state
@@ -171,6 +179,36 @@ def write_report(
         report.tables["phases"] = out / "phases.csv"
         body.append("<p>Per (composition, ordering) table, with the exclusions: <a href='phases.csv'>phases.csv</a>"
                     "</p>")  # fmt: skip
+
+    # committee uncertainty
+    body.append("<h2>Committee uncertainty</h2>")
+    if len(scored) == 0:
+        # optional (not "missing"): a campaign need not have a committee
+        body.append("<p class='note'>No relaxation scored by a committee: `dp-screen relax --committee M1,M2,M3` "
+                    "(members of a `dp-screen learn` round) stores each structure's committee spread.</p>")  # fmt: skip
+    else:
+        report.summary["uncertainty"] = {
+            "scored_orderings": len(scored), "of": len(unfiltered),
+            "force_spread_median_ev_a": float(scored["force_spread_ev_a"].median()),
+            "energy_spread_median_mev_atom": float(scored["energy_spread_mev_atom"].median()),
+            "filter": by_ordering.attrs.get("uncertainty_filter")}  # fmt: skip
+        figure("committee_spread", plots.plot_spread(scored), "Committee spread of each (composition, ordering): the "
+               "largest over its ranked variants")  # fmt: skip
+        cols = ["composition_id", "ordering", "lowest_tilt", "dE_untilted_mev_atom", "energy_spread_mev_atom",
+                "force_spread_ev_a"]  # fmt: skip
+        table("most_uncertain", scored.sort_values("force_spread_ev_a", ascending=False)[cols].head(20),
+              "The 20 most uncertain (composition, ordering): label these first", index=False)  # fmt: skip
+        filt = by_ordering.attrs.get("uncertainty_filter")
+        if filt:
+            body.append(f"<p>Phases and trends above use only rows within the committee bounds (force spread <= "
+                        f"{filt['max_force_spread_ev_a']} eV/A, energy spread <= {filt['max_energy_spread_mev_atom']} "
+                        f"meV/atom): {filt['kept']} kept, {filt['above']} above a bound, {filt['unscored']} not "
+                        f"scored.</p>")  # fmt: skip
+    loops = data.active_learning_rounds(db)
+    if not loops.empty:
+        figure("active_learning", plots.plot_active_learning(loops), "Held-out errors per active-learning round "
+               "(committee mean against the oracle), by loop")  # fmt: skip
+        table("active_learning", loops, "Active-learning rounds", index=False)
 
     # validation
     body.append("<h2>MLIP vs DFT</h2>")

@@ -42,6 +42,7 @@ def relax_store(
     on_total: Callable[[int], None] | None = None,
     write_every: int = 64,
     identify_workers: int = 2,
+    committee: list[str] | None = None,
 ) -> dict:
     """Relax every built structure (``query`` filters) not yet relaxed with this model and these settings.
 
@@ -59,6 +60,11 @@ def relax_store(
     ``phases.<model sha[:12]>_<relaxation settings hash>`` in the compositions collection. The settings hash covers
     every setting that changes a result (the relaxation settings and the model's dtype), so runs with other
     settings are kept side by side.
+
+    ``committee``: model files of a committee (:mod:`dp_screen.mlip.committee`) that scores every relaxed
+    structure, new and already stored, as it is written: ``energy_spread_mev_atom``, ``force_spread_ev_a`` and
+    ``uncertainty`` (member hashes, per-member energies) in the relaxation documents, and the largest spread of each
+    ordering's ranked variants in the phase summaries (the report shows them and can filter on them).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -81,6 +87,7 @@ def relax_store(
     states = store.relaxation_states(list(rids.values()))
     done = {sid: states[rid] for sid, rid in rids.items() if rid in states}
     todo = [m for m in todo_meta if not _relaxed_from(done, m)]
+    scorer = _CommitteeScorer(committee, device, model.dtype) if committee else None
     counts = {"structures": len(todo_meta), "skipped": len(todo_meta) - len(todo), "relaxed": 0, "converged": 0,
               "failed": 0, "not_perovskite": 0, "left_start_tilt": 0}  # fmt: skip
     if on_total:
@@ -108,7 +115,10 @@ def relax_store(
         def flush(force: bool = False) -> None:
             ready = [f for f in pending if f.done()] if not force else list(pending)
             if ready and (force or len(ready) >= write_every):
-                store.write_relaxations([f.result() for f in ready])
+                docs_ready = [f.result() for f in ready]
+                if scorer:
+                    scorer.score(docs_ready)
+                store.write_relaxations(docs_ready)
                 for f in ready:
                     pending.remove(f)
 
@@ -125,6 +135,16 @@ def relax_store(
             relax_structures([Structure.from_dict(d["structure"]) for d in docs], model, settings, progress=progress,
                              on_result=finished)  # fmt: skip
             flush(force=True)
+    if scorer:  # stored relaxations of the query that this committee has not scored yet
+        unscored = [rid for sid, rid in rids.items() if sid in done]
+        for start in range(0, len(unscored), chunk_size):
+            docs = [d for d in store.relaxations({"relaxation_id": {"$in": unscored[start : start + chunk_size]}})
+                    if (d.get("uncertainty") or {}).get("committee_sha256") != scorer.shas]  # fmt: skip
+            if docs:
+                scorer.score(docs)
+                store.write_relaxations(docs)
+                touched.update(d["composition_id"] for d in docs)
+        counts["scored_by_committee"] = scorer.n_scored
     variants: dict[str, list[dict]] = {cid: [] for cid in touched}
     for d in store.relaxations_for_summary(sorted(touched), model.sha256, config_hash):
         variants[d["composition_id"]].append(d)
@@ -138,6 +158,29 @@ def relax_store(
                              counts["relaxed"])  # fmt: skip
     counts.update({"model": prov, "settings_hash": config_hash, "seconds": round(time.perf_counter() - t0, 2)})
     return counts
+
+
+class _CommitteeScorer:
+    """Scores relaxation documents with a committee (one batched evaluation per write)."""
+
+    def __init__(self, paths: list[str], device: str | None, dtype: str) -> None:
+        from dp_screen.mlip.committee import Committee
+
+        self.committee = Committee.load(paths, device=device, dtype=dtype)
+        self.shas = self.committee.shas
+        self.n_scored = 0
+
+    def score(self, docs: list[dict]) -> None:
+        from dp_screen.mlip.committee import committee_predictions
+
+        live = [d for d in docs if not d.get("failed")]
+        preds = committee_predictions([Structure.from_dict(d["structure"]) for d in live], self.committee)
+        for d, p in zip(live, preds, strict=True):
+            summ = p.summary()
+            d["energy_spread_mev_atom"] = None if p.failed else summ["energy_spread_mev_atom"]
+            d["force_spread_ev_a"] = None if p.failed else summ["force_spread_ev_a"]
+            d["uncertainty"] = {**summ, "committee_sha256": self.shas}
+        self.n_scored += len(live)
 
 
 def _relaxed_from(done: dict[str, str | None], structure: dict) -> bool:
@@ -175,6 +218,8 @@ class RelaxMaker(Maker):
     chunk_size
         Structures read from the database and streamed through the device together (the device batch is sized by
         memory, independently of this).
+    committee
+        Model files of a committee that scores each relaxed structure (see :func:`relax_store`).
     """
 
     name: str = "relax structures"
@@ -183,13 +228,14 @@ class RelaxMaker(Maker):
     device: str | None = None
     dtype: str | None = None
     chunk_size: int = 4096
+    committee: list[str] | None = None
 
     @job
     def make(self, query: dict | None = None, limit: int | None = None, db_settings: dict | None = None) -> dict:
         """Relax the structures matching ``query``; the output is counts (no structures)."""
         db = DPScreenSettings(**db_settings) if db_settings else DPScreenSettings()
         return relax_store(self.model, self.settings, db, query=query, limit=limit, chunk_size=self.chunk_size,
-                           device=self.device, dtype=self.dtype)  # fmt: skip
+                           device=self.device, dtype=self.dtype, committee=self.committee)  # fmt: skip
 
 
 def finetune_to_store(

@@ -422,18 +422,20 @@ def _ase_calculator(model: LoadedModel):
     return MACECalculator(models=model.model, device=model.device, default_dtype=model.dtype)
 
 
-def relax_structures_ase(structures: list[Structure], model: LoadedModel, settings: RelaxSettings | None = None) -> list[RelaxResult]:
+def relax_structures_ase(structures: list[Structure], model: LoadedModel | None, settings: RelaxSettings | None = None,
+                         calculator=None) -> list[RelaxResult]:  # fmt: skip
     """One structure at a time: ASE FIRE on FrechetCellFilter(atoms) with the MACE calculator (and ASE's FixSymmetry
-    unless ``settings.fix_symmetry`` is False)."""
+    unless ``settings.fix_symmetry`` is False). ``calculator``: another ASE calculator (e.g. CHGNet's, for a
+    teacher's relaxations with the same optimiser and criteria); then ``model`` may be None."""
     from ase.filters import FrechetCellFilter
     from ase.optimize import FIRE
     from pymatgen.io.ase import AseAtomsAdaptor
 
     settings = settings or RelaxSettings()
-    calc = _ase_calculator(model)
+    calc = calculator or _ase_calculator(model)
     results = []
     for structure in structures:
-        missing = uncovered_elements(structure, model)
+        missing = uncovered_elements(structure, model) if model is not None else []
         if missing:
             results.append(_uncovered_result(structure, missing))
             continue

@@ -78,6 +78,10 @@ class RelaxationDoc(BaseModel):
     perovskite_check: dict | None = None
     excluded: str | None = Field(None, description="why it is kept out of rankings: failed, not_converged, "
                                  "not_perovskite (None: ranked)")
+    energy_spread_mev_atom: float | None = Field(None, description="committee energy spread at the relaxed "
+                                                 "structure (meV/atom; None: not scored)")
+    force_spread_ev_a: float | None = Field(None, description="committee force spread at the relaxed structure (eV/A)")
+    uncertainty: dict | None = Field(None, description="the committee's members (sha256) and per-member energies")
     structure: dict
     provenance: Provenance
     created_at: datetime = Field(default_factory=utcnow)

@@ -215,11 +215,17 @@ def compare_phases(variants: list[dict], tilt_tol_mev: float = TILT_TOL_MEV) -> 
     }
 
 
+def _max_or_none(values) -> float | None:
+    vals = [float(x) for x in values if x is not None and x == x]
+    return max(vals) if vals else None
+
+
 def phase_summary(variants: list[dict]) -> dict:
     """Phase summary of one composition from its relaxation documents (one model and settings).
 
     Only ranked variants (converged, not failed, still a perovskite: field ``excluded`` None) enter, each under the
-    phase it ended in (``phase_tilt``). Per ordering: :func:`compare_phases` (lowest phase, dE untilted - lowest);
+    phase it ended in (``phase_tilt``). Variants scored by a committee (``energy_spread_mev_atom``,
+    ``force_spread_ev_a``) give each ordering the largest spread of its ranked variants. Per ordering: :func:`compare_phases` (lowest phase, dE untilted - lowest);
     ``ground_state``: the lowest (ordering, phase) over all orderings with that ordering's dE; ``excluded``: how
     many variants were kept out and why.
     """
@@ -237,7 +243,9 @@ def phase_summary(variants: list[dict]) -> dict:
         by_ordering[d["ordering"]].append({"tilt": d.get("phase_tilt") or d["start_tilt"],
                                            "energy_per_atom": d["energy_per_atom"],
                                            "structure_id": d["structure_id"],
-                                           "space_group": d.get("final_space_group")})  # fmt: skip
+                                           "space_group": d.get("final_space_group"),
+                                           "u": d.get("energy_spread_mev_atom"),
+                                           "uf": d.get("force_spread_ev_a")})  # fmt: skip
     orderings = {}
     for o in sorted(seen):
         v = by_ordering.get(o, [])
@@ -248,6 +256,9 @@ def phase_summary(variants: list[dict]) -> dict:
             "e_lowest": best["energy_per_atom"] if best else None,
             "lowest_space_group": best["space_group"] if best else None,
             "untilted_space_group": min(untilted, key=lambda x: x["energy_per_atom"])["space_group"] if untilted else None,
+            # the committee's largest spread over the ranked variants (None: no committee scored them)
+            "energy_spread_mev_atom": _max_or_none(x["u"] for x in v),
+            "force_spread_ev_a": _max_or_none(x["uf"] for x in v),
         }  # fmt: skip
     ground = None
     for o, v in by_ordering.items():
