@@ -225,3 +225,21 @@ def test_vasp_oracle_in_process_is_refused_with_the_way_out(capsys):
     code, _, err = run_cli(["learn", "--oracle", "vasp", "--formulas", "Ba2CaMoO6", "--held-out-formulas",
                             "Ba2CoMoO6"], capsys)  # fmt: skip
     assert code != 0 and "--submit" in err
+
+
+def test_learn_submit_puts_the_loop_on_the_launchpad(db_settings, capsys, monkeypatch, tmp_path):
+    """With --submit (here with the vasp oracle, which only cluster workers can run) the loop becomes a FireWorks
+    workflow: held-out set, then select, label, train per round, the training Fireworks in the gpu category."""
+    from fireworks import LaunchPad
+
+    monkeypatch.setenv("DP_SCREEN_DATABASE", db_settings.database)
+    home = tmp_path / "proj"
+    code, out, err = run_cli(["--db-uri", db_settings.db_uri, "--home", str(home), "learn", "--submit", "--oracle",
+                              "vasp", "--formulas", "Ba2CaMoO6", "--held-out-formulas", "Cs2AgBiCl6", "--rounds",
+                              "2"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert "submitted active-learning loop 'default' (7 fireworks)" in out and "rlaunch -l" in out
+    lpad = LaunchPad(host=db_settings.db_uri, uri_mode=True, name=f"{db_settings.database}_fw")
+    fws = {fw["name"]: fw for fw in lpad.fireworks.find({}, {"name": 1, "spec._category": 1})}
+    assert set(fws) == {"al held-out set", *(f"al round {r} {s}" for r in (1, 2) for s in ("select", "label", "train"))}
+    assert fws["al round 2 train"]["spec"].get("_category") == "gpu"

@@ -699,8 +699,11 @@ def learn_cmd(ctx, loop_id, oracle, selection, rounds, per_round, per_compositio
         lpad = launchpad(settings, None)
         initialise_launchpad(lpad)
         mapping = lpad.add_wf(flow_to_workflow(flow, store=get_job_store(settings, uri)))
+        lp_file = write_worker_files(lpad, settings.home)
         click.echo(f"submitted active-learning loop '{loop_id}' ({len(mapping)} fireworks) to {redact(lpad.host)}/"
-                   f"{lpad.name}; run workers with rlaunch (see dp-screen submit)")  # fmt: skip
+                   f"{lpad.name}")  # fmt: skip
+        click.echo(f"run it with: rlaunch -l {lp_file} -w {settings.home / 'fworker.yaml'} rapidfire (fine-tuning "
+                   f"jobs carry the category 'gpu': fworker_gpu.yaml)")  # fmt: skip
         return
     import contextlib
     import logging
@@ -710,6 +713,10 @@ def learn_cmd(ctx, loop_id, oracle, selection, rounds, per_round, per_compositio
     click.echo(f"dp-screen learn: loop '{loop_id}', {len(pool)} pool and {len(held)} held-out compositions, oracle "
                f"{oracle}, {rounds} rounds of {per_round} labels, committee of {committee_size}", err=True)  # fmt: skip
     logging.getLogger("jobflow").setLevel(logging.INFO)
+    progress = logging.getLogger("dp_screen.active_learning")
+    progress.setLevel(logging.INFO)
+    if not progress.handlers:
+        progress.addHandler(logging.StreamHandler(sys.stderr))
     with contextlib.redirect_stdout(sys.stderr):
         run_locally(flow, store=get_job_store(settings, uri), create_folders=False, log="%(message)s",
                     ensure_success=False)  # fmt: skip

@@ -10,6 +10,7 @@ their TaskDocs through :func:`dp_screen.dft.labels.dft_label` into the loop's la
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from jobflow import Flow, Maker, Response, job
@@ -20,6 +21,9 @@ from dp_screen.mlip.active_learning import LoopSettings
 from dp_screen.settings import DPScreenSettings
 
 
+logger = logging.getLogger("dp_screen.active_learning")  # progress of each stage (dp-screen learn shows it)
+
+
 def _db(db_settings: dict | None) -> DPScreenSettings:
     return DPScreenSettings(**db_settings) if db_settings else DPScreenSettings()
 
@@ -27,7 +31,7 @@ def _db(db_settings: dict | None) -> DPScreenSettings:
 @job
 def held_out_job(loop: LoopSettings, rows: list[dict], tilts: list[str] | None, db_settings: dict | None) -> dict:
     """Relax and queue the fixed held-out set (once per loop)."""
-    return al.prepare_held_out(loop, rows, _db(db_settings), tilts)
+    return al.prepare_held_out(loop, rows, _db(db_settings), tilts, progress=logger.info)
 
 
 @job
@@ -35,7 +39,7 @@ def select_job(loop: LoopSettings, r: int, rows: list[dict], tilts: list[str] | 
                previous=None) -> dict:  # fmt: skip
     """Relax the pool with the current committee and queue the selected structures (``previous``: the round before,
     for the dependency)."""
-    rd = al.prepare_round(loop, r, rows, _db(db_settings), tilts)
+    rd = al.prepare_round(loop, r, rows, _db(db_settings), tilts, progress=logger.info)
     return {"round": r, "stage": rd["stage"], "n_selected": rd.get("n_selected")}
 
 
@@ -44,7 +48,7 @@ def label_job(loop: LoopSettings, db_settings: dict | None, selected=None):
     """Label what is pending: in this job (chgnet, cp2k), or replaced by atomate2 VASP static jobs (vasp)."""
     db = _db(db_settings)
     if loop.oracle != "vasp":
-        return al.label_pending(loop, db)
+        return al.label_pending(loop, db, progress=logger.info)
     from dp_screen.jobs.dft import vasp_static_maker
 
     pending = al.LoopStore(db).labels(loop.loop_id, status="pending")
@@ -87,7 +91,7 @@ def store_vasp_labels(loop: LoopSettings, label_ids: list[str], task_docs: list,
 @job
 def train_job(loop: LoopSettings, r: int, db_settings: dict | None, labelled=None) -> dict:
     """Fine-tune the committee on every label so far and measure it on the held-out set."""
-    rd = al.train_round(loop, r, _db(db_settings))
+    rd = al.train_round(loop, r, _db(db_settings), progress=logger.info)
     return {"round": r, "metrics": rd.get("metrics"), "model_sha256": rd.get("model_sha256"),
             "members": [rd["members"][str(k)]["path"] for k in range(loop.committee_size)]}  # fmt: skip
 

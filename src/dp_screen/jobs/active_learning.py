@@ -235,12 +235,14 @@ def prepare_round(loop: LoopSettings, r: int, rows: list[dict], db: DPScreenSett
     })  # fmt: skip
 
 
-def label_pending(loop: LoopSettings, db: DPScreenSettings, oracle: Oracle | None = None, batch: int = 8,
+def label_pending(loop: LoopSettings, db: DPScreenSettings, oracle: Oracle | None = None, batch: int | None = None,
                   progress: Callable[[str], None] | None = None) -> dict:  # fmt: skip
     """Label every ``pending`` document of the loop with the oracle, writing each as it is answered (labelled, or
-    failed with the oracle's reason). What is labelled is never labelled again."""
+    failed with the oracle's reason). What is labelled is never labelled again. ``batch``: structures per oracle
+    call (None: 1 for DFT, whose every answer is worth storing at once, 8 otherwise)."""
     store = LoopStore(db)
     oracle = oracle or make_oracle(loop.oracle)
+    batch = batch or (1 if oracle.name == "cp2k" else 8)
     pending = store.labels(loop.loop_id, status="pending")
     counts = {"labelled": 0, "failed": 0, "pending_before": len(pending)}
     prov = oracle.provenance()
