@@ -118,6 +118,8 @@ def main() -> None:
     parser.add_argument("models", nargs="*", default=["packaged"])
     parser.add_argument("--n", type=int, default=N_DEFAULT)
     parser.add_argument("--cache", default=str(root / ".dp_screen" / "bench_teacher_cache.json"))
+    parser.add_argument("--update-card", action="store_true",
+                        help="write the packaged model's figures into its card (phases_vs_teacher)")
     args = parser.parse_args()
     items = build_items(held_out_rows(args.n))
     t0 = time.time()
@@ -134,6 +136,29 @@ def main() -> None:
               f"3% of the teacher's {100 * m['volume_within_3pct']:.0f}% of {m['n_volumes']} (median "
               f"{m['volume_error_median_pct']:+.1f}%), failed {m['failed']}, not converged {m['not_converged']} of "
               f"{m['n_structures']}")  # fmt: skip
+        if args.update_card and name == "packaged":
+            update_card(m, args.n)
+
+
+def update_card(m: dict, n: int) -> None:
+    """The packaged model's phase ranking against its teacher, into its card (printed next to every phase table)."""
+    import json
+
+    from dp_screen import __version__
+    from dp_screen.mlip.models import default_model_path
+
+    path = default_model_path().with_suffix(".json")
+    card = json.loads(path.read_text())
+    card["phases_vs_teacher"] = {
+        "summary": f"vs its teacher CHGNet on {n} held-out compositions x 5 tilt systems (teacher single points at "
+                   f"its relaxed geometries): phase energy differences MAE {m['phase_de_mae_mev_atom']:.0f} meV/atom "
+                   f"(teacher's own |dE| {m['teacher_de_mean_abs_mev_atom']:.0f}), lowest phase agrees in "
+                   f"{100 * m['lowest_phase_agreement']:.0f}%, volume within 3% of the teacher's for "
+                   f"{100 * m['volume_within_3pct']:.0f}%, {m['failed'] + m['not_converged']} of {m['n_structures']} "
+                   f"relaxations failed or unconverged",
+        "made_by": "benchmarks/bench_teacher.py --update-card", **m, "dp_screen_version": __version__,
+    }  # fmt: skip
+    path.write_text(json.dumps(card, indent=2, default=str))
 
 
 if __name__ == "__main__":

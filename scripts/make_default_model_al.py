@@ -81,8 +81,11 @@ def main() -> None:
         shutil.copy2(member, out)
         card_path = out.with_suffix(".json")
         old = json.loads(card_path.read_text())
+        from dp_screen.jobs.active_learning import _labelled
         from dp_screen.mlip.models import file_sha256
+        from dp_screen.mlip.training import model_errors
 
+        held_labels = [_labelled(d) for d in LoopStore(db).labels(loop_id, split="held_out", status="labelled")]
         card = {
             "model": out.name, "sha256": file_sha256(out), "teacher": "CHGNet 0.3.0 (chgnet package)",
             "made_by": "scripts/make_default_model.py, then scripts/make_default_model_al.py",
@@ -92,7 +95,12 @@ def main() -> None:
                                 "per_round": [{"round": rd["round"], "metrics": rd.get("metrics")} for rd in rounds],
                                 "wall_time_s": sum((rd.get("seconds_prepare") or 0) + (rd.get("seconds_train") or 0)
                                                    for rd in rounds)},
-            "previous": {k: old[k] for k in ("sha256", "errors_vs_teacher", "training_structures") if k in old},
+            # on the loop's held-out set: structures of 10 compositions x 5 tilt systems relaxed by the start model
+            "errors_vs_teacher": {"test": model_errors(out, held_labels, dtype="float32"),
+                                  "start_model_test": model_errors(start, held_labels, dtype="float32"),
+                                  "test_set": f"the held-out set of loop {loop_id}: {len(held_labels)} relaxed "
+                                              "structures of compositions outside its pool"},
+            "previous": old,
         }  # fmt: skip
         card_path.write_text(json.dumps(card, indent=2, default=str))
         print(f"installed {member} as {out} (sha256 {card['sha256'][:12]})")
