@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=60)
     parser.add_argument("--held-out", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--stress-weight", type=float, default=100.0)
     parser.add_argument("--home", default=str(ROOT / ".dp_screen"))
     parser.add_argument("--install", action="store_true", help="install the last round's first member as the default")
     args = parser.parse_args()
@@ -65,7 +66,7 @@ def main() -> None:
         per_composition=args.cap, committee_size=3, start_model=str(start), frames_every=20,
         relax=RelaxSettings(max_steps=200),
         train=TrainSettings(epochs=args.epochs, lr=0.005, batch_size=8, dtype="float32", energy_weight=50.0,
-                            forces_weight=10.0, stress_weight=100.0, extra={"--ema": None, "--ema_decay": "0.99"}),
+                            forces_weight=10.0, stress_weight=args.stress_weight, extra={"--ema": None, "--ema_decay": "0.99"}),
         seed=3,
     )  # fmt: skip
     t0 = time.time()

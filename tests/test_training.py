@@ -77,3 +77,27 @@ def test_default_model_relaxes_known_compounds_to_their_volume():
         (result,) = relax_structures([start], model, RelaxSettings(fmax=0.02, max_steps=500))
         assert result.converged
         assert result.structure.volume / (len(start) / 10) == pytest.approx(v_exp, rel=0.05)
+
+
+def test_energy_shifts_move_dft_labels_to_the_foundation_reference(tiny_model_path):
+    """DFT energies differ from a foundation's by element-dependent constants (CP2K's GTH references: hundreds of
+    eV per atom): the fitted per-element shifts bring such labels back onto the foundation's scale exactly, and
+    leave energy differences within a composition, forces and stresses alone."""
+    from dp_screen.jobs.active_learning import build_items, pool_rows
+    from dp_screen.mlip.relax import single_points
+    from dp_screen.mlip.training import energy_shifts, shift_labels
+
+    model = load_model(str(tiny_model_path), device="cpu")
+    items = build_items(pool_rows(0, 0, formulas=["Ba2CaMoO6", "Cs2AgBiCl6", "Cs2NaBiCl6"]), ["a0a0a0", "a0a0c-"])
+    preds = single_points([s for s, _ in items], model)
+    offset = {8: -400.0, 17: -300.0, 56: -700.0, 20: -900.0, 42: -1000.0, 55: -200.0, 47: -800.0, 83: -500.0, 11: -600.0}
+    labels = [LabelledStructure(s, p["energy"] + sum(offset[site.specie.Z] for site in s) + 0.01 * k, p["forces"],
+                                p["stress_gpa"]) for k, ((s, _), p) in enumerate(zip(items, preds))]  # fmt: skip
+    shifts = energy_shifts(str(tiny_model_path), labels)
+    moved = shift_labels(labels, shifts)
+    # what is left is each label's own part less its composition's mean (2 tilt systems per composition)
+    own = np.array([0.01 * k - 0.01 * (2 * (k // 2) + 0.5) for k in range(len(labels))])
+    back = np.array([m.energy - p["energy"] for m, p in zip(moved, preds)])
+    assert np.abs(back - own).max() < 1e-6
+    assert np.allclose(moved[1].energy - moved[0].energy, labels[1].energy - labels[0].energy)
+    assert moved[0].forces is labels[0].forces and set(shifts) == {int(z) for z in model.model.atomic_numbers}

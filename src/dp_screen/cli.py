@@ -655,6 +655,9 @@ def submit_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_siz
 @click.option("--start-model", default=None, help="Model the committee starts from (default: the packaged model).")
 @click.option("--epochs", type=click.IntRange(min=1), default=6, show_default=True, help="Fine-tuning epochs per round.")
 @click.option("--lr", type=float, default=0.005, show_default=True)
+@click.option("--e0s", type=click.Choice(["auto", "refit", "foundation", "average"]), default=None,
+              help="Isolated-atom energies of the fine-tunes (default: refit for DFT oracles, whose energy reference "
+                   "differs from the start model's by an element-dependent constant; auto for chgnet).")
 @click.option("--max-steps", type=click.IntRange(min=1), default=200, show_default=True,
               help="Pool relaxation steps (their path frames are candidates).")
 @click.option("--frames-every", type=click.IntRange(min=1), default=10, show_default=True)
@@ -663,7 +666,7 @@ def submit_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_siz
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def learn_cmd(ctx, loop_id, oracle, selection, rounds, per_round, per_composition, committee_size, n_pool, n_held_out,
-              formulas, held_out_formulas, tilts, start_model, epochs, lr, max_steps, frames_every, seed, submit,
+              formulas, held_out_formulas, tilts, start_model, epochs, lr, e0s, max_steps, frames_every, seed, submit,
               as_json):  # noqa: PLR0913  # fmt: skip
     """Active learning: relax a pool with the current committee, label its most uncertain structures with the
     oracle, fine-tune the committee, measure it on a held-out set; per round, resumable."""
@@ -685,7 +688,8 @@ def learn_cmd(ctx, loop_id, oracle, selection, rounds, per_round, per_compositio
                         per_composition=per_composition, committee_size=committee_size,
                         start_model=str(Path(start_model).resolve()) if start_model and Path(start_model).exists()
                         else start_model, frames_every=frames_every, relax=RelaxSettings(max_steps=max_steps),
-                        train=TrainSettings(epochs=epochs, lr=lr, batch_size=4, dtype="float64", stress_weight=10.0),
+                        train=TrainSettings(epochs=epochs, lr=lr, batch_size=4, dtype="float64", stress_weight=10.0,
+                                            e0s=e0s or ("refit" if oracle in ("cp2k", "vasp") else "auto")),
                         seed=seed)  # fmt: skip
     held = pool_rows(n_held_out, seed + 1, formulas=_split(held_out_formulas))
     pool = pool_rows(n_pool, seed, exclude={r["composition_id"] for r in held}, formulas=_split(formulas))

@@ -6,7 +6,8 @@ embedded SecantusDB server (a MongoDB wire-protocol server) that dp_screen start
 (``secantusd-py``) and spoken to over the wire protocol, never imported.
 
 Collections (key field): compositions (composition_id), structures (structure_id), relaxations (relaxation_id),
-validations (validation_id), models (model_id); plus the jobflow JobStore ``outputs`` with its ``data`` store.
+validations (validation_id), models (model_id), the analysis digests and counters, the active-learning rounds
+(al_rounds) and labels (al_labels); plus the jobflow JobStore ``outputs`` with its ``data`` store.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ INDEXES: dict[str, list[str]] = {
     "models": ["sha256", "name"],
     "phase_digests": ["key"],
     "al_rounds": ["loop_id"],
-    "al_labels": ["loop_id"],
+    "al_labels": ["loop_id", "key"],
 }  # fmt: skip
 
 SERVER_STATE_FILE = "server.json"

@@ -238,14 +238,31 @@ def prepare_round(loop: LoopSettings, r: int, rows: list[dict], db: DPScreenSett
 def label_pending(loop: LoopSettings, db: DPScreenSettings, oracle: Oracle | None = None, batch: int | None = None,
                   progress: Callable[[str], None] | None = None) -> dict:  # fmt: skip
     """Label every ``pending`` document of the loop with the oracle, writing each as it is answered (labelled, or
-    failed with the oracle's reason). What is labelled is never labelled again. ``batch``: structures per oracle
-    call (None: 1 for DFT, whose every answer is worth storing at once, 8 otherwise)."""
+    failed with the oracle's reason). What is labelled is never labelled again, in this loop or another: a structure
+    that any loop had labelled by the same oracle with the same settings takes that answer (``reused_from``).
+    ``batch``: structures per oracle call (None: 1 for DFT, whose every answer is worth storing at once, 8
+    otherwise)."""
     store = LoopStore(db)
     oracle = oracle or make_oracle(loop.oracle)
     batch = batch or (1 if oracle.name == "cp2k" else 8)
     pending = store.labels(loop.loop_id, status="pending")
-    counts = {"labelled": 0, "failed": 0, "pending_before": len(pending)}
-    prov = oracle.provenance()
+    counts = {"labelled": 0, "failed": 0, "reused": 0, "pending_before": len(pending)}
+    prov = json.loads(json.dumps(oracle.provenance(), default=str))
+    known = {d["key"]: d for d in store.store._by_keys("al_labels", "key", [d["key"] for d in pending], {})
+             if d.get("status") == "labelled" and d.get("oracle") == prov}  # fmt: skip
+    still = []
+    for d in pending:
+        if d["key"] in known:
+            src = known[d["key"]]
+            store.update_label(d["label_id"], {**{k: src[k] for k in ("status", "energy", "energy_per_atom", "forces",
+                                                                      "stress_gpa", "method", "oracle")},
+                                               "reused_from": src["label_id"], "labelled_at": time.time()})  # fmt: skip
+            counts["reused"] += 1
+        else:
+            still.append(d)
+    if counts["reused"]:
+        _say(progress, f"{counts['reused']} structures already labelled by {oracle.name} (another loop): reused")
+    pending = still
     t0 = time.perf_counter()
     for start in range(0, len(pending), batch):
         part = pending[start : start + batch]
@@ -256,7 +273,7 @@ def label_pending(loop: LoopSettings, db: DPScreenSettings, oracle: Oracle | Non
                 store.update_label(d["label_id"], {
                     "status": "labelled", "energy": float(ans.energy), "energy_per_atom": float(ans.energy) / n,
                     "forces": np.asarray(ans.forces).tolist(), "stress_gpa": np.asarray(ans.stress_gpa).tolist(),
-                    "method": ans.source, "oracle": prov, "labelled_at": time.time()})  # fmt: skip
+                    "method": ans.source, "oracle": prov, "labelled_at": time.time(), **ans.meta})  # fmt: skip
                 counts["labelled"] += 1
             else:
                 store.update_label(d["label_id"], {"status": "failed", "reason": str(ans), "oracle": prov})
@@ -299,9 +316,11 @@ def train_round(loop: LoopSettings, r: int, db: DPScreenSettings, progress: Call
         res = train_mace(data, settings, folder / f"member{k}", name=f"{loop.loop_id}-r{r}-m{k}",
                          models_dir=folder / "models")  # fmt: skip
         members[str(k)] = {"path": str(res.model_path), "sha256": res.sha256, "foundation": start[k],
-                           "train_errors": res.errors.get("train")}  # fmt: skip
+                           "train_errors": res.errors.get("train"),
+                           "energy_shifts": res.settings.get("energy_shifts")}  # fmt: skip
         store.set_round(loop.loop_id, r, {f"members.{k}": members[str(k)]})
-    metrics = evaluate_held_out(loop, db, [members[str(k)]["path"] for k in range(loop.committee_size)])
+    metrics = evaluate_held_out(loop, db, [members[str(k)]["path"] for k in range(loop.committee_size)],
+                                shifts=members["0"].get("energy_shifts"))  # fmt: skip
     fields = {"stage": "done", "metrics": metrics, "n_train": len(train), "seconds_train": round(time.perf_counter() - t0, 2),
               "model_sha256": [members[str(k)]["sha256"] for k in range(loop.committee_size)]}  # fmt: skip
     if r == 1:
@@ -309,8 +328,10 @@ def train_round(loop: LoopSettings, r: int, db: DPScreenSettings, progress: Call
     return store.set_round(loop.loop_id, r, fields)
 
 
-def evaluate_held_out(loop: LoopSettings, db: DPScreenSettings, paths: list[str]) -> dict:
-    """Held-out metrics of the committee's mean prediction (one model: of that model), plus its spread there."""
+def evaluate_held_out(loop: LoopSettings, db: DPScreenSettings, paths: list[str], shifts: dict | None = None) -> dict:
+    """Held-out metrics of the committee's mean prediction (one model: of that model), plus its spread there.
+    ``shifts``: the per-element energies the members' labels were moved by (``e0s`` "refit"), applied to the
+    held-out labels too (phase differences and forces do not depend on them)."""
     from dp_screen.mlip.committee import Committee, committee_predictions
     from dp_screen.mlip.models import load_model
     from dp_screen.mlip.relax import single_points
@@ -335,7 +356,12 @@ def evaluate_held_out(loop: LoopSettings, db: DPScreenSettings, paths: list[str]
         predicted = [{"energy_per_atom": p["energy"] / len(structures[i]), "forces": p["forces"]}
                      for i, p in zip(ok, sp, strict=True)]  # fmt: skip
         spread = {}
-    metrics = held_out_metrics(predicted, [docs[i] for i in ok])
+    labels = [docs[i] for i in ok]
+    if shifts:
+        labels = [{**d, "energy_per_atom": d["energy_per_atom"] - sum(shifts.get(str(site.specie.Z), 0.0)
+                                                                      for site in structures[i]) / len(structures[i])}
+                  for d, i in zip(labels, ok, strict=True)]  # fmt: skip
+    metrics = held_out_metrics(predicted, labels)
     return {**metrics, **spread, "n_uncovered": len(docs) - len(ok)}
 
 

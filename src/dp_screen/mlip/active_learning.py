@@ -203,7 +203,9 @@ class Cp2kOracle(Oracle):
                 out.append(f"CP2K SCF not converged in {self.settings.max_scf} steps ({res['output_file']})")
                 continue
             stress = np.zeros((3, 3)) if lab.get("stress_gpa") is None else np.asarray(lab["stress_gpa"])
-            out.append(LabelledStructure(s, lab["energy"], np.asarray(lab["forces"]), stress, source=lab["method"]))
+            out.append(LabelledStructure(s, lab["energy"], np.asarray(lab["forces"]), stress, source=lab["method"],
+                                         meta={"wall_time_s": res["wall_time_s"], "output_file": res["output_file"],
+                                               "nproc": self.settings.nproc}))  # fmt: skip
         return out
 
     def provenance(self) -> dict:

@@ -42,6 +42,7 @@ class LabelledStructure:
     forces: np.ndarray
     stress_gpa: np.ndarray
     source: str = "reference"
+    meta: dict = field(default_factory=dict)  # e.g. the oracle's cost (wall_time_s) and output file
 
 
 def write_extxyz(labelled: list[LabelledStructure], path: str | Path) -> Path:
@@ -102,7 +103,11 @@ class TrainSettings(MSONable):
     epochs, lr, batch_size
         Optimisation.
     e0s
-        Isolated-atom energies: "average" (least squares from the data), "foundation" (the foundation model's), or
+        Isolated-atom energies: "average" (least squares from the data), "foundation" (the foundation model's),
+        "refit" (for DFT labels, whose absolute energies differ from the foundation's training data by an
+        element-dependent constant: the labels are moved to the foundation's energy reference by per-element shifts,
+        :func:`energy_shifts`, and the foundation's E0s kept; mace_run_train's fine-tuning keeps the foundation's
+        E0s whatever ``--E0s`` says, so the shift is applied to the labels), or
         "auto": "foundation" when fine-tuning with ``keep_elements`` (an average would give every element the data
         lack an E0 of zero), else "average".
     keep_elements
@@ -146,10 +151,8 @@ class TrainSettings(MSONable):
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.e0s not in ("auto", "average", "foundation") and not self.e0s.startswith("{"):
-            raise InputError(f"unknown e0s {self.e0s!r}; allowed: auto, average, foundation, or a dict {{Z: eV}}")
-        if self.e0s == "foundation" and not self.foundation:
-            raise InputError("e0s 'foundation' needs a foundation model; training from scratch uses 'average'")
+        if self.e0s not in ("auto", "average", "foundation", "refit") and not self.e0s.startswith("{"):
+            raise InputError(f"unknown e0s {self.e0s!r}; allowed: auto, average, foundation, refit, or a dict {{Z: eV}}")
 
     def resolved_e0s(self) -> str:
         """The --E0s passed to mace_run_train."""
@@ -205,6 +208,16 @@ def train_mace(
                 raise InputError(f"{key} data {str(data)!r} does not exist")
         else:
             files[key] = write_extxyz(data, work / f"{key}.xyz")
+    e0s = settings.resolved_e0s()
+    if e0s in ("foundation", "refit") and not settings.foundation:
+        raise InputError(f"e0s {e0s!r} needs a foundation model; training from scratch uses 'average'")
+    shifts = None
+    if e0s == "refit":  # labels moved to the foundation's energy reference; the foundation's E0s kept
+        shifts = energy_shifts(_foundation_file(settings.foundation), read_extxyz(files["train"]), dtype=settings.dtype)
+        (work / "energy_shifts.json").write_text(json.dumps({str(z): v for z, v in shifts.items()}))
+        for key in list(files):
+            files[key] = write_extxyz(shift_labels(read_extxyz(files[key]), shifts), work / f"{key}_shifted.xyz")
+        e0s = "foundation"
     exe = shutil.which("mace_run_train") or str(Path(sys.executable).parent / "mace_run_train")
     cmd = [
         exe, "--name", name, "--work_dir", str(work), "--train_file", str(files["train"]),
@@ -214,7 +227,7 @@ def train_mace(
         "--stress_weight", str(settings.stress_weight), "--max_num_epochs", str(settings.epochs),
         "--lr", str(settings.lr), "--batch_size", str(settings.batch_size),
         "--valid_batch_size", str(settings.batch_size), "--device", settings.device,
-        "--default_dtype", settings.dtype, "--seed", str(settings.seed), "--E0s", settings.resolved_e0s(),
+        "--default_dtype", settings.dtype, "--seed", str(settings.seed), "--E0s", e0s,
         "--save_cpu", "--eval_interval", "1", "--error_table", "PerAtomRMSEstressvirials",
     ]  # fmt: skip
     if "valid" in files:
@@ -253,10 +266,38 @@ def train_mace(
     for key in ("train", "valid", "test"):
         if key in files:
             errors[key] = model_errors(final, read_extxyz(files[key]), dtype=settings.dtype)
-    result = TrainResult(final, sha, name, version, errors, settings.settings_dict(), cmd)
+    result = TrainResult(final, sha, name, version, errors, {**settings.settings_dict(), **(
+        {"energy_shifts": {str(z): v for z, v in shifts.items()}} if shifts else {})}, cmd)  # fmt: skip
     (out_dir / f"{final.stem}.json").write_text(json.dumps(
         {"model": final.name, "sha256": sha, "errors": errors, "settings": result.settings}, indent=2))  # fmt: skip
     return result
+
+
+def energy_shifts(foundation: str | Path, labelled: list[LabelledStructure], dtype: str = "float64") -> dict[int, float]:
+    """Per-element energies d_Z (eV) that move labels to a foundation model's energy reference: E - sum_Z n_Z d_Z.
+
+    The residual r_s = E_label(s) - E_foundation(s) of each labelled structure is fitted as sum_Z n_Z(s) d_Z with
+    d_Z = c + e_Z: c is the mean residual per atom, e_Z the minimum-norm least-squares rest (a few compositions
+    cannot fix every element's constant; the minimum-norm solution spreads what they do fix). Elements absent from
+    the labels get c. Energy differences within a composition (phase energies), forces and stresses are unchanged.
+    """
+    from dp_screen.mlip.relax import single_points
+
+    model = load_model(foundation, device="cpu", dtype=dtype)
+    zs = [int(z) for z in model.model.atomic_numbers]
+    preds = single_points([item.structure for item in labelled], model)
+    counts = np.array([[sum(site.specie.Z == z for site in item.structure) for z in zs] for item in labelled], float)
+    resid = np.array([item.energy - p["energy"] for item, p in zip(labelled, preds, strict=True)])
+    c = float(resid.sum() / counts.sum())
+    rest, *_ = np.linalg.lstsq(counts, resid - c * counts.sum(axis=1), rcond=None)
+    seen = counts.sum(axis=0) > 0
+    return {z: float(c + (rest[k] if seen[k] else 0.0)) for k, z in enumerate(zs)}
+
+
+def shift_labels(labelled: list[LabelledStructure], shifts: dict[int, float]) -> list[LabelledStructure]:
+    """The labels with E - sum_Z n_Z d_Z (see :func:`energy_shifts`); forces and stress unchanged."""
+    return [LabelledStructure(item.structure, item.energy - sum(shifts.get(site.specie.Z, 0.0) for site in item.structure),
+                              item.forces, item.stress_gpa, item.source) for item in labelled]  # fmt: skip
 
 
 def model_errors(model_path: str | Path, labelled: list[LabelledStructure], dtype: str = "float64") -> dict:
