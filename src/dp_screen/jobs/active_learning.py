@@ -324,7 +324,7 @@ def train_round(loop: LoopSettings, r: int, db: DPScreenSettings, progress: Call
     fields = {"stage": "done", "metrics": metrics, "n_train": len(train), "seconds_train": round(time.perf_counter() - t0, 2),
               "model_sha256": [members[str(k)]["sha256"] for k in range(loop.committee_size)]}  # fmt: skip
     if r == 1:
-        fields["metrics_start"] = evaluate_held_out(loop, db, [start[0]])
+        fields["metrics_start"] = evaluate_held_out(loop, db, [start[0]], shifts=members["0"].get("energy_shifts"))
     return store.set_round(loop.loop_id, r, fields)
 
 
