@@ -98,10 +98,10 @@ class StopAfter(ChgnetOracle):
 
 
 @pytest.fixture(scope="module")
-def loop_run(tmp_path_factory):
+def loop_run(tmp_path_factory, db_server):
     home = tmp_path_factory.mktemp("al")
     start = make_tiny_mace(home / "start.model", TINY_ELEMENTS, seed=0, scale=1.0, e0=-5.5)
-    db = DPScreenSettings(home=home)
+    db = DPScreenSettings(db_uri=db_server["uri"], database="t_active_learning_loop", home=home)
     loop = LoopSettings(loop_id="t", rounds=2, per_round=6, per_composition=2, committee_size=3,
                         start_model=str(start), frames_every=10, relax=RelaxSettings(max_steps=30),
                         train=TrainSettings(epochs=12, lr=0.01, batch_size=4, dtype="float64", stress_weight=10.0))  # fmt: skip
@@ -111,15 +111,19 @@ def loop_run(tmp_path_factory):
     with pytest.raises(KeyboardInterrupt):
         al.run_loop(loop, pool, held, db, oracle=killer, tilts=TILTS)
     first = {d["label_id"]: d for d in al.LoopStore(db).labels("t") if d["status"] != "pending"}
-    args = ["--home", str(home), "learn", "--loop", "t", "--rounds", "2", "--per-round", "6", "--cap", "2",
+    args = ["--db-uri", db_server["uri"], "--home", str(home), "learn", "--loop", "t", "--rounds", "2", "--per-round", "6", "--cap", "2",
             "--committee", "3", "--formulas", ",".join(POOL), "--held-out-formulas", ",".join(HELD_OUT),
             "--tilts", ",".join(TILTS), "--start-model", str(start), "--epochs", "12", "--lr", "0.01",
             "--max-steps", "30", "--frames-every", "10", "--json"]  # fmt: skip
     runner = CliRunner()
-    other = runner.invoke(cli, [*args[:-1], "--cap", "3", "--json"])  # a resume with other settings
-    resumed = runner.invoke(cli, args)  # the same settings: the CLI builds the same LoopSettings
-    return {"home": home, "db": db, "loop": loop, "start": start, "first": first, "killer": killer, "other": other,
+    env = {"DP_SCREEN_DATABASE": db.database}
+    other = runner.invoke(cli, [*args[:-1], "--cap", "3", "--json"], env=env)  # a resume with other settings
+    resumed = runner.invoke(cli, args, env=env)  # the same settings: the CLI builds the same LoopSettings
+    yield {"home": home, "db": db, "loop": loop, "start": start, "first": first, "killer": killer, "other": other,
             "resumed": resumed}
+    import pymongo
+
+    pymongo.MongoClient(db_server["uri"]).drop_database(db.database)
 
 
 def test_a_killed_loop_resumes_with_dp_screen_learn_without_relabelling(loop_run):
@@ -192,7 +196,7 @@ def test_committee_spread_is_zero_for_identical_members_and_grows_off_distributi
     assert far > 2 * near > 0
 
 
-def test_vasp_oracle_queues_atomate2_statics_and_reads_their_taskdocs(loop_run, tmp_path):
+def test_vasp_oracle_queues_atomate2_statics_and_reads_their_taskdocs(db_settings):
     """VASP cannot run here: the label job's replacement is inspected, and the TaskDoc that emmet builds from the
     VASP outputs in tests/data/vasp_static (a real vasprun.xml) is read into a label."""
     from emmet.core.tasks import TaskDoc
@@ -200,7 +204,7 @@ def test_vasp_oracle_queues_atomate2_statics_and_reads_their_taskdocs(loop_run, 
 
     from dp_screen.flows.active_learning import ActiveLearningFlowMaker, label_job, store_vasp_labels
 
-    db = DPScreenSettings(home=tmp_path)
+    db = db_settings
     loop = LoopSettings(loop_id="v", oracle="vasp", rounds=1, committee_size=2)
     store = al.LoopStore(db)
     s = Structure.from_file(Path(__file__).parent / "data" / "vasp_static" / "CONTCAR")
