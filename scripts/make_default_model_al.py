@@ -82,11 +82,11 @@ def main() -> None:
         shutil.copy2(member, out)
         card_path = out.with_suffix(".json")
         old = json.loads(card_path.read_text())
-        from dp_screen.jobs.active_learning import _labelled
+        from dp_screen.jobs.active_learning import as_labelled
         from dp_screen.mlip.models import file_sha256
         from dp_screen.mlip.training import model_errors
 
-        held_labels = [_labelled(d) for d in LoopStore(db).labels(loop_id, split="held_out", status="labelled")]
+        held_labels = [as_labelled(d) for d in LoopStore(db).labels(loop_id, split="held_out", status="labelled")]
         card = {
             "model": out.name, "sha256": file_sha256(out), "teacher": "CHGNet 0.3.0 (chgnet package)",
             "made_by": "scripts/make_default_model.py, then scripts/make_default_model_al.py",

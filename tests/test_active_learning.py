@@ -247,3 +247,14 @@ def test_learn_submit_puts_the_loop_on_the_launchpad(db_settings, capsys, monkey
     fws = {fw["name"]: fw for fw in lpad.fireworks.find({}, {"name": 1, "spec._category": 1})}
     assert set(fws) == {"al held-out set", *(f"al round {r} {s}" for r in (1, 2) for s in ("select", "label", "train"))}
     assert fws["al round 2 train"]["spec"].get("_category") == "gpu"
+
+
+@pytest.mark.parametrize(("extra", "named"), [(["--tilts", "a0a0z-"], "a0a0z-"),
+                                              (["--start-model", "/nonexistent.model"], "/nonexistent.model"),
+                                              (["--held-out-formulas", "Ba2CaMoO6"], "also in the pool")])  # fmt: skip
+def test_learn_refuses_bad_input_before_any_work(extra, named, capsys, tmp_path):
+    args = ["--home", str(tmp_path), "learn", "--formulas", "Ba2CaMoO6"]
+    if "--held-out-formulas" not in extra:
+        args += ["--held-out-formulas", "Cs2AgBiCl6"]
+    code, _, err = run_cli([*args, *extra], capsys)
+    assert code != 0 and named in err

@@ -671,7 +671,7 @@ def learn_cmd(ctx, loop_id, oracle, selection, rounds, per_round, per_compositio
     """Active learning: relax a pool with the current committee, label its most uncertain structures with the
     oracle, fine-tune the committee, measure it on a held-out set; per round, resumable."""
     from dp_screen.flows.active_learning import ActiveLearningFlowMaker
-    from dp_screen.jobs.active_learning import LoopStore, pool_rows
+    from dp_screen.jobs.active_learning import LoopStore, check_disjoint, pool_rows
     from dp_screen.mlip.active_learning import LoopSettings
     from dp_screen.mlip.relax import RelaxSettings
     from dp_screen.mlip.training import TrainSettings
@@ -683,7 +683,12 @@ def learn_cmd(ctx, loop_id, oracle, selection, rounds, per_round, per_compositio
     elif oracle == "vasp":
         raise InputError("the vasp oracle runs atomate2 jobs on cluster workers: add --submit (in-process oracles: "
                          "chgnet, cp2k)")  # fmt: skip
-    uri = database_uri(settings)
+    from dp_screen.mlip.models import load_model
+    from dp_screen.structures.tilts import parse_tilt
+
+    for t in _split(tilts) or []:
+        parse_tilt(t)  # a bad tilt system or start model fails here, naming it, not inside a job
+    load_model(start_model, device="cpu")
     loop = LoopSettings(loop_id=loop_id, oracle=oracle, selection=selection, rounds=rounds, per_round=per_round,
                         per_composition=per_composition, committee_size=committee_size,
                         start_model=str(Path(start_model).resolve()) if start_model and Path(start_model).exists()
@@ -693,9 +698,8 @@ def learn_cmd(ctx, loop_id, oracle, selection, rounds, per_round, per_compositio
                         seed=seed)  # fmt: skip
     held = pool_rows(n_held_out, seed + 1, formulas=_split(held_out_formulas))
     pool = pool_rows(n_pool, seed, exclude={r["composition_id"] for r in held}, formulas=_split(formulas))
-    overlap = {r["composition_id"] for r in pool} & {r["composition_id"] for r in held}
-    if overlap:
-        raise InputError(f"held-out compositions are also in the pool: {', '.join(sorted(overlap))}")
+    check_disjoint(pool, held)
+    uri = database_uri(settings)  # (after the input is checked: bad input starts no server)
     flow = ActiveLearningFlowMaker(loop=loop, tilts=_split(tilts)).make(pool, held, settings.model_dump(mode="json"))
     if submit:
         from jobflow.managers.fireworks import flow_to_workflow

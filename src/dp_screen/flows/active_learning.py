@@ -117,6 +117,7 @@ class ActiveLearningFlowMaker(Maker):
     def make(self, pool: list[dict], held_out: list[dict], db_settings: dict | None = None) -> Flow:
         """``pool``, ``held_out``: composition rows (``jobs.active_learning.pool_rows``). The output is the last
         round's metrics and committee."""
+        al.check_disjoint(pool, held_out)
         jobs = []
         held = held_out_job(self.loop, held_out, self.tilts, db_settings)
         held.name = "al held-out set"

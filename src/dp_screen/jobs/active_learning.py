@@ -99,8 +99,10 @@ class LoopStore:
     def __init__(self, db: DPScreenSettings) -> None:
         self.store = CampaignStore(db)
 
-    def labels(self, loop_id: str, **equal) -> list[dict]:
-        docs = self.store._by_keys("al_labels", "loop_id", [loop_id], {}, equal)
+    def labels(self, loop_id: str, fields: list[str] | None = None, **equal) -> list[dict]:
+        """The loop's label documents whose fields equal ``equal`` (``fields``: only these, e.g. ["key"])."""
+        proj = {f: 1 for f in [*fields, "label_id", "round"]} if fields else {}
+        docs = self.store._by_keys("al_labels", "loop_id", [loop_id], proj, equal)
         return sorted(docs, key=lambda d: (d.get("round", 0), d["label_id"]))
 
     def write_labels(self, docs: list[dict]) -> None:
@@ -207,7 +209,7 @@ def prepare_round(loop: LoopSettings, r: int, rows: list[dict], db: DPScreenSett
     model = load_model(paths[0], device=device, dtype=loop.train.dtype)
     results = relax_structures([s for s, _ in items], model, loop.relax, frames_every=loop.frames_every)
     cands = candidates_from_results(results, [m for _, m in items])
-    skip = {d["key"] for d in store.labels(loop.loop_id)}
+    skip = {d["key"] for d in store.labels(loop.loop_id, fields=["key"])}
     by_spread = r > 1 and loop.selection == "uncertainty"
     spreads = None
     if r > 1:  # the spread is computed for random rounds too, to compare what each selection picks
@@ -284,7 +286,15 @@ def label_pending(loop: LoopSettings, db: DPScreenSettings, oracle: Oracle | Non
     return counts
 
 
-def _labelled(doc: dict) -> LabelledStructure:
+def check_disjoint(pool: list[dict], held_out: list[dict]) -> None:
+    """A held-out composition may not be in the pool (its errors would not be held-out errors)."""
+    overlap = {r["composition_id"] for r in pool} & {r["composition_id"] for r in held_out}
+    if overlap:
+        raise InputError(f"held-out compositions are also in the pool: {', '.join(sorted(overlap))}")
+
+
+def as_labelled(doc: dict) -> LabelledStructure:
+    """The labelled structure of a labelled ``al_labels`` document."""
     return LabelledStructure(_structure(doc), doc["energy"], np.asarray(doc["forces"]), np.asarray(doc["stress_gpa"]),
                              source=doc["composition_id"])  # fmt: skip
 
@@ -300,7 +310,7 @@ def train_round(loop: LoopSettings, r: int, db: DPScreenSettings, progress: Call
         return rd
     if store.labels(loop.loop_id, status="pending", round=r):
         raise DPScreenError(f"loop {loop.loop_id!r} round {r}: labels still pending (label_pending first)")
-    train = [_labelled(d) for d in store.labels(loop.loop_id, split="train", status="labelled") if d["round"] <= r]
+    train = [as_labelled(d) for d in store.labels(loop.loop_id, split="train", status="labelled") if d["round"] <= r]
     if not train:
         raise DPScreenError(f"loop {loop.loop_id!r} round {r}: no labelled training structures (every label failed?)")
     folder = loop_dir(db, loop.loop_id) / f"round{r}"
@@ -372,9 +382,7 @@ def run_loop(loop: LoopSettings, pool: list[dict], held_out: list[dict], db: DPS
     """Every round of the loop in this process (an in-process oracle: chgnet or cp2k); resumes where it stopped."""
     if loop.oracle == "vasp" and oracle is None:
         make_oracle("vasp")  # raises: VASP runs through the flow on cluster workers
-    overlap = {r["composition_id"] for r in pool} & {r["composition_id"] for r in held_out}
-    if overlap:
-        raise InputError(f"held-out compositions are also in the pool: {', '.join(sorted(overlap))}")
+    check_disjoint(pool, held_out)
     oracle = oracle or make_oracle(loop.oracle)
     prepare_held_out(loop, held_out, db, tilts, progress)
     for r in range(1, loop.rounds + 1):
