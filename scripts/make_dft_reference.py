@@ -28,7 +28,8 @@ from pathlib import Path
 # (alkali and alkaline-earth A; s-, d0-, d10- and p-block B). None has an element the Materials Project gives a +U
 # on (Co, Cr, Fe, Mn, Mo, Ni, V, W in oxides and fluorides, even d0 W6+): CP2K 2023.1 has +U only at the Gamma
 # point, so those run as Gamma-point supercells (270 atoms for a 3x3x3 grid), beyond this set's budget. The
-# open-shell ones are halides, where MP applies no +U: UKS with high-spin moments, with k-points.
+# open-shell ones are halides, where MP applies no +U, and an oxide of a 4d ion MP gives no +U (Ru5+): UKS with
+# high-spin moments, with k-points; d3 (Cr3+, Ru5+), d5 (Fe3+) and the orbitally degenerate d1 / d2 (Ti3+, V3+).
 CLOSED_SHELL = [
     (("Ba", 2), ("Ba", 2), ("Y", 3), ("Nb", 5), ("O", -2)),
     (("Sr", 2), ("Sr", 2), ("Al", 3), ("Ta", 5), ("O", -2)),
@@ -44,8 +45,9 @@ CLOSED_SHELL = [
     (("Cs", 1), ("Cs", 1), ("Na", 1), ("Bi", 3), ("I", -1)),
 ]
 OPEN_SHELL = [
-    (("Cs", 1), ("Cs", 1), ("Na", 1), ("Fe", 3), ("Cl", -1)),
     (("Cs", 1), ("Cs", 1), ("Na", 1), ("Cr", 3), ("Cl", -1)),
+    (("Cs", 1), ("Cs", 1), ("Na", 1), ("Fe", 3), ("Cl", -1)),
+    (("Ba", 2), ("Ba", 2), ("Y", 3), ("Ru", 5), ("O", -2)),
     (("Cs", 1), ("Cs", 1), ("Na", 1), ("Ti", 3), ("Cl", -1)),
     (("Cs", 1), ("Cs", 1), ("K", 1), ("V", 3), ("Br", -1)),
 ]
@@ -96,6 +98,7 @@ def write_card(out_dir: Path, points: list[dict], args, model_sha: str) -> None:
         "compositions": sorted({p["formula"] for p in done}),
         "methods": {m: sum(p.get("method") == m for p in done) for m in sorted({p.get("method") for p in done})},
         "spin_polarised_points": sum(bool(p.get("hamiltonian", {}).get("spin_polarised")) for p in done),
+        "scf_fallback_points": sorted(p["key"] for p in done if len(p.get("scf_attempts") or []) > 1),
         "cp2k_versions": sorted({p.get("cp2k_version") or "?" for p in done}),
         "cost": {"cp2k_core_hours": round(cpu_s / 3600, 3),
                  "wall_hours": round(sum(p.get("wall_time_s", 0.0) for p in done) / 3600, 3),
@@ -118,6 +121,8 @@ def main() -> None:
     parser.add_argument("--tilts", default=",".join(REFERENCE_TILTS))
     parser.add_argument("--only", choices=("closed", "open"), default=None)
     parser.add_argument("--limit", type=int, default=None, help="at most this many new points")
+    parser.add_argument("--retry-unconverged", action="store_true",
+                        help="recompute the points stored as failed or SCF-unconverged (e.g. after new SCF fallbacks)")
     parser.add_argument("--out", default=None, help="folder of points.jsonl and card.json (default: the package's)")
     args = parser.parse_args()
     out_dir = Path(args.out) if args.out else reference_dir()
@@ -128,6 +133,14 @@ def main() -> None:
     species = [SiteSpeciesSet(*row) for row in chosen]
     tilts = args.tilts.split(",")
     points = read_points(points_file)
+    if args.retry_unconverged:
+        bad = [p["key"] for p in points if p.get("error") or not p.get("scf_converged")]
+        if bad:
+            points = [p for p in points if p["key"] not in bad]
+            tmp = points_file.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(json.dumps(p) + "\n" for p in points))
+            tmp.replace(points_file)
+            print(f"recomputing {len(bad)} failed or unconverged point(s): {', '.join(bad)}", flush=True)
     done = {p["key"] for p in points}
     todo = [(sp, t) for sp in species for t in tilts if point_key(sp.formula, t) not in done]
     if args.limit is not None:
@@ -161,7 +174,8 @@ def main() -> None:
         points.append(point)
         write_card(out_dir, points, args, model_sha)
         status = point.get("error") or (f"E = {point['energy_per_atom']:.4f} eV/atom, {point['method']}, "
-                                        f"SCF {'converged' if point['scf_converged'] else 'NOT converged'}")  # fmt: skip
+                                        f"SCF {'converged' if point['scf_converged'] else 'NOT converged'} "
+                                        f"({point.get('scf_steps')} steps, {len(point.get('scf_attempts') or [])} attempt(s))")  # fmt: skip
         print(f"[{n}/{len(todo)}] {key} ({len(structure)} atoms, SG {relax['space_group']}): {status} "
               f"({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
 

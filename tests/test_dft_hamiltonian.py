@@ -122,3 +122,28 @@ def test_real_spin_polarised_single_point_forces_and_stress_match_finite_differe
     assert abs(mean_trace) > 0.5 and np.sign(fd_trace) == np.sign(mean_trace)
     assert fd_trace == pytest.approx(mean_trace, abs=0.5 + 0.1 * abs(mean_trace))
     assert np.trace(r2["stress_gpa"]) < np.trace(r0["stress_gpa"])  # compressed: more negative (ASE's sign)
+
+
+@pytest.mark.skipif(cp2k_executable() is None, reason="cp2k is not installed (apt-get install -y cp2k)")
+def test_unconverged_scf_falls_back_and_restarts_from_its_wavefunction(tmp_path):
+    """A real CP2K run whose first SCF is cut off after 3 steps: the fallback attempt runs, starts from the first
+    attempt's wavefunction (SCF_GUESS RESTART), converges, and both attempts are recorded; the restarted SCF needs
+    fewer steps than a fresh one with the fallback's settings. A small closed-shell cell (cubic KMgF3), Gamma only,
+    low cutoff: this checks the mechanism, not the physics."""
+    from pymatgen.core import Lattice, Species, Structure
+
+    kmgf3 = Structure(Lattice.cubic(4.0), [Species("K", 1), Species("Mg", 2), *[Species("F", -1)] * 3],
+                      [[0, 0, 0], [0.52, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])  # fmt: skip
+    base = dict(cutoff=250, rel_cutoff=40, kpoint_length=0.0, eps_scf=1e-6, nproc=2)
+    res = run_cp2k(kmgf3, CP2KSettings(**base, max_scf=3, scf_fallbacks=({"max_scf": 60},)), tmp_path / "ladder")
+    first, second = res["scf_attempts"]
+    assert (first["scf_converged"], first["scf_steps"], first["overrides"]) == (False, 3, {})
+    assert second["scf_converged"] and second["overrides"] == {"max_scf": 60} and res["scf_converged"]
+    retry_input = (tmp_path / "ladder" / "cp2k-retry1.inp").read_text()
+    assert "SCF_GUESS RESTART" in retry_input and (tmp_path / "ladder" / "attempt0-RESTART.wfn").exists()
+    assert res["output_file"].endswith("cp2k-retry1.out") and res["scf_steps"] == 3 + second["scf_steps"]
+    fresh = run_cp2k(kmgf3, CP2KSettings(**base, max_scf=60, scf_fallbacks=()), tmp_path / "fresh")
+    assert fresh["scf_converged"] and len(fresh["scf_attempts"]) == 1
+    assert second["scf_steps"] < fresh["scf_steps"]
+    assert res["energy"] == pytest.approx(fresh["energy"], abs=2e-4 * len(kmgf3))
+    assert np.allclose(res["forces"], fresh["forces"], atol=5e-3)

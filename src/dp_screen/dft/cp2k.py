@@ -16,7 +16,7 @@ import re
 import shutil
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -60,6 +60,16 @@ class CP2KSettings(MSONable):
         Fermi-Dirac electronic temperature (K); 0 for none.
     max_scf, eps_scf
         SCF limits.
+    mixing, mixing_alpha, mixing_history
+        Density mixing of the diagonalisation SCF (CP2K's ``&MIXING``: BROYDEN_MIXING, PULAY_MIXING,
+        KERKER_MIXING, ...; ALPHA; NBROYDEN / NPULAY, 0 for CP2K's default). Used with smearing.
+    scf_fallbacks
+        What to try, in order, when the SCF does not converge: each entry overrides some of the fields above
+        (e.g. ``{"mixing": "KERKER_MIXING", "mixing_alpha": 0.05, "max_scf": 250}``), and each attempt restarts
+        from the previous attempt's wavefunction. The default is one slow but steady Kerker (linear) mixing
+        attempt: Broyden mixing oscillates without converging on some spin-polarised cells (e.g. high-spin Fe3+
+        in chlorides, whose minority d states sit near the top of the anion p band), where small-step Kerker
+        mixing descends steadily. Every attempt is recorded in the result (``scf_attempts``).
     nproc, omp_threads
         MPI processes and OpenMP threads.
     timeout_s
@@ -75,13 +85,37 @@ class CP2KSettings(MSONable):
     smearing_k: float = 500.0
     max_scf: int = 80
     eps_scf: float = 1e-6
+    mixing: str = "BROYDEN_MIXING"
+    mixing_alpha: float = 0.2
+    mixing_history: int = 0
+    scf_fallbacks: tuple = field(
+        default_factory=lambda: ({"mixing": "KERKER_MIXING", "mixing_alpha": 0.05, "max_scf": 250},)
+    )
     nproc: int = 2
     omp_threads: int = 1
     timeout_s: float = 3600.0
 
+    def __post_init__(self) -> None:
+        allowed = {f for f in self.__dataclass_fields__ if f != "scf_fallbacks"}
+        fallbacks = []
+        for entry in self.scf_fallbacks or ():
+            bad = sorted(set(entry) - allowed) if isinstance(entry, dict) else None
+            if bad is None or bad:
+                raise CP2KError(f"scf_fallbacks entry {entry!r}: each entry must be a dict of CP2KSettings fields "
+                                f"(unknown: {', '.join(bad) if bad else 'not a dict'}); allowed: {', '.join(sorted(allowed))}")  # fmt: skip
+            fallbacks.append(dict(entry))
+        self.scf_fallbacks = tuple(fallbacks)
+
     def settings_dict(self) -> dict:
         """Settings for documents."""
-        return asdict(self)
+        out = asdict(self)
+        out["scf_fallbacks"] = [dict(e) for e in self.scf_fallbacks]
+        return out
+
+    def attempts(self) -> list[CP2KSettings]:
+        """The settings of the first attempt, then of each fallback (the fallbacks' own ``scf_fallbacks`` empty)."""
+        first = replace(self, scf_fallbacks=())
+        return [first] + [replace(first, **entry) for entry in self.scf_fallbacks]
 
 
 def cp2k_executable() -> str | None:
@@ -162,9 +196,11 @@ def kpoint_grid(structure: Structure, length: float) -> tuple[int, int, int]:
 
 
 def write_cp2k_input(structure: Structure, settings: CP2KSettings, project: str = "dp_screen",
-                     hamiltonian: Hamiltonian | None = None, files: dict[str, dict] | None = None) -> str:  # fmt: skip
+                     hamiltonian: Hamiltonian | None = None, files: dict[str, dict] | None = None,
+                     restart_file: str | None = None) -> str:  # fmt: skip
     """The CP2K input text of a PBE single point with forces and stress, with the models' Hamiltonian (spin, moments,
-    +U; :func:`dp_screen.dft.hamiltonian.hamiltonian_for` unless given)."""
+    +U; :func:`dp_screen.dft.hamiltonian.hamiltonian_for` unless given); ``restart_file``: start the SCF from that
+    wavefunction file instead of the atomic guess."""
     from dp_screen.dft.hamiltonian import hamiltonian_for
 
     ham = hamiltonian or hamiltonian_for(structure)
@@ -199,13 +235,18 @@ def write_cp2k_input(structure: Structure, settings: CP2KSettings, project: str 
         if grid != (1, 1, 1)
         else ""
     )
+    history = ""
+    if settings.mixing_history > 0 and settings.mixing.upper() in ("BROYDEN_MIXING", "PULAY_MIXING"):
+        history = f"        {'NBROYDEN' if settings.mixing.upper() == 'BROYDEN_MIXING' else 'NPULAY'} {settings.mixing_history}\n"
     smear = (
         f"      ADDED_MOS 40\n      &SMEAR ON\n        METHOD FERMI_DIRAC\n        ELECTRONIC_TEMPERATURE [K] "
-        f"{settings.smearing_k}\n      &END SMEAR\n      &MIXING\n        METHOD BROYDEN_MIXING\n        ALPHA 0.2\n"
-        f"      &END MIXING\n"
+        f"{settings.smearing_k}\n      &END SMEAR\n      &MIXING\n        METHOD {settings.mixing.upper()}\n"
+        f"        ALPHA {settings.mixing_alpha:g}\n{history}      &END MIXING\n"
         if settings.smearing_k > 0
         else ""
     )
+    guess = "RESTART" if restart_file else "ATOMIC"
+    restart = f"    WFN_RESTART_FILE_NAME {restart_file}\n" if restart_file else ""
     return f"""&GLOBAL
   PROJECT {project}
   RUN_TYPE ENERGY_FORCE
@@ -216,7 +257,7 @@ def write_cp2k_input(structure: Structure, settings: CP2KSettings, project: str 
   STRESS_TENSOR ANALYTICAL
   &DFT
 {files_text}
-{spin}{plus_u}    &MGRID
+{restart}{spin}{plus_u}    &MGRID
       CUTOFF {settings.cutoff}
       REL_CUTOFF {settings.rel_cutoff}
     &END MGRID
@@ -224,7 +265,7 @@ def write_cp2k_input(structure: Structure, settings: CP2KSettings, project: str 
       EPS_DEFAULT 1.0E-10
     &END QS
 {kpoints}    &SCF
-      SCF_GUESS ATOMIC
+      SCF_GUESS {guess}
       MAX_SCF {settings.max_scf}
       EPS_SCF {settings.eps_scf}
 {smear}    &END SCF
@@ -286,36 +327,20 @@ def parse_cp2k_output(text: str, n_atoms: int) -> dict:
     }
 
 
-def run_cp2k(structure: Structure, settings: CP2KSettings | None = None, work_dir: str | Path = ".") -> dict:
-    """Run one CP2K single point in ``work_dir``; returns energy, forces, stress, paths, wall time."""
-    settings = settings or CP2KSettings()
-    exe = cp2k_executable()
-    if exe is None:
-        raise CP2KError("CP2K is not installed (no cp2k.psmp on PATH); on Debian: apt-get install -y cp2k")
-    if data_dir() is None:
-        raise CP2KError("CP2K's data (BASIS_MOLOPT, GTH_POTENTIALS) is not installed; on Debian: apt-get install -y cp2k-data")
-    work = Path(work_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    inp = work / "cp2k.inp"
-    out = work / "cp2k.out"
-    from dp_screen.dft.hamiltonian import hamiltonian_for
+def scf_steps(text: str) -> int | None:
+    """Number of SCF steps of the (last) SCF in a CP2K output, None when it printed none."""
+    steps = re.findall(r"SCF run converged in\s+(\d+) steps|Leaving inner SCF loop after reaching\s+(\d+) steps", text)
+    if not steps:
+        return None
+    a, b = steps[-1]
+    return int(a or b)
 
-    files = check_coverage(structure, settings)  # an uncovered element fails here, before CP2K starts
-    ham = hamiltonian_for(structure)
-    grid = kpoint_grid(structure, settings.kpoint_length)
-    run_structure, run_settings, images, home = structure, settings, 1, None
-    if ham.u_values and grid != (1, 1, 1):
-        # CP2K (2023.1) has DFT+U only at the Gamma point ("Method not implemented for k-points")
-        run_structure, home = gamma_supercell(structure, grid)
-        run_settings = CP2KSettings(**{**settings.settings_dict(), "kpoint_length": 0.0})
-        images = grid[0] * grid[1] * grid[2]
-    inp.write_text(write_cp2k_input(run_structure, run_settings, hamiltonian=ham, files=files))
-    env = dict(os.environ, OMP_NUM_THREADS=str(settings.omp_threads))
-    env.setdefault("CP2K_DATA_DIR", str(data_dir()))
+
+def _run_once(exe: str, inp: Path, out: Path, settings: CP2KSettings, env: dict, work: Path) -> str:
+    """Run CP2K once on ``inp``; the output text (CP2KError when it failed without an energy)."""
     cmd = [exe, "-i", inp.name, "-o", out.name]
     if settings.nproc > 1 and shutil.which("mpirun"):
         cmd = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", str(settings.nproc), *cmd]
-    t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=settings.timeout_s,
                               check=False)  # fmt: skip
@@ -325,11 +350,59 @@ def run_cp2k(structure: Structure, settings: CP2KSettings | None = None, work_di
     if proc.returncode != 0 and "ENERGY| Total FORCE_EVAL" not in text:
         tail = (proc.stderr or text).strip().splitlines()[-3:]
         raise CP2KError(f"CP2K failed (exit {proc.returncode}): {' | '.join(tail)}; see {out}")
+    return text
+
+
+def run_cp2k(structure: Structure, settings: CP2KSettings | None = None, work_dir: str | Path = ".") -> dict:
+    """Run one CP2K single point in ``work_dir``; returns energy, forces, stress, paths, wall time, and the SCF
+    attempts (``settings.scf_fallbacks`` are tried in turn while the SCF does not converge)."""
+    settings = settings or CP2KSettings()
+    exe = cp2k_executable()
+    if exe is None:
+        raise CP2KError("CP2K is not installed (no cp2k.psmp on PATH); on Debian: apt-get install -y cp2k")
+    if data_dir() is None:
+        raise CP2KError("CP2K's data (BASIS_MOLOPT, GTH_POTENTIALS) is not installed; on Debian: apt-get install -y cp2k-data")
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    from dp_screen.dft.hamiltonian import hamiltonian_for
+
+    files = check_coverage(structure, settings)  # an uncovered element fails here, before CP2K starts
+    ham = hamiltonian_for(structure)
+    grid = kpoint_grid(structure, settings.kpoint_length)
+    run_structure, run_settings, images, home = structure, settings, 1, None
+    if ham.u_values and grid != (1, 1, 1):
+        # CP2K (2023.1) has DFT+U only at the Gamma point ("Method not implemented for k-points")
+        run_structure, home = gamma_supercell(structure, grid)
+        run_settings = replace(settings, kpoint_length=0.0)
+        images = grid[0] * grid[1] * grid[2]
+    env = dict(os.environ, OMP_NUM_THREADS=str(settings.omp_threads))
+    env.setdefault("CP2K_DATA_DIR", str(data_dir()))
+    t0 = time.perf_counter()
+    attempts: list[dict] = []
+    restart_file = None
+    for n, attempt in enumerate(run_settings.attempts()):
+        stem = "cp2k" if n == 0 else f"cp2k-retry{n}"
+        inp, out = work / f"{stem}.inp", work / f"{stem}.out"
+        inp.write_text(write_cp2k_input(run_structure, attempt, hamiltonian=ham, files=files, restart_file=restart_file))
+        text = _run_once(exe, inp, out, attempt, env, work)
+        converged = "SCF run NOT converged" not in text
+        attempts.append({"overrides": {} if n == 0 else run_settings.scf_fallbacks[n - 1], "scf_converged": converged,
+                         "scf_steps": scf_steps(text), "output_file": str(out)})  # fmt: skip
+        if converged:
+            break
+        # the next attempt starts from this one's last wavefunction (k-points: .kp, Gamma: .wfn)
+        for suffix in ("kp", "wfn"):
+            last = work / f"dp_screen-RESTART.{suffix}"
+            if last.exists():
+                restart_file = f"attempt{n}-RESTART.{suffix}"
+                shutil.copyfile(last, work / restart_file)
+                break
     result = parse_cp2k_output(text, len(run_structure))
     if images > 1:
         result["energy"] /= images
         result["forces"] = result["forces"][home]
     result.update({"wall_time_s": time.perf_counter() - t0, "input_file": str(inp), "output_file": str(out),
+                   "scf_attempts": attempts, "scf_steps": sum(a["scf_steps"] or 0 for a in attempts),
                    "hamiltonian": {**ham.as_dict(), "gamma_supercell": list(grid) if images > 1 else None},
                    "method": ham.label,
                    "kpoints": list(grid)})  # fmt: skip
