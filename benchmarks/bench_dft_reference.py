@@ -66,6 +66,12 @@ def main() -> None:
             preds = mace_predictions(structures, None if name == "packaged" else name)
         rows[name] = reference_metrics(points, preds)
         tables[name] = reference_table(points, preds)
+        # the same metrics on the spin-polarised (UKS) and the restricted points apart, when the set has both
+        spin = [bool(p.get("hamiltonian", {}).get("spin_polarised")) for p in points]
+        if any(spin) and not all(spin):
+            for label, keep in (("open-shell", True), ("closed-shell", False)):
+                idx = [i for i, s in enumerate(spin) if s == keep]
+                rows[f"{name} [{label}]"] = reference_metrics([points[i] for i in idx], [preds[i] for i in idx])
     import pandas as pd
 
     pd.set_option("display.width", 200)
