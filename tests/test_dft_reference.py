@@ -50,3 +50,29 @@ def test_metrics_on_a_two_composition_slice_match_a_hand_computation():
     self_m = reference_metrics(real, [{"energy": p["energy"], "forces": p["forces"], "stress_gpa": p["stress_gpa"]}
                                       for p in real])  # fmt: skip
     assert self_m["n_compositions"] == 2 and self_m["phase_de_mae_mev"] == 0 and self_m["lowest_phase_agreement"] == 1
+
+
+def test_reference_set_covers_closed_and_open_shell_compositions_in_every_reference_tilt():
+    """The set the benchmark reads: closed-shell compositions across O, F, Cl, Br, I restricted, open-shell ones
+    spin-polarised with their high-spin multiplicity, each composition in all four reference tilt systems; the
+    composition's own phases share one Hamiltonian (phase differences compare like with like)."""
+    from collections import defaultdict
+
+    from dp_screen.dft.hamiltonian import hamiltonian_for
+    from dp_screen.dft.reference import REFERENCE_TILTS
+
+    by = defaultdict(list)
+    for p in load_reference():
+        by[p["formula"]].append(p)
+    closed = {f for f, ps in by.items() if not ps[0]["hamiltonian"]["spin_polarised"]}
+    open_ = set(by) - closed
+    assert len(closed) >= 12 and len(open_) >= 4, (sorted(closed), sorted(open_))
+    anions = {p["species"]["X"][0] for f in closed for p in by[f]}
+    assert anions >= {"O", "F", "Cl", "Br", "I"}
+    for formula, ps in by.items():
+        assert sorted(p["tilt"] for p in ps) == sorted(REFERENCE_TILTS), formula
+        assert len({(p["method"], p["hamiltonian"]["multiplicity"]) for p in ps}) == 1, formula
+        ham = hamiltonian_for(ps[0]["structure"])  # the rules, re-applied to the stored structure
+        assert ps[0]["hamiltonian"]["multiplicity"] == ham.multiplicity and ps[0]["method"] == ham.label
+        if formula in open_:
+            assert ham.multiplicity > 1 and ps[0]["hamiltonian"]["moments"]
