@@ -121,6 +121,8 @@ def main() -> None:
     parser.add_argument("--tilts", default=",".join(REFERENCE_TILTS))
     parser.add_argument("--only", choices=("closed", "open"), default=None)
     parser.add_argument("--limit", type=int, default=None, help="at most this many new points")
+    parser.add_argument("--formulas", default=None,
+                        help="comma-separated formulas of the chosen set to compute, in this order (default: all)")
     parser.add_argument("--retry-unconverged", action="store_true",
                         help="recompute the points stored as failed or SCF-unconverged (e.g. after new SCF fallbacks)")
     parser.add_argument("--out", default=None, help="folder of points.jsonl and card.json (default: the package's)")
@@ -131,6 +133,13 @@ def main() -> None:
     # the open-shell ones after the first eight closed-shell ones, so that a run cut short has some of each
     chosen = {"closed": CLOSED_SHELL, "open": OPEN_SHELL}.get(args.only, CLOSED_SHELL[:8] + OPEN_SHELL + CLOSED_SHELL[8:])
     species = [SiteSpeciesSet(*row) for row in chosen]
+    if args.formulas:
+        known = {sp.formula: sp for sp in species}
+        wanted = [f.strip() for f in args.formulas.split(",") if f.strip()]
+        unknown = [f for f in wanted if f not in known]
+        if unknown:
+            raise SystemExit(f"--formulas: {', '.join(unknown)} not in the chosen set; allowed: {', '.join(known)}")
+        species = [known[f] for f in wanted]
     tilts = args.tilts.split(",")
     points = read_points(points_file)
     if args.retry_unconverged:

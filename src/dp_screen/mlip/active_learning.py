@@ -200,12 +200,15 @@ class Cp2kOracle(Oracle):
                              "stress_gpa": None if res["stress_gpa"] is None else res["stress_gpa"].tolist(),
                              "scf_converged": res["scf_converged"]})  # fmt: skip
             if not lab["scf_converged"]:
-                out.append(f"CP2K SCF not converged in {self.settings.max_scf} steps ({res['output_file']})")
+                steps = ", ".join(str(a.get("scf_steps")) for a in res.get("scf_attempts", []))
+                out.append(f"CP2K SCF not converged ({len(res.get('scf_attempts', []))} attempt(s) of {steps} steps; "
+                           f"{res['output_file']})")
                 continue
             stress = np.zeros((3, 3)) if lab.get("stress_gpa") is None else np.asarray(lab["stress_gpa"])
             out.append(LabelledStructure(s, lab["energy"], np.asarray(lab["forces"]), stress, source=lab["method"],
                                          meta={"wall_time_s": res["wall_time_s"], "output_file": res["output_file"],
-                                               "nproc": self.settings.nproc}))  # fmt: skip
+                                               "nproc": self.settings.nproc, "scf_steps": res.get("scf_steps"),
+                                               "scf_attempts": len(res.get("scf_attempts", []))}))  # fmt: skip
         return out
 
     def provenance(self) -> dict:
