@@ -11,7 +11,8 @@ and prints each as a ratio to the first architecture (the packaged model's shape
 
     OMP_NUM_THREADS=2 python benchmarks/bench_student_cost.py [--n 64] [--epochs 3] [--arch 32x0,64x1,128x1]
 
-Needs chgnet (the dev extra). About 10 minutes on 2 CPU cores with the defaults.
+Needs chgnet (the dev extra). About 6 minutes with the defaults on the 2-core development machine (with a CP2K
+run sharing it).
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ reason) is appended to ``points.jsonl`` at once, so a killed run restarted with 
 
     OMP_NUM_THREADS=1 python scripts/make_dft_reference.py [--nproc 2] [--only closed|open] [--limit N]
 
-Needs cp2k (apt-get install -y cp2k). About 1-3 minutes per closed-shell point on 2 cores (about 14 SCF steps);
-open-shell (UKS) points took 2.5-11 minutes here: Cr3+ 32-40 SCF steps, Ru5+ 63-75, Fe3+ 67, or 80 Broyden steps
+Needs cp2k (apt-get install -y cp2k). Closed-shell points took 0.4-6 minutes on 2 cores (2 on average; about 14 SCF steps);
+open-shell (UKS) points took 2.4-15 minutes here: Cr3+ 32-40 SCF steps, Ru5+ 63-75, Fe3+ 67, or 80 Broyden steps
 and then the Kerker fallback of ``CP2KSettings.scf_fallbacks`` (recorded per point as ``scf_attempts``).
 """
 
