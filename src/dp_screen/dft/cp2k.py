@@ -99,10 +99,10 @@ class CP2KSettings(MSONable):
         allowed = {f for f in self.__dataclass_fields__ if f != "scf_fallbacks"}
         fallbacks = []
         for entry in self.scf_fallbacks or ():
-            bad = sorted(set(entry) - allowed) if isinstance(entry, dict) else None
-            if bad is None or bad:
-                raise CP2KError(f"scf_fallbacks entry {entry!r}: each entry must be a dict of CP2KSettings fields "
-                                f"(unknown: {', '.join(bad) if bad else 'not a dict'}); allowed: {', '.join(sorted(allowed))}")  # fmt: skip
+            unknown = sorted(set(entry) - allowed) if isinstance(entry, dict) else ["(not a dict)"]
+            if unknown:
+                raise CP2KError(f"scf_fallbacks entry {entry!r}: unknown {', '.join(unknown)}; each entry is a dict of "
+                                f"CP2KSettings fields: {', '.join(sorted(allowed))}")  # fmt: skip
             fallbacks.append(dict(entry))
         self.scf_fallbacks = tuple(fallbacks)
 
