@@ -41,5 +41,7 @@ def test_scf_mixing_restart_and_fallback_settings():
     assert CP2KSettings.from_dict(settings.as_dict()).attempts() == settings.attempts()
     with pytest.raises(CP2KError, match="mixng"):
         CP2KSettings(scf_fallbacks=({"mixng": "KERKER_MIXING"},))
+    with pytest.raises(CP2KError, match="BROYDN_MIXING"):
+        CP2KSettings(scf_fallbacks=({"mixing": "BROYDN_MIXING"},))
     assert scf_steps(" *** SCF run converged in    31 steps ***") == 31
     assert scf_steps("  Leaving inner SCF loop after reaching    80 steps.") == 80 and scf_steps("") is None

@@ -40,6 +40,10 @@ class CP2KError(DPScreenError):
     """CP2K is missing, failed, or its output cannot be read."""
 
 
+# CP2K's &SCF/&MIXING METHOD keywords
+MIXING_METHODS = ("BROYDEN_MIXING", "PULAY_MIXING", "KERKER_MIXING", "DIRECT_P_MIXING", "MULTISECANT_MIXING", "NONE")
+
+
 @dataclass
 class CP2KSettings(MSONable):
     """Settings of a CP2K single point.
@@ -96,6 +100,9 @@ class CP2KSettings(MSONable):
     timeout_s: float = 3600.0
 
     def __post_init__(self) -> None:
+        for mixing in (self.mixing, *(e.get("mixing", "NONE") for e in self.scf_fallbacks or () if isinstance(e, dict))):
+            if str(mixing).upper() not in MIXING_METHODS:
+                raise CP2KError(f"unknown mixing {mixing!r}; allowed: {', '.join(MIXING_METHODS)}")
         allowed = {f for f in self.__dataclass_fields__ if f != "scf_fallbacks"}
         fallbacks = []
         for entry in self.scf_fallbacks or ():
