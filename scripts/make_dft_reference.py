@@ -126,8 +126,20 @@ def main() -> None:
                         help="comma-separated formulas of the chosen set to compute, in this order (default: all)")
     parser.add_argument("--retry-unconverged", action="store_true",
                         help="recompute the points stored as failed or SCF-unconverged (e.g. after new SCF fallbacks)")
+    parser.add_argument("--scf-fallbacks", default=None,
+                        help="JSON list of CP2KSettings overrides tried in turn when the SCF does not converge "
+                             "(default: CP2KSettings' own); recorded with each point's settings")
     parser.add_argument("--out", default=None, help="folder of points.jsonl and card.json (default: the package's)")
     args = parser.parse_args()
+    cp2k = CP2KSettings(nproc=args.nproc)
+    if args.scf_fallbacks:
+        try:
+            fallbacks = json.loads(args.scf_fallbacks)
+        except json.JSONDecodeError as exc:
+            raise SystemExit(f"--scf-fallbacks {args.scf_fallbacks!r} is not JSON ({exc}); give a list of dicts") from exc
+        if not isinstance(fallbacks, list):
+            raise SystemExit(f"--scf-fallbacks {args.scf_fallbacks!r}: give a JSON list of dicts of CP2KSettings fields")
+        cp2k = CP2KSettings(nproc=args.nproc, scf_fallbacks=tuple(fallbacks))
     out_dir = Path(args.out) if args.out else reference_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     points_file = out_dir / "points.jsonl"
@@ -161,7 +173,6 @@ def main() -> None:
     model_path = default_model_path()
     model_sha = file_sha256(model_path)
     cells = relaxed_cells(sorted({sp for sp, _ in todo}, key=species.index), tilts, load_model(None, device="cpu"))
-    cp2k = CP2KSettings(nproc=args.nproc)
     work = Path(tempfile.mkdtemp(prefix="dp_screen_dft_reference_"))
     for n, (sp, tilt) in enumerate(todo, start=1):
         key = point_key(sp.formula, tilt)

@@ -143,7 +143,15 @@ def test_unconverged_scf_falls_back_and_restarts_from_its_wavefunction(tmp_path)
     assert "SCF_GUESS RESTART" in retry_input and (tmp_path / "ladder" / "attempt0-RESTART.wfn").exists()
     assert res["output_file"].endswith("cp2k-retry1.out") and res["scf_steps"] == 3 + second["scf_steps"]
     fresh = run_cp2k(kmgf3, CP2KSettings(**base, max_scf=60, scf_fallbacks=()), tmp_path / "fresh")
-    assert fresh["scf_converged"] and len(fresh["scf_attempts"]) == 1
+    assert fresh["scf_converged"] and len(fresh["scf_attempts"]) == 1 and fresh["scf_converged_by"] == "density"
     assert second["scf_steps"] < fresh["scf_steps"]
     assert res["energy"] == pytest.approx(fresh["energy"], abs=2e-4 * len(kmgf3))
     assert np.allclose(res["forces"], fresh["forces"], atol=5e-3)
+    # an EPS_SCF no SCF reaches: accepted on the energy (CP2KSettings.ediff_per_atom), saying so, with the energy and
+    # forces of the density-converged run
+    tight = run_cp2k(kmgf3, CP2KSettings(**{**base, "eps_scf": 1e-14}, max_scf=30, scf_fallbacks=()), tmp_path / "tight")
+    only = tight["scf_attempts"][0]
+    assert (only["scf_converged"], only["energy_converged"], only["scf_steps"]) == (False, True, 30)
+    assert tight["scf_converged"] and tight["scf_converged_by"] == "energy"
+    assert tight["energy"] == pytest.approx(fresh["energy"], abs=1e-4 * len(kmgf3))
+    assert np.allclose(tight["forces"], fresh["forces"], atol=5e-3)

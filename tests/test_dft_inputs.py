@@ -45,3 +45,27 @@ def test_scf_mixing_restart_and_fallback_settings():
         CP2KSettings(scf_fallbacks=({"mixing": "BROYDN_MIXING"},))
     assert scf_steps(" *** SCF run converged in    31 steps ***") == 31
     assert scf_steps("  Leaving inner SCF loop after reaching    80 steps.") == 80 and scf_steps("") is None
+
+
+def test_energy_acceptance_reads_the_last_scf_table():
+    """``energy_converged``: the energy change of each of the last ENERGY_WINDOW steps of the last SCF, per atom,
+    below ``ediff_per_atom`` (eV/atom); an earlier SCF in the same output, a short SCF or ``ediff_per_atom = 0`` do
+    not count. The rows are in CP2K 2023.1's step-table format (copied from a Cs2NaTiCl6 run)."""
+    from dp_screen.dft.cp2k import ENERGY_WINDOW, HARTREE_EV, energy_converged, scf_energy_changes
+
+    def table(changes):
+        rows = [f"  {n:4d} Kerker/Diag.0.50E-01    4.8     0.00000579      -236.1671193783 {c: .2E}"
+                for n, c in enumerate(changes, start=1)]
+        return " SCF WAVEFUNCTION OPTIMIZATION\n\n  Step     Update method      Time    Convergence         Total energy    Change\n" + "\n".join(rows) + "\n"
+
+    noisy = table([-236.0, 1.6e-3, *[3e-4] * 20])
+    quiet = table([-236.0, -2.11e-3, *[2e-6] * ENERGY_WINDOW])
+    assert scf_energy_changes(quiet) == [-236.0, -2.11e-3, *[2e-6] * ENERGY_WINDOW]
+    assert scf_energy_changes(noisy + quiet)[-1] == 2e-6 and len(scf_energy_changes(quiet + noisy)) == 22
+    per_atom = 2e-6 * HARTREE_EV / 10  # 5.4e-6 eV/atom for a 10-atom cell
+    assert energy_converged(quiet, 10, 5e-5) and energy_converged(noisy + quiet, 10, 5e-5)
+    assert not energy_converged(quiet + noisy, 10, 5e-5)  # the last SCF is the noisy one
+    assert not energy_converged(quiet, 10, per_atom * 0.9) and energy_converged(quiet, 10, per_atom * 1.1)
+    assert not energy_converged(quiet, 10, 0.0)
+    assert not energy_converged(table([-236.0, *[1e-9] * (ENERGY_WINDOW - 2)]), 10, 5e-5)  # too few steps
+    assert CP2KSettings().ediff_per_atom == 5e-5

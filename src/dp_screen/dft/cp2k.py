@@ -40,6 +40,8 @@ class CP2KError(DPScreenError):
     """CP2K is missing, failed, or its output cannot be read."""
 
 
+# SCF steps over which ``CP2KSettings.ediff_per_atom`` must hold for the energy acceptance
+ENERGY_WINDOW = 10
 # CP2K's &SCF/&MIXING METHOD keywords
 MIXING_METHODS = ("BROYDEN_MIXING", "PULAY_MIXING", "KERKER_MIXING", "DIRECT_P_MIXING", "MULTISECANT_MIXING", "NONE")
 
@@ -74,6 +76,14 @@ class CP2KSettings(MSONable):
         attempt: Broyden mixing oscillates without converging on some spin-polarised cells (e.g. high-spin Fe3+
         in chlorides, whose minority d states sit near the top of the anion p band), where small-step Kerker
         mixing descends steadily. Every attempt is recorded in the result (``scf_attempts``).
+    ediff_per_atom
+        Energy acceptance (eV/atom; 0 to turn it off), the criterion of the Materials Project's VASP runs that the
+        models learned from (pymatgen's MPRelaxSet / MPStaticSet: EDIFF_PER_ATOM 5e-5 eV, an energy change per SCF
+        step): when no attempt meets CP2K's density-matrix criterion (``eps_scf``), the last attempt whose total
+        energy changed by less than this per atom on each of its last ``ENERGY_WINDOW`` steps is accepted, and
+        the result says so (``scf_converged_by: "energy"``). Orbitally degenerate open-shell ions (Ti3+ d1, V3+ d2
+        in tilted cells) need it: there the density keeps rotating among nearly degenerate d orbitals with
+        energy changes of 1e-9 Ha per step, so the density matrix never settles below ``eps_scf``.
     nproc, omp_threads
         MPI processes and OpenMP threads.
     timeout_s
@@ -92,6 +102,7 @@ class CP2KSettings(MSONable):
     mixing: str = "BROYDEN_MIXING"
     mixing_alpha: float = 0.2
     mixing_history: int = 0
+    ediff_per_atom: float = 5e-5
     scf_fallbacks: tuple = field(
         default_factory=lambda: ({"mixing": "KERKER_MIXING", "mixing_alpha": 0.05, "max_scf": 250},)
     )
@@ -343,6 +354,22 @@ def scf_steps(text: str) -> int | None:
     return int(a or b)
 
 
+def scf_energy_changes(text: str) -> list[float]:
+    """Total-energy change (Ha) of each step of the last SCF in a CP2K output (the step table's last column)."""
+    last = text.rsplit("SCF WAVEFUNCTION OPTIMIZATION", 1)[-1]
+    rows = re.findall(r"^\s*\d+\s+\S.*?\s-?\d+\.\d{6,}\s+([-+]?\d\.\d+E[-+]\d+)\s*$", last, flags=re.MULTILINE)
+    return [float(v) for v in rows]
+
+
+def energy_converged(text: str, n_atoms: int, ediff_per_atom: float, window: int = ENERGY_WINDOW) -> bool:
+    """Whether the last SCF of a CP2K output changed its energy by less than ``ediff_per_atom`` (eV/atom) on each of
+    its last ``window`` steps (see ``CP2KSettings.ediff_per_atom``)."""
+    changes = scf_energy_changes(text)
+    if ediff_per_atom <= 0 or len(changes) < window:
+        return False
+    return max(abs(c) for c in changes[-window:]) * HARTREE_EV / n_atoms < ediff_per_atom
+
+
 def _run_once(exe: str, inp: Path, out: Path, settings: CP2KSettings, env: dict, work: Path) -> str:
     """Run CP2K once on ``inp``; the output text (CP2KError when it failed without an energy)."""
     cmd = [exe, "-i", inp.name, "-o", out.name]
@@ -386,6 +413,7 @@ def run_cp2k(structure: Structure, settings: CP2KSettings | None = None, work_di
     env.setdefault("CP2K_DATA_DIR", str(data_dir()))
     t0 = time.perf_counter()
     attempts: list[dict] = []
+    outputs: list[tuple[Path, Path, str]] = []
     restart_file = None
     for n, attempt in enumerate(run_settings.attempts()):
         stem = "cp2k" if n == 0 else f"cp2k-retry{n}"
@@ -394,7 +422,9 @@ def run_cp2k(structure: Structure, settings: CP2KSettings | None = None, work_di
         text = _run_once(exe, inp, out, attempt, env, work)
         converged = "SCF run NOT converged" not in text
         attempts.append({"overrides": {} if n == 0 else run_settings.scf_fallbacks[n - 1], "scf_converged": converged,
+                         "energy_converged": converged or energy_converged(text, len(run_structure), attempt.ediff_per_atom),
                          "scf_steps": scf_steps(text), "output_file": str(out)})  # fmt: skip
+        outputs.append((inp, out, text))
         if converged:
             break
         # the next attempt starts from this one's last wavefunction (k-points: .kp, Gamma: .wfn)
@@ -404,7 +434,17 @@ def run_cp2k(structure: Structure, settings: CP2KSettings | None = None, work_di
                 restart_file = f"attempt{n}-RESTART.{suffix}"
                 shutil.copyfile(last, work / restart_file)
                 break
+    converged_by = "density" if attempts[-1]["scf_converged"] else None
+    if converged_by is None:
+        # no attempt met EPS_SCF: take the last one that met the energy criterion, if any
+        for n in range(len(attempts) - 1, -1, -1):
+            if attempts[n]["energy_converged"]:
+                inp, out, text = outputs[n]
+                converged_by = "energy"
+                break
     result = parse_cp2k_output(text, len(run_structure))
+    result["scf_converged"] = converged_by is not None
+    result["scf_converged_by"] = converged_by
     if images > 1:
         result["energy"] /= images
         result["forces"] = result["forces"][home]

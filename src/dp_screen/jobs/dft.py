@@ -77,7 +77,7 @@ def dft_single_point(structure: Structure, settings: CP2KSettings, work_dir: str
     return {
         "method": res["method"], "hamiltonian": res["hamiltonian"], "energy": res["energy"], "energy_per_atom": res["energy"] / len(structure),
         "forces": res["forces"].tolist(), "stress_gpa": None if res["stress_gpa"] is None else res["stress_gpa"].tolist(),
-        "scf_converged": res["scf_converged"], "wall_time_s": res["wall_time_s"], "kpoints": res["kpoints"],
+        "scf_converged": res["scf_converged"], "scf_converged_by": res.get("scf_converged_by"), "wall_time_s": res["wall_time_s"], "kpoints": res["kpoints"],
         "scf_steps": res.get("scf_steps"), "scf_attempts": res.get("scf_attempts"),
         "output_file": res["output_file"], "settings": settings.settings_dict(),
     }  # fmt: skip

@@ -208,7 +208,8 @@ class Cp2kOracle(Oracle):
             out.append(LabelledStructure(s, lab["energy"], np.asarray(lab["forces"]), stress, source=lab["method"],
                                          meta={"wall_time_s": res["wall_time_s"], "output_file": res["output_file"],
                                                "nproc": self.settings.nproc, "scf_steps": res.get("scf_steps"),
-                                               "scf_attempts": len(res.get("scf_attempts", []))}))  # fmt: skip
+                                               "scf_attempts": len(res.get("scf_attempts", [])),
+                                               "scf_converged_by": res.get("scf_converged_by")}))  # fmt: skip
         return out
 
     def provenance(self) -> dict:
