@@ -100,6 +100,8 @@ def write_card(out_dir: Path, points: list[dict], args, model_sha: str) -> None:
         "methods": {m: sum(p.get("method") == m for p in done) for m in sorted({p.get("method") for p in done})},
         "spin_polarised_points": sum(bool(p.get("hamiltonian", {}).get("spin_polarised")) for p in done),
         "scf_fallback_points": sorted(p["key"] for p in done if len(p.get("scf_attempts") or []) > 1),
+        # accepted on the energy criterion (CP2KSettings.ediff_per_atom), not on EPS_SCF
+        "scf_energy_accepted_points": sorted(p["key"] for p in done if p.get("scf_converged_by") == "energy"),
         "cp2k_versions": sorted({p.get("cp2k_version") or "?" for p in done}),
         "cost": {"cp2k_core_hours": round(cpu_s / 3600, 3),
                  "wall_hours": round(sum(p.get("wall_time_s", 0.0) for p in done) / 3600, 3),

@@ -45,6 +45,13 @@ def test_metrics_on_a_two_composition_slice_match_a_hand_computation():
     assert m["force_mae"] == pytest.approx(0.1) and m["stress_mae_gpa"] == pytest.approx(1.0)
     model[2]["energy"] = 10 * -6.0001  # now the model's lowest for A is a0a0c-, as DFT's
     assert reference_metrics(dft, model)["lowest_phase_agreement"] == 0.5
+    # phases are the ones the cells ended in: B's tilted start relaxed back to the cubic cell (same space group), so
+    # the model's a0b-b- minimum is DFT's cubic one; with different groups it is not
+    for p, sg in zip(dft, (225, 87, 148, 225, 225), strict=True):
+        p["space_group"] = sg
+    assert reference_metrics(dft, model)["lowest_phase_agreement"] == 1.0
+    dft[4]["space_group"] = 12
+    assert reference_metrics(dft, model)["lowest_phase_agreement"] == 0.5
     # the slice of the real set: metrics of DFT against itself vanish
     real = [p for p in load_reference() if p["formula"] in sorted({q["formula"] for q in load_reference()})[:2]]
     self_m = reference_metrics(real, [{"energy": p["energy"], "forces": p["forces"], "stress_gpa": p["stress_gpa"]}

@@ -26,7 +26,7 @@ def reference_table(points: list[dict], predictions: list[dict]) -> pd.DataFrame
         s_err = (np.abs(np.asarray(m["stress_gpa"], float) - np.asarray(p["stress_gpa"], float))
                  if p.get("stress_gpa") is not None and m.get("stress_gpa") is not None else None)  # fmt: skip
         rows.append({"formula": p["formula"], "tilt": p["tilt"], "method": p.get("method"), "n_atoms": n,
-                     "dft_e": p["energy"] / n, "model_e": m["energy"] / n, "force_mae": float(f_err.mean()),
+                     "space_group": p.get("space_group"), "dft_e": p["energy"] / n, "model_e": m["energy"] / n, "force_mae": float(f_err.mean()),
                      "stress_mae_gpa": None if s_err is None else float(s_err.mean())})  # fmt: skip
     df = pd.DataFrame(rows)
     if df.empty:
@@ -39,7 +39,11 @@ def reference_table(points: list[dict], predictions: list[dict]) -> pd.DataFrame
 
 def reference_metrics(points: list[dict], predictions: list[dict]) -> dict:
     """Phase-difference MAE (tilted points of compositions with an untilted one), lowest-phase agreement (over
-    compositions with at least two points), force MAE and stress MAE (means over every point's components)."""
+    compositions with at least two points), force MAE and stress MAE (means over every point's components).
+
+    Phases are the ones the cells ended in: a tilted start that relaxed back to the untilted cell (the same space
+    group as another point's) is the same phase, so the model agrees when its lowest point has DFT's lowest
+    point's tilt or, when both record one, its space group."""
     df = reference_table(points, predictions)
     if df.empty:
         return {"n_points": 0}
@@ -50,7 +54,9 @@ def reference_metrics(points: list[dict], predictions: list[dict]) -> dict:
         by[r.formula].append(r)
     for formula, rs in by.items():
         if len(rs) >= 2:
-            agree[formula] = min(rs, key=lambda r: r.dft_e).tilt == min(rs, key=lambda r: r.model_e).tilt
+            d, m = min(rs, key=lambda r: r.dft_e), min(rs, key=lambda r: r.model_e)
+            same_group = d.space_group is not None and not pd.isna(d.space_group) and d.space_group == m.space_group
+            agree[formula] = d.tilt == m.tilt or bool(same_group)
     err = (tilted["model_de_mev"] - tilted["dft_de_mev"]).abs()
     forces = np.concatenate([np.abs(np.asarray(m["forces"], float) - np.asarray(p["forces"], float)).ravel()
                              for p, m in zip(points, predictions, strict=True)])  # fmt: skip
