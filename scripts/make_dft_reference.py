@@ -12,7 +12,9 @@ reason) is appended to ``points.jsonl`` at once, so a killed run restarted with 
 
 Needs cp2k (apt-get install -y cp2k). Closed-shell points took 0.4-6 minutes on 2 cores (2 on average; about 14 SCF steps);
 open-shell (UKS) points took 2.4-15 minutes here: Cr3+ 32-40 SCF steps, Ru5+ 63-75, Fe3+ 67, or 80 Broyden steps
-and then the Kerker fallback of ``CP2KSettings.scf_fallbacks`` (recorded per point as ``scf_attempts``).
+and then the Kerker fallback of ``CP2KSettings.scf_fallbacks`` (recorded per point as ``scf_attempts``); the Ti3+, V3+
+and tilted Fe3+ cells were run with ``--scf-fallbacks '[{"mixing": "KERKER_MIXING", "mixing_alpha": 0.05,
+"max_scf": 60}]'`` and seven of them were accepted on the energy criterion (``CP2KSettings.ediff_per_atom``).
 """
 
 from __future__ import annotations
