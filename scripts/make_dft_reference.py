@@ -135,7 +135,7 @@ def main() -> None:
                              "(default: CP2KSettings' own); recorded with each point's settings")
     parser.add_argument("--out", default=None, help="folder of points.jsonl and card.json (default: the package's)")
     args = parser.parse_args()
-    cp2k = CP2KSettings(nproc=args.nproc)
+    overrides = {}
     if args.scf_fallbacks:
         try:
             fallbacks = json.loads(args.scf_fallbacks)
@@ -143,7 +143,11 @@ def main() -> None:
             raise SystemExit(f"--scf-fallbacks {args.scf_fallbacks!r} is not JSON ({exc}); give a list of dicts") from exc
         if not isinstance(fallbacks, list):
             raise SystemExit(f"--scf-fallbacks {args.scf_fallbacks!r}: give a JSON list of dicts of CP2KSettings fields")
-        cp2k = CP2KSettings(nproc=args.nproc, scf_fallbacks=tuple(fallbacks))
+        overrides["scf_fallbacks"] = tuple(fallbacks)
+    try:
+        cp2k = CP2KSettings(nproc=args.nproc, **overrides)
+    except CP2KError as exc:
+        raise SystemExit(f"--scf-fallbacks: {exc}") from exc
     out_dir = Path(args.out) if args.out else reference_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     points_file = out_dir / "points.jsonl"

@@ -55,8 +55,7 @@ def reference_metrics(points: list[dict], predictions: list[dict]) -> dict:
     for formula, rs in by.items():
         if len(rs) >= 2:
             d, m = min(rs, key=lambda r: r.dft_e), min(rs, key=lambda r: r.model_e)
-            same_group = d.space_group is not None and not pd.isna(d.space_group) and d.space_group == m.space_group
-            agree[formula] = d.tilt == m.tilt or bool(same_group)
+            agree[formula] = d.tilt == m.tilt or bool(pd.notna(d.space_group) and d.space_group == m.space_group)
     err = (tilted["model_de_mev"] - tilted["dft_de_mev"]).abs()
     forces = np.concatenate([np.abs(np.asarray(m["forces"], float) - np.asarray(p["forces"], float)).ravel()
                              for p, m in zip(points, predictions, strict=True)])  # fmt: skip
