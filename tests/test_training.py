@@ -41,6 +41,7 @@ def test_extxyz_round_trip(tmp_path, data):
     back = read_extxyz(path)
     assert len(back) == 3 and back[0].energy == pytest.approx(a[0].energy)
     assert np.allclose(back[1].forces, a[1].forces) and np.allclose(back[2].stress_gpa, a[2].stress_gpa, atol=1e-6)
+    assert [x.source for x in back] == [x.source for x in a[:3]]  # kept as the frame's config_type
 
 
 @pytest.mark.slow

@@ -86,7 +86,8 @@ def read_extxyz(path: str | Path) -> list[LabelledStructure]:
             raise InputError(f"{path} frame {i}: needs REF_energy (info) and REF_forces (arrays); REF_stress optional")
         stress = np.asarray(atoms.info.get("REF_stress", np.zeros(9)), dtype=float).reshape(3, 3) / GPA_TO_EV_A3
         out.append(LabelledStructure(AseAtomsAdaptor.get_structure(atoms), float(atoms.info["REF_energy"]),
-                                     np.asarray(atoms.arrays["REF_forces"]), stress))  # fmt: skip
+                                     np.asarray(atoms.arrays["REF_forces"]), stress,
+                                     source=str(atoms.info.get("config_type", "reference"))))  # fmt: skip
     return out
 
 
