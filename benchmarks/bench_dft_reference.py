@@ -108,7 +108,12 @@ def update_card(rows: dict, ref_card: dict) -> None:
     from dp_screen import __version__
     from dp_screen.mlip.models import default_model_path, file_sha256
 
-    m = {k: (float(v) if hasattr(v, "__float__") else v) for k, v in rows["packaged"].items()}
+    import numpy as np
+
+    def plain(v):
+        return int(v) if isinstance(v, int | np.integer) else float(v) if hasattr(v, "__float__") else v
+
+    m = {k: plain(v) for k, v in rows["packaged"].items()}
     path = default_model_path().with_suffix(".json")
     card = json.loads(path.read_text())
     card["errors_vs_dft"] = {
@@ -119,7 +124,7 @@ def update_card(rows: dict, ref_card: dict) -> None:
                    f"of {m['n_lowest_compared']}, forces MAE {m['force_mae']:.2f} eV/A, stress MAE "
                    f"{m['stress_mae_gpa']:.2f} GPa",
         "made_by": "benchmarks/bench_dft_reference.py packaged --update-card", **m,
-        "by_shell": {k.split("[")[1].rstrip("]"): {kk: float(vv) for kk, vv in v.items()} for k, v in rows.items()
+        "by_shell": {k.split("[")[1].rstrip("]"): {kk: plain(vv) for kk, vv in v.items()} for k, v in rows.items()
                      if k.startswith("packaged [")},
         "reference_methods": ref_card.get("methods"), "model_sha256": file_sha256(default_model_path()),
         "dp_screen_version": __version__,

@@ -197,7 +197,7 @@ def main() -> None:
         rounds.append(res)
         say(f"round {r}: fine-tuned in {res['train_s']} s: {res['model_path']}")
         say(f"  test set: start model {json.dumps(res['start_errors_on_test'])}")
-        say(f"  test set: refined     {json.dumps(res['errors'])}")
+        say(f"  test set: refined     {json.dumps(res['errors']['test'])}")
         start = Path(res["model_path"])
     if args.install:
         out = default_model_path()
@@ -212,7 +212,8 @@ def main() -> None:
                           "start_model_sha256": file_sha256(first_start), "args": vars(args),
                           "per_round": [{k: rd[k] for k in ("round", "sha256", "n_train", "n_test", "errors",
                                                             "start_errors_on_test", "settings", "timings_s")} for rd in rounds]},
-            "errors_vs_teacher": {"test": last["errors"], "start_model_test": last["start_errors_on_test"],
+            "errors_vs_teacher": {"test": last["errors"]["test"], "train": last["errors"]["train"],
+                                  "start_model_test": last["start_errors_on_test"],
                                   "test_set": f"{last['n_test']} structures (BVM starts, path frames, relaxed ends) "
                                               f"of {last['n_test_compositions']} compositions outside the training "
                                               "set"},

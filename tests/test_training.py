@@ -66,18 +66,30 @@ needs_default = pytest.mark.skipif(not default_model_path().exists(), reason="de
 
 
 @needs_default
-def test_default_model_relaxes_known_compounds_to_their_volume():
-    """Offline: the shipped model relaxes Ba2CaMoO6 (Fm-3m, a = 8.3775 A) and Sr2CoMoO6 (I4/m) to within 5% of
-    their experimental volumes. (Halides are its weak point: Cs2AgBiCl6 comes out about 11% too small; README.)"""
+def test_default_model_relaxes_known_compounds_to_their_teachers_volume():
+    """Offline: the shipped model relaxes Ba2CaMoO6 (Fm-3m, a = 8.3775 A) and Sr2CoMoO6 (I4/m) to within 3% of the
+    volume its teacher (CHGNet 0.3.0, the same BVM start, symmetry held) relaxes them to, and to within 8% of
+    experiment. The student is judged against the teacher: CHGNet itself comes out about 5% above experiment on both
+    (PBE-like overestimation; README, "The default model")."""
+    from chgnet.model import CHGNet
+    from chgnet.model.dynamics import CHGNetCalculator
+
+    from dp_screen.mlip.relax import relax_structures_ase
+
     model = load_model(None, device="cpu")
     assert model.name == "dp_screen-default" and len(model.sha256) == 64
+    calc = CHGNetCalculator(CHGNet.load(model_name="0.3.0", verbose=False))
     cases = [(BA2CAMOO6, "a0a0a0", 8.3775**3 / 4),
              (SiteSpeciesSet(("Sr", 2), ("Sr", 2), ("Co", 2), ("Mo", 6), ("O", -2)), "a0a0c-", 5.5616**2 * 7.9470 / 2)]
     for species, tilt, v_exp in cases:
         start = build_bvm_structure(species, "rocksalt", tilt).structure
         (result,) = relax_structures([start], model, RelaxSettings(fmax=0.02, max_steps=500))
-        assert result.converged
-        assert result.structure.volume / (len(start) / 10) == pytest.approx(v_exp, rel=0.05)
+        (teacher,) = relax_structures_ase([start], None, RelaxSettings(fmax=0.02, max_steps=500), calculator=calc)
+        assert result.converged and teacher.converged
+        v_student = result.structure.volume / (len(start) / 10)
+        v_teacher = teacher.structure.volume / (len(start) / 10)
+        assert v_student == pytest.approx(v_teacher, rel=0.03), (species, tilt, v_student, v_teacher)
+        assert v_student == pytest.approx(v_exp, rel=0.08), (species, tilt, v_student, v_exp)
 
 
 def test_energy_shifts_move_dft_labels_to_the_foundation_reference(tiny_model_path):
