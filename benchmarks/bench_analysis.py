@@ -1,4 +1,4 @@
-"""How fast the analysis reads a large store (issue "trend analysis", item 1).
+"""How fast the analysis reads a large store.
 
 Writes N relaxation documents of realistic size (each carries its relaxed structure, as the real ones do) for N/5
 compositions into a fresh embedded SecantusDB, then times side by side in one run:

@@ -1,4 +1,4 @@
-"""Benchmark of the composition space (issue "Foundation", item 8).
+"""Benchmark of the composition space: enumeration, descriptors, store writes and reads.
 
 Prints: time to enumerate the default space with descriptors; time to write all of it to the embedded store (a fresh
 SecantusDB server in a temporary folder); an indexed lookup; two aggregations (count by anion, count by A-site

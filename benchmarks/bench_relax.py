@@ -1,6 +1,6 @@
 """Batched relaxation (TorchSim, in-flight batching) against one structure at a time (ASE FIRE + FrechetCellFilter,
-the atomate2 ForceFieldRelaxMaker way), same model, same starting structures, fmax 0.05 (issue "MLIP engine",
-item 7). Prints structures/s, atom-steps/s and the ratio. Target: >= 3x on this 2-core CPU, >= 30x on a GPU.
+the atomate2 ForceFieldRelaxMaker way), same model, same starting structures, fmax 0.05.
+Prints structures/s, atom-steps/s and the ratio. Target: >= 3x on this 2-core CPU, >= 30x on a GPU.
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/bench_relax.py [--n 64] [--model PATH] [--device cpu|cuda]
 """

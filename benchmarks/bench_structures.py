@@ -1,7 +1,7 @@
-"""Benchmark of the starting-structure builder (issue "Starting structures", items 8 and 9).
+"""Benchmark of the starting-structure builder: accuracy against experiment and speed.
 
-1. Accuracy: each experimental structure (``dp_screen.structures.experimental``: science reference section 7 plus
-   Cs2AgBiBr6, Cs2AgInCl6 and Rb2NaAlF6) built with its known ordering and tilt; space group and volume per formula
+1. Accuracy: each experimental structure (``dp_screen.structures.experimental``: 7 compounds, each with its
+   source) built with its known ordering and tilt; space group and volume per formula
    unit against experiment, for the BVM (both bond-valence parameter sets, with and without A displacements) and DLS
    methods; and the GII of the observed structures whose coordinates are known, under each parameter set.
 2. Speed: a random sample of the default composition space, the default tilt set of each composition's expected

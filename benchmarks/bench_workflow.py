@@ -1,5 +1,5 @@
 """Overhead of the workflow machinery per structure, and the projected wall time of the full campaign on one H100
-(issue "campaign", item 7).
+(README, "Benchmarks").
 
 Runs the screening flow (jobflow run_locally + the embedded store, chunked fan-out) on N compositions x the default
 tilt set (~10k structures for N = 2,000) with the model replaced by a stub that returns its input (no MLIP cost),

@@ -157,5 +157,5 @@ def test_build_cli_errors(args, message, capsys):
 def test_bv_filter_counts(capsys):
     code, out, _ = run(["enumerate", "--dry-run", "--json", "--bv-filter", "exact"], capsys)
     assert code == 0
-    # with this copy of bvparm2020 (sha256 in the README); the science reference's 173,566 was not reproducible
+    # with this copy of bvparm2020 (sha256 in the README); a count of 173,566 quoted elsewhere was not reproducible
     assert json.loads(out)["total"] == 162_053 and json.loads(out)["with_Cs"] == 23_170

@@ -25,7 +25,7 @@ def _rows(*rows, states=None):
 @pytest.mark.parametrize(
     ("row", "tau", "t"),
     [
-        # Bartel et al., Sci. Adv. 5, eaav0693 (2019), data of the paper (science reference section 2)
+        # Bartel et al., Sci. Adv. 5, eaav0693 (2019), data of the paper
         (("La", "La", "Fe", "Ni", "O"), 1.636, 0.965),
         (("La", "La", "Mg", "Mn", "O"), 1.636, 0.964),
     ],

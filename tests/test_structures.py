@@ -28,7 +28,7 @@ CS2AGBICL6 = SiteSpeciesSet(("Cs", 1), ("Cs", 1), ("Ag", 1), ("Bi", 3), ("Cl", -
 BA2CAMOO6 = SiteSpeciesSet(("Ba", 2), ("Ba", 2), ("Ca", 2), ("Mo", 6), ("O", -2))
 NA3ALF6 = SiteSpeciesSet(("Na", 1), ("Na", 1), ("Na", 1), ("Al", 3), ("F", -1))
 
-# experimental structures (science reference section 7 and others cited in dp_screen.structures.experimental)
+# experimental structures (each with its source in dp_screen.structures.experimental)
 EXPERIMENTS = {
     name: (SiteSpeciesSet(*e.sites), e.tilt, e.space_group, e.volume_per_fu) for name, e in EXPERIMENTS_TABLE.items()
 }

@@ -18,7 +18,7 @@ import pandas as pd
 TAU_THRESHOLD = 4.18
 GOLDSCHMIDT_WINDOW = (0.825, 1.059)
 
-#: Orderings a starting structure can take (issue "Starting structures"): rock-salt B with A = A' (or A disordered),
+#: Orderings a starting structure can take (Vasala & Karppinen, Prog. Solid State Chem. 43, 1 (2015)): rock-salt B with A = A' (or A disordered),
 #: layered A + rock-salt B, rock-salt A + rock-salt B.
 ORDERINGS = ("rocksalt", "layered", "rocksalt-A")
 

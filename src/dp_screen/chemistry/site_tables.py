@@ -7,7 +7,7 @@ A site table is a human-editable CSV file (``#`` starts a comment line) with the
 ``site`` is A, B or X; ``coordination`` (optional, default 12 for A and 6 for B and X) is the coordination number
 whose Shannon ionic radius is used; ``radius`` (optional, Angstrom) overrides the value from pymatgen's Shannon table.
 When the radius is left empty the Shannon radius at the coordination closest to the requested one is looked up, as
-Bartel et al. (2019) do. The packaged default is rule "R1" of the science reference (15 A, 130 B, 5 X species).
+Bartel et al. (2019) do. The packaged default is rule "R1" (15 A, 130 B, 5 X species; defined in ``r1_species`` below).
 """
 
 from __future__ import annotations
@@ -257,7 +257,7 @@ R1_B_EXCLUDED = {
 
 
 def r1_species() -> list[SiteSpecies]:
-    """The species of rule R1 (science reference section 1), with radii from pymatgen's Shannon table."""
+    """The species of rule R1 (A: the 15 non-radioactive species with a 12-coordinate Shannon radius), with radii from pymatgen's Shannon table."""
     out = []
     for el, q in R1_A_SPECIES:
         r, cn = shannon_radius(el, q, 12)
@@ -281,7 +281,7 @@ def r1_species() -> list[SiteSpecies]:
 def r1_table_text() -> str:
     """The packaged default table's text, regenerated from pymatgen (used by scripts/make_site_table.py)."""
     header = (
-        "# dp_screen site table, rule R1 (science reference section 1).\n"
+        "# dp_screen site table, rule R1 (dp_screen.chemistry.site_tables.r1_species).\n"
         "# A: the 15 non-radioactive species with a 12-coordinate Shannon radius. B: every positive species with a\n"
         "# 6-coordinate Shannon radius, elements up to Pu except H, B, C, N, P, S, O, halogens, noble gases and the\n"
         "# radioactive Tc, Pm, Po, At, Fr, Ra, Ac, Th, Pa, U, Np, Pu. X: O2-, F-, Cl-, Br-, I- (6-coordinate radii).\n"

@@ -1,4 +1,4 @@
-"""Experimental double perovskites for checking the structure builder (science reference section 7, and others cited).
+"""Experimental double perovskites for checking the structure builder (each with its source).
 
 ``EXPERIMENTS`` holds each compound's site species, ordering, tilt system, space group, room-temperature cell and
 source; ``observed_structure`` gives the full observed structure (with oxidation states) for those whose atomic

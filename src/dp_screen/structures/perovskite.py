@@ -1,6 +1,6 @@
 """Bond-valence (SPuDS-like) and DLS starting structures of AA'BB'X6 double perovskites.
 
-Construction (science reference section 5): a 2x2x2 pseudo-cubic supercell, B and B' on the integer sites in
+Construction (Glazer 1972; Howard & Stokes, Acta Cryst. B54, 782 (1998); Howard, Kennedy & Woodward, Acta Cryst. B59, 463 (2003)): a 2x2x2 pseudo-cubic supercell, B and B' on the integer sites in
 rock-salt order, A on the cube centres (all A, layered along c, or rock-salt), X on the B-B' bonds. Each BX6 and
 B'X6 octahedron is rigid and regular, with bond lengths d_B and d_B'. A Glazer tilt system rotates the octahedra by
 w = (alpha s_x, beta s_y, gamma s_z) with s = (-1)^(j+k) for an in-phase (+) tilt about x and (-1)^(i+j+k) for an

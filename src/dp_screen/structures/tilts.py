@@ -1,4 +1,5 @@
-"""Glazer tilt systems and the space groups they give for each cation ordering (science reference section 5).
+"""Glazer tilt systems and the space groups they give for each cation ordering (Howard & Stokes, Acta Cryst. B54, 782 (1998);
+Howard, Kennedy & Woodward, Acta Cryst. B59, 463 (2003)).
 
 Tables: Howard & Stokes (1998) for ABX3; Howard, Kennedy & Woodward (2003) for rock-salt B order; layered A and
 rock-salt A + rock-salt B from the same construction, each verified with spglib.
