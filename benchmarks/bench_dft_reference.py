@@ -103,20 +103,16 @@ def main() -> None:
 
 def update_card(rows: dict, ref_card: dict) -> None:
     """The packaged model against the DFT reference set, into its card (printed next to every phase table)."""
-    import json
+    import numpy as np
 
     from dp_screen import __version__
-    from dp_screen.mlip.models import default_model_path, file_sha256
-
-    import numpy as np
+    from dp_screen.mlip.models import default_model_path, file_sha256, update_packaged_model_card
 
     def plain(v):
         return int(v) if isinstance(v, int | np.integer) else float(v) if hasattr(v, "__float__") else v
 
     m = {k: plain(v) for k, v in rows["packaged"].items()}
-    path = default_model_path().with_suffix(".json")
-    card = json.loads(path.read_text())
-    card["errors_vs_dft"] = {
+    update_packaged_model_card("errors_vs_dft", {
         "summary": f"vs the shipped CP2K reference set ({m['n_points']} points, {m['n_compositions']} compositions x 4 "
                    f"tilt systems, single points at fixed structures): phase energy differences E(tilt) - "
                    f"E(untilted) MAE {m['phase_de_mae_mev']:.1f} meV/atom (DFT's own |dE| "
@@ -128,8 +124,7 @@ def update_card(rows: dict, ref_card: dict) -> None:
                      if k.startswith("packaged [")},
         "reference_methods": ref_card.get("methods"), "model_sha256": file_sha256(default_model_path()),
         "dp_screen_version": __version__,
-    }  # fmt: skip
-    path.write_text(json.dumps(card, indent=2, default=str))
+    })  # fmt: skip
 
 
 if __name__ == "__main__":

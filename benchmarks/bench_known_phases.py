@@ -154,13 +154,12 @@ def card_entry(out: dict) -> dict:
 
 
 def update_card(everything: list[dict]) -> None:
-    from dp_screen.mlip.models import default_model_path, packaged_model_card
+    from dp_screen.mlip.models import default_model_path, packaged_model_card, update_packaged_model_card
 
-    card = packaged_model_card()
+    sha = packaged_model_card()["sha256"]
     for out in everything:
-        if out["model"]["model_sha256"] == card["sha256"] and out["settings"]["fix_symmetry"]:
-            card["known_phases"] = card_entry(out)
-            default_model_path().with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+        if out["model"]["model_sha256"] == sha and out["settings"]["fix_symmetry"]:
+            update_packaged_model_card("known_phases", card_entry(out))
             print(f"updated {default_model_path().with_suffix('.json')}")
 
 

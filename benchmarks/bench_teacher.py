@@ -144,14 +144,10 @@ def main() -> None:
 
 def update_card(m: dict, n: int) -> None:
     """The packaged model's phase ranking against its teacher, into its card (printed next to every phase table)."""
-    import json
-
     from dp_screen import __version__
-    from dp_screen.mlip.models import default_model_path
+    from dp_screen.mlip.models import update_packaged_model_card
 
-    path = default_model_path().with_suffix(".json")
-    card = json.loads(path.read_text())
-    card["phases_vs_teacher"] = {
+    update_packaged_model_card("phases_vs_teacher", {
         "summary": f"vs its teacher CHGNet on {n} held-out compositions x 5 tilt systems (teacher single points at "
                    f"its relaxed geometries): phase energy differences MAE {m['phase_de_mae_mev_atom']:.0f} meV/atom "
                    f"(teacher's own |dE| {m['teacher_de_mean_abs_mev_atom']:.0f}), lowest phase agrees in "
@@ -159,8 +155,7 @@ def update_card(m: dict, n: int) -> None:
                    f"{100 * m['volume_within_3pct']:.0f}%, {m['failed'] + m['not_converged']} of {m['n_structures']} "
                    f"relaxations failed or unconverged",
         "made_by": "benchmarks/bench_teacher.py --update-card", **m, "dp_screen_version": __version__,
-    }  # fmt: skip
-    path.write_text(json.dumps(card, indent=2, default=str))
+    })  # fmt: skip
 
 
 if __name__ == "__main__":

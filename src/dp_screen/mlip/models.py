@@ -145,6 +145,15 @@ def packaged_model_card() -> dict:
     return json.loads(default_model_path().with_suffix(".json").read_text())
 
 
+def update_packaged_model_card(key: str, entry: dict) -> None:
+    """Set one entry of the packaged model's card (what a benchmark measured of it) and write the card back."""
+    import json
+
+    card = packaged_model_card()
+    card[key] = entry
+    default_model_path().with_suffix(".json").write_text(json.dumps(card, indent=2, default=str) + "\n")
+
+
 def accuracy_summary(model_sha256: str, errors: dict | None = None) -> list[str]:
     """What is measured about a model's accuracy, as lines to print next to a phase table.
 
