@@ -10,8 +10,13 @@ the 5 default tilt systems, each built by bond valence and relaxed with the mode
 Teacher relaxations are cached in --cache (they do not depend on the model; the cache of the 40 default
 compositions is committed, benchmarks/data/bench_teacher_cache.json, and is remade if deleted).
 
-Usage:  python benchmarks/bench_teacher.py [MODEL ...] [--n 40] [--cache benchmarks/data/bench_teacher_cache.json]
-        (MODEL: a MACE file, or "packaged"; default: packaged)
+Also printed: the MAE per tilt system, the compositions whose teacher margin between the two lowest phases is under
+10 meV/atom (a call no model with a 10 meV/atom error can make reliably) and agreement on the rest, and the worst
+compositions. ``--set trained`` runs the same measure on compositions the packaged model was fine-tuned on: side by
+side with the held-out figures, it says whether the errors come from fitting or from generalising.
+
+Usage:  python benchmarks/bench_teacher.py [MODEL ...] [--n 40] [--set held-out|trained]
+        [--cache benchmarks/data/bench_teacher_cache.json]   (MODEL: a MACE file, or "packaged"; default: packaged)
 """
 
 from __future__ import annotations
@@ -25,6 +30,41 @@ def held_out_rows(n: int = N_DEFAULT) -> list[dict]:
     from dp_screen.jobs.active_learning import pool_rows
 
     return pool_rows(n, SEED)
+
+
+def card_rounds(card: dict) -> list[tuple[list[dict], set[str]]]:
+    """(rows, held-out composition ids) of each round a model card's tilt_sets record: the draws of
+    scripts/make_default_model_tilts.py, remade from the recorded arguments."""
+    import random
+
+    from dp_screen.jobs.active_learning import pool_rows
+
+    args = card["tilt_sets"]["args"]
+    used, out = {r["composition_id"] for r in held_out_rows()} | set(card["tilt_sets"].get("excluded", [])), []
+    for r in range(1, card["tilt_sets"]["rounds"] + 1):
+        rows = pool_rows(args["compositions"], args["seed"] + r - 1, exclude=set(used))
+        comps = sorted(row["composition_id"] for row in rows)
+        random.Random(args["seed"]).shuffle(comps)
+        out.append((rows, set(comps[: max(1, len(comps) // 10)])))
+        used |= set(comps)
+    return out
+
+
+def packaged_card() -> dict:
+    import json
+
+    from dp_screen.mlip.models import default_model_path
+
+    return json.loads(default_model_path().with_suffix(".json").read_text())
+
+
+def trained_rows(n: int = N_DEFAULT) -> list[dict]:
+    """``n`` compositions the packaged model was fine-tuned on: those of the rounds in its card (tilt_sets), less the
+    tenth of each round held out as its test set."""
+    card = packaged_card()
+    if "tilt_sets" not in card:
+        raise SystemExit("--set trained needs a packaged model card with tilt_sets (scripts/make_default_model_tilts.py)")
+    return [row for rows, held in card_rounds(card) for row in rows if row["composition_id"] not in held][:n]
 
 
 def teacher_relaxations(items, cache_path) -> dict:
@@ -77,15 +117,25 @@ def evaluate(model_name: str | None, items, teacher_relaxed: dict) -> dict:
         m = items[i][1]
         phase = identify_phase(results[i].structure, m["ordering"], m["tilt"]).phase
         by_comp[m["composition_id"]][m["tilt"]] = (results[i].energy_per_atom, teacher_e[i], phase)
-    diffs, agree = [], []
-    for tilts in by_comp.values():
+    diffs, agree, per_tilt, per_comp, gaps = [], [], defaultdict(list), {}, []
+    for cid, tilts in by_comp.items():
         if "a0a0a0" not in tilts or len(tilts) < 2:
             continue
         e0, t0, _ = tilts["a0a0a0"]
-        diffs += [1e3 * ((e - e0) - (t - t0)) for k, (e, t, _) in tilts.items() if k != "a0a0a0"]
+        mine = {k: 1e3 * ((e - e0) - (t - t0)) for k, (e, t, _) in tilts.items() if k != "a0a0a0"}
+        diffs += list(mine.values())
+        for k, d in mine.items():
+            per_tilt[k].append(abs(d))
+        per_comp[cid] = float(np.mean(np.abs(list(mine.values()))))
         lowest_model = tilts[min(tilts, key=lambda k: tilts[k][0])][2]
         lowest_teacher = tilts[min(tilts, key=lambda k: tilts[k][1])][2]
         agree.append(lowest_model == lowest_teacher)
+        # the teacher's margin between its lowest phase and the next distinct one (meV/atom): how hard the call is
+        teacher_by_phase: dict[str, float] = {}
+        for _, t, ph in tilts.values():
+            teacher_by_phase[ph] = min(t, teacher_by_phase.get(ph, np.inf))
+        ordered = sorted(teacher_by_phase.values())
+        gaps.append((1e3 * (ordered[1] - ordered[0]) if len(ordered) > 1 else np.inf, agree[-1]))
     vol = []
     for i in ok:
         m = items[i][1]
@@ -98,8 +148,13 @@ def evaluate(model_name: str | None, items, teacher_relaxed: dict) -> dict:
         "failed": sum(r.failed for r in results), "not_converged": sum(not r.converged and not r.failed for r in results),
         "phase_de_mae_mev_atom": float(np.abs(diffs).mean()), "phase_de_rmse_mev_atom": float(np.sqrt((diffs**2).mean())),
         "n_differences": len(diffs), "lowest_phase_agreement": float(np.mean(agree)), "n_compositions": len(agree),
-        "volume_within_3pct": float(np.mean(np.abs(vol) < 0.03)), "volume_error_median_pct": float(100 * np.median(vol)),
-        "n_volumes": len(vol),
+        "volume_within_3pct": float(np.mean(np.abs(vol) < 0.03)) if len(vol) else None,
+        "volume_error_median_pct": float(100 * np.median(vol)) if len(vol) else None, "n_volumes": len(vol),
+        "phase_de_mae_by_tilt": {k: float(np.mean(v)) for k, v in sorted(per_tilt.items())},
+        "worst_compositions": dict(sorted(per_comp.items(), key=lambda kv: -kv[1])[:5]),
+        "teacher_margin_below_10_mev": sum(g < 10 for g, _ in gaps),
+        "lowest_phase_agreement_margin_above_10_mev": float(np.mean([a for g, a in gaps if g >= 10]))
+        if any(g >= 10 for g, _ in gaps) else None,
         "teacher_de_mean_abs_mev_atom": float(np.mean([abs(1e3 * (t - tilts["a0a0a0"][1])) for tilts in by_comp.values()
                                                        if "a0a0a0" in tilts for k, (_, t, _) in tilts.items()
                                                        if k != "a0a0a0"])),
@@ -122,22 +177,39 @@ def main() -> None:
                         help="teacher relaxations (committed: 200 CHGNet relaxations, about 14 min on one core)")
     parser.add_argument("--update-card", action="store_true",
                         help="write the packaged model's figures into its card (phases_vs_teacher)")
+    parser.add_argument("--set", choices=["held-out", "trained"], default="held-out",
+                        help="held-out: the benchmark's compositions; trained: compositions the packaged model was "
+                             "fine-tuned on (no teacher relaxations, so no volumes): with held-out, whether the phase "
+                             "errors come from fitting or from generalising to new compositions")
     args = parser.parse_args()
-    items = build_items(held_out_rows(args.n))
-    t0 = time.time()
-    teacher = teacher_relaxations(items, args.cache)
-    print(f"{len(items)} structures ({args.n} compositions x 5 tilt systems); teacher relaxations ready in "
-          f"{time.time() - t0:.0f} s")  # fmt: skip
+    if args.set == "trained":
+        items, teacher = build_items(trained_rows(args.n)), {}
+        if args.update_card:
+            raise SystemExit("--update-card records the held-out figures; drop it or --set trained")
+        print(f"{len(items)} structures ({args.n} compositions the packaged model was trained on x 5 tilt systems)")
+    else:
+        items = build_items(held_out_rows(args.n))
+        t0 = time.time()
+        teacher = teacher_relaxations(items, args.cache)
+        print(f"{len(items)} structures ({args.n} compositions x 5 tilt systems); teacher relaxations ready in "
+              f"{time.time() - t0:.0f} s")  # fmt: skip
     for name in args.models:
         t0 = time.time()
         m = evaluate(None if name == "packaged" else name, items, teacher)
         print(json.dumps({**m, "seconds": round(time.time() - t0)}))
         print(f"{m['model']} ({m['sha256']}): phase dE MAE {m['phase_de_mae_mev_atom']:.1f} meV/atom (RMSE "
               f"{m['phase_de_rmse_mev_atom']:.1f}; teacher |dE| mean {m['teacher_de_mean_abs_mev_atom']:.1f}), "
-              f"lowest phase agrees {100 * m['lowest_phase_agreement']:.0f}% of {m['n_compositions']}, volume within "
-              f"3% of the teacher's {100 * m['volume_within_3pct']:.0f}% of {m['n_volumes']} (median "
-              f"{m['volume_error_median_pct']:+.1f}%), failed {m['failed']}, not converged {m['not_converged']} of "
-              f"{m['n_structures']}")  # fmt: skip
+              f"lowest phase agrees {100 * m['lowest_phase_agreement']:.0f}% of {m['n_compositions']}"
+              + (f", volume within 3% of the teacher's {100 * m['volume_within_3pct']:.0f}% of {m['n_volumes']} "
+                 f"(median {m['volume_error_median_pct']:+.1f}%)" if m["n_volumes"] else "")
+              + f", failed {m['failed']}, not converged {m['not_converged']} of {m['n_structures']}")  # fmt: skip
+        margin = m["lowest_phase_agreement_margin_above_10_mev"]
+        print(f"  dE MAE by tilt system: " + ", ".join(f"{k} {v:.1f}" for k, v in m["phase_de_mae_by_tilt"].items())
+              + f"; {m['teacher_margin_below_10_mev']} of {m['n_compositions']} compositions have a teacher margin "
+              f"under 10 meV/atom between their two lowest phases"
+              + (f" (agreement on the others {100 * margin:.0f}%)" if margin is not None else ""))
+        print("  worst compositions (mean |dE error|, meV/atom): "
+              + ", ".join(f"{k} {v:.0f}" for k, v in m["worst_compositions"].items()))
         if args.update_card and name == "packaged":
             update_card(m, args.n)
 

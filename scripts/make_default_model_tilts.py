@@ -8,7 +8,8 @@ path frames; the ``chgnet`` oracle; fine-tuning that keeps every element of the 
 with a committee of one, where every candidate is labelled. Round r:
 
 1. ``--compositions`` new random tau-perovskite rock-salt compositions (seed ``--seed`` + r - 1; those of earlier
-   rounds and benchmarks/bench_teacher.py's held-out compositions are excluded), each built by bond valence in the
+   rounds, of the rounds recorded in the start model's card when it is the packaged one, and
+   benchmarks/bench_teacher.py's held-out compositions are excluded), each built by bond valence in the
    5 default tilt systems.
 2. Each structure relaxed with the current model (symmetry held); candidates: the BVM start, a frame from the
    middle of the relaxation path, and the relaxed end.
@@ -176,6 +177,14 @@ def main() -> None:
         shutil.copy2(default_model_path(), start)
     first_start = start
     labelled, used, held, rounds = [], set(), set(), []
+    if not args.start:  # refining the packaged model: its own compositions (card, tilt_sets) are not drawn again
+        from bench_teacher import card_rounds, packaged_card
+
+        card = packaged_card()
+        if "tilt_sets" in card:
+            used = {row["composition_id"] for rows, _ in card_rounds(card) for row in rows}
+            used |= set(card["tilt_sets"].get("excluded", []))
+    excluded = sorted(used)
     for r in range(1, args.rounds + 1):
         rdir = work / f"round{r}"
         rdir.mkdir(exist_ok=True)
@@ -210,6 +219,7 @@ def main() -> None:
             "model": out.name, "sha256": file_sha256(out), "teacher": "CHGNet 0.3.0 (chgnet package)",
             "made_by": "scripts/make_default_model.py, then scripts/make_default_model_tilts.py",
             "tilt_sets": {"rounds": len(rounds), "compositions": last["n_compositions"], "labels": len(labelled),
+                          "excluded": excluded,
                           "start_model_sha256": file_sha256(first_start), "args": vars(args),
                           "per_round": [{k: rd[k] for k in ("round", "sha256", "n_train", "n_test", "errors",
                                                             "start_errors_on_test", "settings", "timings_s")} for rd in rounds]},
