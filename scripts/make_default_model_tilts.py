@@ -23,6 +23,10 @@ Every stage is cached in ``--work``: a second run with the same arguments resume
 
 Usage:  pip install chgnet && python scripts/make_default_model_tilts.py [--rounds 1] [--compositions 250] [--epochs 10]
         [--install]   (copy the last round's model to src/dp_screen/data/models with its card)
+
+The packaged model is this script's default run with ``--install`` (round 1 from scripts/make_default_model.py's
+model), then ``--seed 41 --epochs 20 --work .dp_screen/tilts_b --install``: one more round on 250 new compositions,
+refining the installed model on those labels only (README, "The default model").
 """
 
 from __future__ import annotations
@@ -153,7 +157,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--compositions", type=int, default=250, help="new compositions per round")
     parser.add_argument("--rounds", type=int, default=1,
-                        help="rounds to run (the packaged model is round 1; round 2 measured worse, README)")
+                        help="rounds to run (one round per step of the packaged model; round 2 measured worse, README)")
     parser.add_argument("--seed", type=int, default=31, help="round r draws its compositions with seed + r - 1")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--energy-weight", type=_floats, default=[50.0, 200.0],
@@ -215,9 +219,13 @@ def main() -> None:
         card_path = out.with_suffix(".json")
         old = json.loads(card_path.read_text())
         last = rounds[-1]
+        made_by = "scripts/make_default_model.py, then scripts/make_default_model_tilts.py"
+        if not args.start and "tilt_sets" in old:  # a refinement of a model this script made: say so
+            made_by = (f"{old.get('made_by', made_by)}, then scripts/make_default_model_tilts.py again on "
+                       "new compositions (tilt_sets.args; the model it refined: previous)")
         card = {
             "model": out.name, "sha256": file_sha256(out), "teacher": "CHGNet 0.3.0 (chgnet package)",
-            "made_by": "scripts/make_default_model.py, then scripts/make_default_model_tilts.py",
+            "made_by": made_by,
             "tilt_sets": {"rounds": len(rounds), "compositions": last["n_compositions"], "labels": len(labelled),
                           "excluded": excluded,
                           "start_model_sha256": file_sha256(first_start), "args": vars(args),
