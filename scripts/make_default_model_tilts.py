@@ -175,8 +175,11 @@ def main() -> None:
     def say(msg):
         print(f"[{time.time() - t_all:6.0f} s] {msg}", flush=True)
 
-    start = Path(args.start) if args.start else ROOT / ".dp_screen" / "start_model" / "dp_screen_default_v030.model"
-    if not args.start and not start.exists():  # the packaged model, kept aside so --install cannot move it
+    # the packaged model, kept aside (named by its hash: a later install does not make the copy stale) so that
+    # --install cannot move the start under a running refinement
+    kept = ROOT / ".dp_screen" / "start_model" / f"dp_screen_default_{file_sha256(default_model_path())[:8]}.model"
+    start = Path(args.start) if args.start else kept
+    if not args.start and not start.exists():
         start.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(default_model_path(), start)
     first_start = start
