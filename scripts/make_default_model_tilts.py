@@ -25,8 +25,9 @@ Usage:  pip install chgnet && python scripts/make_default_model_tilts.py [--roun
         [--install]   (copy the last round's model to src/dp_screen/data/models with its card)
 
 The packaged model is this script's default run with ``--install`` (round 1 from scripts/make_default_model.py's
-model), then ``--seed 41 --epochs 20 --work .dp_screen/tilts_b --install``: one more round on 250 new compositions,
-refining the installed model on those labels only (README, "The default model").
+model), then ``--seed 41 --epochs 20 --work .dp_screen/tilts_b --install`` and ``--seed 51 --epochs 20 --work
+.dp_screen/tilts_c --install``: two more rounds, each on 250 new compositions, refining the installed model on those
+labels only (README, "The default model").
 """
 
 from __future__ import annotations
