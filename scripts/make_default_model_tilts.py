@@ -19,7 +19,8 @@ with a committee of one, where every candidate is labelled. Round r:
    1,000): phase ranking is an energy-difference question, and with the forces of BVM starts (about 0.5 eV/A RMS)
    in the data the force term otherwise dominates the loss.
 
-Every stage is cached in ``--work``: a second run with the same arguments resumes where the first stopped.
+Every stage is cached in ``--work``, the start model and its card too: a second run with the same arguments resumes
+where the first stopped, and refines the same start even after the first installed its model.
 
 Usage:  pip install chgnet && python scripts/make_default_model_tilts.py [--rounds 1] [--compositions 250] [--epochs 10]
         [--install]   (copy the last round's model to src/dp_screen/data/models with its card)
@@ -176,22 +177,22 @@ def main() -> None:
     def say(msg):
         print(f"[{time.time() - t_all:6.0f} s] {msg}", flush=True)
 
-    # the packaged model, kept aside (named by its hash: a later install does not make the copy stale) so that
-    # --install cannot move the start under a running refinement
-    kept = ROOT / ".dp_screen" / "start_model" / f"dp_screen_default_{file_sha256(default_model_path())[:8]}.model"
-    start = Path(args.start) if args.start else kept
-    if not args.start and not start.exists():
-        start.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(default_model_path(), start)
+    # the packaged model and its card, copied into --work on the first run: --install cannot move the start under a
+    # running refinement, and a run started again (even after it installed) refines the same start with the same card
+    start, start_card = Path(args.start) if args.start else work / "start" / default_model_path().name, None
+    if not args.start:
+        if not start.exists():
+            start.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(default_model_path().with_suffix(".json"), start.with_suffix(".json"))
+            shutil.copy2(default_model_path(), start)
+        start_card = json.loads(start.with_suffix(".json").read_text())
     first_start = start
     labelled, used, held, rounds = [], set(), set(), []
-    if not args.start:  # refining the packaged model: its own compositions (card, tilt_sets) are not drawn again
-        from bench_teacher import card_rounds, packaged_card
+    if start_card and "tilt_sets" in start_card:  # refining a model of this script: its compositions not drawn again
+        from bench_teacher import card_rounds
 
-        card = packaged_card()
-        if "tilt_sets" in card:
-            used = {row["composition_id"] for rows, _ in card_rounds(card) for row in rows}
-            used |= set(card["tilt_sets"].get("excluded", []))
+        used = {row["composition_id"] for rows, _ in card_rounds(start_card) for row in rows}
+        used |= set(start_card["tilt_sets"].get("excluded", []))
     excluded = sorted(used)
     for r in range(1, args.rounds + 1):
         rdir = work / f"round{r}"
@@ -221,10 +222,10 @@ def main() -> None:
         out = default_model_path()
         shutil.copy2(start, out)
         card_path = out.with_suffix(".json")
-        old = json.loads(card_path.read_text())
+        old = start_card or json.loads(card_path.read_text())  # the card of the model refined, or the packaged one
         last = rounds[-1]
         made_by = "scripts/make_default_model.py, then scripts/make_default_model_tilts.py"
-        if not args.start and "tilt_sets" in old:  # a refinement of a model this script made: say so
+        if start_card and "tilt_sets" in start_card:  # a refinement of a model this script made: say so
             made_by = (f"{old.get('made_by', made_by)}, then scripts/make_default_model_tilts.py again on "
                        "new compositions (tilt_sets.args; the model it refined: previous)")
         card = {
