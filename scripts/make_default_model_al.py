@@ -55,10 +55,12 @@ def main() -> None:
     bench_ids = {r["composition_id"] for r in bench}
     held = pool_rows(args.held_out, 22, exclude=bench_ids)
     pool = pool_rows(args.pool, 21, exclude=bench_ids | {r["composition_id"] for r in held})
-    from dp_screen.mlip.models import default_model_path
+    from dp_screen.mlip.models import default_model_path, file_sha256
 
-    start = ROOT / ".dp_screen" / "start_model" / "dp_screen_default_v030.model"
-    if not start.exists():  # the packaged model this loop starts from, kept aside so --install cannot move it
+    # the packaged model this loop starts from, kept aside so --install cannot move it; named by its hash so that a
+    # copy of an earlier packaged model is never taken for the current one
+    start = ROOT / ".dp_screen" / "start_model" / f"dp_screen_default_{file_sha256(default_model_path())[:8]}.model"
+    if not start.exists():
         start.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(default_model_path(), start)
     loop = LoopSettings(
