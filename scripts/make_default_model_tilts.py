@@ -19,6 +19,10 @@ with a committee of one, where every candidate is labelled. Round r:
    1,000): phase ranking is an energy-difference question, and with the forces of BVM starts (about 0.5 eV/A RMS)
    in the data the force term otherwise dominates the loss.
 
+``--with-labels DIR,...`` adds the labels of earlier runs' work directories to the training set (each run's
+held-out tenth stays in the test set; their compositions are not drawn again); with ``--compositions 0`` a round
+draws nothing new and only fine-tunes on them.
+
 Every stage is cached in ``--work``, the start model and its card too: a second run with the same arguments resumes
 where the first stopped, and refines the same start even after the first installed its model.
 
@@ -114,6 +118,28 @@ def label(cands, work: Path, say, chunk: int = 200):
     return labelled, done
 
 
+def earlier_labels(work: Path) -> tuple[list, set[str]]:
+    """The labels of every round of an earlier run in ``work`` and the compositions that run held out (a tenth of
+    each round's, drawn with its seed as in main)."""
+    from dp_screen.mlip.training import read_extxyz
+
+    labelled, held = [], set()
+    rounds = sorted(work.glob("round*/labels.xyz"), key=lambda p: int(p.parent.name.removeprefix("round")))
+    if not rounds:
+        raise SystemExit(f"--with-labels {work}: no round*/labels.xyz there (a work directory of this script)")
+    for path in rounds:
+        result = path.parent / "models" / "result.json"
+        if not result.exists():
+            raise SystemExit(f"--with-labels {work}: {path.parent.name} has not finished (no models/result.json)")
+        seed = json.loads(result.read_text())["settings"]["seed"]
+        new = read_extxyz(path)
+        comps = sorted({x.source.split("|")[0] for x in new})
+        random.Random(seed).shuffle(comps)
+        held |= set(comps[: max(1, len(comps) // 10)])
+        labelled += new
+    return labelled, held
+
+
 def _floats(text: str) -> list[float]:
     try:
         return [float(x) for x in text.split(",")]
@@ -168,6 +194,10 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.005)
     parser.add_argument("--start", default=None, help="model to refine (default: the packaged one, kept aside)")
     parser.add_argument("--work", default=str(ROOT / ".dp_screen" / "tilts"))
+    parser.add_argument("--with-labels", type=lambda t: [x for x in t.split(",") if x], default=[],
+                        help="work directories of earlier runs (comma-separated) whose labels are trained on too: "
+                             "their held-out compositions stay in the test set, none of their compositions is drawn "
+                             "again; with --compositions 0 a round draws nothing new")  # fmt: skip
     parser.add_argument("--install", action="store_true", help="install the last round's model as the packaged default")
     args = parser.parse_args()
     work = Path(args.work)
@@ -193,13 +223,19 @@ def main() -> None:
 
         used = {row["composition_id"] for rows, _ in card_rounds(start_card) for row in rows}
         used |= set(start_card["tilt_sets"].get("excluded", []))
+    for d in args.with_labels:  # earlier runs' labels: trained on, their tenths held out as they were
+        extra, extra_held = earlier_labels(Path(d))
+        labelled += extra
+        held |= extra_held
+        used |= {x.source.split("|")[0] for x in extra}
+        say(f"with {len(extra)} labels of {d} ({len(extra_held)} held-out compositions)")
     excluded = sorted(used)
     for r in range(1, args.rounds + 1):
         rdir = work / f"round{r}"
         rdir.mkdir(exist_ok=True)
         timings = json.loads((rdir / "timings.json").read_text()) if (rdir / "timings.json").exists() else {}
         t0 = time.time()
-        cands = candidates(args, rdir, start, used, args.seed + r - 1, say)
+        cands = candidates(args, rdir, start, used, args.seed + r - 1, say) if args.compositions else []
         timings.setdefault("candidates_s", round(time.time() - t0))
         used |= {c for c, _, _ in cands}
         t0 = time.time()
