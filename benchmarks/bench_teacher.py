@@ -32,21 +32,28 @@ def held_out_rows(n: int = N_DEFAULT) -> list[dict]:
     return pool_rows(n, SEED)
 
 
+def held_tenth(composition_ids, seed: int) -> set[str]:
+    """The tenth of a round's compositions that scripts/make_default_model_tilts.py never trains on (its test set):
+    the first tenth (at least one) of the sorted ids shuffled with the run's seed."""
+    import random
+
+    comps = sorted(set(composition_ids))
+    random.Random(seed).shuffle(comps)
+    return set(comps[: max(1, len(comps) // 10)])
+
+
 def card_rounds(card: dict) -> list[tuple[list[dict], set[str]]]:
     """(rows, held-out composition ids) of each round a model card's tilt_sets record: the draws of
     scripts/make_default_model_tilts.py, remade from the recorded arguments."""
-    import random
-
     from dp_screen.jobs.active_learning import pool_rows
 
     args = card["tilt_sets"]["args"]
     used, out = {r["composition_id"] for r in held_out_rows()} | set(card["tilt_sets"].get("excluded", [])), []
     for r in range(1, card["tilt_sets"]["rounds"] + 1):
         rows = pool_rows(args["compositions"], args["seed"] + r - 1, exclude=set(used))
-        comps = sorted(row["composition_id"] for row in rows)
-        random.Random(args["seed"]).shuffle(comps)
-        out.append((rows, set(comps[: max(1, len(comps) // 10)])))
-        used |= set(comps)
+        comps = {row["composition_id"] for row in rows}
+        out.append((rows, held_tenth(comps, args["seed"])))
+        used |= comps
     return out
 
 
@@ -64,7 +71,11 @@ def trained_rows(n: int = N_DEFAULT) -> list[dict]:
     card = packaged_card()
     if "tilt_sets" not in card:
         raise SystemExit("--set trained needs a packaged model card with tilt_sets (scripts/make_default_model_tilts.py)")
-    return [row for rows, held in card_rounds(card) for row in rows if row["composition_id"] not in held][:n]
+    rows = [row for rows, held in card_rounds(card) for row in rows if row["composition_id"] not in held][:n]
+    if not rows:
+        raise SystemExit("--set trained: the packaged model's card records no drawn compositions (made with "
+                         f"--compositions 0 from the labels of {card['tilt_sets']['args'].get('with_labels')})")
+    return rows
 
 
 def teacher_relaxations(items, cache_path) -> dict:

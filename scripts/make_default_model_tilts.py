@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import shutil
 import sys
 import time
@@ -99,6 +98,8 @@ def label(cands, work: Path, say, chunk: int = 200):
     path = work / "labels.xyz"
     status = work / "labels_done.json"
     done = json.loads(status.read_text()) if status.exists() else {"n": 0, "failed": []}
+    if not cands:  # nothing drawn (--compositions 0): no teacher to load
+        return [], done
     oracle = ChgnetOracle()
     t0 = time.time()
     labelled = read_extxyz(path) if path.exists() and done["n"] else []
@@ -121,6 +122,8 @@ def label(cands, work: Path, say, chunk: int = 200):
 def earlier_labels(work: Path) -> tuple[list, set[str]]:
     """The labels of every round of an earlier run in ``work`` and the compositions that run held out (a tenth of
     each round's, drawn with its seed as in main)."""
+    from bench_teacher import held_tenth
+
     from dp_screen.mlip.training import read_extxyz
 
     labelled, held = [], set()
@@ -133,9 +136,7 @@ def earlier_labels(work: Path) -> tuple[list, set[str]]:
             raise SystemExit(f"--with-labels {work}: {path.parent.name} has not finished (no models/result.json)")
         seed = json.loads(result.read_text())["settings"]["seed"]
         new = read_extxyz(path)
-        comps = sorted({x.source.split("|")[0] for x in new})
-        random.Random(seed).shuffle(comps)
-        held |= set(comps[: max(1, len(comps) // 10)])
+        held |= held_tenth((x.source.split("|")[0] for x in new), seed)
         labelled += new
     return labelled, held
 
@@ -180,6 +181,8 @@ def train_round(args, r: int, rdir: Path, start: Path, labelled, held: set[str],
 
 
 def main() -> None:
+    from bench_teacher import held_tenth
+
     from dp_screen.mlip.models import default_model_path, file_sha256
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -200,6 +203,9 @@ def main() -> None:
                              "again; with --compositions 0 a round draws nothing new")  # fmt: skip
     parser.add_argument("--install", action="store_true", help="install the last round's model as the packaged default")
     args = parser.parse_args()
+    if args.compositions < 0 or (args.compositions == 0 and not args.with_labels):
+        parser.error(f"--compositions {args.compositions}: a round needs new compositions (> 0), or 0 with "
+                     "--with-labels (fine-tune on earlier runs' labels only)")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     t_all = time.time()
@@ -244,9 +250,7 @@ def main() -> None:
         timings["failed_labels"] = len(done["failed"])
         (rdir / "timings.json").write_text(json.dumps(timings))
         labelled += new
-        comps = sorted({x.source.split("|")[0] for x in new})
-        random.Random(args.seed).shuffle(comps)
-        held |= set(comps[: max(1, len(comps) // 10)])  # a tenth of each round's compositions: never trained on
+        held |= held_tenth((x.source.split("|")[0] for x in new), args.seed)  # never trained on: the test set
         res = train_round(args, r, rdir, start, labelled, held, say)
         res["timings_s"] = {**timings, "train_s": res["train_s"]}
         rounds.append(res)
