@@ -16,7 +16,10 @@ compositions. ``--set trained`` runs the same measure on compositions the packag
 side with the held-out figures, it says whether the errors come from fitting or from generalising.
 
 Usage:  python benchmarks/bench_teacher.py [MODEL ...] [--n 40] [--set held-out|trained]
-        [--cache benchmarks/data/bench_teacher_cache.json]   (MODEL: a MACE file, or "packaged"; default: packaged)
+        [--cache benchmarks/data/bench_teacher_cache.json]
+        MODEL: a MACE file, "packaged" (the default), or "chgnet:0.2.0" / "chgnet:r2scan": another checkpoint of the
+        teacher's own family, relaxed like the teacher (one at a time), measured the same way. It says how far apart
+        two models of one family trained on the same kind of data rank these phases: a yardstick for the targets.
 """
 
 from __future__ import annotations
@@ -105,6 +108,31 @@ def teacher_relaxations(items, cache_path) -> dict:
     return cache
 
 
+def other_chgnet_relaxations(checkpoint: str, items) -> tuple[list, str, str]:
+    """Relaxations of the starting structures by another CHGNet checkpoint ("0.2.0", "r2scan"), with the optimiser
+    and criteria of the teacher's own (ASE FIRE, Frechet cell filter, symmetry held), one at a time, with progress."""
+    import hashlib
+    from pathlib import Path
+
+    from chgnet.model import CHGNet
+    from chgnet.model.dynamics import CHGNetCalculator
+
+    from dp_screen.mlip.relax import RelaxSettings, relax_structures_ase
+
+    try:
+        other = CHGNet.load(model_name=checkpoint, verbose=False)
+    except ValueError as exc:
+        raise SystemExit(f"chgnet:{checkpoint}: not a CHGNet checkpoint ({exc})") from exc
+    calc, results = CHGNetCalculator(other), []
+    for k, (s, _) in enumerate(items):
+        results += relax_structures_ase([s], None, RelaxSettings(), calculator=calc)
+        if k % 20 == 19 or k == len(items) - 1:
+            print(f"  chgnet:{checkpoint} relaxations {k + 1}/{len(items)}", flush=True)
+    files = sorted(Path(__import__("chgnet").__file__).parent.glob(f"pretrained/{checkpoint}/*"))
+    sha = hashlib.sha256(b"".join(f.read_bytes() for f in files if f.is_file())).hexdigest()[:12] if files else "?"
+    return results, f"CHGNet {checkpoint}", sha
+
+
 def evaluate(model_name: str | None, items, teacher_relaxed: dict) -> dict:
     """The model's relaxations, teacher single points at their geometries, and the metrics."""
     from collections import defaultdict
@@ -116,10 +144,15 @@ def evaluate(model_name: str | None, items, teacher_relaxed: dict) -> dict:
     from dp_screen.mlip.relax import RelaxSettings, relax_structures
     from dp_screen.structures.phases import identify_phase
 
-    model = load_model(model_name, device="cpu", dtype="float64")
-    results = relax_structures([s for s, _ in items], model, RelaxSettings())
-    ok = [i for i, r in enumerate(results) if r.converged and not r.failed]
     chg = CHGNet.load(model_name="0.3.0", verbose=False)
+    if model_name and model_name.startswith("chgnet:"):
+        # another CHGNet checkpoint as the "student": how far apart two models of the teacher's own family are
+        results, name, sha = other_chgnet_relaxations(model_name.split(":", 1)[1], items)
+    else:
+        model = load_model(model_name, device="cpu", dtype="float64")
+        results = relax_structures([s for s, _ in items], model, RelaxSettings())
+        name, sha = model.name, model.sha256[:12]
+    ok = [i for i, r in enumerate(results) if r.converged and not r.failed]
     structs = [results[i].structure.remove_oxidation_states() for i in ok]
     preds = chg.predict_structure(structs, task="e", batch_size=16)
     teacher_e = {i: float(p["e"]) for i, p in zip(ok, preds, strict=True)}
@@ -155,7 +188,7 @@ def evaluate(model_name: str | None, items, teacher_relaxed: dict) -> dict:
             vol.append(results[i].structure.volume / (len(results[i].structure) / 10) / ref["volume_per_fu"] - 1)
     diffs, vol = np.array(diffs), np.array(vol)
     return {
-        "model": model.name, "sha256": model.sha256[:12], "n_structures": len(items), "n_ranked": len(ok),
+        "model": name, "sha256": sha, "n_structures": len(items), "n_ranked": len(ok),
         "failed": sum(r.failed for r in results), "not_converged": sum(not r.converged and not r.failed for r in results),
         "phase_de_mae_mev_atom": float(np.abs(diffs).mean()), "phase_de_rmse_mev_atom": float(np.sqrt((diffs**2).mean())),
         "n_differences": len(diffs), "lowest_phase_agreement": float(np.mean(agree)), "n_compositions": len(agree),

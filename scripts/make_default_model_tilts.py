@@ -19,6 +19,10 @@ with a committee of one, where every candidate is labelled. Round r:
    1,000): phase ranking is an energy-difference question, and with the forces of BVM starts (about 0.5 eV/A RMS)
    in the data the force term otherwise dominates the loss.
 
+``--energy-reference per_composition`` fits the energies relative within each composition only (the start model
+keeps each composition's absolute level; forces and stresses as labelled): the loss is then spent on the phase
+differences instead of the composition's absolute energy, which the ranking never uses.
+
 ``--with-labels DIR,...`` adds the labels of earlier runs' work directories to the training set (each run's
 held-out tenth stays in the test set; their compositions are not drawn again); with ``--compositions 0`` a round
 draws nothing new and only fine-tunes on them.
@@ -166,7 +170,8 @@ def train_round(args, r: int, rdir: Path, start: Path, labelled, held: set[str],
     say(f"round {r}: train {len(train)} structures, test {len(test)} ({len(held)} compositions); fine-tuning "
         f"{start.name}")  # fmt: skip
     settings = TrainSettings(foundation=str(start), multihead=False, epochs=args.epochs, lr=args.lr, batch_size=8,
-                             dtype="float32", energy_weight=_at(args.energy_weight, r), forces_weight=10.0,
+                             dtype="float32", energy_reference=args.energy_reference,
+                             energy_weight=_at(args.energy_weight, r), forces_weight=10.0,
                              stress_weight=_at(args.stress_weight, r), seed=args.seed,
                              extra={"--ema": None, "--ema_decay": "0.99"})  # fmt: skip
     t0 = time.time()
@@ -195,6 +200,10 @@ def main() -> None:
                         help="loss weight of the energy, per round (comma-separated; the last one repeats)")
     parser.add_argument("--stress-weight", type=_floats, default=[300.0, 1000.0], help="the same for the stress")
     parser.add_argument("--lr", type=float, default=0.005)
+    parser.add_argument("--energy-reference", choices=["absolute", "per_composition"], default="absolute",
+                        help="per_composition: each composition's labels moved by one energy per atom onto the start "
+                             "model's mean for it, so the fine-tune fits energies within a composition (phase "
+                             "differences) and not each composition's absolute level (mlip.training.composition_offsets)")
     parser.add_argument("--start", default=None, help="model to refine (default: the packaged one, kept aside)")
     parser.add_argument("--work", default=str(ROOT / ".dp_screen" / "tilts"))
     parser.add_argument("--with-labels", type=lambda t: [x for x in t.split(",") if x], default=[],

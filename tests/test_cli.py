@@ -72,6 +72,8 @@ def test_descriptors_command(capsys, tmp_path):
         (["--db-uri", "mongodb://127.0.0.1:1", "db", "status"], "error: cannot reach the database at mongodb://127.0.0.1:1"),
         (["descriptors", "--input", "/nonexistent.csv", "--output", "x.csv"], "error: input file '/nonexistent.csv' does not exist"),
         (["descriptors", "--input", "{no_b2}", "--output", "{out}"], "error: input is missing column(s) B2"),
+        (["finetune", "--data", "{out}", "--energy-reference", "per_composition"],
+         "error: energy_reference 'per_composition' needs a foundation model"),
     ],
 )
 def test_bad_input_one_line_error(args, message, capsys, tmp_path, monkeypatch):

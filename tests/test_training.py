@@ -114,3 +114,44 @@ def test_energy_shifts_move_dft_labels_to_the_foundation_reference(tiny_model_pa
     assert np.abs(back - own).max() < 1e-6
     assert np.allclose(moved[1].energy - moved[0].energy, labels[1].energy - labels[0].energy)
     assert moved[0].forces is labels[0].forces and set(shifts) == {int(z) for z in model.model.atomic_numbers}
+
+
+def test_per_composition_reference_keeps_phase_differences_and_the_foundations_level(tiny_model_path):
+    """Labels whose every composition sits at its own constant offset from the foundation (what a student's
+    absolute error per composition looks like): the per-composition offsets remove exactly that constant, keep each
+    label's energy relative within its composition, forces and stresses; the within-composition error of
+    model_errors sees only that relative part; the setting is refused, naming it, without a foundation."""
+    from dp_screen.errors import InputError
+    from dp_screen.jobs.active_learning import build_items, pool_rows
+    from dp_screen.mlip.training import composition_key, composition_offsets, offset_labels
+
+    model = load_model(str(tiny_model_path), device="cpu")
+    items = build_items(pool_rows(0, 0, formulas=["Ba2CaMoO6", "Cs2AgBiCl6"]), ["a0a0a0", "a0a0c-", "a-a-a-"])
+    structures = [s.copy().remove_oxidation_states() for s, _ in items]
+    preds = single_points(structures, model)
+    level = {"Ba2CaMoO6": 0.30, "Cs2AgBiCl6": -0.12}  # eV/atom: each composition's own absolute error
+    own = [0.004 * k for k in range(len(structures))]  # eV/atom: a phase-dependent part, to be kept
+    labels = [LabelledStructure(s, p["energy"] + (level[composition_key(s)] + own[k]) * len(s), p["forces"],
+                                p["stress_gpa"]) for k, (s, p) in enumerate(zip(structures, preds))]  # fmt: skip
+    offsets = composition_offsets(str(tiny_model_path), labels)
+    assert set(offsets) == set(level)
+    moved = offset_labels(labels, offsets)
+    back = np.array([(m.energy - p["energy"]) / len(m.structure) for m, p in zip(moved, preds)])
+    for key in level:  # per composition: mean zero (the foundation's level), the phase-dependent part intact
+        ix = [k for k, s in enumerate(structures) if composition_key(s) == key]
+        assert abs(back[ix].mean()) < 1e-9
+        assert np.allclose(back[ix] - back[ix][0], np.array(own)[ix] - own[ix[0]], atol=1e-9)
+    assert moved[0].forces is labels[0].forces and moved[0].stress_gpa is labels[0].stress_gpa
+    absolute = model_errors(tiny_model_path, labels)
+    relative = model_errors(tiny_model_path, moved)
+    expect = 1e3 * np.mean([abs(own[k] - np.mean([own[j] for j, t in enumerate(structures)
+                                                   if composition_key(t) == composition_key(s)]))
+                            for k, s in enumerate(structures)])  # fmt: skip
+    assert absolute["energy_mae_mev_atom"] > 100  # the composition levels dominate the absolute error
+    assert absolute["energy_mae_within_composition_mev_atom"] == pytest.approx(expect, rel=1e-6)
+    assert relative["energy_mae_within_composition_mev_atom"] == pytest.approx(expect, rel=1e-6)
+    assert relative["energy_mae_mev_atom"] == pytest.approx(expect, rel=1e-6)
+    with pytest.raises(InputError, match="per_composition.*needs a foundation"):
+        TrainSettings(energy_reference="per_composition")
+    with pytest.raises(InputError, match="'relative'.*absolute, per_composition"):
+        TrainSettings(foundation="x.model", energy_reference="relative")

@@ -429,20 +429,25 @@ def _relax_one(path: Path, out: Path | None, model, device, dtype, settings, as_
               help="auto (the foundation's E0s when fine-tuning, else a least-squares average), average or foundation.")
 @click.option("--only-data-elements", is_flag=True,
               help="Keep only the training data's elements (default: every element of the foundation model).")
+@click.option("--energy-reference", type=click.Choice(["absolute", "per_composition"]), default="absolute",
+              show_default=True,
+              help="per_composition: fit energies relative within each composition (phase differences), keeping the "
+                   "foundation's absolute level per composition (needs --foundation).")
 @click.option("--multihead/--no-multihead", default=False, show_default=True,
               help="Multihead replay fine-tuning (needs the foundation's training data: network).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--name", default="dp_screen_ft", show_default=True, help="Model name (files are name-vN-sha.model).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def finetune_cmd(ctx, data, foundation, test_file, epochs, lr, batch_size, e0s, only_data_elements, multihead, device,
-                 name, as_json):  # noqa: PLR0913
+def finetune_cmd(ctx, data, foundation, test_file, epochs, lr, batch_size, e0s, only_data_elements, energy_reference,
+                 multihead, device, name, as_json):  # noqa: PLR0913
     """Fine-tune a MACE foundation model on labelled data; the model and its errors go to the models collection."""
     from dp_screen.jobs.relax import finetune_to_store
     from dp_screen.mlip.training import TrainSettings
 
     settings = TrainSettings(foundation=foundation, multihead=multihead, epochs=epochs, lr=lr, batch_size=batch_size,
-                             e0s=e0s, keep_elements=not only_data_elements, device=device)  # fmt: skip
+                             e0s=e0s, keep_elements=not only_data_elements, device=device,
+                             energy_reference=energy_reference)  # fmt: skip
     doc = finetune_to_store(data, settings, _settings(ctx), name=name, test=test_file)
     if as_json:
         click.echo(json.dumps(doc))

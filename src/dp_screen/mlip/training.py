@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from pymatgen.core import Structure
 
 GPA_TO_EV_A3 = 1 / 160.21766208
+ENERGY_REFERENCES = ("absolute", "per_composition")
 
 
 class TrainingError(DPScreenError):
@@ -118,6 +119,11 @@ class TrainSettings(MSONable):
         "cpu" or "cuda".
     dtype
         "float32" or "float64".
+    energy_reference
+        "absolute" (the labels as they are) or "per_composition" (fine-tuning only: each composition's labels are
+        moved by one energy per atom so that their mean equals the foundation's, :func:`composition_offsets`; the
+        loss then sees only energies relative within a composition, which is what phase ranking needs, while each
+        composition's absolute level stays the foundation's; forces and stresses are unchanged).
     energy_weight, forces_weight, stress_weight
         Loss weights.
     num_channels, max_l, r_max, num_interactions, correlation
@@ -139,6 +145,7 @@ class TrainSettings(MSONable):
     keep_elements: bool = True
     device: str = "cpu"
     dtype: str = "float64"
+    energy_reference: str = "absolute"
     energy_weight: float = 1.0
     forces_weight: float = 10.0
     stress_weight: float = 1.0
@@ -154,6 +161,11 @@ class TrainSettings(MSONable):
     def __post_init__(self) -> None:
         if self.e0s not in ("auto", "average", "foundation", "refit") and not self.e0s.startswith("{"):
             raise InputError(f"unknown e0s {self.e0s!r}; allowed: auto, average, foundation, refit, or a dict {{Z: eV}}")
+        if self.energy_reference not in ENERGY_REFERENCES:
+            raise InputError(f"unknown energy_reference {self.energy_reference!r}; allowed: {', '.join(ENERGY_REFERENCES)}")
+        if self.energy_reference == "per_composition" and not self.foundation:
+            raise InputError("energy_reference 'per_composition' needs a foundation model (its energies are the "
+                             "reference each composition keeps); training from scratch uses 'absolute'")
 
     def resolved_e0s(self) -> str:
         """The --E0s passed to mace_run_train."""
@@ -219,6 +231,13 @@ def train_mace(
         for key in list(files):
             files[key] = write_extxyz(shift_labels(read_extxyz(files[key]), shifts), work / f"{key}_shifted.xyz")
         e0s = "foundation"
+    offsets = None
+    if settings.energy_reference == "per_composition":  # the test set keeps its absolute labels: errors stay honest
+        offsets = composition_offsets(_foundation_file(settings.foundation), read_extxyz(files["train"]),
+                                      dtype=settings.dtype)  # fmt: skip
+        (work / "composition_offsets.json").write_text(json.dumps(offsets, indent=1))
+        for key in [k for k in files if k != "test"]:
+            files[key] = write_extxyz(offset_labels(read_extxyz(files[key]), offsets), work / f"{key}_relative.xyz")
     exe = shutil.which("mace_run_train") or str(Path(sys.executable).parent / "mace_run_train")
     cmd = [
         exe, "--name", name, "--work_dir", str(work), "--train_file", str(files["train"]),
@@ -268,7 +287,8 @@ def train_mace(
         if key in files:
             errors[key] = model_errors(final, read_extxyz(files[key]), dtype=settings.dtype)
     result = TrainResult(final, sha, name, version, errors, {**settings.settings_dict(), **(
-        {"energy_shifts": {str(z): v for z, v in shifts.items()}} if shifts else {})}, cmd)  # fmt: skip
+        {"energy_shifts": {str(z): v for z, v in shifts.items()}} if shifts else {}), **(
+        {"n_composition_offsets": len(offsets)} if offsets else {})}, cmd)  # fmt: skip
     (out_dir / f"{final.stem}.json").write_text(json.dumps(
         {"model": final.name, "sha256": sha, "errors": errors, "settings": result.settings}, indent=2))  # fmt: skip
     return result
@@ -301,6 +321,33 @@ def shift_labels(labelled: list[LabelledStructure], shifts: dict[int, float]) ->
                               item.forces, item.stress_gpa, item.source) for item in labelled]  # fmt: skip
 
 
+def composition_key(structure: Structure) -> str:
+    """The composition a labelled structure belongs to (reduced formula, oxidation states ignored)."""
+    return structure.composition.element_composition.reduced_formula
+
+
+def composition_offsets(foundation: str | Path, labelled: list[LabelledStructure], dtype: str = "float64") -> dict[str, float]:
+    """Per composition (:func:`composition_key`), the mean over its labelled structures of (label - foundation)
+    energy per atom, eV/atom: subtracted from the labels (:func:`offset_labels`), it leaves the foundation's
+    absolute level for every composition and the labels' energy differences within it."""
+    from dp_screen.mlip.relax import single_points
+
+    model = load_model(foundation, device="cpu", dtype=dtype)
+    preds = single_points([item.structure for item in labelled], model)
+    groups: dict[str, list[float]] = {}
+    for item, p in zip(labelled, preds, strict=True):
+        groups.setdefault(composition_key(item.structure), []).append((item.energy - p["energy"]) / len(item.structure))
+    return {key: float(np.mean(v)) for key, v in groups.items()}
+
+
+def offset_labels(labelled: list[LabelledStructure], offsets: dict[str, float]) -> list[LabelledStructure]:
+    """The labels less their composition's offset per atom (see :func:`composition_offsets`); forces and stress
+    unchanged; a composition without an offset is left as it is."""
+    return [LabelledStructure(item.structure,
+                              item.energy - offsets.get(composition_key(item.structure), 0.0) * len(item.structure),
+                              item.forces, item.stress_gpa, item.source, item.meta) for item in labelled]  # fmt: skip
+
+
 def model_errors(model_path: str | Path, labelled: list[LabelledStructure], dtype: str = "float64") -> dict:
     """MAE and RMSE of a model against labelled structures: energy (meV/atom), forces (meV/A), stress (GPa).
 
@@ -319,7 +366,13 @@ def model_errors(model_path: str | Path, labelled: list[LabelledStructure], dtyp
     df = np.concatenate([(p["forces"] - item.forces).ravel() for p, item in zip(preds, labelled, strict=True)])
     ds = np.concatenate([(np.asarray(p["stress_gpa"]) - item.stress_gpa).ravel()
                          for p, item in zip(preds, labelled, strict=True)])  # fmt: skip
+    # energy errors relative to each composition's mean error: what ranking phases within a composition sees
+    groups: dict[str, list[int]] = {}
+    for k, item in enumerate(labelled):
+        groups.setdefault(composition_key(item.structure), []).append(k)
+    rel = np.concatenate([de[ix] - de[ix].mean() for ix in groups.values() if len(ix) > 1] or [np.zeros(0)])
     return {
+        **({"energy_mae_within_composition_mev_atom": float(1e3 * np.abs(rel).mean())} if len(rel) else {}),
         "n": len(labelled), **({"n_uncovered": n_uncovered,
                                 "uncovered_elements": sorted({e for m in missing for e in m})} if n_uncovered else {}),
         "energy_mae_mev_atom": float(1e3 * np.abs(de).mean()), "energy_rmse_mev_atom": float(1e3 * np.sqrt((de**2).mean())),
