@@ -220,7 +220,8 @@ def main() -> None:
     parser.add_argument("--cache", default=str(root / "benchmarks" / "data" / "bench_teacher_cache.json"),
                         help="teacher relaxations (committed: 200 CHGNet relaxations, about 14 min on one core)")
     parser.add_argument("--update-card", action="store_true",
-                        help="write the packaged model's figures into its card (phases_vs_teacher)")
+                        help="write the packaged model's figures into its card (phases_vs_teacher), with those of "
+                             "any chgnet:CHECKPOINT given beside it as yardsticks")
     parser.add_argument("--set", choices=["held-out", "trained"], default="held-out",
                         help="held-out: the benchmark's compositions; trained: compositions the packaged model was "
                              "fine-tuned on (no teacher relaxations, so no volumes): with held-out, whether the phase "
@@ -237,9 +238,10 @@ def main() -> None:
         teacher = teacher_relaxations(items, args.cache)
         print(f"{len(items)} structures ({args.n} compositions x 5 tilt systems); teacher relaxations ready in "
               f"{time.time() - t0:.0f} s")  # fmt: skip
+    measured = {}
     for name in args.models:
         t0 = time.time()
-        m = evaluate(None if name == "packaged" else name, items, teacher)
+        m = measured[name] = evaluate(None if name == "packaged" else name, items, teacher)
         print(json.dumps({**m, "seconds": round(time.time() - t0)}))
         print(f"{m['model']} ({m['sha256']}): phase dE MAE {m['phase_de_mae_mev_atom']:.1f} meV/atom (RMSE "
               f"{m['phase_de_rmse_mev_atom']:.1f}; teacher |dE| mean {m['teacher_de_mean_abs_mev_atom']:.1f}), "
@@ -254,11 +256,12 @@ def main() -> None:
               + (f" (agreement on the others {100 * margin:.0f}%)" if margin is not None else ""))
         print("  worst compositions (mean |dE error|, meV/atom): "
               + ", ".join(f"{k} {v:.0f}" for k, v in m["worst_compositions"].items()))
-        if args.update_card and name == "packaged":
-            update_card(m, args.n)
+    if args.update_card and "packaged" in measured:
+        update_card(measured["packaged"], args.n,
+                    {k: v for k, v in measured.items() if k.startswith("chgnet:")})  # fmt: skip
 
 
-def update_card(m: dict, n: int) -> None:
+def update_card(m: dict, n: int, yardsticks: dict | None = None) -> None:
     """The packaged model's phase ranking against its teacher, into its card (printed next to every phase table)."""
     from dp_screen import __version__
     from dp_screen.mlip.models import update_packaged_model_card
@@ -269,8 +272,12 @@ def update_card(m: dict, n: int) -> None:
                    f"(teacher's own |dE| {m['teacher_de_mean_abs_mev_atom']:.0f}), lowest phase agrees in "
                    f"{100 * m['lowest_phase_agreement']:.0f}%, volume within 3% of the teacher's for "
                    f"{100 * m['volume_within_3pct']:.0f}%, {m['failed'] + m['not_converged']} of {m['n_structures']} "
-                   f"relaxations failed or unconverged",
+                   f"relaxations failed or unconverged"
+                   + "".join(f"; for scale, {y['model']} measured the same way: {y['phase_de_mae_mev_atom']:.0f} "
+                             f"meV/atom, {100 * y['lowest_phase_agreement']:.0f}%, {100 * y['volume_within_3pct']:.0f}%"
+                             for y in (yardsticks or {}).values()),
         "made_by": "benchmarks/bench_teacher.py --update-card", **m, "dp_screen_version": __version__,
+        **({"yardsticks": yardsticks} if yardsticks else {}),
     })  # fmt: skip
 
 
