@@ -114,6 +114,7 @@ def other_chgnet_relaxations(checkpoint: str, items) -> tuple[list, str, str]:
     import hashlib
     from pathlib import Path
 
+    import chgnet
     from chgnet.model import CHGNet
     from chgnet.model.dynamics import CHGNetCalculator
 
@@ -128,7 +129,7 @@ def other_chgnet_relaxations(checkpoint: str, items) -> tuple[list, str, str]:
         results += relax_structures_ase([s], None, RelaxSettings(), calculator=calc)
         if k % 20 == 19 or k == len(items) - 1:
             print(f"  chgnet:{checkpoint} relaxations {k + 1}/{len(items)}", flush=True)
-    files = sorted(Path(__import__("chgnet").__file__).parent.glob(f"pretrained/{checkpoint}/*"))
+    files = sorted(Path(chgnet.__file__).parent.glob(f"pretrained/{checkpoint}/*"))
     sha = hashlib.sha256(b"".join(f.read_bytes() for f in files if f.is_file())).hexdigest()[:12] if files else "?"
     return results, f"CHGNet {checkpoint}", sha
 

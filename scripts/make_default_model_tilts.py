@@ -189,6 +189,7 @@ def main() -> None:
     from bench_teacher import held_tenth
 
     from dp_screen.mlip.models import default_model_path, file_sha256
+    from dp_screen.mlip.training import ENERGY_REFERENCES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--compositions", type=int, default=250, help="new compositions per round")
@@ -200,7 +201,7 @@ def main() -> None:
                         help="loss weight of the energy, per round (comma-separated; the last one repeats)")
     parser.add_argument("--stress-weight", type=_floats, default=[300.0, 1000.0], help="the same for the stress")
     parser.add_argument("--lr", type=float, default=0.005)
-    parser.add_argument("--energy-reference", choices=["absolute", "per_composition"], default="absolute",
+    parser.add_argument("--energy-reference", choices=ENERGY_REFERENCES, default="absolute",
                         help="per_composition: each composition's labels moved by one energy per atom onto the start "
                              "model's mean for it, so the fine-tune fits energies within a composition (phase "
                              "differences) and not each composition's absolute level (mlip.training.composition_offsets)")

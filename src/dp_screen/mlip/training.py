@@ -294,6 +294,14 @@ def train_mace(
     return result
 
 
+def _residuals(model, labelled: list[LabelledStructure]) -> np.ndarray:
+    """Label minus model energy (eV) of each labelled structure."""
+    from dp_screen.mlip.relax import single_points
+
+    preds = single_points([item.structure for item in labelled], model)
+    return np.array([item.energy - p["energy"] for item, p in zip(labelled, preds, strict=True)])
+
+
 def energy_shifts(foundation: str | Path, labelled: list[LabelledStructure], dtype: str = "float64") -> dict[int, float]:
     """Per-element energies d_Z (eV) that move labels to a foundation model's energy reference: E - sum_Z n_Z d_Z.
 
@@ -302,13 +310,10 @@ def energy_shifts(foundation: str | Path, labelled: list[LabelledStructure], dty
     cannot fix every element's constant; the minimum-norm solution spreads what they do fix). Elements absent from
     the labels get c. Energy differences within a composition (phase energies), forces and stresses are unchanged.
     """
-    from dp_screen.mlip.relax import single_points
-
     model = load_model(foundation, device="cpu", dtype=dtype)
     zs = [int(z) for z in model.model.atomic_numbers]
-    preds = single_points([item.structure for item in labelled], model)
     counts = np.array([[sum(site.specie.Z == z for site in item.structure) for z in zs] for item in labelled], float)
-    resid = np.array([item.energy - p["energy"] for item, p in zip(labelled, preds, strict=True)])
+    resid = _residuals(model, labelled)
     c = float(resid.sum() / counts.sum())
     rest, *_ = np.linalg.lstsq(counts, resid - c * counts.sum(axis=1), rcond=None)
     seen = counts.sum(axis=0) > 0
@@ -330,14 +335,17 @@ def composition_offsets(foundation: str | Path, labelled: list[LabelledStructure
     """Per composition (:func:`composition_key`), the mean over its labelled structures of (label - foundation)
     energy per atom, eV/atom: subtracted from the labels (:func:`offset_labels`), it leaves the foundation's
     absolute level for every composition and the labels' energy differences within it."""
-    from dp_screen.mlip.relax import single_points
+    per_atom = _residuals(load_model(foundation, device="cpu", dtype=dtype), labelled)
+    per_atom /= np.array([len(item.structure) for item in labelled])
+    return {key: float(per_atom[ix].mean()) for key, ix in _by_composition(labelled).items()}
 
-    model = load_model(foundation, device="cpu", dtype=dtype)
-    preds = single_points([item.structure for item in labelled], model)
-    groups: dict[str, list[float]] = {}
-    for item, p in zip(labelled, preds, strict=True):
-        groups.setdefault(composition_key(item.structure), []).append((item.energy - p["energy"]) / len(item.structure))
-    return {key: float(np.mean(v)) for key, v in groups.items()}
+
+def _by_composition(labelled: list[LabelledStructure]) -> dict[str, list[int]]:
+    """Indices of the labelled structures of each composition (:func:`composition_key`)."""
+    groups: dict[str, list[int]] = {}
+    for k, item in enumerate(labelled):
+        groups.setdefault(composition_key(item.structure), []).append(k)
+    return groups
 
 
 def offset_labels(labelled: list[LabelledStructure], offsets: dict[str, float]) -> list[LabelledStructure]:
@@ -367,10 +375,8 @@ def model_errors(model_path: str | Path, labelled: list[LabelledStructure], dtyp
     ds = np.concatenate([(np.asarray(p["stress_gpa"]) - item.stress_gpa).ravel()
                          for p, item in zip(preds, labelled, strict=True)])  # fmt: skip
     # energy errors relative to each composition's mean error: what ranking phases within a composition sees
-    groups: dict[str, list[int]] = {}
-    for k, item in enumerate(labelled):
-        groups.setdefault(composition_key(item.structure), []).append(k)
-    rel = np.concatenate([de[ix] - de[ix].mean() for ix in groups.values() if len(ix) > 1] or [np.zeros(0)])
+    rel = np.concatenate([de[ix] - de[ix].mean() for ix in _by_composition(labelled).values() if len(ix) > 1]
+                         or [np.zeros(0)])  # fmt: skip
     return {
         **({"energy_mae_within_composition_mev_atom": float(1e3 * np.abs(rel).mean())} if len(rel) else {}),
         "n": len(labelled), **({"n_uncovered": n_uncovered,
