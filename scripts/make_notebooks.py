@@ -69,14 +69,21 @@ NOTEBOOKS = {
         new_markdown_cell("# Phases and trends\n\nFor each relaxed composition: the lowest-energy variant, its space "
                           "group and dE = E(untilted) - E(lowest) in meV/atom (`dp-screen relax` / `dp-screen run`). "
                           "The relaxations of one model and settings are analysed: by default those with the most "
-                          "relaxations; pass `model_sha256=` to choose."),
+                          "relaxations; pass `model_sha256=` to choose.\n\nEach row carries a **call** with its "
+                          "error bar: `tilted` when E(untilted) - E(lowest tilted phase) > 2 sigma, `untilted` when "
+                          "< -2 sigma or when no tilted start stayed tilted, else `undetermined`; sigma is the "
+                          "model's measured phase-energy error (`phase_error_mev`, its source in "
+                          "`phase_error_source`; pass `phase_error_mev=` to `data.phase_table` to use another). "
+                          "`phases_within_error` lists the phases within 2 sigma of the lowest. Every statistic "
+                          "counts the undetermined calls apart."),
         new_code_cell(SETUP),
         new_code_cell("display(data.relaxation_sets(settings))\n"
-                      "phases = data.phase_table(settings, tilt_tol_mev=1.0)\n"
+                      "phases = data.phase_table(settings)\n"
                       "print(len(phases), \"relaxed compositions; model\", phases.attrs.get(\"model_sha256\"))\n"
+                      "display(phases[\"call\"].value_counts())\n"
                       "trends.tilted_fraction(phases)"),
-        new_code_cell("phases[[\"formula\", \"lowest_tilt\", \"winning_space_group\", \"dE_untilted_mev_atom\", "
-                      "\"ground_state_tilted\", \"goldschmidt_t\"]].sort_values(\"dE_untilted_mev_atom\", "
+        new_code_cell("phases[[\"formula\", \"call\", \"lowest_tilt\", \"phases_within_error\", \"dE_tilt_mev_atom\", "
+                      "\"phase_error_mev\", \"winning_space_group\", \"goldschmidt_t\"]].sort_values(\"dE_tilt_mev_atom\", "
                       "ascending=False).head(20)"),
         new_markdown_cell("## Trends by site and by tolerance factor"),
         new_code_cell("for site in [\"A2_sp\", \"B_sp\", \"B2_sp\", \"X_sp\"]:\n"

@@ -123,15 +123,29 @@ def test_phase_table_picks_lowest_variant_with_tolerance(known_store):
     assert not agbi["ground_state_tilted"] and agbi["winning_space_group"] == 225
     nabi = row.loc["Cs+_Cs+_Na+_Bi3+_Cl-"]
     assert np.isnan(nabi["dE_untilted_mev_atom"]) and nabi["ground_state_tilted"] is None
-    assert nabi["winning_space_group"] == 87
+    # no untilted variant to compare with: undetermined, and no winning group claimed
+    assert nabi["call"] == "undetermined" and pd.isna(nabi["winning_space_group"])
+    assert nabi["phases_within_error"] == "a0a0c-" and nabi["lowest_tilt"] == "a0a0c-"
+    # no model card for this model: the calls are unqualified (1 meV/atom noise band)
+    assert phases["phase_error_mev"].isna().all() and set(phases["phase_error_source"]) == {"none"}
+    assert agbi["call"] == "untilted" and row.loc["Cs+_Cs+_Ag+_In3+_Cl-", "call"] == "tilted"
     nain = row.loc["Cs+_Cs+_Na+_In3+_Cl-"]
     assert nain["dE_untilted_mev_atom"] == pytest.approx(5.0, abs=1e-6) and nain["n_variants"] == 3
     assert nain["n_ranked"] == 2 and nain["excluded"] == {"failed": 1}
     assert nain["energies_mev_atom"] == pytest.approx({"a0a0a0": 5.0, "a0a0c-": 0.0}, abs=1e-6)
-    # a stricter tolerance does not make a start that came back to the untilted cell a tilted ground state
-    strict = data.phase_table(known_store, tilt_tol_mev=0.1).set_index("composition_id")
-    assert not strict.loc["Cs+_Cs+_Ag+_Bi3+_Cl-", "ground_state_tilted"]
-    assert strict.loc["Cs+_Cs+_Na+_In3+_Cl-", "ground_state_tilted"]
+    # a sigma given by the user: a small one does not make a start that came back to the untilted cell tilted
+    strict = data.phase_table(known_store, phase_error_mev=0.1).set_index("composition_id")
+    assert strict.loc["Cs+_Cs+_Ag+_Bi3+_Cl-", "call"] == "untilted"
+    assert strict.loc["Cs+_Cs+_Na+_In3+_Cl-", "call"] == "tilted"
+    assert (strict["phase_error_mev"] == 0.1).all() and set(strict["phase_error_source"]) == {"user"}
+    # a large one leaves every dE_tilt within 2 sigma undetermined: 2 x 3.2 = 6.4 meV/atom
+    wide = data.phase_table(known_store, phase_error_mev=3.2).set_index("composition_id")
+    for i, b in enumerate(BS):
+        for j, bp in enumerate(BPS):
+            de = ba_de(i, j)
+            assert wide.loc[_ba(b, bp), "call"] == ("untilted" if de == 0 else "tilted" if de > 6.4 else "undetermined")
+    assert wide.loc["Cs+_Cs+_Na+_In3+_Cl-", "call"] == "undetermined"  # 5 < 6.4
+    assert wide.loc["Cs+_Cs+_Na+_In3+_Cl-", "phases_within_error"] == "a0a0c- | a0a0a0"
     # the other model on request (by prefix)
     other = data.phase_table(known_store, model_sha256="bbbb")
     assert len(other) == 1 and other.iloc[0]["dE_untilted_mev_atom"] == pytest.approx(100.0)
@@ -143,7 +157,9 @@ def test_phase_table_picks_lowest_variant_with_tolerance(known_store):
 
 def test_trends_by_site_tolerance_and_fractions(known_store):
     phases = data.phase_table(known_store)
-    assert trends.tilted_fraction(phases) == {"n": 12, "n_tilted": 10, "fraction": pytest.approx(10 / 12)}
+    # the undetermined call (Na/Bi: no untilted variant) is counted apart, not folded into either side
+    assert trends.tilted_fraction(phases) == {"n": 12, "n_tilted": 10, "n_untilted": 2, "n_undetermined": 1,
+                                              "fraction": pytest.approx(10 / 12)}  # fmt: skip
     oxides = phases[phases["X_sp"] == "O2-"]
     by_bp = trends.trend_by(oxides, "B2_sp")
     for j, bp in enumerate(BPS):
@@ -159,8 +175,9 @@ def test_trends_by_site_tolerance_and_fractions(known_store):
     assert by_x.loc[("Ba2+", "O2-"), "n"] == 9 and by_x.loc[("Cs+", "Cl-"), "n"] == 4
     assert by_x.loc[("Cs+", "Cl-"), "n_with_dE"] == 3
     fractions = trends.phase_fractions(phases, "X_sp")
-    assert fractions.loc["O2-"].to_dict() == pytest.approx({87: 5 / 9, 148: 3 / 9, 225: 1 / 9})
-    assert fractions.loc["Cl-"].to_dict() == pytest.approx({87: 0.5, 148: 0.25, 225: 0.25})
+    assert fractions.loc["O2-"].to_dict() == pytest.approx({87: 5 / 9, 148: 3 / 9, 225: 1 / 9, "undetermined": 0})
+    # Na/Bi (no untilted variant) is undetermined: a column of its own, not counted as its lowest group (87)
+    assert fractions.loc["Cl-"].to_dict() == pytest.approx({87: 0.25, 148: 0.25, 225: 0.25, "undetermined": 0.25})
     by_t = trends.trend_by_tolerance(phases)
     assert by_t["n"].sum() == 13
     for interval, r in by_t.iterrows():
@@ -298,7 +315,8 @@ def test_report_renders_every_figure(known_store, tmp_path, capsys, monkeypatch)
         png = open(path, "rb").read()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000, name
         assert f'src="figures/{name}.png"' in page
-    assert "10 (83.3%) have a tilted ground state" in page and MODEL in page
+    assert "10 called tilted, 2 untilted (83.3% tilted of the 12 determined calls) and 1 undetermined" in page
+    assert MODEL in page and "unqualified" in page
     assert "report: grouping 38 relaxations by composition ..." in err
     largest = pd.read_csv(rep["tables"]["largest_dE"])
     assert largest["dE_untilted_mev_atom"].iloc[0] == pytest.approx(20.0)
@@ -306,10 +324,13 @@ def test_report_renders_every_figure(known_store, tmp_path, capsys, monkeypatch)
     assert stats.loc["cp2k-pbe", "n_compositions"] == 2
     by_bp = pd.read_csv(rep["tables"]["trend_by_B2"], index_col=0)
     assert by_bp.loc["Te6+", "dE_mean"] == pytest.approx(np.mean([ba_de(i, 2) for i in range(3)]))
-    # chosen heatmaps, another tolerance; bad options name the value
+    # chosen heatmaps, a sigma given by the user; bad options name the value
     code, out, err = run_cli([*args, "report", "--out", str(tmp_path / "r2"), "--heatmap", "Cs,Cs,Cl",
-                              "--tilt-tol", "0.1"], capsys)  # fmt: skip
+                              "--phase-error", "3.2"], capsys)  # fmt: skip
     assert code == 0 and "wrote" in out
+    assert "calls: 6 tilted, 2 untilted, 5 undetermined" in out and "sigma 3.2 meV/atom from the user" in out
+    code, out, err = run_cli([*args, "report", "--out", str(tmp_path / "r4"), "--phase-error", "-1"], capsys)
+    assert code != 0 and "-1" in err
     assert sorted(p.name for p in (tmp_path / "r2" / "figures").glob("heatmap_*")) == ["heatmap_Cs_Cs_Cl.png"]
     code, out, err = run_cli([*args, "report", "--out", str(tmp_path / "r3"), "--heatmap", "Cs,Cl"], capsys)
     assert code == 1 and "--heatmap 'Cs,Cl' is not A,A',X" in err

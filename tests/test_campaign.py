@@ -345,9 +345,24 @@ def test_run_command_json_and_resume(db_settings, capsys, monkeypatch, tmp_path)
     card = packaged_model_card()
     mae = f"energy MAE {card['errors_vs_teacher']['test']['energy_mae_mev_atom']:.0f} meV/atom"
     assert any(mae in line for line in first["model_accuracy"])
+    # every row is called with the packaged model's measured sigma (its card), and says so
+    sigma = card["phases_vs_teacher"]["phase_de_rmse_mev_atom"]
+    for r in first["table"]:
+        assert r["call"] in ("tilted", "untilted", "undetermined") and r["phases_within_error"]
+        assert r["phase_error_mev"] == pytest.approx(sigma) and r["phase_error_source"] == "card"
+        if r["dE_tilt_mev_atom"] is not None and r["call"] != "untilted":
+            assert r["call"] == ("tilted" if r["dE_tilt_mev_atom"] > 2 * sigma else "undetermined")
+    assert sum(first["calls"].values()) == 2
     code, out, err = run_cli(args[:-1], capsys)  # the human-readable table
     assert code == 0 and f"model accuracy: packaged demonstration model" in out and mae in out
-    assert "kept out:" in out
+    assert "kept out:" in out and f"sigma {sigma:.1f} meV/atom (card)" in out and "phases within 2 sigma" in out
+    # a sigma given by the user: the same relaxations, called again (nothing relaxed)
+    code, out, err = run_cli([*args, "--phase-error", "0.001"], capsys)
+    tight = json.loads(out)
+    assert tight["relaxations"] == 0 and {r["phase_error_source"] for r in tight["table"]} == {"user"}
+    for r in tight["table"]:
+        if r["call"] == "undetermined":
+            assert r["dE_tilt_mev_atom"] is None or abs(r["dE_tilt_mev_atom"]) <= 0.002
     code, out, err = run_cli(["--db-uri", db_settings.db_uri, "report", "--out", str(tmp_path / "r2")], capsys)
     assert code == 0 and mae in out and "kept out of the ranking" in out
 

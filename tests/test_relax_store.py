@@ -160,11 +160,14 @@ def test_phase_table_from_the_summaries_equals_the_one_grouped_from_the_relaxati
     fast = data.phase_table(built_store)
     slow = data.phase_table(built_store, query={"composition_id": {"$exists": True}})
     cols = ["composition_id", "ordering", "lowest_tilt", "dE_untilted_mev_atom", "ground_state_tilted",
-            "winning_space_group", "n_variants", "n_ranked", "excluded", "composition_ground_state", "B_sp"]  # fmt: skip
+            "winning_space_group", "n_variants", "n_ranked", "excluded", "composition_ground_state", "B_sp", "call",
+            "phases_within_error", "phase_error_source"]  # fmt: skip
     assert len(fast) == len(slow) > 0 and fast.attrs["settings_hash"] == slow.attrs["settings_hash"]
     assert fast[cols].astype(str).to_dict("records") == slow[cols].astype(str).to_dict("records")
-    strict = data.phase_table(built_store, tilt_tol_mev=0.0)  # the tolerance is applied when reading
-    assert (strict["ground_state_tilted"].dropna() == (strict["dE_untilted_mev_atom"].dropna() > 0)).all()
+    strict = data.phase_table(built_store, phase_error_mev=0.0)  # a user's sigma is applied when reading
+    compared = strict.dropna(subset=["dE_tilt_mev_atom"])
+    assert len(compared) and ((compared["call"] == "tilted") == (compared["dE_tilt_mev_atom"] > 0)).all()
+    assert (strict[strict["dE_tilt_mev_atom"].isna() & (strict["n_ranked"] > 0)]["call"] != "tilted").all()
 
 
 def test_digests_give_the_same_report_tables_as_the_summaries_and_the_relaxations(built_store, tiny_model_path):

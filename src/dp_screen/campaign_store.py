@@ -13,8 +13,17 @@ compositions (their phase summaries, descriptors and the convergence of every va
 batch of written compositions one ``composition_digests`` document (their descriptors). A digest's content is
 one compressed JSON value (:func:`unpack` reads it): SecantusDB reads nested values at ~4 MB/s but a binary
 value at memory speed. A composition that is in
-several digests is read from the latest one (``written_at``, then ``seq``), so a chunk re-run or relaxed again in
-another chunking replaces what it had.
+several digests is read from the one with its highest **phase version**, then the latest (``order``), so a chunk
+re-run or relaxed again in another chunking replaces what it had. Both numbers come from the server, never from a
+worker's clock: ``order`` is an atomic counter (:meth:`CampaignStore.next_order`), and a composition's phase version
+(``phase_versions.<key>`` in its document) is incremented after every write of its relaxations.
+
+**Summaries that survive anything.** A relax job recomputes the phase summary of every composition it was given
+(not only those it relaxed), from the relaxations stored at that moment, so a job killed between its last
+relaxation write and its summaries leaves nothing stale once the same command runs again. A summary is written only
+if the composition's phase version is still the one read before its relaxations were (compare-and-set); when
+another job wrote relaxations of the same composition meanwhile, the summary is recomputed, so two concurrent jobs
+over overlapping compositions cannot lose an update (:meth:`CampaignStore.write_phase_summaries`).
 
 A database that goes away mid-run ends the run with one :class:`~dp_screen.errors.DatabaseError` naming the server
 and what was being done; writes happen in small batches as results finish, so at most the batch in flight is lost.
@@ -40,6 +49,8 @@ DIGEST_FIELDS = (
     "formula", "A", "nA", "A2", "nA2", "B", "nB", "B2", "nB2", "X", "nX", "rA_mean", "rB_mean", "goldschmidt_t",
     "goldschmidt_ok", "tau", "tau_perovskite", "octahedral_factor", "expected_ordering",
 )  # fmt: skip
+#: fields of a composition document written by later steps (relax jobs, campaigns), kept when it is enumerated again
+DERIVED_COMPOSITION_FIELDS = ("phases", "phase_versions", "campaigns")
 #: per-variant convergence columns of a phase digest: relaxation field -> column name
 DIGEST_VARIANT_FIELDS = {"start_tilt": "t", "n_steps": "k", "converged": "ok", "failed": "f", "reason": "r",
                          "phase.stayed_in_start_tilt": "st", "wall_time_s": "w",
@@ -110,21 +121,24 @@ def unpack(doc: dict) -> dict:
     return {**{k: v for k, v in doc.items() if k != "payload"}, **json.loads(zlib.decompress(doc["payload"]))}
 
 
-def _stamp() -> dict:
-    import os
-    import time
-    from datetime import datetime, timezone
-
-    # BSON dates keep milliseconds; seq orders what one process wrote within the same millisecond
-    return {"written_at": datetime.now(timezone.utc), "seq": time.monotonic_ns(), "pid": os.getpid()}
+def digest_order(doc: dict) -> tuple:
+    """Sort key of digests, oldest first: the server's counter (``order``); digests written before it existed
+    come first, by their own stamp."""
+    if doc.get("order") is not None:
+        return (1, doc["order"], 0)
+    return (0, doc.get("written_at"), doc.get("seq", 0))
 
 
 def latest_rows(digests: list[dict], ids_field: str = "composition_ids") -> list[tuple[int, int]]:
-    """(digest index, row) of each composition's latest appearance in ``digests`` (sorted oldest first)."""
+    """(digest index, row) of each composition's current appearance in ``digests`` (sorted by
+    :func:`digest_order`): its highest phase version (``versions``, where the digest has them), then the latest."""
     where: dict[str, tuple[int, int]] = {}
+    best: dict[str, int] = {}
     for i, d in enumerate(digests):
+        versions = d.get("versions") or [-1] * len(d[ids_field])
         for j, cid in enumerate(d[ids_field]):
-            where[cid] = (i, j)
+            if versions[j] >= best.get(cid, -1):
+                where[cid], best[cid] = (i, j), versions[j]
     return sorted(where.values())
 
 
@@ -202,9 +216,9 @@ class CampaignStore:
             cursor = cursor.limit(limit)
         return list(cursor)
 
-    def _upsert(self, name: str, docs: list[dict]) -> dict:
-        """One document per key, always: new keys inserted in bulk, existing ones replaced."""
-        result = upsert_many(self[name], COLLECTIONS[name], docs, IN_BATCH)
+    def _upsert(self, name: str, docs: list[dict], keep: tuple[str, ...] = ()) -> dict:
+        """One document per key, always: new keys inserted in bulk, existing ones replaced (keeping ``keep``)."""
+        result = upsert_many(self[name], COLLECTIONS[name], docs, IN_BATCH, keep)
         self.count_inserted(name, result["inserted"])
         return result
 
@@ -240,42 +254,59 @@ class CampaignStore:
 
     @_guard("writing compositions")
     def write_compositions(self, docs: list[dict]) -> dict:
-        """Upsert compositions and write their digest (see the module docstring)."""
-        result = self._upsert("compositions", docs)
+        """Upsert compositions and write their digest (see the module docstring). A composition enumerated again
+        (from another site table, say) keeps what later steps derived from it: :data:`DERIVED_COMPOSITION_FIELDS`."""
+        result = self._upsert("compositions", docs, DERIVED_COMPOSITION_FIELDS)
         self.write_composition_digests(docs)
         return result
+
+    def _stamp(self) -> dict:
+        """When a digest is written: the server's order (:meth:`next_order`) and, for people, the time."""
+        from datetime import datetime, timezone
+
+        return {"order": self.next_order(), "written_at": datetime.now(timezone.utc)}
+
+    @_guard("numbering a digest")
+    def next_order(self) -> int:
+        """The next number of the server's digest counter (one atomic increment: no two writers get the same)."""
+        doc = self["counters"].find_one_and_update({"collection": "_digest_order"}, {"$inc": {"n": 1}}, upsert=True,
+                                                   return_document=True)  # fmt: skip
+        return int(doc["n"])
 
     @_guard("writing composition digests")
     def write_composition_digests(self, docs: list[dict]) -> None:
         docs = [d for d in docs if d.get("composition_id")]
         for part in _batches(docs, DIGEST_SIZE):
             ids = [d["composition_id"] for d in part]
-            digest = {"digest_id": _digest_id("compositions", ids), "n_compositions": len(ids), **_stamp(),
+            digest = {"digest_id": _digest_id("compositions", ids), "n_compositions": len(ids), **self._stamp(),
                       **_packed({"composition_ids": ids, "columns": _columns(part, DIGEST_FIELDS)})}  # fmt: skip
             self["composition_digests"].replace_one({"digest_id": digest["digest_id"]}, digest, upsert=True)
 
     @_guard("reading composition digests")
     def composition_digests(self) -> list[dict]:
         """Every composition digest, oldest first (the analysis: a few documents per 10^5 compositions)."""
-        docs = sorted(self["composition_digests"].find({}, {"_id": 0}), key=lambda d: (d["written_at"], d["seq"]))
+        docs = sorted(self["composition_digests"].find({}, {"_id": 0}), key=digest_order)
         return [unpack(d) for d in docs]
 
     @_guard("writing the phase digest")
     def write_phase_digest(self, key: str, summaries: dict[str, dict], compositions: list[dict],
-                           variants: list[dict]) -> None:  # fmt: skip
+                           variants: list[dict], versions: dict[str, int] | None = None) -> None:  # fmt: skip
         """One digest of a relax chunk: the phase summaries of its compositions (``summaries``, by id), their
-        descriptors (``compositions``: documents with :data:`DIGEST_FIELDS`) and the convergence columns of every
-        variant (``variants``: relaxation documents with :data:`DIGEST_VARIANT_FIELDS` and ``composition_id``)."""
+        descriptors (``compositions``: documents with :data:`DIGEST_FIELDS`), the convergence columns of every
+        variant (``variants``: relaxation documents with :data:`DIGEST_VARIANT_FIELDS` and ``composition_id``) and
+        the phase version each summary was computed at (``versions``)."""
         comps = {c["composition_id"]: c for c in compositions}
         by_comp: dict[str, list[dict]] = {}
         for v in variants:
             by_comp.setdefault(v.get("composition_id"), []).append(v)
         for ids in _batches(sorted(summaries), PHASE_DIGEST_SIZE):  # (a document stays far below 16 MB)
-            self._write_phase_digest(key, ids, summaries, comps, [v for c in ids for v in by_comp.get(c, [])])
+            self._write_phase_digest(key, ids, summaries, comps, [v for c in ids for v in by_comp.get(c, [])],
+                                     [(versions or {}).get(c, 0) for c in ids])  # fmt: skip
 
-    def _write_phase_digest(self, key, ids, summaries, comps, variants) -> None:
+    def _write_phase_digest(self, key, ids, summaries, comps, variants, versions) -> None:
         pos = {cid: i for i, cid in enumerate(ids)}
-        digest = {"digest_id": _digest_id(key, ids), "key": key, **_stamp(), "n_compositions": len(ids), **_packed({
+        digest = {"digest_id": _digest_id(key, ids), "key": key, **self._stamp(), "n_compositions": len(ids),
+                  **_packed({"versions": versions,
             "composition_ids": ids, "summaries": [summaries[c] for c in ids],
             "columns": _columns([comps.get(c, {}) for c in ids], DIGEST_FIELDS),
             "variants": {"c": [pos[v["composition_id"]] for v in variants],
@@ -286,7 +317,7 @@ class CampaignStore:
     @_guard("reading phase digests")
     def phase_digests(self, key: str) -> list[dict]:
         """Every phase digest of one (model, settings) set, oldest first."""
-        docs = sorted(self["phase_digests"].find({"key": key}, {"_id": 0}), key=lambda d: (d["written_at"], d["seq"]))
+        docs = sorted(self["phase_digests"].find({"key": key}, {"_id": 0}), key=digest_order)
         return [unpack(d) for d in docs]
 
     @_guard("tagging the campaign's compositions")
@@ -300,14 +331,58 @@ class CampaignStore:
         return self._find("compositions", query or {}, {f: 1 for f in fields}, sort="composition_id", limit=limit)
 
     @_guard("writing phase summaries")
-    def write_phase_summaries(self, key: str, summaries: dict[str, dict]) -> int:
-        """Set ``phases.<key>`` of each composition id to its summary."""
+    def write_phase_summaries(self, key: str, summaries: dict[str, dict],
+                              versions: dict[str, int] | None = None) -> set[str]:  # fmt: skip
+        """Set ``phases.<key>`` of each composition id to its summary; return the ids written.
+
+        ``versions`` (from :meth:`phase_versions`, read *before* the relaxations the summaries come from): a
+        summary is written only while its composition's phase version is still that one (compare-and-set), so a
+        summary computed before another job's relaxation write never replaces one computed after it. The ids not
+        written are to be recomputed by the caller."""
         from pymongo import UpdateOne
 
-        ops = [UpdateOne({"composition_id": cid}, {"$set": {f"phases.{key}": s}}) for cid, s in summaries.items()]
+        def version_is(v: int):
+            return v if v else {"$in": [0, None]}
+
+        ids = sorted(summaries)
+        ops = [UpdateOne({"composition_id": cid, **({f"phase_versions.{key}": version_is(versions.get(cid, 0))}
+                                                     if versions is not None else {})},
+                         {"$set": {f"phases.{key}": summaries[cid]}}) for cid in ids]  # fmt: skip
+        matched = 0
         for part in _batches(ops, 1000):
-            self["compositions"].bulk_write(part, ordered=False)
-        return len(ops)
+            matched += self["compositions"].bulk_write(part, ordered=False).matched_count
+        if versions is None or matched == len(ids):
+            return set(ids)
+        now = self.phase_versions(key, ids)  # who moved on meanwhile (a handful: only where jobs overlapped)
+        return {cid for cid in ids if now.get(cid, 0) == versions.get(cid, 0)}
+
+    @_guard("reading phase summaries")
+    def stale_phase_summaries(self, key: str, ids: list[str], model_error: dict | None = None) -> dict[str, int]:
+        """Those of ``ids`` without a phase summary for ``key`` computed at their current phase version (and, where
+        ``model_error`` is given, with that model error), with that version (read once, before their relaxations
+        are: see :meth:`write_phase_summaries`)."""
+        docs = self._by_keys("compositions", "composition_id", ids,
+                             {"composition_id": 1, f"phase_versions.{key}": 1, f"phases.{key}.version": 1,
+                              f"phases.{key}.model_phase_error": 1})  # fmt: skip
+        stale = {}
+        for d in docs:
+            version = int(_get(d, f"phase_versions.{key}") or 0)
+            if _get(d, f"phases.{key}.version") != version or (
+                    model_error is not None and _get(d, f"phases.{key}.model_phase_error") != model_error):
+                stale[d["composition_id"]] = version
+        return dict(sorted(stale.items()))
+
+    @_guard("reading phase versions")
+    def phase_versions(self, key: str, ids: list[str]) -> dict[str, int]:
+        """composition id -> its phase version for ``key`` (0 where none was counted yet)."""
+        docs = self._by_keys("compositions", "composition_id", ids, {"composition_id": 1, f"phase_versions.{key}": 1})
+        return {d["composition_id"]: int(_get(d, f"phase_versions.{key}") or 0) for d in docs}
+
+    @_guard("counting relaxation writes")
+    def bump_phase_versions(self, key: str, ids: list[str]) -> None:
+        """Increment the phase version of these compositions (after their relaxations of ``key`` were written)."""
+        for part in _batches(sorted(set(ids))):
+            self["compositions"].update_many({"composition_id": {"$in": part}}, {"$inc": {f"phase_versions.{key}": 1}})
 
     @_guard("registering the phase summaries")
     def register_phase_set(self, key: str, model_sha256: str, settings_hash: str, model_name: str, n_new: int) -> None:
@@ -367,7 +442,17 @@ class CampaignStore:
 
     @_guard("writing relaxations")
     def write_relaxations(self, docs: list[dict]) -> dict:
-        return self._upsert("relaxations", docs)
+        """Upsert relaxations, then bump the phase version of their compositions (module docstring)."""
+        from dp_screen.schemas.relaxation import summary_key
+
+        result = self._upsert("relaxations", docs)
+        by_key: dict[str, list[str]] = {}
+        for d in docs:
+            if d.get("composition_id") and d.get("model_sha256") and d.get("settings_hash"):
+                by_key.setdefault(summary_key(d["model_sha256"], d["settings_hash"]), []).append(d["composition_id"])
+        for key, ids in by_key.items():
+            self.bump_phase_versions(key, ids)
+        return result
 
     @_guard("reading relaxations for the phase summaries")
     def relaxations_for_summary(self, composition_ids: list[str], model_sha256: str, settings_hash: str) -> list[dict]:

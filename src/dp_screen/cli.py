@@ -384,7 +384,8 @@ def _relax_one(path: Path, out: Path | None, model, device, dtype, settings, as_
     from dp_screen.mlip.models import load_model
     from dp_screen.mlip.relax import relax_structures
     from dp_screen.structures.perovskite_check import check_perovskite
-    from dp_screen.structures.phases import space_groups
+    from dp_screen.structures.phases import identify_phase, space_groups
+    from dp_screen.structures.roles import ensure_site_roles
 
     try:
         structure = Structure.from_file(path)
@@ -396,10 +397,14 @@ def _relax_one(path: Path, out: Path | None, model, device, dtype, settings, as_
 
     dev = resolve_device(None if device == "auto" else device)
     loaded = load_model(model, device=dev, dtype=("float32" if dev.startswith("cuda") else "float64") if dtype == "auto" else dtype)
+    # a structure from elsewhere: its A/A'/B/B'/X sites and ordering inferred (one clear error if it is no AA'BB'X6)
+    structure, ordering = ensure_site_roles(structure, name=str(path))
     (result,) = relax_structures([structure], loaded, settings)
     check = None if result.failed else check_perovskite(result.structure)
+    phase = None if result.failed else identify_phase(result.structure, ordering)
     summary = {**result.summary(), "formula": structure.composition.reduced_formula,
-               "space_groups": space_groups(result.structure), "model": loaded.provenance(),
+               "space_groups": space_groups(result.structure), "ordering": ordering,
+               "phase": phase.phase if phase else None, "model": loaded.provenance(),
                "settings": settings.settings_dict(), "perovskite_check": check.as_dict() if check else None}  # fmt: skip
     if out:
         from pymatgen.io.cif import CifWriter
@@ -413,7 +418,7 @@ def _relax_one(path: Path, out: Path | None, model, device, dtype, settings, as_
     state = "failed: " + result.reason if result.failed else ("converged" if result.converged else "NOT converged")
     click.echo(f"{summary['formula']}: {state} after {result.n_steps} steps; E = {result.energy_per_atom:.4f} eV/atom; "
                f"max force {result.max_force:.3f} eV/A; max |stress| {result.max_stress_gpa:.3f} GPa; volume change "
-               f"{100 * summary['volume_change']:+.2f}%; space group {summary['space_groups']}"
+               f"{100 * summary['volume_change']:+.2f}%; space group {summary['space_groups']}; phase {summary['phase']}"
                + (f"; NOT a perovskite any more: {check.reason}" if check and not check.ok else ""))  # fmt: skip
 
 
@@ -464,6 +469,13 @@ def finetune_cmd(ctx, data, foundation, test_file, epochs, lr, batch_size, e0s, 
 
 
 # ------------------------------------------------------------------------------------------------- campaign: run
+def _phase_error_option():
+    return click.option("--phase-error", "phase_error", type=click.FloatRange(min=0), default=None, metavar="MEV",
+                        help="sigma (meV/atom) of a phase energy difference for the tilted / untilted calls (called "
+                             "when |dE| > 2 sigma); default: the model's measured error (its card or its "
+                             "fine-tuning test set), or its committee's spread.")  # fmt: skip
+
+
 def _campaign_options(f):
     for opt in reversed([
         click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
@@ -482,13 +494,14 @@ def _campaign_options(f):
                      help="DFT-validate this many relaxed structures (CP2K, when installed)."),
         click.option("--report", "report_dir", default=None, metavar="DIR",
                      help="Write the HTML report (dp-screen report) at the end; relative: inside --home."),
+        _phase_error_option(),
     ]):  # fmt: skip
         f = opt(f)
     return f
 
 
 def _campaign_opts(limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device, relax_settings,
-                   n_validate, report_dir=None, dft_backend="cp2k", **training):  # fmt: skip
+                   n_validate, report_dir=None, dft_backend="cp2k", phase_error=None, **training):  # fmt: skip
     from dp_screen.flows.campaign import CampaignOptions
 
     if n_validate and dft_backend == "cp2k":
@@ -500,7 +513,7 @@ def _campaign_opts(limit, whole_space, seed, campaign, anions, tilts, chunk_size
     return CampaignOptions(
         limit=limit, whole_space=whole_space, seed=seed, campaign=campaign, anions=_split(anions), tilts=_split(tilts),
         chunk_size=chunk_size, model=model, device=device, relax=relax_settings, n_validate=n_validate,
-        dft_backend=dft_backend, report_dir=report_dir, **training,
+        dft_backend=dft_backend, report_dir=report_dir, phase_error_mev=phase_error, **training,
     )  # fmt: skip
 
 
@@ -509,7 +522,7 @@ def _campaign_opts(limit, whole_space, seed, campaign, anions, tilts, chunk_size
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_context
 def run_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device, fmax, max_stress, free,
-            max_steps, n_validate, report_dir, as_json):  # noqa: PLR0913  # fmt: skip
+            max_steps, n_validate, report_dir, phase_error, as_json):  # noqa: PLR0913  # fmt: skip
     """Run the whole pipeline locally: N random compositions -> build -> relax -> (validate) -> summary."""
     import logging
 
@@ -524,7 +537,8 @@ def run_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_size, 
     from dp_screen.flows.campaign import campaign_flow
 
     opts = _campaign_opts(limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device,
-                          _relax_settings(fmax, max_stress, free, max_steps), n_validate, report_dir)  # fmt: skip
+                          _relax_settings(fmax, max_stress, free, max_steps), n_validate, report_dir,
+                          phase_error=phase_error)  # fmt: skip
     flow = campaign_flow(opts, settings.model_dump(mode="json"))
     click.echo(f"dp-screen run: campaign '{campaign}', {'all' if whole_space else limit} compositions, database "
                f"{uri}/{settings.database}", err=True)  # fmt: skip
@@ -558,17 +572,28 @@ def _print_campaign(summary: dict, settings) -> None:
     click.echo(f"\ncampaign '{summary['campaign']}': {summary['compositions']} compositions, "
                f"{summary['relaxations']} relaxations ({summary['converged']} converged, {summary['failed']} failed), "
                f"model {summary['model_sha256_12']}")  # fmt: skip
-    click.echo(f"{'composition':32s} {'formula':14s} {'tau':>4s} {'ground state':>12s} {'dE untilted':>12s}  "
-               f"excluded of variants")  # fmt: skip
+    click.echo(f"{'composition':32s} {'formula':14s} {'tau':>4s} {'call':>12s} {'dE tilt':>14s} {'+-2 sigma':>9s}  "
+               f"{'phases within 2 sigma':28s} excluded of variants")  # fmt: skip
     for r in summary["table"]:
-        de = "" if r["dE_untilted_mev_atom"] is None else f"{r['dE_untilted_mev_atom']:8.1f} meV/at"
+        de = "" if r.get("dE_tilt_mev_atom") is None else f"{r['dE_tilt_mev_atom']:8.1f} meV/at"
+        band = "" if r.get("phase_error_mev") is None else f"{2 * r['phase_error_mev']:5.0f}"
         tau = "yes" if r["tau_perovskite"] else "no"
         ex = r.get("excluded") or {}
         why = f"{sum(ex.values())} of {r.get('n_variants', 0)}" + (f" ({', '.join(f'{n} {w}' for w, n in ex.items())})"
                                                                   if ex else "")  # fmt: skip
-        click.echo(f"{r['composition_id']:32s} {r['formula']:14s} {tau:>4s} {str(r.get('ground_state')):>12s} {de:>12s}  {why}")
-    click.echo(f"ground states: {summary['lowest_phase_counts']}; tilted ground state in "
-               f"{100 * (summary['tilted_ground_state_fraction'] or 0):.0f}% of compositions")  # fmt: skip
+        call = r.get("call") or "-"
+        if call == "tilted":
+            call = str(r.get("ground_state"))
+        click.echo(f"{r['composition_id']:32s} {r['formula']:14s} {tau:>4s} {call:>12s} {de:>14s} {band:>9s}  "
+                   f"{(r.get('phases_within_error') or '-'):28s} {why}")  # fmt: skip
+    calls = summary.get("calls") or {}
+    frac = summary.get("tilted_ground_state_fraction")
+    click.echo(f"calls: {calls.get('tilted', 0)} tilted, {calls.get('untilted', 0)} untilted, "
+               f"{calls.get('undetermined', 0)} undetermined"
+               + (f" ({100 * frac:.0f}% tilted of the determined)" if frac is not None else "")
+               + f"; ground states: {summary['lowest_phase_counts']}")  # fmt: skip
+    click.echo("call: tilted when dE tilt = E(untilted) - E(lowest tilted phase) > 2 sigma, untilted when < -2 sigma "
+               "or no tilted start stayed tilted, else undetermined; " + _sigma_line(summary.get("phase_errors")))
     excluded = summary.get("excluded") or {}
     click.echo("ranked: converged relaxations that are still perovskites, each under the phase it ended in; kept out: "
                + (", ".join(f"{n} {why}" for why, n in excluded.items()) or "none"))  # fmt: skip
@@ -580,6 +605,17 @@ def _print_campaign(summary: dict, settings) -> None:
         click.echo(f"report: {summary['report']}")
     click.echo(f"results: database '{settings.database}', collections compositions, structures, relaxations, "
                f"validations (dp-screen db status); project folder {settings.home.resolve()}")  # fmt: skip
+
+
+def _sigma_line(errors: list[dict] | None) -> str:
+    """Which sigma(s) the calls used."""
+    parts = []
+    for e in errors or []:
+        if e["phase_error_mev"] is None:
+            parts.append("unqualified calls (the model has no measured phase-energy error: pass --phase-error MEV)")
+        else:
+            parts.append(f"sigma {e['phase_error_mev']:.1f} meV/atom ({e['source']})")
+    return ", ".join(parts) or "no calls"
 
 
 @cli.command("submit")
@@ -595,7 +631,7 @@ def _print_campaign(summary: dict, settings) -> None:
 @click.option("--reset", is_flag=True, help="Reset the launchpad first (deletes its workflows).")
 @click.pass_context
 def submit_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device, fmax, max_stress,
-               free, max_steps, n_validate, report_dir, launchpad_file, dft_backend, training_compositions, foundation,
+               free, max_steps, n_validate, report_dir, phase_error, launchpad_file, dft_backend, training_compositions, foundation,
                train_epochs, train_device, reset):  # noqa: PLR0913  # fmt: skip
     """Submit the campaign to a FireWorks launchpad (relax chunks carry the worker category 'gpu').
 
@@ -615,7 +651,7 @@ def submit_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_siz
     uri = database_uri(worker_settings)
     opts = _campaign_opts(limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device,
                           _relax_settings(fmax, max_stress, free, max_steps), n_validate, report_dir, dft_backend,
-                          training_compositions=training_compositions, foundation=foundation,
+                          phase_error=phase_error, training_compositions=training_compositions, foundation=foundation,
                           train_epochs=train_epochs, train_device=train_device)  # fmt: skip
     flow = campaign_flow(opts, worker_settings.model_dump(mode="json"))
     lpad = launchpad(worker_settings, launchpad_file)
@@ -843,9 +879,7 @@ def dft_check(table, basis, potential, as_json) -> None:
 @click.option("--settings-hash", default=None, help="Relaxation settings hash (default: the most used).")
 @click.option("--heatmap", "heatmaps", multiple=True, metavar="A,A',X",
               help="dE heatmap over (B, B') for these A, A', X (repeatable), e.g. Ba,Ba,O. Default: the 3 largest.")
-@click.option("--tilt-tol", type=click.FloatRange(min=0), default=None,
-              help="meV/atom below the untilted energy for a tilted ground state to count (default: the tolerance "
-                   "of the phase summaries, structures.phases.TILT_TOL_MEV = 1).")
+@_phase_error_option()
 @click.option("--max-force-spread", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Leave out of the phases and trends every (composition, ordering) whose committee force spread is "
                    "above this (eV/A), or that no committee scored.")
@@ -853,7 +887,7 @@ def dft_check(table, basis, potential, as_json) -> None:
               help="The same for the committee energy spread (meV/atom).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 @click.pass_context
-def report_cmd(ctx, out_dir, model, settings_hash, heatmaps, tilt_tol, max_force_spread, max_energy_spread,
+def report_cmd(ctx, out_dir, model, settings_hash, heatmaps, phase_error, max_force_spread, max_energy_spread,
                as_json) -> None:  # noqa: PLR0913
     """Write an HTML report (phase maps, trends, MLIP-vs-DFT parity, convergence) of the current store."""
     from dp_screen.analysis.report import write_report
@@ -864,10 +898,10 @@ def report_cmd(ctx, out_dir, model, settings_hash, heatmaps, tilt_tol, max_force
         if len(parts) != 3 or not all(parts):
             raise InputError(f"--heatmap {h!r} is not A,A',X (e.g. Ba,Ba,O or Cs+,Cs+,Cl-)")
         triples.append(tuple(parts))
-    tolerance = {} if tilt_tol is None else {"tilt_tol_mev": tilt_tol}
     rep = write_report(out_dir, _settings(ctx), model_sha256=model, settings_hash=settings_hash,
                        heatmaps=triples or None, progress=lambda msg: click.echo(f"report: {msg} ...", err=True),
-                       max_force_spread=max_force_spread, max_energy_spread=max_energy_spread, **tolerance)  # fmt: skip
+                       max_force_spread=max_force_spread, max_energy_spread=max_energy_spread,
+                       phase_error_mev=phase_error)  # fmt: skip
     if as_json:
         click.echo(json.dumps({"html": str(rep.html), "figures": {k: str(v) for k, v in rep.figures.items()},
                                "tables": {k: str(v) for k, v in rep.tables.items()}, "missing": rep.missing,
@@ -877,6 +911,10 @@ def report_cmd(ctx, out_dir, model, settings_hash, heatmaps, tilt_tol, max_force
         if rep.summary.get("excluded") is not None:
             click.echo("  kept out of the ranking: " + (", ".join(f"{n} {w}" for w, n in rep.summary["excluded"].items())
                                                        or "none"))  # fmt: skip
+        tf = rep.summary.get("tilted_fraction")
+        if tf:
+            click.echo(f"  calls: {tf['n_tilted']} tilted, {tf['n_untilted']} untilted, {tf['n_undetermined']} "
+                       f"undetermined; {rep.summary['meta']['phase calls']}")  # fmt: skip
         for line in rep.summary.get("model_accuracy") or []:
             click.echo(f"  model accuracy: {line}")
         for what in rep.missing:

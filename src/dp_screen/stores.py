@@ -362,11 +362,12 @@ def open_store(
         store.close()
 
 
-def upsert_many(collection, key: str, docs: Iterable[dict], in_batch: int = 256) -> dict:
+def upsert_many(collection, key: str, docs: Iterable[dict], in_batch: int = 256, keep: tuple[str, ...] = ()) -> dict:
     """Idempotent bulk write into a pymongo collection keyed on ``key``: one document per key, always.
 
-    New keys are inserted in bulk (several times faster than upserts on these servers); existing ones are replaced.
-    Returns counts {"inserted": n, "replaced": m}.
+    New keys are inserted in bulk (several times faster than upserts on these servers); existing ones are replaced,
+    keeping the existing document's top-level fields named in ``keep`` (fields other steps derived from it, which
+    the new document does not carry). Returns counts {"inserted": n, "replaced": m}.
     """
     from pymongo import ReplaceOne
     from pymongo.errors import BulkWriteError
@@ -375,11 +376,12 @@ def upsert_many(collection, key: str, docs: Iterable[dict], in_batch: int = 256)
     if not docs:
         return {"inserted": 0, "replaced": 0}
     keys = [d[key] for d in docs]
-    existing = set()
+    existing: dict = {}
+    proj = {key: 1, "_id": 0, **{f: 1 for f in keep}}
     for i in range(0, len(keys), in_batch):  # $in lists of a few hundred stay flat in cost
-        existing |= {d[key] for d in collection.find({key: {"$in": keys[i : i + in_batch]}}, {key: 1, "_id": 0})}
+        existing |= {d[key]: d for d in collection.find({key: {"$in": keys[i : i + in_batch]}}, proj)}
     new = [dict(d) for d in docs if d[key] not in existing]  # copies: insert_many adds _id
-    old = [d for d in docs if d[key] in existing]
+    old = [_kept(d, existing[d[key]], keep) for d in docs if d[key] in existing]
     inserted = 0
     if new:
         try:
@@ -391,10 +393,16 @@ def upsert_many(collection, key: str, docs: Iterable[dict], in_batch: int = 256)
                 raise DatabaseError(f"writing to {collection.name!r} failed: {other[0].get('errmsg')}") from None
             dup = {new[e["index"]][key] for e in errors}
             inserted = exc.details.get("nInserted", 0)
-            old += [d for d in docs if d[key] in dup]
+            old += [_kept(d, collection.find_one({key: d[key]}, proj) or {}, keep) for d in docs if d[key] in dup]
     if old:
         collection.bulk_write([ReplaceOne({key: d[key]}, d, upsert=True) for d in old], ordered=False)
     return {"inserted": inserted, "replaced": len(old)}
+
+
+def _kept(doc: dict, existing: dict, keep: tuple[str, ...]) -> dict:
+    """``doc`` with the fields ``keep`` of the document it replaces (where that has them and ``doc`` does not)."""
+    extra = {f: existing[f] for f in keep if f in existing and f not in doc}
+    return {**doc, **extra} if extra else doc
 
 
 def upsert_documents(store: MongoStore, docs: Iterable[dict], key: str | None = None) -> dict:

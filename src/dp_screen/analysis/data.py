@@ -22,7 +22,7 @@ from dp_screen.errors import DatabaseError, InputError
 from dp_screen.schemas.relaxation import exclusion, summary_key
 from dp_screen.settings import DPScreenSettings
 from dp_screen.stores import COLLECTIONS, database_uri, redact
-from dp_screen.structures.phases import TILT_TOL_MEV, phase_summary
+from dp_screen.structures.phases import phase_summary, recall
 
 if TYPE_CHECKING:
     from pymongo.database import Database
@@ -213,7 +213,7 @@ def phase_table(
     model_sha256: str | None = None,
     settings_hash: str | None = None,
     query: dict | None = None,
-    tilt_tol_mev: float = TILT_TOL_MEV,
+    phase_error_mev: float | None = None,
     digest: PhaseDigest | None = None,
 ) -> pd.DataFrame:
     """One row per relaxed (composition, ordering): its lowest-energy phase, dE(untilted - lowest), descriptors.
@@ -229,16 +229,24 @@ def phase_table(
     perovskite: field ``excluded`` None), each under the phase it ended in (``phase_tilt``); how many were kept
     out, and why, is in ``n_excluded`` and ``excluded`` ({reason: n}). Columns: ``ordering``, ``e_lowest``
     (eV/atom), ``lowest_tilt`` (the phase of the lowest variant), ``lowest_space_group`` (its space group after
-    relaxation), ``dE_untilted_mev_atom`` (NaN without a ranked untilted variant), ``ground_state_tilted`` (dE above
-    ``tilt_tol_mev``; None without an untilted variant), ``winning_space_group`` (the untilted variant's group when
-    the ground state is not tilted), ``n_variants``, ``n_ranked``, ``n_excluded``, ``excluded``,
+    relaxation), ``dE_untilted_mev_atom`` (NaN without a ranked untilted variant), the call with its error bar
+    (:func:`dp_screen.structures.phases.phase_call`: ``call`` tilted / untilted / undetermined, ``dE_tilt_mev_atom``
+    = E(untilted) - E(lowest tilted phase), ``phases_within_error``, ``phase_error_mev`` (sigma; NaN: unqualified),
+    ``phase_error_source``), ``ground_state_tilted`` (True / False for a tilted / untilted call, None when
+    undetermined), ``winning_space_group`` (the lowest variant's group for a tilted call, the untilted variant's for
+    an untilted one, None when undetermined), ``n_variants``, ``n_ranked``, ``n_excluded``, ``excluded``,
     ``energies_mev_atom`` ({phase: E - E_lowest}, the lowest per phase), ``composition_ground_state`` (True on the
     row of the composition's lowest ordering; see :func:`ground_state_table`), ``energy_spread_mev_atom`` and
     ``force_spread_ev_a`` (the committee's largest spread over the ordering's ranked variants, NaN when no
     committee scored them: ``dp-screen relax --committee``; see :func:`uncertainty_filter`) and the composition
     descriptors with species labels. A composition whose variants are all excluded has a row with no energies.
+
+    ``phase_error_mev``: a sigma (meV/atom) that replaces the one each summary was called with (the model's
+    measured error, or its committee's spread: :mod:`dp_screen.mlip.uncertainty`); the calls are made again from
+    the stored phase energies with it.
     """
     columns = ["composition_id", "ordering", "e_lowest", "lowest_tilt", "lowest_space_group", "dE_untilted_mev_atom",
+               "call", "dE_tilt_mev_atom", "phases_within_error", "phase_error_mev", "phase_error_source",
                "ground_state_tilted", "winning_space_group", "n_variants", "n_ranked", "n_excluded", "excluded",
                "energies_mev_atom", "composition_ground_state", "energy_spread_mev_atom", "force_spread_ev_a"]  # fmt: skip
     empty = pd.DataFrame(columns=columns + list(COMPOSITION_FIELDS[1:]) + list(SPECIES_COLUMNS))
@@ -259,7 +267,8 @@ def phase_table(
         if picked is None:
             return empty
         comps = composition_table(db, ids=list(summaries))
-    rows = [_ordering_row(cid, ordering, o, tilt_tol_mev)
+    model_error = _phase_error(db, picked[0], phase_error_mev)
+    rows = [_ordering_row(cid, ordering, o, model_error)
             for cid, summ in summaries.items() for ordering, o in summ["orderings"].items()]  # fmt: skip
     if not rows:
         return empty
@@ -268,7 +277,7 @@ def phase_table(
     df["composition_ground_state"] = False
     df.loc[lowest.index, "composition_ground_state"] = df.loc[lowest.index, "e_lowest"] == lowest
     df = df.merge(comps, on="composition_id", how="left") if not comps.empty else df
-    df.attrs.update(model_sha256=picked[0], settings_hash=picked[1], tilt_tol_mev=tilt_tol_mev)
+    df.attrs.update(model_sha256=picked[0], settings_hash=picked[1], phase_error=model_error.as_dict())
     return df.sort_values(["composition_id", "ordering"]).reset_index(drop=True)
 
 
@@ -276,23 +285,39 @@ def _nan(value) -> float:
     return np.nan if value is None else float(value)
 
 
-def _ordering_row(cid: str, ordering: str, o: dict, tol: float) -> dict:
-    """A phase-table row from one ordering's summary (``structures.phases.phase_summary``), at tolerance ``tol``."""
+def _phase_error(db, model_sha256: str, sigma_mev: float | None):
+    """The sigma of the calls: the user's, else the model's measured one (its card or its fine-tuning errors)."""
+    from dp_screen.mlip.uncertainty import model_phase_error, user_phase_error
+
+    if sigma_mev is not None:
+        return user_phase_error(sigma_mev)
+    doc = _run("reading 'models'", lambda: _collection(db, "models").find_one({"sha256": model_sha256}, {"errors": 1}))
+    return model_phase_error(model_sha256, None, (doc or {}).get("errors"))
+
+
+def _ordering_row(cid: str, ordering: str, o: dict, model_error) -> dict:
+    """A phase-table row from one ordering's summary (``structures.phases.phase_summary``), called again from its
+    phase energies (:func:`dp_screen.structures.phases.recall`: with the sigma it was summarised with, unless
+    ``model_error`` is the user's)."""
     de = o.get("dE_untilted_mev_atom")
-    tilted = None if de is None else bool(de > tol)
+    call = recall(o, model_error)
+    tilted = call["ground_state_tilted"]
     row = {"composition_id": cid, "ordering": ordering, "n_variants": o.get("n_variants", o.get("n_ranked", 0)),
            "n_ranked": o.get("n_ranked", 0), "excluded": o.get("excluded") or {},
            "energy_spread_mev_atom": _nan(o.get("energy_spread_mev_atom")),
-           "force_spread_ev_a": _nan(o.get("force_spread_ev_a"))}  # fmt: skip
+           "force_spread_ev_a": _nan(o.get("force_spread_ev_a")), "call": call["call"],
+           "dE_tilt_mev_atom": _nan(call["dE_tilt_mev_atom"]), "phases_within_error": call["phases_within_error"],
+           "phase_error_mev": _nan(call["phase_error_mev"]), "phase_error_source": call["phase_error_source"]}  # fmt: skip
     row["n_excluded"] = row["n_variants"] - row["n_ranked"]
     if not o.get("n_ranked"):
         return {**row, "e_lowest": np.nan, "lowest_tilt": None, "lowest_space_group": None,
                 "dE_untilted_mev_atom": np.nan, "ground_state_tilted": None, "winning_space_group": None,
                 "energies_mev_atom": {}, "lowest_structure_id": None}  # fmt: skip
+    winning = {True: o["lowest_space_group"], False: o["untilted_space_group"], None: None}[tilted]
     return {**row, "e_lowest": o["e_lowest"], "lowest_tilt": o["lowest"], "lowest_space_group": o["lowest_space_group"],
             "dE_untilted_mev_atom": np.nan if de is None else de, "ground_state_tilted": tilted,
-            "winning_space_group": o["lowest_space_group"] if tilted in (True, None) else o["untilted_space_group"],
-            "energies_mev_atom": o["energies_mev_atom"], "lowest_structure_id": o["lowest_structure_id"]}  # fmt: skip
+            "winning_space_group": winning, "energies_mev_atom": o["energies_mev_atom"],
+            "lowest_structure_id": o["lowest_structure_id"]}  # fmt: skip
 
 
 @dataclass
@@ -309,7 +334,7 @@ class PhaseDigest:
 def read_phase_digest(db, model_sha256: str, settings_hash: str) -> PhaseDigest | None:
     """The phase digests of a registered set (None for a set begun before digests existed, which the analysis
     reads from the per-composition summaries instead)."""
-    from dp_screen.campaign_store import DIGEST_FIELDS, DIGEST_VARIANT_FIELDS, latest_rows, unpack
+    from dp_screen.campaign_store import DIGEST_FIELDS, DIGEST_VARIANT_FIELDS, digest_order, latest_rows, unpack
 
     key = summary_key(model_sha256, settings_hash)
     reg = _run("reading phase_sets", lambda: _collection(db, "phase_sets").find_one({"key": key}, {"digests": 1}))
@@ -317,7 +342,7 @@ def read_phase_digest(db, model_sha256: str, settings_hash: str) -> PhaseDigest 
         return None
     docs = _run("reading phase digests", lambda: list(_collection(db, "phase_digests").find(
         {"key": key}, {"_id": 0}, batch_size=200)))  # fmt: skip
-    docs = [unpack(d) for d in sorted(docs, key=lambda d: (d["written_at"], d["seq"]))]
+    docs = [unpack(d) for d in sorted(docs, key=digest_order)]
     rows = latest_rows(docs)
     ids = [docs[i]["composition_ids"][j] for i, j in rows]
     summaries = {cid: docs[i]["summaries"][j] for cid, (i, j) in zip(ids, rows, strict=True)}
@@ -364,6 +389,7 @@ def _summaries_from_relaxations(db, model_sha256, settings_hash, query):
     if picked is None:
         return {}, None
     grouped = grouped[(grouped["_id.m"] == picked[0]) & (grouped["_id.s"] == picked[1])]
+    model_error = _phase_error(db, picked[0], None)
     summaries = {}
     for cid, variants in zip(grouped["_id.c"], grouped["variants"], strict=True):
         summaries[cid] = phase_summary([{
@@ -372,7 +398,7 @@ def _summaries_from_relaxations(db, model_sha256, settings_hash, query):
             # documents from before 0.3.0 have no ``excluded``: failed / unconverged ones are kept out all the same
             "excluded": v.get("x") or exclusion(bool(v.get("f")), bool(v.get("ok")), None),
             "energy_spread_mev_atom": v.get("u"), "force_spread_ev_a": v.get("uf"),
-        } for v in variants])  # fmt: skip
+        } for v in variants], model_error)  # fmt: skip
     return summaries, picked
 
 
@@ -504,14 +530,14 @@ def composition_space(
 def _composition_space_from_digests(db, field: str, width: float, n_stored: int | None = None) -> pd.DataFrame | None:
     """:func:`composition_space` from the composition digests; None unless they cover every stored composition
     (a store written before digests existed, or by other means, is binned by the server instead)."""
-    from dp_screen.campaign_store import DIGEST_FIELDS, latest_rows, unpack
+    from dp_screen.campaign_store import DIGEST_FIELDS, digest_order, latest_rows, unpack
 
     if field not in DIGEST_FIELDS:
         return None
     docs = _run("reading composition digests", lambda: list(_collection(db, "composition_digests").find({}, {"_id": 0})))
     if not docs:
         return None
-    docs = [unpack(d) for d in sorted(docs, key=lambda d: (d["written_at"], d["seq"]))]
+    docs = [unpack(d) for d in sorted(docs, key=digest_order)]
     rows = latest_rows(docs)
     if n_stored is None:
         n_stored = _run("counting compositions", lambda: _collection(db, "compositions").estimated_document_count())

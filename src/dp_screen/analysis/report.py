@@ -18,7 +18,6 @@ import pandas as pd
 
 from dp_screen import __version__
 from dp_screen.analysis import data, plots, trends
-from dp_screen.structures.phases import TILT_TOL_MEV
 
 if TYPE_CHECKING:
     from pymongo.database import Database
@@ -57,13 +56,32 @@ def _heatmap_choices(phases: pd.DataFrame, n: int = 3) -> list[tuple[str, str, s
     return [tuple(i) for i in g.index[:n]]
 
 
+def _call_rule(phases: pd.DataFrame) -> str:
+    """The call rule and the sigma(s) it was applied with, for the report's header."""
+    rule = ("tilted when E(untilted) - E(lowest tilted phase) > 2 sigma, untilted when < -2 sigma or when no "
+            "tilted start stayed tilted, else undetermined")  # fmt: skip
+    if phases.empty or "phase_error_source" not in phases:
+        return rule
+    used = phases.groupby("phase_error_source", dropna=False)["phase_error_mev"].agg(["min", "max", "size"])
+    parts = []
+    for source, r in used.iterrows():
+        if pd.isna(r["min"]):
+            parts.append(f"{int(r['size'])} unqualified (no measured model error: 1 meV/atom noise band)")
+        else:
+            span = f"{r['min']:.1f}" if r["min"] == r["max"] else f"{r['min']:.1f}-{r['max']:.1f}"
+            parts.append(f"sigma {span} meV/atom from the {source} for {int(r['size'])} rows")
+    err = phases.attrs.get("phase_error") or {}
+    detail = f" ({err['detail']})" if err.get("detail") and err.get("sigma_mev") is not None else ""
+    return f"{rule}; {'; '.join(parts)}{detail}"
+
+
 def write_report(
     out_dir: str | Path,
     db: DPScreenSettings | Database | None = None,
     model_sha256: str | None = None,
     settings_hash: str | None = None,
     heatmaps: list[tuple[str, str, str]] | None = None,
-    tilt_tol_mev: float = TILT_TOL_MEV,
+    phase_error_mev: float | None = None,
     progress: Callable[[str], None] | None = None,
     max_force_spread: float | None = None,
     max_energy_spread: float | None = None,
@@ -73,7 +91,8 @@ def write_report(
     ``progress(message)`` is called as each part starts (reading a large store takes a while).
     ``max_force_spread`` (eV/A) / ``max_energy_spread`` (meV/atom): leave out of the phases and trends every
     (composition, ordering) whose committee spread is above the bound or that no committee scored
-    (:func:`dp_screen.analysis.data.uncertainty_filter`); the report says how many.
+    (:func:`dp_screen.analysis.data.uncertainty_filter`); the report says how many. ``phase_error_mev``: sigma of
+    the phase calls instead of the model's measured error (:mod:`dp_screen.mlip.uncertainty`).
     """
     say = progress or (lambda _msg: None)
     out = Path(out_dir)
@@ -102,7 +121,7 @@ def write_report(
     say(f"grouping {store['counts']['relaxations']} relaxations by composition")
     registered = data._registered_set(db, model_sha256, settings_hash)
     digest = data.read_phase_digest(db, *registered) if registered else None  # read once, used twice
-    by_ordering = data.phase_table(db, model_sha256, settings_hash, tilt_tol_mev=tilt_tol_mev, digest=digest)
+    by_ordering = data.phase_table(db, model_sha256, settings_hash, phase_error_mev=phase_error_mev, digest=digest)
     scored = by_ordering[by_ordering["force_spread_ev_a"].notna()] if "force_spread_ev_a" in by_ordering else []
     unfiltered = by_ordering
     by_ordering = data.uncertainty_filter(by_ordering, max_force_spread, max_energy_spread)
@@ -117,8 +136,7 @@ def write_report(
         "model (sha256)": picked[0] if picked else "no relaxations yet",
         "model accuracy": " / ".join(accuracy) if accuracy else "-",
         "relaxation settings hash": picked[1] if picked else "-",
-        "tilt tolerance": f"{tilt_tol_mev} meV/atom (a lowest variant closer than this to the untilted one counts "
-                          f"as untilted)",
+        "phase calls": _call_rule(by_ordering),
         "dp_screen": __version__, "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }  # fmt: skip
     report.summary["meta"] = meta
@@ -154,8 +172,10 @@ def write_report(
         tf = trends.tilted_fraction(phases)
         report.summary["tilted_fraction"] = tf
         frac = "-" if tf["fraction"] is None else f"{100 * tf['fraction']:.1f}%"
-        body.append(f"<p>{len(phases)} relaxed compositions; {tf['n']} with an untilted variant to compare, of which "
-                    f"{tf['n_tilted']} ({frac}) have a tilted ground state.</p>")  # fmt: skip
+        body.append(f"<p>{len(phases)} relaxed compositions: {tf['n_tilted']} called tilted, {tf['n_untilted']} "
+                    f"untilted ({frac} tilted of the {tf['n']} determined calls) and {tf['n_undetermined']} "
+                    f"undetermined (the untilted and the lowest tilted phase within 2 sigma of each other, or no "
+                    f"untilted variant ranked), counted apart in every statistic below.</p>")  # fmt: skip
         say("phase figures and trend tables")
         table("largest_dE", trends.ranked(phases, 20), "The 20 largest dE (meV/atom): the strongest preference for a "
               "tilted phase", index=False)  # fmt: skip

@@ -2,6 +2,11 @@
 
 Energies are in meV/atom. ``dE`` is E(untilted) - E(lowest variant) of one composition: 0 when the untilted cell is
 the ground state, positive when a tilted phase is lower.
+
+Every statistic of tilted / untilted ground states counts the **calls** (``call`` of the phase table:
+:func:`dp_screen.structures.phases.phase_call`): a fraction of tilted ground states is taken over the determined
+calls only, and the ``undetermined`` ones (|dE_tilt| within 2 sigma of the model's error) are counted apart, never
+folded into either side.
 """
 
 from __future__ import annotations
@@ -29,16 +34,25 @@ def _group_stats(groups) -> pd.DataFrame:
         tilted = g["ground_state_tilted"].dropna().astype(bool)
         sg = g["winning_space_group"].dropna()
         counts = sg.astype(int).value_counts()
+        undetermined = int(_calls(g).eq("undetermined").sum())
         return pd.Series({
             "n": len(g), "n_with_dE": len(de),
             "dE_mean": de.mean() if len(de) else np.nan, "dE_median": de.median() if len(de) else np.nan,
             "dE_max": de.max() if len(de) else np.nan,
+            "n_undetermined": undetermined, "undetermined_fraction": undetermined / len(g) if len(g) else np.nan,
             "tilted_fraction": tilted.mean() if len(tilted) else np.nan,
             "top_space_group": int(counts.index[0]) if len(counts) else None,
             "top_space_group_fraction": counts.iloc[0] / len(sg) if len(counts) else np.nan,
         })  # fmt: skip
 
     return groups.apply(stats, include_groups=False)
+
+
+def _calls(phases: pd.DataFrame) -> pd.Series:
+    """The call of each row; a table from before calls existed: tilted / untilted from ``ground_state_tilted``."""
+    if "call" in phases:
+        return phases["call"].fillna("undetermined")
+    return phases["ground_state_tilted"].map({True: "tilted", False: "untilted"}).fillna("undetermined")
 
 
 def _check_columns(phases: pd.DataFrame, columns) -> None:
@@ -53,10 +67,11 @@ def trend_by(phases: pd.DataFrame, by: str | list[str]) -> pd.DataFrame:
     by = [by] if isinstance(by, str) else list(by)
     _check_columns(phases, by + [DE, "ground_state_tilted", "winning_space_group"])
     if phases.empty:
-        return pd.DataFrame(columns=["n", "n_with_dE", "dE_mean", "dE_median", "dE_max", "tilted_fraction",
-                                     "top_space_group", "top_space_group_fraction"])  # fmt: skip
+        return pd.DataFrame(columns=["n", "n_with_dE", "dE_mean", "dE_median", "dE_max", "n_undetermined",
+                                     "undetermined_fraction", "tilted_fraction", "top_space_group",
+                                     "top_space_group_fraction"])  # fmt: skip
     out = _group_stats(phases.groupby(by, sort=True))
-    return out.astype({"n": int, "n_with_dE": int})
+    return out.astype({"n": int, "n_with_dE": int, "n_undetermined": int})
 
 
 def trend_by_tolerance(phases: pd.DataFrame, column: str = "goldschmidt_t", bins=TOLERANCE_BINS) -> pd.DataFrame:
@@ -65,18 +80,22 @@ def trend_by_tolerance(phases: pd.DataFrame, column: str = "goldschmidt_t", bins
     binned = phases.assign(_bin=pd.cut(phases[column].astype(float), bins=bins))
     out = _group_stats(binned.groupby("_bin", observed=True))
     out.index.name = f"{column} bin"
-    return out.astype({"n": int, "n_with_dE": int})
+    return out.astype({"n": int, "n_with_dE": int, "n_undetermined": int})
 
 
 def tilted_fraction(phases: pd.DataFrame) -> dict:
-    """How many compositions (with an untilted variant to compare) have a tilted ground state."""
-    known = phases["ground_state_tilted"].dropna().astype(bool) if not phases.empty else pd.Series(dtype=bool)
-    return {"n": int(len(known)), "n_tilted": int(known.sum()),
-            "fraction": float(known.mean()) if len(known) else None}  # fmt: skip
+    """How the compositions are called: ``n`` determined calls, of which ``n_tilted`` tilted and ``n_untilted``
+    untilted, ``fraction`` tilted among the determined ones, and ``n_undetermined`` counted apart."""
+    calls = _calls(phases) if not phases.empty else pd.Series(dtype=object)
+    n_tilted, n_untilted = int(calls.eq("tilted").sum()), int(calls.eq("untilted").sum())
+    n = n_tilted + n_untilted
+    return {"n": n, "n_tilted": n_tilted, "n_untilted": n_untilted, "n_undetermined": int(calls.eq("undetermined").sum()),
+            "fraction": n_tilted / n if n else None}  # fmt: skip
 
 
-RANKING_COLUMNS = ["composition_id", "formula", "lowest_tilt", "winning_space_group", DE, "ground_state_tilted",
-                   "goldschmidt_t", "tau", "tau_perovskite", "n_variants", "n_converged"]
+RANKING_COLUMNS = ["composition_id", "formula", "call", "lowest_tilt", "phases_within_error", "winning_space_group",
+                   DE, "dE_tilt_mev_atom", "phase_error_mev", "ground_state_tilted", "goldschmidt_t", "tau",
+                   "tau_perovskite", "n_variants", "n_converged"]
 
 
 def ranked(phases: pd.DataFrame, n: int = 20, column: str = DE, ascending: bool = False) -> pd.DataFrame:
@@ -87,12 +106,17 @@ def ranked(phases: pd.DataFrame, n: int = 20, column: str = DE, ascending: bool 
 
 
 def phase_fractions(phases: pd.DataFrame, by: str = "X_sp") -> pd.DataFrame:
-    """Fraction of compositions per winning space group (columns) for each value of ``by`` (rows)."""
+    """Fraction of compositions per winning space group (columns) for each value of ``by`` (rows), with the
+    undetermined calls as a column of their own (``"undetermined"``, last) instead of left out."""
     _check_columns(phases, [by, "winning_space_group"])
-    df = phases.dropna(subset=["winning_space_group"])
+    undetermined = _calls(phases).eq("undetermined")
+    df = phases[phases["winning_space_group"].notna() | undetermined]
     if df.empty:
         return pd.DataFrame()
-    return pd.crosstab(df[by], df["winning_space_group"].astype(int), normalize="index")
+    out = pd.crosstab(df[by], df["winning_space_group"].where(~undetermined[df.index], -1).astype(int),
+                      normalize="index")  # fmt: skip
+    return out.rename(columns={-1: "undetermined"})[[c for c in out.columns if c != -1]
+                                                    + (["undetermined"] if -1 in out.columns else [])]
 
 
 def _ordering_of(df: pd.DataFrame) -> pd.Series:

@@ -29,6 +29,22 @@ def composition_id(a: str, na: int, a2: str, na2: int, b: str, nb: int, b2: str,
     return "_".join(_label(el, q) for el, q in ((a, na), (a2, na2), (b, nb), (b2, nb2), (x, nx)))
 
 
+def composition_assignment(cid: str) -> dict[str, int] | None:
+    """element -> oxidation state of a composition id (``Sr2+_Sr2+_Fe3+_Mo5+_O2-``); None when an element holds two
+    states (Fe2+/Fe4+ say: a per-element assignment cannot say which site is which) or the id is not one."""
+    import re
+
+    out: dict[str, int] = {}
+    for label in cid.split("_"):
+        m = re.fullmatch(r"([A-Z][a-z]?)(\d*)([+-])", label)
+        if not m:
+            return None
+        q = int(m.group(2) or 1) * (1 if m.group(3) == "+" else -1)
+        if out.setdefault(m.group(1), q) != q:
+            return None
+    return out or None
+
+
 def formula(a: str, a2: str, b: str, b2: str, x: str) -> str:
     """Reduced formula text with the site order kept, e.g. Cs2AgBiCl6, NaLaFeWO6, Ba2CaMoO6."""
     a_part = f"{a}2" if a == a2 else f"{a}{a2}"

@@ -14,6 +14,13 @@ decides, per structure:
   them: only oxides and fluorides. W6+ and Mo6+ (d0) get U as MP gives it to them; it barely changes a d0 ion.
 - **label**: ``cp2k-pbe`` or ``cp2k-pbe+u``, stored with every result.
 
+All of it is read off the structure's oxidation states, so whatever path a structure takes to DFT (training set,
+active learning, held-out set, validation, the reference set) it keeps the states it was built with. A structure
+without them (read from a file, or stripped on the way) gets them inferred (an
+assignment the caller knows, e.g. the composition's; else bond valence; else pymatgen's guesses from the
+composition; :func:`dp_screen.structures.roles.with_oxidation_states`), or fails naming the structure: never a
+silent closed-shell run.
+
 What still differs from MP: GTH pseudopotentials and MOLOPT Gaussian basis sets instead of PAW and plane waves,
 CP2K's Mulliken-projector +U instead of VASP's Dudarev scheme on PAW projectors (same U, different projector), and
 no MP energy corrections (anion and +U mixing corrections), so absolute energies differ; phase energy differences
@@ -77,7 +84,11 @@ class Hamiltonian:
 
 
 def hamiltonian_for(structure: Structure) -> Hamiltonian:
-    """The models' Hamiltonian for a structure with oxidation states (module docstring: the rules)."""
+    """The models' Hamiltonian for a structure (module docstring: the rules); oxidation states inferred where the
+    structure has none (:func:`with_oxidation_states`)."""
+    from dp_screen.structures.roles import with_oxidation_states
+
+    structure = with_oxidation_states(structure)
     anions = {s.specie.symbol for s in structure if getattr(s.specie, "oxi_state", 0) < 0}
     u_table = mp_u_values()
     u: dict[str, float] = {}

@@ -31,6 +31,9 @@ class CampaignOptions:
     training_compositions, foundation, train_epochs, train_device
         Prepend the training flow (N compositions -> DFT labels -> fine-tune ``foundation``) and screen with its
         model (None: no training).
+    phase_error_mev
+        sigma (meV/atom) of the phase calls instead of the model's measured error (None: the model's; see
+        :mod:`dp_screen.mlip.uncertainty`).
     """
 
     limit: int | None = 20
@@ -50,6 +53,7 @@ class CampaignOptions:
     foundation: str = "medium"
     train_epochs: int | None = None
     train_device: str | None = None
+    phase_error_mev: float | None = None
 
 
 def screening_maker(opts: CampaignOptions):
@@ -67,7 +71,8 @@ def screening_maker(opts: CampaignOptions):
         chunk_size=opts.chunk_size, enumeration=EnumerationSettings(anions=opts.anions, bv_filter="any"),
         build=BuildMaker(settings=BuildSettings(tilts=opts.tilts)),
         relax=RelaxMaker(model=opts.model, settings=opts.relax, device=opts.device),
-        validate=validate, report=ReportMaker(out_dir=opts.report_dir) if opts.report_dir else None,
+        validate=validate, phase_error_mev=opts.phase_error_mev,
+        report=ReportMaker(out_dir=opts.report_dir, phase_error_mev=opts.phase_error_mev) if opts.report_dir else None,
     )  # fmt: skip
 
 

@@ -97,39 +97,54 @@ def _model_accuracy(db, model_sha256: str) -> list[str]:
 
 
 @job
-def summarize_campaign(selection: dict, relaxed: list, validation: dict | None, db_settings: dict | None = None) -> dict:
-    """Phase counts and the lowest-energy phases of the campaign's compositions (small output)."""
+def summarize_campaign(selection: dict, relaxed: list, validation: dict | None, db_settings: dict | None = None,
+                       phase_error_mev: float | None = None) -> dict:  # fmt: skip
+    """Phase counts and the lowest-energy phases of the campaign's compositions (small output).
+
+    Each composition's call is made again from its stored summary (:func:`dp_screen.structures.phases.recall`),
+    with ``phase_error_mev`` as sigma where given, else the sigma it was summarised with."""
+    from dp_screen.jobs.relax import summary_key
+    from dp_screen.mlip.uncertainty import NO_ERROR, user_phase_error
+    from dp_screen.structures.phases import recall
+
     db = _db(db_settings)
     ids = selection["composition_ids"]
-    from dp_screen.jobs.relax import summary_key
-
     model = relaxed[0]["model"]["model_sha256"][:12] if relaxed else None
     key = summary_key(relaxed[0]["model"]["model_sha256"], relaxed[0]["settings_hash"]) if relaxed else None
+    override = user_phase_error(phase_error_mev) if phase_error_mev is not None else None
     rows = []
     for d in CampaignStore(db).phase_summaries(ids, key, ["composition_id", "formula", "X", "tau_perovskite"]):
         phase = (d.get("phases") or {}).get(key) or {}
+        ground = phase.get("ground_state") or {}
+        call = recall((phase.get("orderings") or {}).get(ground.get("ordering"), {}), override or NO_ERROR)
         rows.append({"composition_id": d["composition_id"], "formula": d["formula"], "X": d["X"],
                      "tau_perovskite": d["tau_perovskite"], "lowest": phase.get("lowest"),
-                     "ground_state": phase.get("ground_state_phase"),
+                     "ground_state": call["ground_state_phase"], "call": call["call"],
+                     "phases_within_error": call["phases_within_error"], "phase_error_mev": call["phase_error_mev"],
+                     "phase_error_source": call["phase_error_source"], "dE_tilt_mev_atom": call["dE_tilt_mev_atom"],
                      "dE_untilted_mev_atom": phase.get("dE_untilted_mev_atom"),
-                     "ground_state_tilted": phase.get("ground_state_tilted"),
-                     "ordering": (phase.get("ground_state") or {}).get("ordering"),
+                     "ground_state_tilted": call["ground_state_tilted"], "ordering": ground.get("ordering"),
                      "excluded": phase.get("excluded") or {}, "n_variants": phase.get("n_variants", 0)})  # fmt: skip
+    calls = {c: sum(1 for r in rows if r["call"] == c) for c in ("tilted", "untilted", "undetermined")}
     by_phase: dict[str, int] = {}
     for r in rows:
-        by_phase[str(r["ground_state"])] = by_phase.get(str(r["ground_state"]), 0) + 1
+        label = str(r["ground_state"]) if r["call"] != "undetermined" else "undetermined"
+        by_phase[label] = by_phase.get(label, 0) + 1
     des = [r["dE_untilted_mev_atom"] for r in rows if r["dE_untilted_mev_atom"] is not None]
+    sigmas = sorted({(r["phase_error_mev"], r["phase_error_source"]) for r in rows if r["call"] is not None},
+                    key=lambda x: (x[0] is None, x[0] or 0))  # fmt: skip
+    determined = calls["tilted"] + calls["untilted"]
     return {
         "campaign": selection["campaign"], "compositions": len(ids), "model_sha256_12": model,
         "model_accuracy": _model_accuracy(db, relaxed[0]["model"]["model_sha256"]) if relaxed else [],
         "relaxations": sum(r["relaxed"] for r in relaxed), "converged": sum(r["converged"] for r in relaxed),
-        "failed": sum(r["failed"] for r in relaxed), "lowest_phase_counts": by_phase,
+        "failed": sum(r["failed"] for r in relaxed), "lowest_phase_counts": by_phase, "calls": calls,
+        "phase_errors": [{"phase_error_mev": s, "source": src} for s, src in sigmas],
         "excluded": {why: sum(r["excluded"].get(why, 0) for r in rows)
                      for why in sorted({w for r in rows for w in r["excluded"]})},
         "settings_hash": relaxed[0]["settings_hash"] if relaxed else None,
-        # dE above the tolerance of compare_phases, among compositions with an untilted variant to compare
-        "tilted_ground_state_fraction": (sum(1 for r in known if r["ground_state_tilted"]) / len(known))
-        if (known := [r for r in rows if r["ground_state_tilted"] is not None]) else None,
+        # tilted calls among the determined ones; the undetermined are counted apart ("calls")
+        "tilted_ground_state_fraction": calls["tilted"] / determined if determined else None,
         "mean_dE_untilted_mev_atom": sum(des) / len(des) if des else None,
         "table": sorted(rows, key=lambda r: r["composition_id"]),
         "validation": validation,
@@ -158,6 +173,8 @@ class ScreeningFlowMaker(Maker):
         A ValidateMaker (DFT single points on a sample), or None to skip validation.
     report
         A ReportMaker (HTML report of the store after the summary), or None.
+    phase_error_mev
+        sigma (meV/atom) of the summary's calls instead of the model's measured one (None: the model's).
     """
 
     name: str = "dp_screen screening"
@@ -170,6 +187,7 @@ class ScreeningFlowMaker(Maker):
     relax: RelaxMaker = field(default_factory=RelaxMaker)
     validate: ValidateMaker | None = None
     report: ReportMaker | None = None
+    phase_error_mev: float | None = None
 
     def make(self, db_settings: dict | None = None, model: str | None = None) -> Flow:
         """The campaign flow. ``model``: a model file (or a reference to one, e.g. the training flow's output)."""
@@ -185,7 +203,7 @@ class ScreeningFlowMaker(Maker):
             val = self.validate.make(select.output, relaxed.output, db_settings)
             jobs.append(val)
             validation = val.output
-        summary = summarize_campaign(select.output, relaxed.output, validation, db_settings)
+        summary = summarize_campaign(select.output, relaxed.output, validation, db_settings, self.phase_error_mev)
         summary.name = "summary"
         jobs.append(summary)
         if self.report is not None:

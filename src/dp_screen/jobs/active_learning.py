@@ -127,7 +127,13 @@ class LoopStore:
 
 
 def _structure(doc: dict) -> Structure:
-    return Structure.from_dict(doc["structure"])
+    """The structure of a label document, with oxidation states (a DFT oracle reads its Hamiltonian off them;
+    labels stored without them get their composition's)."""
+    from dp_screen.chemistry.composition_space import composition_assignment
+    from dp_screen.structures.roles import with_oxidation_states
+
+    s = Structure.from_dict(doc["structure"])
+    return with_oxidation_states(s, composition_assignment(doc.get("composition_id", "")), name=doc.get("label_id"))
 
 
 def _label_doc(loop: LoopSettings, split: str, r: int, cand: Candidate, extra: dict | None = None) -> dict:
@@ -178,7 +184,7 @@ def prepare_held_out(loop: LoopSettings, rows: list[dict], db: DPScreenSettings,
     for (_, meta), res in zip(items, results, strict=True):
         if res.failed:
             continue
-        s = res.structure.remove_oxidation_states()
+        s = res.structure  # with its oxidation states: a DFT oracle needs them (dft.hamiltonian)
         docs.append(_label_doc(loop, "held_out", 0, Candidate(s, meta["composition_id"], meta["tilt"], "relaxed",
                                                               res.n_steps), {"converged": res.converged}))  # fmt: skip
     store.write_labels(docs)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from dp_screen.mlip.training import TrainSettings
+    from dp_screen.mlip.uncertainty import PhaseError
 
 
 def relax_store(
@@ -56,10 +57,11 @@ def relax_store(
     Resumable: relaxations are keyed by structure, model hash and settings; a re-run skips those already stored,
     unless the starting structure has been rebuilt since with other build settings (then it is relaxed again and
     the stale relaxation replaced).
-    After relaxing, each touched composition gets its phase summary (see :func:`phase_summary`) under
-    ``phases.<model sha[:12]>_<relaxation settings hash>`` in the compositions collection. The settings hash covers
-    every setting that changes a result (the relaxation settings and the model's dtype), so runs with other
-    settings are kept side by side.
+    After relaxing, every composition of the query whose phase summary is missing or stale gets one (see
+    :func:`write_phase_summaries`) under ``phases.<model sha[:12]>_<relaxation settings hash>`` in the compositions
+    collection, with the calls' sigma of the model (:func:`dp_screen.mlip.uncertainty.model_phase_error`). The
+    settings hash covers every setting that changes a result (the relaxation settings and the model's dtype), so
+    runs with other settings are kept side by side.
 
     ``committee``: model files of a committee (:mod:`dp_screen.mlip.committee`) that scores every relaxed
     structure, new and already stored, as it is written: ``energy_spread_mev_atom``, ``force_spread_ev_a`` and
@@ -68,8 +70,9 @@ def relax_store(
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from dp_screen.campaign_store import DIGEST_FIELDS, CampaignStore
+    from dp_screen.campaign_store import CampaignStore
     from dp_screen.mlip.models import resolve_device
+    from dp_screen.mlip.uncertainty import model_phase_error
 
     t0 = time.perf_counter()
     settings = relax_settings or RelaxSettings()
@@ -80,6 +83,7 @@ def relax_store(
     config = relaxation_config(settings, model.dtype)
     config_hash = settings_hash(config)
     store = CampaignStore(db_settings)
+    phase_error = model_phase_error(model.sha256, model.path, (store.model(model.sha256) or {}).get("errors"))
     todo_meta = store.built_structure_meta(query, limit)
     if not todo_meta:
         raise InputError(f"no built structures match {query or {}}; run 'dp-screen build-all' first")
@@ -94,8 +98,6 @@ def relax_store(
         on_total(len(todo_meta))
     if progress and counts["skipped"]:
         progress(counts["skipped"])
-    touched: set[str] = set()
-
     lock = threading.Lock()
 
     def document(doc: dict, res) -> dict:  # runs in the CPU pool
@@ -126,7 +128,6 @@ def relax_store(
             chunk = todo[start : start + chunk_size]
             full = store.structures_by_id([m["structure_id"] for m in chunk])
             docs = [full[m["structure_id"]] for m in chunk]
-            touched.update(d["composition_id"] for d in docs)
 
             def finished(i: int, res, docs=docs) -> None:
                 pending.append(pool.submit(document, docs[i], res))
@@ -143,21 +144,52 @@ def relax_store(
             if docs:
                 scorer.score(docs)
                 store.write_relaxations(docs)
-                touched.update(d["composition_id"] for d in docs)
         counts["scored_by_committee"] = scorer.n_scored
-    variants: dict[str, list[dict]] = {cid: [] for cid in touched}
-    for d in store.relaxations_for_summary(sorted(touched), model.sha256, config_hash):
-        variants[d["composition_id"]].append(d)
-    key = summary_key(model.sha256, config_hash)
-    summaries = {cid: phase_summary(v) for cid, v in variants.items() if v}
-    counts["phase_summaries"] = store.write_phase_summaries(key, summaries)
-    if summaries:
-        comps = store.compositions({"composition_id": {"$in": sorted(summaries)}}, ["composition_id", *DIGEST_FIELDS])
-        store.write_phase_digest(key, summaries, comps, [v for vs in variants.values() for v in vs])
+    counts["phase_summaries"] = write_phase_summaries(store, sorted({m["composition_id"] for m in todo_meta}),
+                                                      model.sha256, config_hash, phase_error)  # fmt: skip
     store.register_phase_set(summary_key(model.sha256, config_hash), model.sha256, config_hash, model.name,
                              counts["relaxed"])  # fmt: skip
     counts.update({"model": prov, "settings_hash": config_hash, "seconds": round(time.perf_counter() - t0, 2)})
     return counts
+
+
+def write_phase_summaries(store, ids: list[str], model_sha256: str, config_hash: str,
+                          phase_error: PhaseError | None = None, attempts: int = 3) -> int:  # fmt: skip
+    """(Re)compute the phase summaries (and the digest) of those of ``ids`` whose summary is missing or stale; return
+    how many were written.
+
+    Stale: the composition's phase version (bumped by every write of its relaxations) differs from the one its
+    summary was computed at, or the model's error (``phase_error``: its card, say) differs from the one its calls
+    were made with. Each summary is recomputed from the relaxations stored now and written by
+    compare-and-set on that version (:meth:`~dp_screen.campaign_store.CampaignStore.write_phase_summaries`); one
+    that lost the race to a concurrent job is recomputed (up to ``attempts`` times: the job that moved the
+    version on writes its own summary after its relaxations anyway)."""
+    from dp_screen.campaign_store import DIGEST_FIELDS
+    from dp_screen.mlip.uncertainty import NO_ERROR
+
+    key = summary_key(model_sha256, config_hash)
+    model_error = (phase_error or NO_ERROR).as_dict()  # a card added since makes the stored calls stale too
+    versions = store.stale_phase_summaries(key, ids, model_error)
+    left = sorted(versions)
+    written_total = 0
+    for attempt in range(attempts):
+        if not left:
+            break
+        if attempt:
+            versions = store.phase_versions(key, left)
+        variants: dict[str, list[dict]] = {cid: [] for cid in left}
+        for d in store.relaxations_for_summary(left, model_sha256, config_hash):
+            variants[d["composition_id"]].append(d)
+        summaries = {cid: {**phase_summary(v, phase_error), "version": versions.get(cid, 0),
+                           "model_phase_error": model_error} for cid, v in variants.items() if v}  # fmt: skip
+        written = sorted(store.write_phase_summaries(key, summaries, versions))
+        if written:
+            comps = store.compositions({"composition_id": {"$in": written}}, ["composition_id", *DIGEST_FIELDS])
+            store.write_phase_digest(key, {c: summaries[c] for c in written}, comps,
+                                     [v for c in written for v in variants[c]], versions)  # fmt: skip
+        written_total += len(written)
+        left = sorted(set(summaries) - set(written))
+    return written_total
 
 
 class _CommitteeScorer:

@@ -8,7 +8,6 @@ from pathlib import Path
 from jobflow import Maker, job
 
 from dp_screen.settings import DPScreenSettings
-from dp_screen.structures.phases import TILT_TOL_MEV
 
 
 @dataclass
@@ -24,14 +23,15 @@ class ReportMaker(Maker):
         report lands in the same place wherever the worker runs.
     heatmaps
         (A, A', X) triples for dE heatmaps; None: the three with the most relaxed compositions.
-    tilt_tol_mev
-        How far (meV/atom) below the untilted variant a tilted one must be to count as a tilted ground state.
+    phase_error_mev
+        sigma (meV/atom) of the phase calls instead of the model's measured error (None: the model's; see
+        :mod:`dp_screen.mlip.uncertainty`).
     """
 
     name: str = "report"
     out_dir: str = "report"
     heatmaps: list[tuple[str, str, str]] | None = None
-    tilt_tol_mev: float = TILT_TOL_MEV
+    phase_error_mev: float | None = None
 
     @job
     def make(self, model_sha256: str | None = None, db_settings: dict | None = None) -> dict:
@@ -42,6 +42,7 @@ class ReportMaker(Maker):
         out = Path(self.out_dir)
         if not out.is_absolute():
             out = db.home.resolve() / out
-        rep = write_report(out, db, model_sha256=model_sha256, heatmaps=self.heatmaps, tilt_tol_mev=self.tilt_tol_mev)
+        rep = write_report(out, db, model_sha256=model_sha256, heatmaps=self.heatmaps,
+                           phase_error_mev=self.phase_error_mev)  # fmt: skip
         return {"html": str(rep.html), "figures": sorted(rep.figures), "missing": rep.missing,
                 "tilted_fraction": rep.summary.get("tilted_fraction")}  # fmt: skip

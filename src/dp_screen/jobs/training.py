@@ -34,7 +34,7 @@ def make_training_set(n_compositions: int, cells_per_composition: int, cell_atom
             built = build_bvm_structure(SiteSpeciesSet.from_row(row), ordering, tilt)
         except Exception:  # noqa: BLE001 - skip compositions that cannot be built
             continue
-        cells = perturbed_cells(built.structure.remove_oxidation_states(), cells_per_composition, displacement, strain,
+        cells = perturbed_cells(built.structure, cells_per_composition, displacement, strain,
                                 seed=rng.randrange(1 << 30), n_atoms=cell_atoms)  # fmt: skip
         for k, cell in enumerate(cells):
             structures.append(cell)

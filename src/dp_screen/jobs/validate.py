@@ -23,7 +23,9 @@ from pymatgen.core import Structure
 
 from dp_screen.dft.cp2k import CP2KSettings
 from dp_screen.dft.labels import dft_label
+from dp_screen.chemistry.composition_space import composition_assignment
 from dp_screen.jobs.dft import BACKENDS, dft_single_point, vasp_static_maker
+from dp_screen.structures.roles import with_oxidation_states
 from dp_screen.errors import InputError
 from dp_screen.schemas.common import Provenance
 from dp_screen.settings import DPScreenSettings
@@ -153,7 +155,9 @@ def validate_sample(
     for rel in sample:
         if rel["relaxation_id"] in done:
             continue
-        structure = Structure.from_dict(rel["structure"])
+        # DFT reads its Hamiltonian off the oxidation states: a stored structure without them gets its composition's
+        structure = with_oxidation_states(Structure.from_dict(rel["structure"]),
+                                          composition_assignment(rel["composition_id"]), name=rel["relaxation_id"])
         folder = base / rel["relaxation_id"].replace("|", "_").replace(":", "_").replace("+", "p")
         try:
             dft = dft_single_point(structure, cp2k, folder)

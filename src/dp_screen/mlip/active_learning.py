@@ -70,18 +70,12 @@ def candidates_from_results(results, metas: list[dict]) -> list[Candidate]:
     out = []
     for res, meta in zip(results, metas, strict=True):
         frames = res.extra.get("frames", [])
+        # structures keep their oxidation states: a DFT oracle reads its Hamiltonian off them (dft.hamiltonian)
         for k, frame in enumerate(frames):
-            out.append(Candidate(frame.remove_oxidation_states() if _ox(frame) else frame, meta["composition_id"],
-                                 meta["tilt"], "path", step=k + 1))  # fmt: skip
+            out.append(Candidate(frame, meta["composition_id"], meta["tilt"], "path", step=k + 1))
         if not res.failed and np.isfinite(res.energy):
-            s = res.structure
-            out.append(Candidate(s.remove_oxidation_states() if _ox(s) else s, meta["composition_id"], meta["tilt"],
-                                 "relaxed", step=res.n_steps))  # fmt: skip
+            out.append(Candidate(res.structure, meta["composition_id"], meta["tilt"], "relaxed", step=res.n_steps))
     return out
-
-
-def _ox(structure) -> bool:
-    return any(getattr(sp, "oxi_state", None) for sp in structure.species)
 
 
 # -------------------------------------------------------------------------------------------------- selection

@@ -53,7 +53,8 @@ class RelaxSettings(MSONable):
     max_steps
         Steps after which a structure is returned unconverged.
     check_every
-        Steps between convergence / blow-up checks (and batch swaps).
+        Steps between convergence / blow-up checks (and batch swaps); it changes where a relaxation stops, so it
+        is part of the settings hash.
     max_volume_change
         Fractional volume change that counts as a blow-up.
     min_distance
@@ -89,7 +90,8 @@ class RelaxSettings(MSONable):
         """Settings that change results (for the settings hash)."""
         return {"fmax": self.fmax, "max_stress_gpa": self.max_stress_gpa if self.relax_cell else None,
                 "fix_symmetry": self.fix_symmetry, "symprec": self.symprec if self.fix_symmetry else None,
-                "max_steps": self.max_steps, "max_volume_change": self.max_volume_change,
+                "max_steps": self.max_steps, "check_every": self.check_every,
+                "max_volume_change": self.max_volume_change,
                 "min_distance": self.min_distance, "relax_cell": self.relax_cell, "optimizer": "FIRE",
                 "cell_filter": "frechet" if self.relax_cell else None}  # fmt: skip
 

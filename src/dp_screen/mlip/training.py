@@ -378,7 +378,8 @@ def model_errors(model_path: str | Path, labelled: list[LabelledStructure], dtyp
     rel = np.concatenate([de[ix] - de[ix].mean() for ix in _by_composition(labelled).values() if len(ix) > 1]
                          or [np.zeros(0)])  # fmt: skip
     return {
-        **({"energy_mae_within_composition_mev_atom": float(1e3 * np.abs(rel).mean())} if len(rel) else {}),
+        **({"energy_mae_within_composition_mev_atom": float(1e3 * np.abs(rel).mean()),
+            "energy_rmse_within_composition_mev_atom": float(1e3 * np.sqrt((rel**2).mean()))} if len(rel) else {}),
         "n": len(labelled), **({"n_uncovered": n_uncovered,
                                 "uncovered_elements": sorted({e for m in missing for e in m})} if n_uncovered else {}),
         "energy_mae_mev_atom": float(1e3 * np.abs(de).mean()), "energy_rmse_mev_atom": float(1e3 * np.sqrt((de**2).mean())),

@@ -16,7 +16,7 @@ nothing about the phases of the composition. Three checks, each with a named thr
    perovskites displace A by up to ~0.1 of it).
 
 Site roles come from the site property ``site`` (A, A2, B, B2, X; set by the builder and kept through
-relaxation); without it, anions are the negative species and B sites the cations with the shortest bonds.
+relaxation); without it they are inferred from species and coordination (:mod:`dp_screen.structures.roles`).
 """
 
 from __future__ import annotations
@@ -47,19 +47,14 @@ class PerovskiteCheck:
 
 
 def _roles(structure: Structure) -> list[str]:
-    roles = structure.site_properties.get("site")
-    if roles:
-        return ["B" if r in ("B", "B2") else "A" if r in ("A", "A2") else "X" for r in roles]
-    anion = [getattr(s.specie, "oxi_state", 0) < 0 for s in structure]
-    out = ["X" if a else "A" for a in anion]
-    n_b = sum(anion) // 3
-    cations = [i for i, a in enumerate(anion) if not a]
-    x_idx = np.array([i for i, a in enumerate(anion) if a])
-    dists = structure.distance_matrix
-    mean6 = {i: np.sort(dists[i, x_idx])[:6].mean() if len(x_idx) else 0.0 for i in cations}
-    for i in sorted(cations, key=lambda i: mean6[i])[:n_b]:
-        out[i] = "B"
-    return out
+    """A, B or X per site: the builder's site roles, else inferred (:mod:`dp_screen.structures.roles`, which
+    raises one clear error for a structure that is not an AA'BB'X6 double perovskite)."""
+    from dp_screen.structures.roles import has_site_roles, infer_site_roles
+
+    if not has_site_roles(structure):
+        structure = infer_site_roles(structure)[0]
+    roles = structure.site_properties["site"]
+    return ["B" if r in ("B", "B2") else "A" if r in ("A", "A2") else "X" for r in roles]
 
 
 def check_perovskite(structure: Structure) -> PerovskiteCheck:

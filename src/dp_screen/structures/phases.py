@@ -8,6 +8,14 @@
   Pm-3m, not Fm-3m), whether that includes the tilt system it started in, and the phase it ended in.
 - For a composition and ordering: the lowest-energy phase and dE = E(untilted) - E(lowest) per atom (variants of
   one composition compared per atom, i.e. as cells of equal size), each variant ranked under the phase it ended in.
+- The **call** with its error bar (:func:`phase_call`): with sigma the uncertainty of a phase energy difference of
+  the model that ranked the variants (:mod:`dp_screen.mlip.uncertainty` says where it comes from) and
+  dE_tilt = E(untilted) - E(lowest distinct tilted phase) per atom, the ground state is ``tilted`` when
+  dE_tilt > 2 sigma; ``untilted`` when dE_tilt < -2 sigma, or when every tilted start relaxed back to the untilted
+  cell (no distinct tilted phase: a structural answer, not an energy one); ``undetermined`` otherwise (also when
+  no untilted variant was ranked). The phases within 2 sigma of the lowest are listed with it, so a call of *which*
+  tilt system carries its own uncertainty. A model with no measured error is called with sigma = 0 and a noise
+  band of ``TILT_TOL_MEV``, and its calls are marked unqualified (``phase_error_mev`` None).
 
 The tilt table of each (ordering, species pattern) is computed from the builder's own construction
 (:mod:`dp_screen.structures.perovskite`) with spglib, so every pattern has one; for the patterns the literature
@@ -19,6 +27,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pymatgen.core import Structure
@@ -26,11 +35,23 @@ from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from functools import cache
 
+from dp_screen.errors import InputError
 from dp_screen.structures.tilts import SPACE_GROUPS
 
+if TYPE_CHECKING:
+    from dp_screen.mlip.uncertainty import PhaseError
+
 SYMPRECS = (1e-3, 1e-2, 1e-1)
-TILT_TOL_MEV = 1.0  # a tilted variant must be this far (meV/atom) below the untilted one to be a tilted ground state
+#: noise band (meV/atom) of a call made without a measured model error: a tilted start that relaxed back to (almost)
+#: the untilted cell differs from it by this much at most
+TILT_TOL_MEV = 1.0
 IDENTIFY_SYMPREC = 1e-2
+UNTILTED = "a0a0a0"
+#: a call is determined when |dE_tilt| exceeds this many sigma
+CALL_SIGMAS = 2.0
+CALLS = ("tilted", "untilted", "undetermined")
+#: the fields of a call that a summary carries up from the ground state's ordering
+CALL_KEYS = ("call", "dE_tilt_mev_atom", "phases_within_error", "phase_error_mev", "phase_error_source")
 
 
 def space_groups(structure: Structure, symprecs=SYMPRECS) -> dict[str, int]:
@@ -125,12 +146,55 @@ def species_pattern(structure: Structure) -> tuple[bool, bool]:
     return bool(same_a), bool(same_b)
 
 
+def tilt_rank(symbol: str) -> tuple[int, int, str]:
+    """Sort key of tilt systems from the least to the most distorted: tilted axes, then independent amplitudes,
+    then the Glazer symbol (a0b-c- before a-b-b- before a-b-c-)."""
+    from dp_screen.structures.tilts import parse_tilt
+
+    t = parse_tilt(symbol)
+    return sum(g >= 0 for g in t.groups), t.n_amplitudes, symbol
+
+
 def phase_label(number: int, candidates: list[str], start_tilt: str | None) -> str:
-    """The phase a structure is ranked under: its starting tilt system if its space group still allows it, else
-    the first tilt system of its table with that space group, else ``SG<number>`` (no tilt system of the table)."""
+    """The phase a structure is ranked under: its starting tilt system if its space group still allows it; else,
+    of the tilt systems of its table that give this space group, the least distorted (:func:`tilt_rank`: fewest
+    tilted axes, then fewest independent amplitudes, then the symbol), since the group does not tell them apart and
+    the simplest tilt pattern that explains it is the conventional reading; else ``SG<number>`` (no tilt system of
+    the table gives this group)."""
     if start_tilt is not None and start_tilt in candidates:
         return start_tilt
-    return candidates[0] if candidates else f"SG{number}"
+    return min(candidates, key=tilt_rank) if candidates else f"SG{number}"
+
+
+def phase_call(energies_mev_atom: dict[str, float], phase_error_mev: float | None) -> dict:
+    """The call of one (composition, ordering) from its phase energies (module docstring: the rule).
+
+    ``energies_mev_atom``: {phase: E - E_lowest} (meV/atom, the lowest variant per phase, as
+    :func:`compare_phases` gives them); ``phase_error_mev``: sigma of a phase energy difference (None: no measured
+    error). Returns ``call`` (tilted, untilted, undetermined), ``dE_tilt_mev_atom`` (E(untilted) - E(lowest
+    tilted phase); None without both), ``lowest_tilted`` (that phase), ``phases_within_error`` (phases within
+    2 sigma of the lowest, lowest first, joined by " | "), ``phase_error_mev`` and ``call_band_mev`` (the
+    half-width of the undetermined band: 2 sigma, or ``TILT_TOL_MEV`` without sigma).
+    """
+    if phase_error_mev is not None and not (np.isfinite(phase_error_mev) and phase_error_mev >= 0):
+        raise InputError(f"phase error {phase_error_mev!r} meV/atom must be a finite number >= 0")
+    band = CALL_SIGMAS * phase_error_mev if phase_error_mev is not None else TILT_TOL_MEV
+    energies = {p: float(e) for p, e in energies_mev_atom.items() if e is not None and np.isfinite(e)}
+    tilted = {p: e for p, e in energies.items() if p != UNTILTED}
+    lowest_tilted = min(tilted, key=lambda p: (tilted[p], p)) if tilted else None
+    de = energies[UNTILTED] - tilted[lowest_tilted] if UNTILTED in energies and tilted else None
+    if not energies:
+        call = "undetermined"
+    elif not tilted:  # every start relaxed back to the untilted cell: no distinct tilted phase exists
+        call = "untilted"
+    elif de is None:  # no ranked untilted variant to compare with
+        call = "undetermined"
+    else:
+        call = "tilted" if de > band else "untilted" if de < -band else "undetermined"
+    order = sorted(energies, key=lambda p: (energies[p], p))
+    within = [p for p in order if energies[p] - energies[order[0]] <= band] if order else []
+    return {"call": call, "dE_tilt_mev_atom": de, "lowest_tilted": lowest_tilted,
+            "phases_within_error": " | ".join(within), "phase_error_mev": phase_error_mev, "call_band_mev": band}
 
 
 @dataclass
@@ -156,16 +220,25 @@ class PhaseIdentification:
 
 def identify_phase(
     structure: Structure,
-    ordering: str,
+    ordering: str | None = None,
     start_tilt: str | None = None,
     same_a: bool | None = None,
     same_b: bool | None = None,
 ) -> PhaseIdentification:
-    """Space groups, B-X-B' angles, the Glazer tilt system(s) and the phase of a structure with a known ordering.
+    """Space groups, B-X-B' angles, the Glazer tilt system(s) and the phase of a double perovskite.
 
+    A structure without dp_screen's site roles (read from a CIF, say) gets them, and its ordering, inferred
+    (:func:`dp_screen.structures.roles.infer_site_roles`); ``ordering`` None takes the inferred one.
     ``same_a`` / ``same_b``: None (default) reads the species pattern off the structure (:func:`species_pattern`),
     so the tilt table is the right one for A = A' or B = B' compositions.
     """
+    from dp_screen.structures.roles import has_site_roles, infer_site_roles, ordering_of
+
+    if not has_site_roles(structure):
+        structure, inferred = infer_site_roles(structure)
+        ordering = ordering or inferred
+    elif ordering is None:
+        ordering = ordering_of(structure)
     own_a, own_b = species_pattern(structure)
     same_a = own_a if same_a is None else same_a
     same_b = own_b if same_b is None else same_b
@@ -184,19 +257,21 @@ def identify_phase(
     )  # fmt: skip
 
 
-def compare_phases(variants: list[dict], tilt_tol_mev: float = TILT_TOL_MEV) -> dict:
-    """Lowest-energy variant of one composition and dE(untilted - lowest).
+def compare_phases(variants: list[dict], phase_error_mev: float | None = None) -> dict:
+    """Lowest-energy variant of one composition, dE(untilted - lowest) and the call with its error bar.
 
     ``variants``: dicts with ``tilt``, ``energy_per_atom`` (eV) and optionally ``structure_id``, ``converged``.
     Returns {"lowest": tilt, "lowest_structure_id", "dE_untilted_mev_atom" (None without an untilted variant),
-    "energies_mev_atom": {tilt: E - E_lowest}, "ground_state_tilted", "ground_state_phase"}. The ground state counts as tilted when dE
-    exceeds ``tilt_tol_mev``: a tilted start that relaxed back to the untilted cell differs from it by noise only
-    (None without an untilted variant to compare).
+    "energies_mev_atom": {tilt: E - E_lowest}, "ground_state_tilted", "ground_state_phase"} and the fields of
+    :func:`phase_call` (``call``, ``dE_tilt_mev_atom``, ``phases_within_error``, ...) for ``phase_error_mev``.
+    ``ground_state_tilted`` is True / False for a ``tilted`` / ``untilted`` call and None when undetermined;
+    ``ground_state_phase`` is the lowest phase for a tilted call, the untilted one for an untilted call, and
+    None when undetermined (``phases_within_error`` lists the candidates then).
     """
     usable = [v for v in variants if v.get("energy_per_atom") is not None and np.isfinite(v["energy_per_atom"])]
     if not usable:
         return {"lowest": None, "lowest_structure_id": None, "dE_untilted_mev_atom": None, "energies_mev_atom": {},
-                "ground_state_tilted": None, "ground_state_phase": None}  # fmt: skip
+                "ground_state_tilted": None, "ground_state_phase": None, **phase_call({}, phase_error_mev)}  # fmt: skip
     best = min(usable, key=lambda v: v["energy_per_atom"])
     untilted = [v for v in usable if v["tilt"] == "a0a0a0"]
     de = 1e3 * (min(v["energy_per_atom"] for v in untilted) - best["energy_per_atom"]) if untilted else None
@@ -204,15 +279,42 @@ def compare_phases(variants: list[dict], tilt_tol_mev: float = TILT_TOL_MEV) -> 
     for v in usable:
         rel = 1e3 * (v["energy_per_atom"] - best["energy_per_atom"])
         energies[v["tilt"]] = min(rel, energies.get(v["tilt"], np.inf))
+    call = phase_call(energies, phase_error_mev)
     return {
         "lowest": best["tilt"],
         "lowest_structure_id": best.get("structure_id"),
         "dE_untilted_mev_atom": de,
         "energies_mev_atom": energies,
-        "ground_state_tilted": None if de is None else bool(de > tilt_tol_mev),
-        # the answer to "which phase": the untilted one when the lowest is within the tolerance of it
-        "ground_state_phase": best["tilt"] if de is None or de > tilt_tol_mev else "a0a0a0",
+        **call,
+        **call_fields(call["call"], best["tilt"]),
     }
+
+
+def call_fields(call: str, lowest: str | None) -> dict:
+    """``ground_state_tilted`` and ``ground_state_phase`` of a call (see :func:`compare_phases`)."""
+    if call == "tilted":
+        return {"ground_state_tilted": True, "ground_state_phase": lowest}
+    if call == "untilted":
+        return {"ground_state_tilted": False, "ground_state_phase": UNTILTED}
+    return {"ground_state_tilted": None, "ground_state_phase": None}
+
+
+def recall(ordering_summary: dict, phase_error: PhaseError | None = None) -> dict:
+    """The call of one ordering's stored summary (:func:`phase_summary`), made again from its phase energies.
+
+    With the sigma it was summarised with, unless ``phase_error`` is the user's (which replaces it) or the summary
+    predates error bars (then ``phase_error``, the model's, with the committee's spread where one scored it).
+    Returns the fields of :func:`phase_call`, ``phase_error_source`` and those of :func:`call_fields`."""
+    from dp_screen.mlip.uncertainty import ordering_phase_error
+
+    o = ordering_summary
+    if o.get("phase_error_source") and (phase_error is None or phase_error.source != "user"):
+        sigma, source = o.get("phase_error_mev"), o["phase_error_source"]
+    else:
+        picked = ordering_phase_error(phase_error, o.get("energy_spread_mev_atom"))
+        sigma, source = picked.sigma_mev, picked.source
+    call = phase_call(o.get("energies_mev_atom") or {}, sigma)
+    return {**call, "phase_error_source": source, **call_fields(call["call"], o.get("lowest"))}
 
 
 def _max_or_none(values) -> float | None:
@@ -220,15 +322,20 @@ def _max_or_none(values) -> float | None:
     return max(vals) if vals else None
 
 
-def phase_summary(variants: list[dict]) -> dict:
+def phase_summary(variants: list[dict], phase_error: PhaseError | None = None) -> dict:
     """Phase summary of one composition from its relaxation documents (one model and settings).
 
     Only ranked variants (converged, not failed, still a perovskite: field ``excluded`` None) enter, each under the
     phase it ended in (``phase_tilt``). Variants scored by a committee (``energy_spread_mev_atom``,
-    ``force_spread_ev_a``) give each ordering the largest spread of its ranked variants. Per ordering: :func:`compare_phases` (lowest phase, dE untilted - lowest);
-    ``ground_state``: the lowest (ordering, phase) over all orderings with that ordering's dE; ``excluded``: how
-    many variants were kept out and why.
+    ``force_spread_ev_a``) give each ordering the largest spread of its ranked variants. Per ordering:
+    :func:`compare_phases` (lowest phase, dE untilted - lowest, the call) with the sigma of
+    :func:`dp_screen.mlip.uncertainty.ordering_phase_error` (``phase_error``: the model's, or one given by the user;
+    a committee's spread where one scored the variants and the user gave none), recorded as ``phase_error_mev``
+    and ``phase_error_source``; ``ground_state``: the lowest (ordering, phase) over all orderings with that
+    ordering's dE and call; ``excluded``: how many variants were kept out and why.
     """
+    from dp_screen.mlip.uncertainty import ordering_phase_error
+
     excluded: dict[str, int] = {}
     by_ordering: dict[str, list[dict]] = defaultdict(list)
     seen: dict[str, dict] = defaultdict(lambda: {"n_variants": 0, "excluded": {}})
@@ -251,13 +358,15 @@ def phase_summary(variants: list[dict]) -> dict:
         v = by_ordering.get(o, [])
         best = min(v, key=lambda x: x["energy_per_atom"]) if v else None
         untilted = [x for x in v if x["tilt"] == "a0a0a0"]
+        spread = _max_or_none(x["u"] for x in v)
+        sigma = ordering_phase_error(phase_error, spread)
         orderings[o] = {
-            **compare_phases(v), "n_ranked": len(v), **seen[o],
+            **compare_phases(v, sigma.sigma_mev), "phase_error_source": sigma.source, "n_ranked": len(v), **seen[o],
             "e_lowest": best["energy_per_atom"] if best else None,
             "lowest_space_group": best["space_group"] if best else None,
             "untilted_space_group": min(untilted, key=lambda x: x["energy_per_atom"])["space_group"] if untilted else None,
             # the committee's largest spread over the ranked variants (None: no committee scored them)
-            "energy_spread_mev_atom": _max_or_none(x["u"] for x in v),
+            "energy_spread_mev_atom": spread,
             "force_spread_ev_a": _max_or_none(x["uf"] for x in v),
         }  # fmt: skip
     ground = None
@@ -270,7 +379,8 @@ def phase_summary(variants: list[dict]) -> dict:
     if ground is not None:
         summ = orderings[ground["ordering"]]
         ground.update(phase=summ["ground_state_phase"], lowest=summ["lowest"], structure_id=summ["lowest_structure_id"],
-                      dE_untilted_mev_atom=summ["dE_untilted_mev_atom"], ground_state_tilted=summ["ground_state_tilted"])
+                      dE_untilted_mev_atom=summ["dE_untilted_mev_atom"], ground_state_tilted=summ["ground_state_tilted"],
+                      **{k: summ[k] for k in CALL_KEYS})
     return {
         "ground_state": ground, "orderings": orderings, "excluded": excluded, "n_variants": len(variants),
         "n_ranked": sum(len(v) for v in by_ordering.values()),
@@ -279,4 +389,5 @@ def phase_summary(variants: list[dict]) -> dict:
         "ground_state_phase": ground["phase"] if ground else None,
         "dE_untilted_mev_atom": ground["dE_untilted_mev_atom"] if ground else None,
         "ground_state_tilted": ground["ground_state_tilted"] if ground else None,
+        **{k: ground[k] if ground else None for k in CALL_KEYS},
     }  # fmt: skip
