@@ -10,7 +10,9 @@ the 5 default tilt systems, each built by bond valence and relaxed with the mode
 Teacher relaxations are cached in --cache (they do not depend on the model; the cache of the 40 default
 compositions is committed, benchmarks/data/bench_teacher_cache.json, and is remade if deleted).
 
-Also printed: the MAE per tilt system, the compositions whose teacher margin between the two lowest phases is under
+Also printed: the model's calls with its error bar (structures.phases.phase_call with the sigma of its card:
+tilted / untilted / undetermined) and how often a determined call has the sign of the teacher's dE_tilt; note that
+the packaged model's sigma was measured on these same 40 compositions. And: the MAE per tilt system, the compositions whose teacher margin between the two lowest phases is under
 10 meV/atom (a call no model with a 10 meV/atom error can make reliably) and agreement on the rest, and the worst
 compositions. ``--set trained`` runs the same measure on compositions the packaged model was fine-tuned on: side by
 side with the held-out figures, it says whether the errors come from fitting or from generalising.
@@ -143,16 +145,19 @@ def evaluate(model_name: str | None, items, teacher_relaxed: dict) -> dict:
 
     from dp_screen.mlip.models import load_model
     from dp_screen.mlip.relax import RelaxSettings, relax_structures
+    from dp_screen.mlip.uncertainty import model_phase_error
     from dp_screen.structures.phases import identify_phase
 
     chg = CHGNet.load(model_name="0.3.0", verbose=False)
     if model_name and model_name.startswith("chgnet:"):
         # another CHGNet checkpoint as the "student": how far apart two models of the teacher's own family are
         results, name, sha = other_chgnet_relaxations(model_name.split(":", 1)[1], items)
+        sigma = None  # no measured error of its own: its calls are unqualified
     else:
         model = load_model(model_name, device="cpu", dtype="float64")
         results = relax_structures([s for s, _ in items], model, RelaxSettings())
         name, sha = model.name, model.sha256[:12]
+        sigma = model_phase_error(model.sha256, model.path).sigma_mev
     ok = [i for i, r in enumerate(results) if r.converged and not r.failed]
     structs = [results[i].structure.remove_oxidation_states() for i in ok]
     preds = chg.predict_structure(structs, task="e", batch_size=16)
@@ -181,6 +186,7 @@ def evaluate(model_name: str | None, items, teacher_relaxed: dict) -> dict:
             teacher_by_phase[ph] = min(t, teacher_by_phase.get(ph, np.inf))
         ordered = sorted(teacher_by_phase.values())
         gaps.append((1e3 * (ordered[1] - ordered[0]) if len(ordered) > 1 else np.inf, agree[-1]))
+    calls = teacher_checked_calls(by_comp, sigma)
     vol = []
     for i in ok:
         m = items[i][1]
@@ -203,7 +209,38 @@ def evaluate(model_name: str | None, items, teacher_relaxed: dict) -> dict:
         "teacher_de_mean_abs_mev_atom": float(np.mean([abs(1e3 * (t - tilts["a0a0a0"][1])) for tilts in by_comp.values()
                                                        if "a0a0a0" in tilts for k, (_, t, _) in tilts.items()
                                                        if k != "a0a0a0"])),
+        "calls": calls,
     }  # fmt: skip
+
+
+def teacher_checked_calls(by_comp: dict, sigma: float | None) -> dict:
+    """The model's tilted / untilted / undetermined calls (structures.phases.phase_call with ``sigma``) over its
+    ranked variants, each composition's phases by the phase it ended in, checked against the teacher's energies at
+    the same geometries: a tilted call is right when the teacher puts the lowest tilted phase below the untilted one,
+    an untilted call when it does not (or no start stayed tilted); ``teacher_lowest_within`` is how often the
+    teacher's lowest phase is among the phases the call lists within 2 sigma."""
+    from dp_screen.structures.phases import UNTILTED, phase_call
+
+    counts = {"tilted": 0, "untilted": 0, "undetermined": 0}
+    right = within = n_within = 0
+    for tilts in by_comp.values():
+        model_e: dict[str, float] = {}
+        teacher_e: dict[str, float] = {}
+        for e, t, ph in tilts.values():
+            model_e[ph], teacher_e[ph] = min(e, model_e.get(ph, e)), min(t, teacher_e.get(ph, t))
+        low = min(model_e.values())
+        call = phase_call({p: 1e3 * (e - low) for p, e in model_e.items()}, sigma)
+        counts[call["call"]] += 1
+        tilted = {p: t for p, t in teacher_e.items() if p != UNTILTED}
+        teacher_tilted = None if UNTILTED not in teacher_e else bool(tilted) and min(tilted.values()) < teacher_e[UNTILTED]
+        if call["call"] != "undetermined" and teacher_tilted is not None:
+            right += (call["call"] == "tilted") == teacher_tilted
+        n_within += 1
+        within += min(teacher_e, key=teacher_e.get) in call["phases_within_error"].split(" | ")
+    determined = counts["tilted"] + counts["untilted"]
+    return {"sigma_mev": sigma, **counts, "determined_right": right, "determined": determined,
+            "determined_right_fraction": right / determined if determined else None,
+            "teacher_lowest_within": within / n_within if n_within else None}
 
 
 def main() -> None:
@@ -257,6 +294,13 @@ def main() -> None:
               + (f" (agreement on the others {100 * margin:.0f}%)" if margin is not None else ""))
         print("  worst compositions (mean |dE error|, meV/atom): "
               + ", ".join(f"{k} {v:.0f}" for k, v in m["worst_compositions"].items()))
+        c = m["calls"]
+        sig = "unqualified (no measured error)" if c["sigma_mev"] is None else f"sigma {c['sigma_mev']:.1f} meV/atom"
+        frac = "-" if c["determined_right_fraction"] is None else f"{100 * c['determined_right_fraction']:.0f}%"
+        within = "-" if c["teacher_lowest_within"] is None else f"{100 * c['teacher_lowest_within']:.0f}%"
+        print(f"  calls ({sig}): {c['tilted']} tilted, {c['untilted']} untilted, {c['undetermined']} undetermined; "
+              f"determined calls right (teacher's sign of dE_tilt) {c['determined_right']}/{c['determined']} ({frac}); "
+              f"teacher's lowest phase among those within 2 sigma: {within}")
     if args.update_card and "packaged" in measured:
         update_card(measured["packaged"], args.n,
                     {k: v for k, v in measured.items() if k.startswith("chgnet:")})  # fmt: skip

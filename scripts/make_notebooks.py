@@ -33,7 +33,60 @@ if "DP_SCREEN_HOME" not in os.environ and not settings.home.exists() and Path(".
     settings = DPScreenSettings(home=Path("../.dp_screen"))  # started from notebooks/: the project's store
 data.describe_store(settings)"""
 
+SCREEN = """%matplotlib inline
+import os
+
+import numpy as np
+from matplotlib.figure import Figure
+
+import dp_screen as dps
+
+# the packaged model (or another MACE file: DP_SCREEN_NOTEBOOK_MODEL=/path/to/model)
+MODEL = os.environ.get("DP_SCREEN_NOTEBOOK_MODEL", "default")
+FORMULAS = ["Ba2CaWO6", "Cs2AgBiCl6", "Sr2CoMoO6"]"""
+
+PLOT = """fig = Figure(figsize=(6, 3.5), layout="constrained")
+ax = fig.add_subplot()
+for k, row in enumerate(table.itertuples()):
+    phases = sorted(row.energies_mev_atom, key=row.energies_mev_atom.get)
+    e = np.array([row.energies_mev_atom[p] for p in phases])
+    ax.scatter(np.full(len(e), k), e, s=25)
+    for p, ek in zip(phases, e):
+        ax.annotate(p, (k, ek), xytext=(5, 0), textcoords="offset points", fontsize=7, va="center")
+    if row.phase_error_mev is not None and np.isfinite(row.phase_error_mev):  # within 2 sigma of the lowest
+        ax.fill_between([k - 0.2, k + 0.2], 0, 2 * row.phase_error_mev, alpha=0.15, color="k")
+ax.set_xticks(range(len(table)), [f"{f}\\n{c}" for f, c in zip(table.formula, table.call)], fontsize=8)
+ax.set_ylabel("E - E(lowest) (meV/atom)")
+ax.set_title("Phases of each composition; grey: within 2 sigma of the lowest")
+fig"""
+
 NOTEBOOKS = {
+    "00_screen_your_own.ipynb": [
+        new_markdown_cell("# Screen your own compositions\n\nBuild, relax and rank a handful of formulas from Python "
+                          "(`import dp_screen as dps`), in memory: no database. Each composition is built in the "
+                          "tilt systems that cover ~97% of ordered double perovskites, relaxed with the packaged "
+                          "MACE model (symmetry held), and called `tilted`, `untilted` or `undetermined` at 2 sigma "
+                          "of the model's measured phase-energy error."),
+        new_code_cell(SCREEN),
+        new_code_cell("cells = dps.build(FORMULAS)  # bond-valence starts, default ordering and tilt systems\n"
+                      "[(c.formula, c.ordering, c.tilt) for c in cells]"),
+        new_code_cell("results = dps.relax(cells, model=MODEL)\n"
+                      "table = dps.rank(results)\n"
+                      "table[[\"formula\", \"call\", \"ground_state\", \"lowest\", \"phases_within_error\", "
+                      "\"dE_tilt_mev_atom\", \"phase_error_mev\", \"phase_error_source\"]]"),
+        new_markdown_cell("## The phases of each composition and the error bar\n\nEvery phase a composition's "
+                          "relaxations ended in, relative to its lowest; the grey band is 2 sigma: the phases inside "
+                          "it cannot be told apart by this model."),
+        new_code_cell(PLOT),
+        new_markdown_cell("## Ground states, ready for the next step\n\n`dps.ground_states` returns the relaxed "
+                          "cells with their provenance; `workflows/atomate2_handoff.py` hands them to atomate2."),
+        new_code_cell("ground = dps.ground_states(table)\n"
+                      "for cell in ground:\n"
+                      "    print(cell.formula, cell.provenance[\"phase\"], cell.provenance[\"call\"], "
+                      "cell.structure.get_space_group_info())\n"
+                      "print(table[[\"formula\", \"call\", \"lowest\", \"phase_error_mev\", \"n_ranked\"]]"
+                      ".to_json(orient=\"records\"))"),
+    ],
     "01_composition_space.ipynb": [
         new_markdown_cell("# Composition space\n\nThe charge-balanced AA'BB'X6 compositions in the store "
                           "(`dp-screen enumerate`), their tolerance factors and the cation ordering their "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -398,3 +399,19 @@ def test_cli_and_workflows_campaign_build_the_same_flow(db_settings, tmp_path, c
                      "--with-training", "340", "--dft", "vasp", "--validate", "400", "--report", "report_full",
                      "--train-epochs", "50", "--train-device", "cuda"], capsys)  # fmt: skip
     assert other[0] == 0 and fingerprint(added[2]) != fingerprint(added[0])  # the fingerprint sees a difference
+
+
+def test_run_shows_progress_bars_and_job_lines_only_when_verbose(db_settings, capsys, monkeypatch, tmp_path,
+                                                                 tiny_model_path):  # fmt: skip
+    from conftest import run_cli
+
+    monkeypatch.setenv("DP_SCREEN_DATABASE", db_settings.database)
+    args = ["--db-uri", db_settings.db_uri, "--home", str(tmp_path), "run", "--limit", "2", "--max-steps", "20",
+            "--device", "cpu", "--model", str(tiny_model_path), "--tilts", "a0a0a0,a0a0c-", "--chunk-size", "1"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    # one bar per stage across both chunk jobs: structures done / total
+    assert re.search(r"building: 100%.* 4/4 ", err) and re.search(r"relaxing: 100%.* 4/4 ", err)
+    assert "Starting job" not in err and "calls:" in out
+    code, out, err = run_cli([*args, "--verbose"], capsys)
+    assert code == 0 and "Starting job - relax chunk 0" in err and "relaxing:" not in err

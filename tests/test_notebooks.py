@@ -86,18 +86,42 @@ def test_report_of_a_real_campaign(campaign_store, tmp_path):
     assert stats.loc[REFERENCE, "n_compositions"] >= 2
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs(path, campaign_store, monkeypatch):
+def _execute(path):
     import nbformat
     from nbclient import NotebookClient
 
-    assert len(NOTEBOOKS) == 3
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+
+
+def test_screen_your_own_notebook_builds_relaxes_and_ranks():
+    """notebooks/00: three formulas built, relaxed with the packaged model and ranked through dp_screen's API (no
+    store); its last cell prints the table, which must hold one called row per formula with the card's sigma."""
+    import json
+
+    from dp_screen.mlip.models import packaged_model_card
+
+    outputs = _execute(NOTEBOOKS[0])
+    assert NOTEBOOKS[0].name == "00_screen_your_own.ipynb"
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert [o for o in outputs if "image/png" in o.get("data", {})], "no figure"
+    table = json.loads([o["text"] for o in outputs if o.get("output_type") == "stream" and
+                        o["text"].lstrip().startswith("[{")][-1].strip().splitlines()[-1])  # fmt: skip
+    assert [r["formula"] for r in table] == ["Ba2CaWO6", "Cs2AgBiCl6", "Sr2CoMoO6"]
+    sigma = packaged_model_card()["phases_vs_teacher"]["phase_de_rmse_mev_atom"]
+    for r in table:
+        assert r["call"] in ("tilted", "untilted", "undetermined") and r["n_ranked"] >= 3 and r["lowest"]
+        assert r["phase_error_mev"] == pytest.approx(sigma)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS[1:], ids=lambda p: p.name)
+def test_notebook_runs(path, campaign_store, monkeypatch):
+    assert len(NOTEBOOKS) == 4
     monkeypatch.setenv("DP_SCREEN_DB_URI", campaign_store.db_uri)
     monkeypatch.setenv("DP_SCREEN_DATABASE", campaign_store.database)
     monkeypatch.setenv("DP_SCREEN_HOME", str(campaign_store.home))
-    nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    outputs = _execute(path)
     assert not [o for o in outputs if o.get("output_type") == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert images, f"{path.name} drew no figure"

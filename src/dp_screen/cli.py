@@ -14,6 +14,8 @@ import click
 
 from dp_screen import __version__
 from dp_screen.errors import DPScreenError, InputError
+from dp_screen.flows.launchpad import initialise_launchpad, launchpad, write_worker_files
+from dp_screen.progress import StageBar, progress_bars
 from dp_screen.settings import DPScreenSettings
 from dp_screen.stores import redact
 from dp_screen.structures.bond_valence import BV_PARAMETER_SETS, DEFAULT_BV_SET
@@ -40,31 +42,6 @@ def cli(ctx: click.Context, db_uri: str | None, home: Path | None) -> None:
         raise DPScreenError(f"malformed dp_screen settings: {exc}".replace("\n", " ")) from None
 
 
-class ProgressBar:
-    """A tqdm bar on stderr that appears once the total is known (after the database answered, so an error never
-    shares a line with it); pass ``update`` as ``progress`` and ``start`` as ``on_total``."""
-
-    def __init__(self, desc: str, unit: str) -> None:
-        self.desc, self.unit, self.bar = desc, unit, None
-
-    def start(self, total: int) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, unit=self.unit, desc=self.desc, file=sys.stderr, mininterval=0.5)
-
-    def update(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def __enter__(self) -> ProgressBar:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-# ---------------------------------------------------------------------------------------------------------------- db
 @cli.group()
 def db() -> None:
     """Start, stop or inspect the embedded database server (or check a MongoDB URI)."""
@@ -156,7 +133,7 @@ def enumerate_cmd(ctx, table, anions, same_a, same_b, bv_filter, dry_run, as_jso
             _print_summary(summary)
         return
 
-    with ProgressBar("writing compositions", "comp") as bar:
+    with StageBar("writing compositions", "comp") as bar:
         summary = write_compositions(settings, _settings(ctx), chunk_size=chunk_size, progress=bar.update,
                                      on_total=bar.start)  # fmt: skip
     if as_json:
@@ -209,15 +186,6 @@ def descriptors_cmd(input_path: Path, output_path: Path, table: Path | None) -> 
 
 
 # ------------------------------------------------------------------------------------------------------------ build
-def resolve_formula(formula: str):
-    """Species (SiteSpeciesSet) and descriptor row of a formula such as Cs2AgBiCl6 or Sr2Fe3+Mo5+O6."""
-    from dp_screen.chemistry.user_compositions import formula_row
-    from dp_screen.structures.perovskite import SiteSpeciesSet
-
-    row = formula_row(formula)
-    return SiteSpeciesSet.from_row(row), row
-
-
 @cli.command("build")
 @click.option("--formula", required=True, help="AA'BB'X6 formula in site order, e.g. Cs2AgBiCl6 or Sr2Fe3+Mo5+O6.")
 @click.option("--ordering", type=click.Choice(["rocksalt", "layered", "rocksalt-A"]), default=None,
@@ -236,15 +204,12 @@ def build_cmd(formula, ordering, tilt, method, fixed_midpoint, move_a, bv_set, c
     """Build one starting structure and print its space group, lattice, volume, GII and tilt angles."""
     from pymatgen.io.cif import CifWriter
 
-    from dp_screen.structures.perovskite import build_bvm_structure, build_dls_structure, sutton_cell
+    from dp_screen.api import build_cell, resolve_formula
+    from dp_screen.structures.perovskite import sutton_cell
 
     species, row = resolve_formula(formula)
     ordering = ordering or row["expected_ordering"]
-    if method == "bvm":
-        built = build_bvm_structure(species, ordering, tilt, fixed_midpoint=fixed_midpoint, move_a=move_a,
-                                        bv_set=bv_set)
-    else:
-        built = build_dls_structure(species, ordering, tilt)
+    _, built = build_cell(species, ordering, tilt, method, bv_set, fixed_midpoint=fixed_midpoint, move_a=move_a)
     summary = built.summary()
     summary["composition_id"] = row["composition_id"]
     if out:
@@ -287,7 +252,7 @@ def build_all_cmd(ctx, tilts, methods, ordering, move_a, bv_set, anions, limit, 
     settings = BuildSettings(tilts=_split(tilts), methods=list(methods), ordering=ordering, move_a=move_a,
                              bv_set=bv_set)
     query = {"X": {"$in": _split(anions)}} if anions else None
-    with ProgressBar("building structures", "struct") as bar:
+    with StageBar("building structures", "struct") as bar:
         summary = build_structures_to_store(settings, _settings(ctx), query=query, limit=limit, chunk_size=chunk_size,
                                             progress=bar.update, on_total=bar.start)  # fmt: skip
     if as_json:
@@ -361,7 +326,7 @@ def relax_cmd(ctx, model, device, dtype, fmax, max_stress, free, max_steps, stru
     from dp_screen.jobs.relax import relax_store
 
     query = {"formula": {"$regex": "(" + "|".join(f"{x}6$" for x in _split(anions)) + ")"}} if anions else None
-    with ProgressBar("relaxing", "struct") as bar:
+    with StageBar("relaxing", "struct") as bar:
         summary = relax_store(model, settings, _settings(ctx), query=query, limit=limit, chunk_size=chunk_size,
                               device=None if device == "auto" else device, dtype=None if dtype == "auto" else dtype,
                               progress=bar.update, on_total=bar.start, committee=_split(committee))  # fmt: skip
@@ -381,11 +346,8 @@ def relax_cmd(ctx, model, device, dtype, fmax, max_stress, free, max_steps, stru
 def _relax_one(path: Path, out: Path | None, model, device, dtype, settings, as_json: bool) -> None:
     from pymatgen.core import Structure
 
-    from dp_screen.mlip.models import load_model
-    from dp_screen.mlip.relax import relax_structures
-    from dp_screen.structures.perovskite_check import check_perovskite
-    from dp_screen.structures.phases import identify_phase, space_groups
-    from dp_screen.structures.roles import ensure_site_roles
+    from dp_screen import api
+    from dp_screen.structures.phases import space_groups
 
     try:
         structure = Structure.from_file(path)
@@ -393,19 +355,19 @@ def _relax_one(path: Path, out: Path | None, model, device, dtype, settings, as_
         raise InputError(f"structure file {str(path)!r} does not exist") from None
     except Exception as exc:  # noqa: BLE001 - pymatgen raises many kinds for unreadable files
         raise InputError(f"cannot read structure file {str(path)!r}: {exc}") from None
-    from dp_screen.mlip.models import resolve_device
-
-    dev = resolve_device(None if device == "auto" else device)
-    loaded = load_model(model, device=dev, dtype=("float32" if dev.startswith("cuda") else "float64") if dtype == "auto" else dtype)
     # a structure from elsewhere: its A/A'/B/B'/X sites and ordering inferred (one clear error if it is no AA'BB'X6)
-    structure, ordering = ensure_site_roles(structure, name=str(path))
-    (result,) = relax_structures([structure], loaded, settings)
-    check = None if result.failed else check_perovskite(result.structure)
-    phase = None if result.failed else identify_phase(result.structure, ordering)
-    summary = {**result.summary(), "formula": structure.composition.reduced_formula,
-               "space_groups": space_groups(result.structure), "ordering": ordering,
-               "phase": phase.phase if phase else None, "model": loaded.provenance(),
-               "settings": settings.settings_dict(), "perovskite_check": check.as_dict() if check else None}  # fmt: skip
+    cell = api.PerovskiteCell.from_structure(structure, name=str(path))
+    (r,) = api.relax(cell, model=model, device=None if device == "auto" else device,
+                     dtype=None if dtype == "auto" else dtype, settings=settings, progress=False)  # fmt: skip
+    result, check, phase = r.cell, r.gate, r.phase
+    volume_change = result.structure.volume / cell.structure.volume - 1
+    summary = {"energy": r.energy, "energy_per_atom": r.energy_per_atom, "max_force": r.max_force,
+               "max_stress_gpa": r.max_stress_gpa, "stress_gpa": r.stress_gpa, "n_steps": r.n_steps,
+               "converged": r.converged, "failed": r.failed, "reason": r.reason, "volume": result.structure.volume,
+               "volume_change": volume_change, "n_atoms": len(result.structure),
+               "formula": structure.composition.reduced_formula, "space_groups": space_groups(result.structure),
+               "ordering": cell.ordering, "phase": phase.phase if phase else None, "model": r.model,
+               "settings": r.settings, "perovskite_check": check.as_dict() if check else None}  # fmt: skip
     if out:
         from pymatgen.io.cif import CifWriter
 
@@ -415,9 +377,9 @@ def _relax_one(path: Path, out: Path | None, model, device, dtype, settings, as_
     if as_json:
         click.echo(json.dumps(summary, default=float))
         return
-    state = "failed: " + result.reason if result.failed else ("converged" if result.converged else "NOT converged")
-    click.echo(f"{summary['formula']}: {state} after {result.n_steps} steps; E = {result.energy_per_atom:.4f} eV/atom; "
-               f"max force {result.max_force:.3f} eV/A; max |stress| {result.max_stress_gpa:.3f} GPa; volume change "
+    state = "failed: " + r.reason if r.failed else ("converged" if r.converged else "NOT converged")
+    click.echo(f"{summary['formula']}: {state} after {r.n_steps} steps; E = {r.energy_per_atom:.4f} eV/atom; "
+               f"max force {r.max_force:.3f} eV/A; max |stress| {r.max_stress_gpa:.3f} GPa; volume change "
                f"{100 * summary['volume_change']:+.2f}%; space group {summary['space_groups']}; phase {summary['phase']}"
                + (f"; NOT a perovskite any more: {check.reason}" if check and not check.ok else ""))  # fmt: skip
 
@@ -520,9 +482,10 @@ def _campaign_opts(limit, whole_space, seed, campaign, anions, tilts, chunk_size
 @cli.command("run")
 @_campaign_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--verbose", is_flag=True, help="Print jobflow's log line of every job (instead of progress bars).")
 @click.pass_context
 def run_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device, fmax, max_stress, free,
-            max_steps, n_validate, report_dir, phase_error, as_json):  # noqa: PLR0913  # fmt: skip
+            max_steps, n_validate, report_dir, phase_error, as_json, verbose):  # noqa: PLR0913  # fmt: skip
     """Run the whole pipeline locally: N random compositions -> build -> relax -> (validate) -> summary."""
     import logging
 
@@ -542,12 +505,23 @@ def run_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_size, 
     flow = campaign_flow(opts, settings.model_dump(mode="json"))
     click.echo(f"dp-screen run: campaign '{campaign}', {'all' if whole_space else limit} compositions, database "
                f"{uri}/{settings.database}", err=True)  # fmt: skip
-    logging.getLogger("jobflow").setLevel(logging.INFO)
     import contextlib
 
-    with contextlib.redirect_stdout(sys.stderr):  # jobflow's progress messages go to stderr; stdout is the result
-        responses = run_locally(flow, store=get_job_store(settings, uri), create_folders=False, log="%(message)s",
-                                ensure_success=False)  # fmt: skip
+    # jobflow's per-job log lines with --verbose; otherwise one progress bar per stage (building, relaxing) and only
+    # the failures (a failed job's traceback, jobflow's warnings)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    if not verbose:
+        handler.addFilter(lambda r: r.levelno >= logging.WARNING or "failed with exception" in r.getMessage())
+    jobflow_log = logging.getLogger("jobflow")
+    jobflow_log.setLevel(logging.INFO)
+    jobflow_log.addHandler(handler)
+    try:
+        with contextlib.redirect_stdout(sys.stderr), progress_bars(enabled=not verbose):  # stdout is the result
+            responses = run_locally(flow, store=get_job_store(settings, uri), create_folders=False, log=False,
+                                    ensure_success=False)  # fmt: skip
+    finally:
+        jobflow_log.removeHandler(handler)
     summary, report = None, None
     for uuid_responses in responses.values():
         for response in uuid_responses.values():
@@ -797,46 +771,6 @@ def learn_cmd(ctx, loop_id, oracle, selection, rounds, per_round, per_compositio
                    f"{fmt(r['lowest_phase_agreement'], '6.2f')} {fmt(r['force_spread_median_ev_a'], '8.3f')}")
     click.echo("held-out errors (meV/atom, eV/A) of the committee's mean against the oracle; committee files in "
                f"{settings.home.resolve() / 'active_learning' / loop_id}")  # fmt: skip
-
-
-def initialise_launchpad(lpad) -> None:
-    """Initialise a launchpad that has never been used (FireWorks needs its id counters); never wipe a used one."""
-    if lpad.fw_id_assigner.find_one() is not None:
-        return
-    if lpad.workflows.find_one() is not None or lpad.fireworks.find_one() is not None:
-        raise InputError(f"launchpad {lpad.name!r} holds workflows but no id counters; repair it or pass --reset "
-                         "(which deletes its workflows)")  # fmt: skip
-    lpad.reset("", require_password=False)
-
-
-def write_worker_files(lpad, home: Path) -> Path:
-    """Write launchpad.yaml and fworker{,_cpu,_gpu}.yaml into the project folder; return the launchpad file."""
-    home.mkdir(parents=True, exist_ok=True)
-    path = home / "launchpad.yaml"
-    lpad.to_file(str(path))
-    workers = {"fworker.yaml": ("dp_screen_local", None, "every job (CPU and GPU categories) on one machine"),
-               "fworker_cpu.yaml": ("dp_screen_cpu", "__none__", "enumeration, building, validation, summaries"),
-               "fworker_gpu.yaml": ("dp_screen_gpu", "gpu", "relaxation chunks")}  # fmt: skip
-    for name, (wname, category, what) in workers.items():
-        cat = "''" if category is None else category  # empty: no category filter, every job
-        (home / name).write_text(f"# FireWorks worker written by dp-screen submit: {what}\nname: {wname}\n"
-                                 f"category: {cat}\nquery: '{{}}'\nenv:\n  OMP_NUM_THREADS: 1\n")  # fmt: skip
-    return path
-
-
-def launchpad(settings, path: Path | None = None):
-    """The FireWorks LaunchPad: from a YAML file, or in the dp_screen database (collections prefixed fw_)."""
-    from fireworks import LaunchPad
-
-    from dp_screen.stores import database_uri
-
-    if path is not None:
-        try:
-            return LaunchPad.from_file(str(path))
-        except FileNotFoundError:
-            raise InputError(f"launchpad file {str(path)!r} does not exist") from None
-    uri = database_uri(settings)
-    return LaunchPad(host=uri, uri_mode=True, name=f"{settings.database}_fw")
 
 
 @cli.group()

@@ -101,6 +101,10 @@ def build_structures_to_store(
     run started again builds only the rest. A structure that cannot be built is stored with ``status: failed``
     and its reason. Returns counts.
     """
+    from dp_screen.progress import stage
+
+    if progress is None and on_total is None:  # inside dp-screen run: the shared "building" bar
+        on_total, progress = stage("building")
     t0 = time.perf_counter()
     config = settings.settings_dict()
     config_hash = settings_hash(config)

@@ -18,8 +18,7 @@ from dp_screen.schemas.common import Provenance
 from dp_screen.schemas.relaxation import ModelDoc, RelaxationDoc, relaxation_id, summary_key
 from dp_screen.schemas.structure import settings_hash
 from dp_screen.settings import DPScreenSettings
-from dp_screen.structures.perovskite_check import check_perovskite
-from dp_screen.structures.phases import identify_phase, phase_summary
+from dp_screen.structures.phases import phase_summary
 
 __all__ = ["RelaxMaker", "phase_summary", "relax_store", "relaxation_config", "summary_key"]
 
@@ -70,11 +69,16 @@ def relax_store(
     """
     from concurrent.futures import ThreadPoolExecutor
 
+    from dp_screen.api import assess
     from dp_screen.campaign_store import CampaignStore
     from dp_screen.mlip.models import resolve_device
     from dp_screen.mlip.uncertainty import model_phase_error
 
+    from dp_screen.progress import stage
+
     t0 = time.perf_counter()
+    if progress is None and on_total is None:  # inside dp-screen run: the shared "relaxing" bar
+        on_total, progress = stage("relaxing")
     settings = relax_settings or RelaxSettings()
     if dtype is None:
         dtype = "float32" if resolve_device(device).startswith("cuda") else "float64"
@@ -101,8 +105,7 @@ def relax_store(
     lock = threading.Lock()
 
     def document(doc: dict, res) -> dict:  # runs in the CPU pool
-        phase = None if res.failed else identify_phase(res.structure, doc["ordering"], doc["tilt"])
-        check = None if res.failed else check_perovskite(res.structure)
+        phase, check = assess(res, doc["ordering"], doc["tilt"])  # the API's assessment: one code path
         with lock:
             counts["relaxed"] += 1
             counts["converged"] += res.converged
