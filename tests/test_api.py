@@ -49,6 +49,8 @@ def test_build_relax_rank_two_formulas(two_formulas):
     r = results[1]
     assert r.cell.roles == r.start.roles and r.cell.tilt == "a0a0c-" and r.phase.start_tilt == "a0a0c-"
     assert r.cell.provenance["model_sha256"] == r.model["model_sha256"] and r.gate.ok
+    assert r.forces.shape == (len(r.cell.structure), 3)
+    assert np.linalg.norm(r.forces, axis=1).max() == pytest.approx(r.max_force)
     ground = dps.ground_states(table)
     assert [c.formula for c in ground] == ["Cs2AgBiCl6", "Ba2CaMoO6"]
     assert all(c.provenance["relax_settings"] == FAST.settings_dict() and "call" in c.provenance for c in ground)

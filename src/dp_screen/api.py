@@ -22,6 +22,7 @@ from dp_screen.cell import PerovskiteCell
 from dp_screen.errors import InputError
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
     from pymatgen.core import Structure
 
@@ -150,8 +151,8 @@ class Relaxation:
         The starting and the relaxed :class:`~dp_screen.cell.PerovskiteCell` (same roles, ordering, start tilt).
     energy, energy_per_atom
         Final energy (eV) and per atom.
-    max_force, stress_gpa, max_stress_gpa
-        Final largest atomic force (eV/A), stress tensor and its largest component (GPa).
+    forces, max_force, stress_gpa, max_stress_gpa
+        Final forces (eV/A, N x 3) and the largest, the stress tensor and its largest component (GPa).
     n_steps, converged, failed, reason
         How the relaxation went.
     phase
@@ -177,6 +178,7 @@ class Relaxation:
     gate: PerovskiteCheck | None
     model: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
+    forces: np.ndarray | None = None
 
     @property
     def excluded(self) -> str | None:
@@ -291,7 +293,7 @@ def relax(cells, model: str | LoadedModel | None = "default", device: str | None
                                       energy_per_atom=res.energy_per_atom, converged=res.converged)  # fmt: skip
         out.append(Relaxation(cell, relaxed, res.energy, res.energy_per_atom, res.max_force, res.stress_gpa,
                               res.max_stress_gpa, res.n_steps, res.converged, res.failed, res.reason, phase, gate,
-                              prov, config))  # fmt: skip
+                              prov, config, res.forces))  # fmt: skip
     return out
 
 

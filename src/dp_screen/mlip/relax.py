@@ -117,6 +117,7 @@ class RelaxResult:
     wall_time_s: float = 0.0
     initial_volume: float = 0.0
     extra: dict = field(default_factory=dict)
+    forces: np.ndarray | None = None  # final forces (eV/A, N x 3) where the engine returns them
 
     def summary(self) -> dict:
         """JSON-friendly summary (no structure)."""
@@ -305,7 +306,7 @@ def _result(st, original: Structure, og: int, steps, wall, reasons, settings: Re
         structure=structure, energy=energy, energy_per_atom=energy / len(structure), max_force=max_force,
         max_stress_gpa=max_stress, stress_gpa=stress.tolist(), n_steps=int(steps[og]),
         converged=(not failed) and settings.is_converged(max_force, max_stress), failed=failed,
-        reason=reasons.get(og), wall_time_s=float(wall[og]), initial_volume=original.volume,
+        reason=reasons.get(og), wall_time_s=float(wall[og]), initial_volume=original.volume, forces=forces,
     )  # fmt: skip
 
 
