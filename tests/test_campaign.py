@@ -56,11 +56,14 @@ def test_fan_out_and_run_locally_and_resume(db_settings, table, tiny_model_path)
     summary = next(r[1].output for r in responses.values() if 1 in r and isinstance(r[1].output, dict)
                    and "lowest_phase_counts" in r[1].output)  # fmt: skip
     assert summary["compositions"] == 5 and summary["relaxations"] == 10
-    assert len(summary["table"]) == 5
+    from dp_screen.campaign_store import CampaignStore
+
+    stored = CampaignStore(db_settings).campaign_table(summary["table_id"])  # the job's output carries counts only
+    assert len(stored) == 5 == summary["table_rows"] and "table" not in summary
     with open_store("relaxations", db_settings) as relax:  # the lowest ranked relaxation, read back from the store
         docs = list(relax._collection.find({"excluded": None}, {"composition_id": 1, "energy_per_atom": 1,
                                                                  "phase_tilt": 1}))  # fmt: skip
-    for r in summary["table"]:
+    for r in stored:
         mine = [d for d in docs if d["composition_id"] == r["composition_id"]]
         assert r["lowest"] == (min(mine, key=lambda d: d["energy_per_atom"])["phase_tilt"] if mine else None)
     # the same campaign again: nothing is rebuilt or relaxed twice
@@ -415,3 +418,27 @@ def test_run_shows_progress_bars_and_job_lines_only_when_verbose(db_settings, ca
     assert "Starting job" not in err and "calls:" in out
     code, out, err = run_cli([*args, "--verbose"], capsys)
     assert code == 0 and "Starting job - relax chunk 0" in err and "relaxing:" not in err
+
+
+def test_the_campaign_summary_stays_small_at_the_size_of_the_whole_space(db_settings):
+    """220,570 compositions (the default space's count) in a campaign: the summary job's output stays a few kB and
+    its table goes to the store in parts below MongoDB's 16 MB document limit. The compositions are the bench's
+    filler (ids and species only: what the summary reads)."""
+    import bson
+
+    from dp_screen.campaign_store import CampaignStore
+    from dp_screen.flows.screening import summarize_campaign
+
+    n = 220_570
+    ids = [f"C{k:06d}+_C{k:06d}+_B+_B2+_X-" for k in range(n)]
+    store = CampaignStore(db_settings)
+    store["compositions"].insert_many([{"composition_id": c, "formula": f"F{k}", "X": "X", "tau_perovskite": True}
+                                       for k, c in enumerate(ids)])  # fmt: skip
+    relaxed = [{"model": {"model_sha256": "f" * 64}, "settings_hash": "s", "relaxed": 0, "converged": 0, "failed": 0}]
+    out = summarize_campaign.original({"campaign": "whole", "composition_ids": ids}, relaxed, None,
+                                      db_settings.model_dump(mode="json"))  # fmt: skip
+    assert len(bson.encode(out)) < 20_000 and out["table_rows"] == n and out["calls"]["undetermined"] == n
+    parts = list(store["campaign_tables"].find({"table_id": out["table_id"]}))
+    assert len(parts) == -(-n // 20_000) and max(len(bson.encode(p)) for p in parts) < 16 * 2**20
+    table = store.campaign_table(out["table_id"])
+    assert len(table) == n and table[0]["composition_id"] == ids[0] and table[-1]["composition_id"] == ids[-1]

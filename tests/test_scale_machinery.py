@@ -191,3 +191,29 @@ def test_batched_b_x_b_angles_agree_with_the_per_site_search():
         s = build_bvm_structure(SiteSpeciesSet(("Sr", 2), ("Sr", 2), ("Co", 2), ("Mo", 6), ("O", -2)), "rocksalt",
                                 tilt).structure  # fmt: skip
         assert sorted(b_x_b_angles(s)) == pytest.approx(_angles_one_anion_at_a_time(s), abs=1e-8)
+
+
+def test_faster_identification_and_gate_give_the_answers_of_the_previous_implementation():
+    """tests/data/machinery_reference.json holds what spglib-based identification and the per-pair perovskite gate
+    (dp_screen at ee35e6a) said about a fixed set of 160 structures: starts, rattled and strained ones, and ones
+    deformed to fail the gate (scripts/make_machinery_reference.py makes both the structures and the file). The
+    moyopy identification and the array gate must say the same: same space groups, phase, candidates, angles,
+    verdict, reason and measures."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("make_ref", root / "scripts" / "make_machinery_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    reference = json.loads((root / "tests" / "data" / "machinery_reference.json").read_text())
+    made = {name: module.answers(s, tilt) for name, s, tilt in module.structures()}
+    assert set(made) == set(reference) and len(made) == 160
+    for name, ref in reference.items():
+        got = json.loads(json.dumps(made[name], default=float))
+        assert got["space_groups"] == ref["space_groups"] and got["phase"] == ref["phase"], name
+        assert got["candidates"] == ref["candidates"], name
+        assert got["mean_bxb_angle"] == pytest.approx(ref["mean_bxb_angle"], abs=1e-9), name
+        assert got["gate"] == ref["gate"], name
+    assert sum(not r["gate"]["ok"] for r in reference.values()) == 71

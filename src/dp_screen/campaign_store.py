@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 IN_BATCH = 256  # ids per $in query
 DIGEST_SIZE = 20_000  # compositions per composition digest
 PHASE_DIGEST_SIZE = 1000  # compositions per phase digest (~1.5 MB)
+TABLE_PART_SIZE = 20_000  # rows per part of a stored campaign table (~1 MB packed)
 #: the composition descriptors a digest carries (what the analysis joins to the phase table and bins by)
 DIGEST_FIELDS = (
     "formula", "A", "nA", "A2", "nA2", "B", "nB", "B2", "nB2", "X", "nX", "rA_mean", "rB_mean", "goldschmidt_t",
@@ -402,6 +403,25 @@ class CampaignStore:
     @_guard("reading phase summaries")
     def phase_summaries(self, ids: list[str], key: str, fields: list[str]) -> list[dict]:
         return self._by_keys("compositions", "composition_id", ids, {**{f: 1 for f in fields}, f"phases.{key}": 1})
+
+    # ---------------------------------------------------------------------------------------- campaign tables
+    @_guard("writing the campaign table")
+    def write_campaign_table(self, table_id: str, rows: list[dict], part_size: int = TABLE_PART_SIZE) -> int:
+        """Store a campaign's phase table (one row per composition) under ``table_id``, replacing an older one,
+        in packed parts of ``part_size`` rows (each far below MongoDB's 16 MB document limit); returns the parts."""
+        parts = list(_batches(rows, part_size)) or [[]]
+        for k, part in enumerate(parts):
+            doc = {"part_id": f"{table_id}|{k}", "table_id": table_id, "part": k, "n_parts": len(parts),
+                   "n_rows": len(part), **self._stamp(), **_packed({"rows": part})}  # fmt: skip
+            self["campaign_tables"].replace_one({"part_id": doc["part_id"]}, doc, upsert=True)
+        self["campaign_tables"].delete_many({"table_id": table_id, "part": {"$gte": len(parts)}})
+        return len(parts)
+
+    @_guard("reading the campaign table")
+    def campaign_table(self, table_id: str) -> list[dict]:
+        """The rows of a stored campaign table (:meth:`write_campaign_table`), in order."""
+        docs = sorted(self["campaign_tables"].find({"table_id": table_id}, {"_id": 0}), key=lambda d: d["part"])
+        return [row for d in docs for row in unpack(d)["rows"]]
 
     # -------------------------------------------------------------------------------------------- structures
     @_guard("reading built structures")

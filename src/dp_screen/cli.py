@@ -536,6 +536,9 @@ def run_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_size, 
         raise DPScreenError("the report was not written: see the messages above; run the same command again")
     if report:
         summary["report"] = report["html"]
+    from dp_screen.campaign_store import CampaignStore
+
+    summary["table"] = CampaignStore(settings).campaign_table(summary["table_id"])  # the summary job stored it
     if as_json:
         click.echo(json.dumps(summary, default=str))
         return

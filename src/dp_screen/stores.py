@@ -52,6 +52,8 @@ COLLECTIONS: dict[str, str] = {
     # active learning (dp_screen.jobs.active_learning): one document per round and one per labelled structure
     "al_rounds": "round_id",
     "al_labels": "label_id",
+    # a campaign's phase table, written by its summary job in packed parts (a job's output stays small)
+    "campaign_tables": "part_id",
 }
 
 #: secondary indexes (the key gets a unique index)
@@ -66,6 +68,7 @@ INDEXES: dict[str, list[str]] = {
     "phase_digests": ["key"],
     "al_rounds": ["loop_id"],
     "al_labels": ["loop_id", "key"],
+    "campaign_tables": ["table_id"],
 }  # fmt: skip
 
 SERVER_STATE_FILE = "server.json"

@@ -99,7 +99,9 @@ def _model_accuracy(db, model_sha256: str) -> list[str]:
 @job
 def summarize_campaign(selection: dict, relaxed: list, validation: dict | None, db_settings: dict | None = None,
                        phase_error_mev: float | None = None) -> dict:  # fmt: skip
-    """Phase counts and the lowest-energy phases of the campaign's compositions (small output).
+    """Phase counts of the campaign's compositions; its phase table (one row per composition: the call, the lowest
+    phase, dE, exclusions) goes to the store (``CampaignStore.campaign_table(output["table_id"])``), so the output
+    stays a few kB whatever the campaign's size.
 
     Each composition's call is made again from its stored summary (:func:`dp_screen.structures.phases.recall`),
     with ``phase_error_mev`` as sigma where given, else the sigma it was summarised with."""
@@ -134,6 +136,9 @@ def summarize_campaign(selection: dict, relaxed: list, validation: dict | None, 
     sigmas = sorted({(r["phase_error_mev"], r["phase_error_source"]) for r in rows if r["call"] is not None},
                     key=lambda x: (x[0] is None, x[0] or 0))  # fmt: skip
     determined = calls["tilted"] + calls["untilted"]
+    # the table goes to the store (a job's output must not grow with the campaign: 10^5 rows would pass 16 MB)
+    table_id = f"{selection['campaign']}|{key}"
+    CampaignStore(db).write_campaign_table(table_id, sorted(rows, key=lambda r: r["composition_id"]))
     return {
         "campaign": selection["campaign"], "compositions": len(ids), "model_sha256_12": model,
         "model_accuracy": _model_accuracy(db, relaxed[0]["model"]["model_sha256"]) if relaxed else [],
@@ -146,7 +151,7 @@ def summarize_campaign(selection: dict, relaxed: list, validation: dict | None, 
         # tilted calls among the determined ones; the undetermined are counted apart ("calls")
         "tilted_ground_state_fraction": calls["tilted"] / determined if determined else None,
         "mean_dE_untilted_mev_atom": sum(des) / len(des) if des else None,
-        "table": sorted(rows, key=lambda r: r["composition_id"]),
+        "table_id": table_id, "table_rows": len(rows),
         "validation": validation,
     }  # fmt: skip
 

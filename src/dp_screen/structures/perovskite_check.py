@@ -58,84 +58,93 @@ def _roles(structure: Structure) -> list[str]:
 
 
 def check_perovskite(structure: Structure) -> PerovskiteCheck:
-    """Check that a structure is still a corner-sharing perovskite (module docstring: checks and thresholds)."""
-    roles = _roles(structure)
-    b_idx = [i for i, r in enumerate(roles) if r == "B"]
-    a_idx = [i for i, r in enumerate(roles) if r == "A"]
+    """Check that a structure is still a corner-sharing perovskite (module docstring: checks and thresholds).
+
+    One neighbour search; the checks run on its arrays (numpy), a few small loops over the B sites only."""
+    roles = np.array(_roles(structure))
+    is_b, is_a, is_x = roles == "B", roles == "A", roles == "X"
+    b_idx, a_idx = np.flatnonzero(is_b), np.flatnonzero(is_a)
     centres, points, images, dists = structure.get_neighbor_list(NEIGHBOUR_RADIUS)
-    x_of: dict[int, list[tuple[float, int, tuple]]] = {i: [] for i in b_idx}
-    b_near_a: dict[int, list[tuple[float, np.ndarray]]] = {i: [] for i in a_idx}
-    bb: dict[int, float] = {}
-    cart = structure.cart_coords
-    lattice = structure.lattice.matrix
-    for c, p, img, d in zip(centres, points, images, dists, strict=True):
-        if roles[c] == "B" and roles[p] == "X":
-            x_of[c].append((d, p, tuple(int(v) for v in img)))
-        elif roles[c] == "A" and roles[p] == "B":
-            b_near_a[c].append((d, cart[p] + img @ lattice))
-        elif roles[c] == "B" and roles[p] == "B":
-            bb[c] = min(d, bb.get(c, np.inf))
+    cart, lattice = structure.cart_coords, structure.lattice.matrix
     measures: dict = {}
-    # 1. octahedra
-    worst_ratio, worst_gap = 0.0, np.inf
-    members: dict[tuple[int, tuple], list[int]] = {}  # (anion, image relative to the B's cell) -> B sites
-    octahedra: dict[int, list[tuple[int, tuple]]] = {}
-    for i in b_idx:
-        shell = sorted(x_of[i])
-        if len(shell) < 6:
-            return PerovskiteCheck(False, f"B site {i} ({structure[i].species_string}) has only {len(shell)} anions "
-                                          f"within {NEIGHBOUR_RADIUS} A", measures)  # fmt: skip
-        ratio = shell[5][0] / shell[0][0]
-        gap = shell[6][0] / shell[5][0] if len(shell) > 6 else np.inf
-        worst_ratio, worst_gap = max(worst_ratio, ratio), min(worst_gap, gap)
-        octahedra[i] = [(p, img) for _, p, img in shell[:6]]
-    measures.update(max_bond_ratio=round(float(worst_ratio), 4), min_shell_gap=round(float(worst_gap), 4))
+    # 1. octahedra: the anions of each B site by distance
+    bx = is_b[centres] & is_x[points]
+    bx_c, bx_p, bx_img, bx_d = centres[bx], points[bx], images[bx].astype(int), dists[bx]
+    order = np.lexsort((bx_d, bx_c))
+    bx_c, bx_p, bx_img, bx_d = bx_c[order], bx_p[order], bx_img[order], bx_d[order]
+    starts = np.searchsorted(bx_c, b_idx)
+    ends = np.searchsorted(bx_c, b_idx, side="right")
+    short = np.flatnonzero(ends - starts < 6)
+    if short.size:
+        i = int(b_idx[short[0]])
+        return PerovskiteCheck(False, f"B site {i} ({structure[i].species_string}) has only "
+                                      f"{int(ends[short[0]] - starts[short[0]])} anions within {NEIGHBOUR_RADIUS} A",
+                               measures)  # fmt: skip
+    six = starts[:, None] + np.arange(6)  # (n_B, 6) rows of each octahedron's bonds
+    ratio = bx_d[six[:, 5]] / bx_d[six[:, 0]]
+    has7 = ends - starts > 6
+    gap = np.where(has7, bx_d[np.minimum(starts + 6, len(bx_d) - 1)] / bx_d[six[:, 5]], np.inf)
+    worst_ratio, worst_gap = float(ratio.max()), float(gap.min())
+    measures.update(max_bond_ratio=round(worst_ratio, 4), min_shell_gap=round(worst_gap, 4))
     if worst_ratio > MAX_BOND_RATIO:
         return PerovskiteCheck(False, f"octahedron torn: longest/shortest B-X bond {worst_ratio:.2f} > "
                                       f"{MAX_BOND_RATIO} (MAX_BOND_RATIO)", measures)  # fmt: skip
     if worst_gap < MIN_SHELL_GAP:
         return PerovskiteCheck(False, f"B not six-coordinate: 7th/6th nearest anion distance {worst_gap:.2f} < "
                                       f"{MIN_SHELL_GAP} (MIN_SHELL_GAP)", measures)  # fmt: skip
-    # 2. corner sharing: count, per anion (in its home cell), the octahedra (B site, image of B) it belongs to
-    for i, octa in octahedra.items():
-        for p, img in octa:
-            members.setdefault(p, []).append((i, tuple(-v for v in img)))
-    n_x = sum(1 for r in roles if r == "X")
-    counts = [len(members.get(p, [])) for p in range(len(structure)) if roles[p] == "X"]
-    measures["anions_per_octahedra"] = sorted(set(counts)) if counts else []
-    if len(members) != n_x or any(c != 2 for c in counts):
-        bad = sorted(set(counts) - {2}) or [0]
+    # 2. corner sharing: each anion (in its home cell) belongs to two octahedra (B site, image of B seen from X)
+    owner = np.repeat(b_idx, 6)
+    anion = bx_p[six].ravel()
+    owner_img = -bx_img[six].reshape(-1, 3)
+    counts = np.bincount(anion, minlength=len(structure))[is_x]
+    measures["anions_per_octahedra"] = sorted({int(c) for c in counts})
+    if (counts != 2).any():
+        bad = sorted(set(counts.tolist()) - {2}) or [0]
         return PerovskiteCheck(False, f"not corner-sharing: an anion belongs to {bad[0]} octahedra (2 expected)",
                                measures)  # fmt: skip
-    shared: dict[tuple, int] = {}
-    min_angle = 180.0
-    for p, owners in members.items():
-        (i, im1), (k, im2) = owners
-        rel = tuple(b - a for a, b in zip(im1, im2, strict=True))
-        key = (i, k, rel) if (i, rel) <= (k, tuple(-v for v in rel)) else (k, i, tuple(-v for v in rel))
-        shared[key] = shared.get(key, 0) + 1
-        v1 = cart[i] + np.array(im1) @ lattice - cart[p]
-        v2 = cart[k] + np.array(im2) @ lattice - cart[p]
-        cos = np.dot(v1, v2) / (np.linalg.norm(v1) * np.linalg.norm(v2))
-        min_angle = min(min_angle, float(np.degrees(np.arccos(np.clip(cos, -1, 1)))))
+    by_anion = np.argsort(anion, kind="stable").reshape(-1, 2)  # the two octahedra of each anion
+    i, k = owner[by_anion[:, 0]], owner[by_anion[:, 1]]
+    im1, im2 = owner_img[by_anion[:, 0]], owner_img[by_anion[:, 1]]
+    x = anion[by_anion[:, 0]]
+    v1 = cart[i] + im1 @ lattice - cart[x]
+    v2 = cart[k] + im2 @ lattice - cart[x]
+    cos = np.einsum("ij,ij->i", v1, v2) / (np.linalg.norm(v1, axis=1) * np.linalg.norm(v2, axis=1))
+    min_angle = float(np.degrees(np.arccos(np.clip(cos, -1, 1))).min())
+    # two octahedra sharing more than one anion: the same (B, B', relative image) pair, counted in one orientation
+    _, n_shared = np.unique(_canonical_pairs(i, k, im2 - im1), axis=0, return_counts=True)
     measures["min_bxb_angle"] = round(min_angle, 2)
-    if max(shared.values()) > 1:
-        return PerovskiteCheck(False, f"octahedra share {max(shared.values())} anions (edge or face sharing)", measures)
+    if n_shared.max() > 1:
+        return PerovskiteCheck(False, f"octahedra share {int(n_shared.max())} anions (edge or face sharing)", measures)
     if min_angle < MIN_BXB_ANGLE:
         return PerovskiteCheck(False, f"B-X-B' angle {min_angle:.0f} deg < {MIN_BXB_ANGLE:.0f} (MIN_BXB_ANGLE)",
                                measures)  # fmt: skip
     # 3. A in the cavity of its eight nearest B-site cations
-    a_b = float(np.mean(list(bb.values()))) if bb else np.nan  # mean nearest B-B' distance
+    bb = is_b[centres] & is_b[points]
+    nearest_bb = np.full(len(structure), np.inf)
+    np.minimum.at(nearest_bb, centres[bb], dists[bb])
+    a_b = float(np.mean(nearest_bb[b_idx][np.isfinite(nearest_bb[b_idx])])) if bb.any() else np.nan
+    ab = is_a[centres] & is_b[points]
+    ab_c, ab_d = centres[ab], dists[ab]
+    ab_pos = cart[points[ab]] + images[ab] @ lattice
+    order = np.lexsort((ab_d, ab_c))
+    ab_c, ab_pos = ab_c[order], ab_pos[order]
     worst = 0.0
-    for i in a_idx:
-        near = sorted(b_near_a[i], key=lambda t: t[0])[:8]
-        if len(near) < 8:
-            return PerovskiteCheck(False, f"A site {i} has fewer than 8 B-site neighbours within {NEIGHBOUR_RADIUS} A",
+    for a in a_idx:
+        lo, hi = np.searchsorted(ab_c, a), np.searchsorted(ab_c, a, side="right")
+        if hi - lo < 8:
+            return PerovskiteCheck(False, f"A site {a} has fewer than 8 B-site neighbours within {NEIGHBOUR_RADIUS} A",
                                    measures)  # fmt: skip
-        centre = np.mean([c for _, c in near], axis=0)
-        worst = max(worst, float(np.linalg.norm(cart[i] - centre)) / a_b)
+        worst = max(worst, float(np.linalg.norm(cart[a] - ab_pos[lo : lo + 8].mean(axis=0))) / a_b)
     measures["max_a_offcentre"] = round(worst, 4)
     if worst > MAX_A_OFFCENTRE:
         return PerovskiteCheck(False, f"A cation out of its cavity: {worst:.2f} of the B-B' distance from its centre "
                                       f"> {MAX_A_OFFCENTRE} (MAX_A_OFFCENTRE)", measures)  # fmt: skip
     return PerovskiteCheck(True, None, measures)
+
+
+def _canonical_pairs(i: np.ndarray, k: np.ndarray, rel: np.ndarray) -> np.ndarray:
+    """Rows (B, B', relative image) with each unordered pair written one way: (i, k, r) and (k, i, -r) alike (the
+    lower site first; for a site with its own image, the image whose first non-zero component is positive)."""
+    first = rel[np.arange(len(rel)), np.argmax(rel != 0, axis=1)]
+    swap = (i > k) | ((i == k) & (first < 0))
+    return np.column_stack([np.where(swap, k, i), np.where(swap, i, k), np.where(swap[:, None], -rel, rel)])

@@ -1,0 +1,181 @@
+"""The CPU side of a campaign, per structure and per core: what the GPU waits for.
+
+On a fresh database of the embedded server, N random compositions of the default space (seeded) go through the real
+jobs: enumeration writes them, the build chunk job (``build_structures_to_store``) builds their 5 default tilt
+systems, and the relax chunk job (``relax_store``) relaxes them with a stand-in model that costs nothing (each
+structure 'converges' at once where it started), so what is timed is the relax side's machinery: reading, phase
+identification, the perovskite gate, documents, writes, summaries and digests (after one warm-up job on the first
+composition, whose time is the job's fixed start: imports and the model load, printed apart). Printed, in ms per structure on one
+core: build, relax machinery and its parts (identification and gate timed apart on the same structures). Then, with
+the packaged model on the CPU, a small chunk relaxed for real: the share of the relax job's wall time spent in the
+model and optimiser (the rest is machinery).
+
+``--compare REV`` runs the same measurement on another commit of dp_screen (a git worktree, its own database) in the
+same run and prints both side by side: how a change moved the figures, on the same machine at the same time.
+
+    python benchmarks/bench_pipeline.py [--n 100] [--model-chunk 20] [--compare HEAD~3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def stub_relax(structures, model, settings=None, progress=None, on_result=None, frames_every=None):
+    """The zero-cost model: every structure 'converges' at once where it started."""
+    from dp_screen.mlip.relax import RelaxResult
+
+    out = []
+    for i, s in enumerate(structures):
+        res = RelaxResult(structure=s, energy=-5.0 * len(s), energy_per_atom=-5.0 - 1e-3 * (i % 5), max_force=0.0,
+                          max_stress_gpa=0.0, stress_gpa=[[0.0] * 3] * 3, n_steps=0, converged=True,
+                          initial_volume=s.volume)  # fmt: skip
+        if on_result:
+            on_result(i, res)
+        out.append(res)
+    if progress:
+        progress(len(out))
+    return out
+
+
+def measure(n: int, model_chunk: int, seed: int = 7) -> dict:
+    """The figures of this checkout (see the module docstring)."""
+    from pymatgen.core import Structure
+
+    import dp_screen.jobs.relax as relax_job
+    from dp_screen.campaign_store import CampaignStore
+    from dp_screen.jobs.build import BuildSettings, build_structures_to_store
+    from dp_screen.jobs.enumerate import EnumerationSettings, enumerate_table
+    from dp_screen.mlip.relax import RelaxSettings
+    from dp_screen.schemas.common import Provenance
+    from dp_screen.schemas.composition import CompositionDoc
+    from dp_screen.settings import DPScreenSettings
+    from dp_screen.stores import EmbeddedServer
+    from dp_screen.structures.perovskite_check import check_perovskite
+    from dp_screen.structures.phases import identify_phase
+
+    home = Path(tempfile.mkdtemp(prefix="dp_bench_pipeline_"))
+    server = EmbeddedServer(DPScreenSettings(home=home))
+    uri = server.start(idle_stop_s=0)["uri"]
+    db = DPScreenSettings(home=home, db_uri=uri, database="bench_pipeline")
+    out: dict = {"n_compositions": n}
+    try:
+        settings = EnumerationSettings(bv_filter="exact")
+        table, df = enumerate_table(settings)
+        rows = df[df["expected_ordering"] == "rocksalt"].sample(n, random_state=seed)
+        store = CampaignStore(db)
+        prov = Provenance(site_table=table.name, site_table_sha256=table.sha256, settings=settings.settings_dict())
+        store.write_compositions(CompositionDoc.from_table(rows, prov))
+        query = {"composition_id": {"$in": sorted(rows["composition_id"])}}
+        t0 = time.perf_counter()
+        built = build_structures_to_store(BuildSettings(), db, query=query)
+        out["build_ms"] = 1e3 * (time.perf_counter() - t0) / max(1, built["built"] + built.get("failed", 0))
+        out["n_structures"] = built["built"]
+        real = relax_job.relax_structures
+        relax_job.relax_structures = stub_relax
+        ids = sorted(rows["composition_id"])
+        try:
+            # a job's fixed start (imports, model load) once, on the first composition; then the rest, per structure
+            t0 = time.perf_counter()
+            relax_job.relax_store(None, RelaxSettings(), db, query={"composition_id": {"$in": ids[:1]}}, device="cpu",
+                                  identify_workers=1)  # fmt: skip
+            out["job_start_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            relaxed = relax_job.relax_store(None, RelaxSettings(), db, query={"composition_id": {"$in": ids[1:]}},
+                                            device="cpu", identify_workers=1)  # fmt: skip
+            out["relax_machinery_ms"] = 1e3 * (time.perf_counter() - t0) / relaxed["relaxed"]
+        finally:
+            relax_job.relax_structures = real
+        docs = store.structures_by_id([m["structure_id"] for m in store.built_structure_meta(query)])
+        cells = [(Structure.from_dict(d["structure"]), d["ordering"], d["tilt"]) for d in docs.values()]
+        t0 = time.perf_counter()
+        for s, o, t in cells:
+            identify_phase(s, o, t)
+        out["identify_ms"] = 1e3 * (time.perf_counter() - t0) / len(cells)
+        t0 = time.perf_counter()
+        for s, _, _ in cells:
+            check_perovskite(s)
+        out["gate_ms"] = 1e3 * (time.perf_counter() - t0) / len(cells)
+        if model_chunk:
+            few = {"composition_id": {"$in": sorted(rows["composition_id"])[: max(1, model_chunk // 5)]}}
+            inside = [0.0]
+
+            def timed(*args, **kwargs):
+                t = time.perf_counter()
+                try:
+                    return real(*args, **kwargs)
+                finally:
+                    inside[0] += time.perf_counter() - t
+
+            relax_job.relax_structures = timed
+            try:
+                t0 = time.perf_counter()
+                # other settings than the stub run's: relaxed again, for real
+                res = relax_job.relax_store(None, RelaxSettings(max_steps=200), db, query=few, device="cpu")
+                wall = time.perf_counter() - t0
+            finally:
+                relax_job.relax_structures = real
+            out.update(model_structures=res["relaxed"], model_wall_s=round(wall, 2),
+                       model_share=inside[0] / wall if wall else None)  # fmt: skip
+    finally:
+        server.stop()
+    return out
+
+
+def run_elsewhere(rev: str, args) -> dict:
+    """The same measurement on another commit (a git worktree of ``rev``, run with its own sources)."""
+    work = Path(tempfile.mkdtemp(prefix="dp_bench_rev_")) / "tree"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(work), rev], check=True)
+    try:
+        env = dict(os.environ, PYTHONPATH=str(work / "src"))
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--n", str(args.n), "--model-chunk",
+               str(args.model_chunk), "--json-only"]  # fmt: skip
+        text = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, cwd=work).stdout
+        return json.loads(text.strip().splitlines()[-1])
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(work)], check=False)
+
+
+ROWS = [("build_ms", "build, ms per structure"), ("job_start_s", "relax job start (imports, model load), s"),
+        ("relax_machinery_ms", "relax machinery, ms per structure"),
+        ("identify_ms", "  of which phase identification"), ("gate_ms", "  of which perovskite gate"),
+        ("model_share", "packaged model: share of relax wall time in model + optimiser")]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100, help="compositions (x 5 tilt systems)")
+    parser.add_argument("--model-chunk", type=int, default=20, help="structures relaxed with the packaged model")
+    parser.add_argument("--compare", default=None, metavar="REV", help="also measure this commit, side by side")
+    parser.add_argument("--json-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    here = measure(args.n, args.model_chunk)
+    if args.json_only:
+        print(json.dumps(here))
+        return
+    other = run_elsewhere(args.compare, args) if args.compare else None
+    print(f"{here['n_structures']} structures of {args.n} compositions; one process, OMP_NUM_THREADS=1")
+    print(f"{'':62s} {'this checkout':>14s}" + (f" {args.compare:>14s}" if other else ""))
+    for key, label in ROWS:
+        def fmt(d):
+            v = (d or {}).get(key)
+            return "-" if v is None else (f"{100 * v:.0f}%" if key == "model_share" else f"{v:.1f}")
+
+        print(f"{label:62s} {fmt(here):>14s}" + (f" {fmt(other):>14s}" if other else ""))
+    print("targets: build + relax machinery <= 8 ms per structure per core; model share >= 90%; "
+          "1 vs N worker processes: not measured (dp-screen run --workers is not built yet)")
+    print(json.dumps({"this": here, **({args.compare: other} if other else {})}))
+
+
+if __name__ == "__main__":
+    main()
