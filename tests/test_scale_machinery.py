@@ -217,3 +217,23 @@ def test_faster_identification_and_gate_give_the_answers_of_the_previous_impleme
         assert got["mean_bxb_angle"] == pytest.approx(ref["mean_bxb_angle"], abs=1e-9), name
         assert got["gate"] == ref["gate"], name
     assert sum(not r["gate"]["ok"] for r in reference.values()) == 71
+
+
+def test_the_validation_sample_reads_no_structure_it_does_not_validate(db_settings, monkeypatch):
+    """A stratified validation sample of 2,000 ranked relaxations (with their structures) reads their light fields
+    to draw it, then only the sampled relaxations whole."""
+    from dp_screen.campaign_store import CampaignStore
+    from dp_screen.jobs.validate import draw_sample
+
+    structure = build_bvm_structure(SiteSpeciesSet(("Cs", 1), ("Cs", 1), ("Ag", 1), ("Bi", 3), ("Cl", -1))).structure
+    docs = [{"relaxation_id": f"r{k}", "composition_id": f"C{k // 5}+_C+_B+_B3+_{'Cl' if k % 2 else 'Br'}-",
+             "start_tilt": ("a0a0a0", "a0a0c-", "a-a-a-", "a0b-b-", "a+b-b-")[k % 5], "energy_per_atom": -3.0 - k % 7,
+             "phase": {"space_group": (225, 87, 148, 12, 14)[k % 5]}, "failed": False, "converged": True,
+             "excluded": None, "model_sha256": "m" * 64, "structure": structure.as_dict()} for k in range(2000)]  # fmt: skip
+    CampaignStore(db_settings).write_relaxations(docs)
+    counter = _listening(db_settings, monkeypatch)
+    sample = draw_sample(CampaignStore(db_settings), None, "m" * 64, 6, seed=3, by_composition=False)
+    assert len(sample) == 6 and all("structure" in d for d in sample)
+    read = counter.docs["relaxations"]
+    assert len(read) == 2000 + 6 and sum("structure" in d for d in read) == 6
+    assert len({(d["composition_id"][-3:], d["phase"]["space_group"]) for d in sample}) == 6  # stratified

@@ -487,9 +487,11 @@ class CampaignStore:
         return self._find("relaxations", query, projection)
 
     @_guard("reading relaxations")
-    def relaxations_of_compositions(self, composition_ids: list[str], equal: dict) -> list[dict]:
-        """Whole relaxation documents of these compositions whose fields equal ``equal`` (applied here)."""
-        return self._by_keys("relaxations", "composition_id", composition_ids, {}, equal)
+    def relaxations_of_compositions(self, composition_ids: list[str], equal: dict,
+                                    projection: dict | None = None) -> list[dict]:  # fmt: skip
+        """Relaxation documents (whole, or ``projection``'s fields) of these compositions whose fields equal
+        ``equal`` (applied here)."""
+        return self._by_keys("relaxations", "composition_id", composition_ids, projection or {}, equal)
 
     # ------------------------------------------------------------------------------------ validations, models
     @_guard("reading validations")

@@ -144,11 +144,10 @@ def validate_sample(
 ) -> dict:
     """Run CP2K on a stratified random sample of converged relaxations; store validation documents (resumable)."""
     store = CampaignStore(db_settings)
-    docs = _ranked_relaxations(store, composition_ids, model_sha256)
-    if not docs:
+    sample = draw_sample(store, composition_ids, model_sha256, n_samples, seed, by_composition)
+    if not sample:
         return {"validated": 0, "skipped": 0, "reason": "no ranked (converged, perovskite) relaxations to validate"}
     method = "cp2k"  # cp2k-pbe or cp2k-pbe+u per structure (dp_screen.dft.hamiltonian)
-    sample = stratified_sample(docs, n_samples, seed, by_composition)
     done = store.validated([d["relaxation_id"] for d in sample], CP2K_METHODS)
     base = Path(work_dir or tempfile.mkdtemp(prefix="dp_screen_validate_"))
     written, errors = [], []
@@ -173,14 +172,29 @@ def validate_sample(
             "validation_ids": [d["validation_id"] for d in written]}  # fmt: skip
 
 
+#: what drawing the sample needs of a relaxation (not its structure, forces or provenance)
+SAMPLE_FIELDS = ("relaxation_id", "composition_id", "start_tilt", "energy_per_atom", "phase.space_group")
+
+
 def _ranked_relaxations(store: CampaignStore, composition_ids: list[str] | None, model_sha256: str | None) -> list[dict]:
-    """The ranked relaxations (converged, still perovskites) of the compositions, whole documents."""
+    """The ranked relaxations (converged, still perovskites) of the compositions, with :data:`SAMPLE_FIELDS` only."""
     query: dict = {"failed": False, "converged": True, "excluded": None}
     if model_sha256:
         query["model_sha256"] = model_sha256
+    projection = {f: 1 for f in SAMPLE_FIELDS}
     if composition_ids is None:
-        return store.relaxations(query)
-    return store.relaxations_of_compositions(composition_ids, query)
+        return store.relaxations(query, projection)
+    return store.relaxations_of_compositions(composition_ids, query, projection)
+
+
+def draw_sample(store: CampaignStore, composition_ids: list[str] | None, model_sha256: str | None, n: int, seed: int,
+                by_composition: bool) -> list[dict]:  # fmt: skip
+    """The stratified sample (:func:`stratified_sample`) of the ranked relaxations, drawn from their light fields
+    and then read whole by indexed id, in the sample's order: no structure is read that is not validated."""
+    light = stratified_sample(_ranked_relaxations(store, composition_ids, model_sha256), n, seed, by_composition)
+    ids = [d["relaxation_id"] for d in light]
+    full = {d["relaxation_id"]: d for d in store.relaxations({"relaxation_id": {"$in": ids}})}
+    return [full[i] for i in ids]
 
 
 @job
@@ -238,8 +252,7 @@ class ValidateMaker(Maker):
         if self.backend == "cp2k":
             return validate_sample(ids, self.n_samples, self.cp2k, db, seed=self.seed, model_sha256=model,
                                    by_composition=self.by_composition)  # fmt: skip
-        docs = _ranked_relaxations(CampaignStore(db), ids, model)
-        sample = stratified_sample(docs, self.n_samples, self.seed, self.by_composition)
+        sample = draw_sample(CampaignStore(db), ids, model, self.n_samples, self.seed, self.by_composition)
         statics = [vasp_static_maker().make(Structure.from_dict(d["structure"])) for d in sample]
         collect = collect_vasp_validations([d["relaxation_id"] for d in sample], [s.output for s in statics],
                                            db_settings)  # fmt: skip
