@@ -106,8 +106,8 @@ def test_screen_your_own_notebook_builds_relaxes_and_ranks():
     assert NOTEBOOKS[0].name == "00_screen_your_own.ipynb"
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert [o for o in outputs if "image/png" in o.get("data", {})], "no figure"
-    table = json.loads([o["text"] for o in outputs if o.get("output_type") == "stream" and
-                        o["text"].lstrip().startswith("[{")][-1].strip().splitlines()[-1])  # fmt: skip
+    lines = [line for o in outputs if o.get("output_type") == "stream" for line in o["text"].splitlines()]
+    table = json.loads([line for line in lines if line.startswith("[{")][-1])
     assert [r["formula"] for r in table] == ["Ba2CaWO6", "Cs2AgBiCl6", "Sr2CoMoO6"]
     sigma = packaged_model_card()["phases_vs_teacher"]["phase_de_rmse_mev_atom"]
     for r in table:
