@@ -211,10 +211,10 @@ def relax_structures(
         for i, m in enumerate(missing):
             if m and on_result is not None:
                 on_result(i, _uncovered_result(structures[i], m))
-        if progress and len(keep) < len(structures):  # the uncovered ones are finished too
-            progress(len(structures) - len(keep))
         done = iter(relax_structures([structures[i] for i in keep], model, settings, progress, sub_on_result,
                                      frames_every) if keep else [])  # fmt: skip
+        if progress:  # the uncovered ones count as finished too (after the others, whose results come as they end)
+            progress(len(structures) - len(keep))
         return [next(done) if not m else _uncovered_result(s, m) for s, m in zip(structures, missing, strict=True)]
     if not structures:
         return []
