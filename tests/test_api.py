@@ -124,6 +124,15 @@ def test_bad_input_names_the_value_and_what_is_allowed(tiny_model_path):
         dps.compositions(anions=["Cl"], a_site="Zz")
 
 
+def test_a_cell_goes_to_dft_input_with_its_oxidation_states():
+    from dp_screen.dft.cp2k import CP2KSettings, write_cp2k_input
+
+    (cell,) = dps.build("Sr2Fe3+Mo5+O6", tilts=["a0a0a0"], progress=False)
+    text = write_cp2k_input(cell, CP2KSettings())
+    assert text == write_cp2k_input(cell.structure, CP2KSettings())
+    assert "UKS" in text and "U_MINUS_J [eV] 5.3" in text and "MAGNETIZATION 5" in text
+
+
 def test_cells_convert_to_and_from_ase_and_json():
     from monty.json import MontyDecoder, MontyEncoder
 

@@ -214,14 +214,22 @@ def kpoint_grid(structure: Structure, length: float) -> tuple[int, int, int]:
     return tuple(max(1, math.ceil(length / a - 1e-9)) for a in structure.lattice.abc)  # type: ignore[return-value]
 
 
+def _structure_of(item) -> Structure:
+    """The pymatgen structure of a Structure or a PerovskiteCell (its ``structure``)."""
+    from dp_screen.cell import PerovskiteCell
+
+    return item.structure if isinstance(item, PerovskiteCell) else item
+
+
 def write_cp2k_input(structure: Structure, settings: CP2KSettings, project: str = "dp_screen",
                      hamiltonian: Hamiltonian | None = None, files: dict[str, dict] | None = None,
                      restart_file: str | None = None) -> str:  # fmt: skip
     """The CP2K input text of a PBE single point with forces and stress, with the models' Hamiltonian (spin, moments,
     +U; :func:`dp_screen.dft.hamiltonian.hamiltonian_for` unless given); ``restart_file``: start the SCF from that
-    wavefunction file instead of the atomic guess."""
+    wavefunction file instead of the atomic guess. ``structure`` may be a :class:`~dp_screen.cell.PerovskiteCell`."""
     from dp_screen.dft.hamiltonian import hamiltonian_for
 
+    structure = _structure_of(structure)
     ham = hamiltonian or hamiltonian_for(structure)
     elements = sorted({site.specie.symbol for site in structure})
     files = files or {}
@@ -390,7 +398,9 @@ def _run_once(exe: str, inp: Path, out: Path, settings: CP2KSettings, env: dict,
 
 def run_cp2k(structure: Structure, settings: CP2KSettings | None = None, work_dir: str | Path = ".") -> dict:
     """Run one CP2K single point in ``work_dir``; returns energy, forces, stress, paths, wall time, and the SCF
-    attempts (``settings.scf_fallbacks`` are tried in turn while the SCF does not converge)."""
+    attempts (``settings.scf_fallbacks`` are tried in turn while the SCF does not converge). ``structure`` may be a
+    :class:`~dp_screen.cell.PerovskiteCell` (its oxidation states set the Hamiltonian)."""
+    structure = _structure_of(structure)
     settings = settings or CP2KSettings()
     exe = cp2k_executable()
     if exe is None:
