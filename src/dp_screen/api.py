@@ -444,7 +444,7 @@ def compositions(anions: Iterable[str] | None = None, a_site: str | None = None,
     _, df = enumerate_table(EnumerationSettings(table=table, anions=list(anions) if anions else None,
                                                 allow_same_a=same_a, allow_same_b=same_b, bv_filter=bv_filter))  # fmt: skip
     if a_site is not None:
-        if not ((df["A"] == a_site) | (df["A2"] == a_site)).any() and a_site not in set(df["A"]):
+        if not ((df["A"] == a_site) | (df["A2"] == a_site)).any():
             raise InputError(f"a_site {a_site!r}: no composition of the table has it on the A site; A-site elements: "
                              f"{', '.join(sorted(set(df['A']) | set(df['A2'])))}")  # fmt: skip
         df = df[(df["A"] == a_site) & (df["A2"] == a_site)]

@@ -73,7 +73,6 @@ def relax_store(
     from dp_screen.campaign_store import CampaignStore
     from dp_screen.mlip.models import resolve_device
     from dp_screen.mlip.uncertainty import model_phase_error
-
     from dp_screen.progress import stage
 
     t0 = time.perf_counter()

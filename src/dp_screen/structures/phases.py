@@ -49,7 +49,6 @@ IDENTIFY_SYMPREC = 1e-2
 UNTILTED = "a0a0a0"
 #: a call is determined when |dE_tilt| exceeds this many sigma
 CALL_SIGMAS = 2.0
-CALLS = ("tilted", "untilted", "undetermined")
 #: the fields of a call that a summary carries up from the ground state's ordering
 CALL_KEYS = ("call", "dE_tilt_mev_atom", "phases_within_error", "phase_error_mev", "phase_error_source")
 

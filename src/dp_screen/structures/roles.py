@@ -199,18 +199,16 @@ def _a_ordering(s: Structure, a_sites: list[int], species, fail) -> str:
 def ordering_of(structure: Structure, name: str | None = None) -> str:
     """The cation ordering of a structure with site roles: ``rocksalt`` when one species fills the A sites, else
     ``rocksalt-A`` or ``layered`` from the A-site pattern."""
-    roles = structure.site_properties["site"]
-    a_sites = [i for i, r in enumerate(roles) if r in ("A", "A2")]
-    species = structure.species
-    if len({_key(species[i]) if has_oxidation_states(structure) else species[i].symbol for i in a_sites}) < 2:
-        return "rocksalt"
     label = name or structure.composition.reduced_formula
+    decorated = with_oxidation_states(structure, name=label)
+    a_sites = [i for i, r in enumerate(structure.site_properties["site"]) if r in ("A", "A2")]
+    if len({_key(decorated.species[i]) for i in a_sites}) < 2:
+        return "rocksalt"
 
     def fail(why: str):
         raise InputError(f"structure {label}: cannot tell its A-site ordering: {why}")
 
-    return _a_ordering(with_oxidation_states(structure, name=label), a_sites, with_oxidation_states(
-        structure, name=label).species, fail)  # fmt: skip
+    return _a_ordering(decorated, a_sites, decorated.species, fail)
 
 
 def ensure_site_roles(structure: Structure, name: str | None = None) -> tuple[Structure, str]:

@@ -1,0 +1,72 @@
+"""Space groups by spglib and by moyopy: time per search and where the two disagree.
+
+The cells of tests/test_scale_machinery.py's comparison: bond-valence starts of Sr2CoMoO6 and Sr2TiTiO6 in every
+rock-salt tilt system, each also rattled by 0.004 A (40% of the 0.01 A identification tolerance: borderline by
+design), searched at the three tolerances of dp_screen.structures.phases.SYMPRECS. It says why identification stays
+on spglib although moyopy is faster.
+
+    python benchmarks/bench_symmetry.py
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def cells():
+    import numpy as np
+    from pymatgen.core import Structure
+
+    from dp_screen.structures.perovskite import SiteSpeciesSet, build_bvm_structure
+    from dp_screen.structures.tilts import SPACE_GROUPS
+
+    rng = np.random.default_rng(0)
+    out = []
+    for sp in (SiteSpeciesSet(("Sr", 2), ("Sr", 2), ("Co", 2), ("Mo", 6), ("O", -2)),
+               SiteSpeciesSet(("Sr", 2), ("Sr", 2), ("Ti", 4), ("Ti", 4), ("O", -2))):  # fmt: skip
+        for tilt in SPACE_GROUPS["rocksalt"]:
+            s = build_bvm_structure(sp, "rocksalt", tilt).structure
+            out += [(f"{sp.formula} {tilt}", s), (f"{sp.formula} {tilt} rattled", Structure(
+                s.lattice, s.species, s.cart_coords + rng.normal(0, 0.004, (len(s), 3)), coords_are_cartesian=True))]
+    return out
+
+
+def main() -> None:
+    import moyopy
+    import spglib
+
+    from dp_screen.structures.phases import SYMPRECS
+
+    logging.getLogger("moyo").setLevel(logging.ERROR)  # moyopy's notes on primitive-cell orbits
+    arrays = []
+    for name, s in cells():
+        codes: dict[str, int] = {}
+        arrays.append((name, s.lattice.matrix, s.frac_coords, [codes.setdefault(x.species_string, len(codes) + 1)
+                                                               for x in s]))  # fmt: skip
+    timing = {"spglib": 0.0, "moyopy": 0.0}
+    mismatches = []
+    for name, lat, frac, nums in arrays:
+        for tol in SYMPRECS:
+            t0 = time.perf_counter()
+            a = spglib.get_symmetry_dataset((lat, frac, nums), symprec=tol).number
+            timing["spglib"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            b = moyopy.MoyoDataset(moyopy.Cell(lat.tolist(), frac.tolist(), nums), symprec=tol).number
+            timing["moyopy"] += time.perf_counter() - t0
+            if a != b:
+                mismatches.append(f"{name} at {tol:g} A: spglib {a}, moyopy {b}")
+    n = len(arrays) * len(SYMPRECS)
+    print(f"{len(arrays)} cells x {len(SYMPRECS)} tolerances = {n} searches")
+    print(f"ms per search: spglib {1e3 * timing['spglib'] / n:.2f}, moyopy {1e3 * timing['moyopy'] / n:.2f} "
+          f"({timing['spglib'] / timing['moyopy']:.0f}x)")
+    print(f"disagreements: {len(mismatches)} of {n}")
+    for m in mismatches:
+        print("  " + m)
+
+
+if __name__ == "__main__":
+    main()
