@@ -19,6 +19,7 @@ same run and prints both side by side: how a change moved the figures, on the sa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -30,6 +31,34 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+@contextlib.contextmanager
+def prepared_store(home: Path, n: int, seed: int = 7):
+    """A fresh database of the embedded server holding ``n`` random rock-salt compositions of the default space and
+    their built structures (5 default tilt systems); yields its settings and the query selecting them."""
+    from dp_screen.campaign_store import CampaignStore
+    from dp_screen.jobs.build import BuildSettings, build_structures_to_store
+    from dp_screen.jobs.enumerate import EnumerationSettings, enumerate_table
+    from dp_screen.schemas.common import Provenance
+    from dp_screen.schemas.composition import CompositionDoc
+    from dp_screen.settings import DPScreenSettings
+    from dp_screen.stores import EmbeddedServer
+
+    server = EmbeddedServer(DPScreenSettings(home=home))
+    uri = server.start(idle_stop_s=0)["uri"]
+    db = DPScreenSettings(home=home, db_uri=uri, database="bench_pipeline")
+    try:
+        settings = EnumerationSettings(bv_filter="exact")
+        table, df = enumerate_table(settings)
+        rows = df[df["expected_ordering"] == "rocksalt"].sample(n, random_state=seed)
+        prov = Provenance(site_table=table.name, site_table_sha256=table.sha256, settings=settings.settings_dict())
+        CampaignStore(db).write_compositions(CompositionDoc.from_table(rows, prov))
+        query = {"composition_id": {"$in": sorted(rows["composition_id"])}}
+        build_structures_to_store(BuildSettings(), db, query=query)
+        yield db, query
+    finally:
+        server.stop()
 
 
 def measure(n: int, model_chunk: int, seed: int = 7) -> dict:
@@ -73,11 +102,11 @@ def measure(n: int, model_chunk: int, seed: int = 7) -> dict:
             # a job's fixed start (imports, model load) once, on the first composition; then the rest, per structure
             t0 = time.perf_counter()
             relax_job.relax_store(None, RelaxSettings(), db, query={"composition_id": {"$in": ids[:1]}}, device="cpu",
-                                  identify_workers=1)  # fmt: skip
+                                  identify_workers=0)  # fmt: skip
             out["job_start_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             relaxed = relax_job.relax_store(None, RelaxSettings(), db, query={"composition_id": {"$in": ids[1:]}},
-                                            device="cpu", identify_workers=1)  # fmt: skip
+                                            device="cpu", identify_workers=0)  # fmt: skip
             out["relax_machinery_ms"] = 1e3 * (time.perf_counter() - t0) / relaxed["relaxed"]
         finally:
             relax_job.relax_structures = real
@@ -117,6 +146,57 @@ def measure(n: int, model_chunk: int, seed: int = 7) -> dict:
     return out
 
 
+def throughput(n: int, workers: int, chunks: int, seed: int = 11) -> dict:
+    """Structures per second through a whole campaign (``dp-screen run``'s flow and runner: select, build, relax with
+    the zero-cost model, summary) of ``n`` random compositions in ``chunks`` chunk jobs, with ``workers`` processes
+    (1: in this process), on a fresh database, in a fresh interpreter (as ``dp-screen run`` starts). The wall time
+    includes everything a user waits for after the command starts: imports, enumeration, worker start-up, the jobs
+    and the summary."""
+    text = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--campaign", f"{n},{workers},{chunks}"],
+                          check=True, capture_output=True, text=True).stdout  # fmt: skip
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def _throughput_here(n: int, workers: int, chunks: int, seed: int = 11) -> dict:
+    t0 = time.perf_counter()
+    import dp_screen.jobs.relax as relax_job
+    from bench_scale import stub_relax
+    from dp_screen.flows.local import run_flow
+    from dp_screen.flows.screening import ScreeningFlowMaker
+    from dp_screen.jobs.relax import RelaxMaker
+    from dp_screen.settings import DPScreenSettings
+    from dp_screen.stores import EmbeddedServer
+
+    home = Path(tempfile.mkdtemp(prefix="dp_bench_workers_"))
+    server = EmbeddedServer(DPScreenSettings(home=home))
+    uri = server.start(idle_stop_s=0)["uri"]
+    db = DPScreenSettings(home=home, db_uri=uri, database=f"bench_w{workers}")
+    maker = ScreeningFlowMaker(limit=n, seed=seed, chunk_size=-(-n // chunks), relax=RelaxMaker(device="cpu"))
+    flow = maker.make(db_settings=db.model_dump(mode="json"))
+    real = relax_job.relax_structures
+    relax_job.relax_structures = stub_relax
+    try:
+        out = run_flow(flow, db, workers, [flow.output.uuid], progress=False,
+                       worker_command=[sys.executable, str(Path(__file__).resolve()), "--worker"])  # fmt: skip
+        wall = time.perf_counter() - t0
+    finally:
+        relax_job.relax_structures = real
+        server.stop()
+    summary = out[flow.output.uuid]
+    return {"workers": workers, "structures": summary["relaxations"], "wall_s": round(wall, 1),
+            "structures_per_s": summary["relaxations"] / wall}  # fmt: skip
+
+
+def worker(launchpad_file: str) -> None:
+    """A ``dp-screen run`` worker process with the zero-cost model in place of the packaged one."""
+    import dp_screen.jobs.relax as relax_job
+    from bench_scale import stub_relax
+    from dp_screen.flows.local import work
+
+    relax_job.relax_structures = stub_relax
+    work(launchpad_file)
+
+
 def run_elsewhere(rev: str, args) -> dict:
     """The same measurement on another commit (a git worktree of ``rev``, run with its own sources)."""
     work = Path(tempfile.mkdtemp(prefix="dp_bench_rev_")) / "tree"
@@ -142,9 +222,26 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100, help="compositions (x 5 tilt systems)")
     parser.add_argument("--model-chunk", type=int, default=20, help="structures relaxed with the packaged model")
     parser.add_argument("--compare", default=None, metavar="REV", help="also measure this commit, side by side")
+    parser.add_argument("--workers", type=int, default=None, help="N of the 1-vs-N throughput (default: all cores)")
+    parser.add_argument("--throughput-n", type=int, default=1000, help="compositions of the 1-vs-N campaigns")
     parser.add_argument("--json-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--campaign", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        worker(args.worker)
+        return
+    if args.campaign:
+        print(json.dumps(_throughput_here(*map(int, args.campaign.split(",")))))
+        return
     here = measure(args.n, args.model_chunk)
+    if not args.json_only and args.throughput_n:
+        from dp_screen.flows.local import default_workers
+
+        n_workers = args.workers or default_workers()
+        for w in (1, n_workers):
+            here[f"throughput_{'1' if w == 1 else 'N'}"] = throughput(args.throughput_n, w, chunks=2 * n_workers)
+        here["workers_speedup"] = here["throughput_N"]["structures_per_s"] / here["throughput_1"]["structures_per_s"]
     if args.json_only:
         print(json.dumps(here))
         return
@@ -157,8 +254,14 @@ def main() -> None:
             return "-" if v is None else (f"{100 * v:.0f}%" if key == "model_share" else f"{v:.1f}")
 
         print(f"{label:62s} {fmt(here):>14s}" + (f" {fmt(other):>14s}" if other else ""))
+    if "workers_speedup" in here:
+        one, many = here["throughput_1"], here["throughput_N"]
+        print(f"whole campaign, zero-cost model, {one['structures']} structures in {2 * many['workers']} chunk jobs: "
+              f"1 worker {one['structures_per_s']:.1f} structures/s ({one['wall_s']} s), {many['workers']} worker "
+              f"processes {many['structures_per_s']:.1f} structures/s ({many['wall_s']} s): "
+              f"{here['workers_speedup']:.2f}x")  # fmt: skip
     print("targets: build + relax machinery <= 8 ms per structure per core; model share >= 90%; "
-          "1 vs N worker processes: not measured (dp-screen run --workers is not built yet)")
+          "N workers >= 1.7x one on this 2-core machine")
     print(json.dumps({"this": here, **({args.compare: other} if other else {})}))
 
 

@@ -1,6 +1,10 @@
 """The device check behind ``benchmarks/gpu_check.sh``: batched relaxation throughput on a GPU against the ASE
 one-at-a-time path on the same structures, the largest batch that fits, float32 against float64, and the whole
-default space projected in GPU-hours; ``--campaign-cs`` screens the whole CsA'BB'X6 subset on the machine instead.
+default space projected in GPU-hours; how long the device waits for the CPU inside a relax job (timestamps: the
+job's wall time against the time in the model and optimiser); and the CsA'BB'X6 campaign projected on a 16-core node
+with one GPU from the measured GPU rate and the CPU side's per-structure cost (``benchmarks/bench_pipeline.py``'s
+measurement, run here). ``--campaign-cs`` screens the whole CsA'BB'X6 subset on the machine instead, building in
+parallel processes on every core and identifying in worker processes while one process feeds the device.
 
     python benchmarks/gpu_check.py [--device cuda] [--n 512] [--ase 8]
     python benchmarks/gpu_check.py --campaign-cs
@@ -11,10 +15,14 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import sys
 import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench_pipeline's measurement and store
 FULL_SPACE = 220_570 * 5  # compositions of the default space x the five default tilt systems
+CS_SUBSET = 33_520 * 5  # the CsA'BB'X6 compositions of the default space x the five default tilt systems
+NODE_CORES = 16
 
 
 def sample_structures(n: int, seed: int = 0):
@@ -90,24 +98,97 @@ def check(args) -> None:
     print(f"float32 / float64 throughput: {best['atom_steps_per_s'] / rows['batched float64']['atom_steps_per_s']:.2f}")
     print(f"whole default space ({FULL_SPACE:,d} relaxations, {best['mean_steps']:.0f} steps of "
           f"{best['mean_atoms']:.1f} atoms on average): {hours:.1f} hours on this {model.device} at the float32 rate")
+    wait = device_wait(args)
+    project_cs(best, wait)
+
+
+def device_wait(args) -> dict:
+    """A relax job (``relax_store``, the campaign's code path) on a small store: its wall time against the time the
+    device spends in the model and optimiser; the rest is the device waiting for the CPU (reads, documents, writes,
+    handing finished structures to the identification processes, summaries)."""
+    import tempfile
+    from pathlib import Path
+
+    import dp_screen.jobs.relax as relax_job
+    from bench_pipeline import prepared_store
+
+    inside = [0.0]
+    real = relax_job.relax_structures
+
+    def timed(*a, **k):
+        t = time.perf_counter()
+        try:
+            return real(*a, **k)
+        finally:
+            inside[0] += time.perf_counter() - t
+
+    home = Path(tempfile.mkdtemp(prefix="dp_gpu_wait_"))
+    with prepared_store(home, args.wait_n) as (db, query):
+        relax_job.relax_structures = timed
+        try:
+            t0 = time.perf_counter()
+            res = relax_job.relax_store(args.model, None, db, query=query, device=args.device, progress=None)
+            wall = time.perf_counter() - t0
+        finally:
+            relax_job.relax_structures = real
+    out = {"structures": res["relaxed"], "wall_s": wall, "device_s": inside[0], "wait_share": 1 - inside[0] / wall}
+    print(f"relax job on {res['relaxed']} structures: {wall:.1f} s wall, {inside[0]:.1f} s in the model and optimiser: "
+          f"the device waits for the CPU {100 * out['wait_share']:.0f}% of the job (job start included)", flush=True)
+    return out
+
+
+def project_cs(best: dict, wait: dict) -> None:
+    """The CsA'BB'X6 campaign on a 16-core node with one GPU: the GPU's time at the measured rate against the CPU
+    side's (build + relax machinery per structure, bench_pipeline's measurement here, over 15 cores)."""
+    from bench_pipeline import measure
+
+    cpu = measure(40, 0)
+    gpu_h = CS_SUBSET * best["mean_atoms"] * best["mean_steps"] / best["atom_steps_per_s"] / 3600
+    cpu_ms = cpu["build_ms"] + cpu["relax_machinery_ms"]
+    cpu_h = CS_SUBSET * cpu_ms / 1e3 / (NODE_CORES - 1) / 3600
+    print(f"CsA'BB'X6 campaign ({CS_SUBSET:,d} relaxations) on a {NODE_CORES}-core node with this GPU: GPU {gpu_h:.2f} h "
+          f"at the float32 rate; CPU side {cpu_ms:.1f} ms per structure per core (build {cpu['build_ms']:.1f} + relax "
+          f"machinery {cpu['relax_machinery_ms']:.1f}) = {cpu_h:.2f} h over {NODE_CORES - 1} cores; projected "
+          f"{max(gpu_h, cpu_h):.2f} h, bound by the {'GPU' if gpu_h >= cpu_h else 'CPU'}")  # fmt: skip
+
+
+def _build_chunk(ids: list[str], settings) -> dict:
+    from dp_screen.jobs.build import BuildSettings, build_structures_to_store
+
+    return build_structures_to_store(BuildSettings(), settings, query={"composition_id": {"$in": ids}}, progress=None)
 
 
 def campaign_cs(args) -> None:
-    """Every CsA'BB'X6 composition x the default tilt systems, enumerated, built and relaxed on this machine."""
-    from dp_screen.jobs.build import BuildSettings, build_structures_to_store
+    """Every CsA'BB'X6 composition x the default tilt systems, enumerated, built (chunks in parallel processes, every
+    core) and relaxed (one process feeds the device; identification in worker processes) on this machine."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from dp_screen.campaign_store import CampaignStore
+    from dp_screen.flows.local import default_workers
     from dp_screen.jobs.enumerate import EnumerationSettings, write_compositions
     from dp_screen.jobs.relax import relax_store
     from dp_screen.settings import DPScreenSettings
+    from dp_screen.stores import database_uri
 
     settings = DPScreenSettings(home=args.home)
+    settings = settings.model_copy(update={"db_uri": database_uri(settings), "home": settings.home.resolve()})
     t0 = time.perf_counter()
     write_compositions(EnumerationSettings(), settings)
     query = {"$or": [{"A": "Cs"}, {"A2": "Cs"}]}
-    built = build_structures_to_store(BuildSettings(), settings, query=query)
-    print(f"built {built['built']} structures ({built['skipped']} already) in {time.perf_counter() - t0:.0f} s", flush=True)
+    ids = sorted(d["composition_id"] for d in CampaignStore(settings).compositions(query, ["composition_id"]))
+    ids = ids[: args.cs_limit] if args.cs_limit else ids
+    chunks = [ids[i : i + 200] for i in range(0, len(ids), 200)]
+    built = {"built": 0, "skipped": 0}
+    with ProcessPoolExecutor(default_workers(), mp_context=multiprocessing.get_context("forkserver")) as pool:
+        for out in pool.map(_build_chunk, chunks, [settings] * len(chunks)):
+            built["built"] += out["built"]
+            built["skipped"] += out["skipped"]
+    print(f"built {built['built']} structures ({built['skipped']} already) of {len(ids)} compositions in "
+          f"{time.perf_counter() - t0:.0f} s on {default_workers()} processes", flush=True)  # fmt: skip
     t1 = time.perf_counter()
-    relaxed = relax_store(args.model, None, settings, query={"composition_id": {"$regex": r"^(Cs\+_|[^_]+_Cs\+_)"}},
-                          device=args.device, progress=None)  # fmt: skip
+    relaxed = relax_store(args.model, None, settings, query={"composition_id": {"$in": ids}}, device=args.device,
+                          progress=None)
     seconds = time.perf_counter() - t1
     print(f"relaxed {relaxed['relaxed']} ({relaxed['converged']} converged, {relaxed['failed']} failed, "
           f"{relaxed['not_perovskite']} no longer perovskites) in {seconds:.0f} s: "
@@ -123,6 +204,8 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=300)
     parser.add_argument("--campaign-cs", action="store_true", help="screen the whole CsA'BB'X6 subset instead")
     parser.add_argument("--home", default=".dp_screen_cs", help="project folder of --campaign-cs")
+    parser.add_argument("--cs-limit", type=int, default=None, help="only the first N CsA'BB'X6 compositions (a smoke test)")
+    parser.add_argument("--wait-n", type=int, default=20, help="compositions (x 5 tilts) of the device-wait job")
     args = parser.parse_args()
     (campaign_cs if args.campaign_cs else check)(args)
 

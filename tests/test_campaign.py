@@ -410,7 +410,8 @@ def test_run_shows_progress_bars_and_job_lines_only_when_verbose(db_settings, ca
 
     monkeypatch.setenv("DP_SCREEN_DATABASE", db_settings.database)
     args = ["--db-uri", db_settings.db_uri, "--home", str(tmp_path), "run", "--limit", "2", "--max-steps", "20",
-            "--device", "cpu", "--model", str(tiny_model_path), "--tilts", "a0a0a0,a0a0c-", "--chunk-size", "1"]
+            "--device", "cpu", "--model", str(tiny_model_path), "--tilts", "a0a0a0,a0a0c-", "--chunk-size", "1",
+            "--workers", "1"]  # fmt: skip
     code, out, err = run_cli(args, capsys)
     assert code == 0, err
     # one bar per stage across both chunk jobs: structures done / total
@@ -418,6 +419,35 @@ def test_run_shows_progress_bars_and_job_lines_only_when_verbose(db_settings, ca
     assert "Starting job" not in err and "calls:" in out
     code, out, err = run_cli([*args, "--verbose"], capsys)
     assert code == 0 and "Starting job - relax chunk 0" in err and "relaxing:" not in err
+
+
+def test_run_with_worker_processes_gives_the_one_process_results(db_settings, capsys, monkeypatch, tmp_path,
+                                                                 tiny_model_path):  # fmt: skip
+    """`dp-screen run --workers 2`: the chunk jobs run in two worker processes (FireWorks, a private launchpad that
+    is dropped afterwards) and the campaign's table is the one of `--workers 1` in another database; a re-run repeats
+    nothing."""
+    from pymongo import MongoClient
+
+    from conftest import run_cli
+
+    def run(database: str, workers: int) -> dict:
+        monkeypatch.setenv("DP_SCREEN_DATABASE", database)
+        args = ["--db-uri", db_settings.db_uri, "--home", str(tmp_path), "run", "--limit", "3", "--max-steps", "20",
+                "--device", "cpu", "--model", str(tiny_model_path), "--tilts", "a0a0a0,a-a-a-", "--chunk-size", "1",
+                "--workers", str(workers), "--json"]  # fmt: skip
+        code, out, err = run_cli(args, capsys)
+        assert code == 0, err
+        return json.loads(out)
+
+    one = run(f"{db_settings.database}_w1", 1)
+    two = run(f"{db_settings.database}_w2", 2)
+    assert two["relaxations"] == one["relaxations"] == 6
+    keys = ("composition_id", "lowest", "call", "dE_tilt_mev_atom", "ground_state")
+    assert [{k: r[k] for k in keys} for r in two["table"]] == [{k: r[k] for k in keys} for r in one["table"]]
+    again = run(f"{db_settings.database}_w2", 2)
+    assert again["relaxations"] == 0 and again["calls"] == two["calls"]
+    left = [n for n in MongoClient(db_settings.db_uri).list_database_names() if "dp_screen_run_" in n]
+    assert left == []  # the private launchpads are gone
 
 
 def test_the_campaign_summary_stays_small_at_the_size_of_the_whole_space(db_settings):

@@ -113,7 +113,7 @@ def test_a_database_lost_mid_run_ends_with_one_message_and_keeps_what_finished(t
 
         with pytest.raises(DatabaseError, match=r"failed while writing relaxations.*run the same command again"):
             relax_store(str(tiny_model_path), RelaxSettings(max_steps=30, max_atoms_per_batch=10), settings,
-                        device="cpu", write_every=1, identify_workers=1, progress=lose_the_database)  # fmt: skip
+                        device="cpu", write_every=1, identify_workers=0, progress=lose_the_database)  # fmt: skip
     finally:
         server.stop()
     uri = server.start(idle_stop_s=0)["uri"]
@@ -237,3 +237,29 @@ def test_the_validation_sample_reads_no_structure_it_does_not_validate(db_settin
     read = counter.docs["relaxations"]
     assert len(read) == 2000 + 6 and sum("structure" in d for d in read) == 6
     assert len({(d["composition_id"][-3:], d["phase"]["space_group"]) for d in sample}) == 6  # stratified
+
+
+def test_identification_in_worker_processes_gives_the_in_process_documents(chlorides, tiny_model_path):
+    """relax_store with two identification processes writes the documents (space groups, phase, gate, energies)
+    and counts that it writes with identification in its own process."""
+    import json
+
+    from dp_screen.campaign_store import CampaignStore
+
+    store = CampaignStore(chlorides)
+    fields = ("relaxation_id", "energy_per_atom", "converged", "phase", "perovskite_check", "excluded")
+
+    def run(workers: int) -> tuple[dict, list[dict]]:
+        store["relaxations"].delete_many({})
+        counts = relax_store(str(tiny_model_path), RelaxSettings(max_steps=15), chlorides, device="cpu",
+                             identify_workers=workers, write_every=3)  # fmt: skip
+        docs = sorted(store["relaxations"].find({}, {f: 1 for f in fields} | {"_id": 0}),
+                      key=lambda d: d["relaxation_id"])  # fmt: skip
+        return counts, docs
+
+    in_process, docs0 = run(0)
+    pooled, docs2 = run(2)
+    assert len(docs0) == 8 and json.dumps(docs2, sort_keys=True) == json.dumps(docs0, sort_keys=True)  # NaN == NaN
+    for key in ("relaxed", "converged", "failed", "not_perovskite", "left_start_tilt"):
+        assert pooled[key] == in_process[key], key
+    assert in_process["relaxed"] == 8 and any(d["phase"] for d in docs0)

@@ -481,20 +481,26 @@ def _campaign_opts(limit, whole_space, seed, campaign, anions, tilts, chunk_size
 
 @cli.command("run")
 @_campaign_options
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes running independent chunk jobs concurrently [default: all cores, at most one per "
+                   "chunk]; 1 runs everything in this process.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--verbose", is_flag=True, help="Print jobflow's log line of every job (instead of progress bars).")
 @click.pass_context
 def run_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device, fmax, max_stress, free,
-            max_steps, n_validate, report_dir, phase_error, as_json, verbose):  # noqa: PLR0913  # fmt: skip
-    """Run the whole pipeline locally: N random compositions -> build -> relax -> (validate) -> summary."""
+            max_steps, n_validate, report_dir, phase_error, workers, as_json, verbose):  # noqa: PLR0913  # fmt: skip
+    """Run the whole pipeline on this machine: N random compositions -> build -> relax -> (validate) -> summary.
+
+    With several workers, the build and relax chunk jobs run concurrently in worker processes (a private FireWorks
+    launchpad in the database, dropped afterwards); one worker runs every job in this process."""
     import logging
 
-    from jobflow import run_locally
-
+    from dp_screen.flows.local import default_workers, run_flow
     from dp_screen.mlip.models import load_model
-    from dp_screen.stores import database_uri, get_job_store
+    from dp_screen.stores import database_uri
 
     settings = _settings(ctx)
+    settings = settings.model_copy(update={"home": settings.home.resolve()})  # workers run in their own folders
     uri = database_uri(settings)  # starts the embedded server, or checks the URI, before any work
     load_model(model, device=device)  # a missing or unloadable model fails now, not in the middle
     from dp_screen.flows.campaign import campaign_flow
@@ -503,8 +509,10 @@ def run_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_size, 
                           _relax_settings(fmax, max_stress, free, max_steps), n_validate, report_dir,
                           phase_error=phase_error)  # fmt: skip
     flow = campaign_flow(opts, settings.model_dump(mode="json"))
+    if workers is None:  # every core, but no more processes than there are chunks to run at once
+        workers = default_workers() if whole_space else min(default_workers(), -(-limit // chunk_size))
     click.echo(f"dp-screen run: campaign '{campaign}', {'all' if whole_space else limit} compositions, database "
-               f"{uri}/{settings.database}", err=True)  # fmt: skip
+               f"{uri}/{settings.database}, {workers} worker{'s' * (workers > 1)}", err=True)  # fmt: skip
     import contextlib
 
     # jobflow's per-job log lines with --verbose; otherwise one progress bar per stage (building, relaxing) and only
@@ -516,20 +524,15 @@ def run_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_size, 
     jobflow_log = logging.getLogger("jobflow")
     jobflow_log.setLevel(logging.INFO)
     jobflow_log.addHandler(handler)
+    summary_uuid = flow.output.uuid
+    report_uuids = [j.uuid for j in flow.jobs if j.name == "report"] if report_dir else []
     try:
         with contextlib.redirect_stdout(sys.stderr), progress_bars(enabled=not verbose):  # stdout is the result
-            responses = run_locally(flow, store=get_job_store(settings, uri), create_folders=False, log=False,
-                                    ensure_success=False)  # fmt: skip
+            outputs = run_flow(flow, settings, workers, [summary_uuid, *report_uuids], progress=not verbose)
     finally:
         jobflow_log.removeHandler(handler)
-    summary, report = None, None
-    for uuid_responses in responses.values():
-        for response in uuid_responses.values():
-            out = response.output
-            if isinstance(out, dict) and "lowest_phase_counts" in out:
-                summary = out
-            if isinstance(out, dict) and "html" in out:
-                report = out
+    summary = outputs.get(summary_uuid)
+    report = next((outputs[u] for u in report_uuids if u in outputs), None)
     if summary is None:
         raise DPScreenError("the campaign did not finish: see the messages above; run the same command again to resume")
     if report_dir and report is None:

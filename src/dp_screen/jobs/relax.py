@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import threading
+import os
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,7 +43,7 @@ def relax_store(
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
     write_every: int = 64,
-    identify_workers: int = 2,
+    identify_workers: int | None = None,
     committee: list[str] | None = None,
 ) -> dict:
     """Relax every built structure (``query`` filters) not yet relaxed with this model and these settings.
@@ -49,9 +51,12 @@ def relax_store(
     Work is proportional to what ``query`` selects: the structures of a chunk's compositions and their
     relaxations are read by indexed ids only (:class:`~dp_screen.campaign_store.CampaignStore`). The structures
     stream through the device in one in-flight batch per ``chunk_size`` structures read (the device batch itself is
-    sized by memory); phase identification and the perovskite gate of finished structures run in a CPU thread pool
-    while the device works on the rest, and finished relaxations are written every ``write_every`` (so a killed job
-    loses at most those in flight). ``dtype`` None: float32 on CUDA, float64 on the CPU.
+    sized by memory); phase identification and the perovskite gate of finished structures run in
+    ``identify_workers`` worker processes while this process feeds the device (None: every other core when the
+    device is a GPU and the job runs alone, none on the CPU, where the model itself uses the cores, or in one of
+    ``dp-screen run --workers``' processes; 0: in this process), and finished
+    relaxations are written every ``write_every`` (so a killed job loses at most those in flight). ``dtype`` None:
+    float32 on CUDA, float64 on the CPU.
 
     Resumable: relaxations are keyed by structure, model hash and settings; a re-run skips those already stored,
     unless the starting structure has been rebuilt since with other build settings (then it is relaxed again and
@@ -67,9 +72,6 @@ def relax_store(
     ``uncertainty`` (member hashes, per-member energies) in the relaxation documents, and the largest spread of each
     ordering's ranked variants in the phase summaries (the report shows them and can filter on them).
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from dp_screen.api import assess
     from dp_screen.campaign_store import CampaignStore
     from dp_screen.mlip.models import resolve_device
     from dp_screen.mlip.uncertainty import model_phase_error
@@ -101,25 +103,24 @@ def relax_store(
         on_total(len(todo_meta))
     if progress and counts["skipped"]:
         progress(counts["skipped"])
-    lock = threading.Lock()
+    if identify_workers is None:  # the cores this process does not use, unless they run other worker processes
+        from dp_screen.flows.local import WORKER_ENV, default_workers
 
-    def document(doc: dict, res) -> dict:  # runs in the CPU pool
-        phase, check = assess(res, doc["ordering"], doc["tilt"])  # the API's assessment: one code path
-        with lock:
-            counts["relaxed"] += 1
-            counts["converged"] += res.converged
-            counts["failed"] += res.failed
-            counts["not_perovskite"] += check is not None and not check.ok
-            counts["left_start_tilt"] += phase is not None and not phase.stayed_in_start_tilt
-        return RelaxationDoc.from_result(doc, res, phase, prov, config, config_hash, check).model_dump()
-
-    with ThreadPoolExecutor(max_workers=max(1, identify_workers)) as pool:
+        alone = not os.environ.get(WORKER_ENV) and resolve_device(device).startswith("cuda")
+        identify_workers = default_workers() - 1 if alone else 0
+    document = partial(_document, prov=prov, config=config, config_hash=config_hash)
+    with _identification_pool(identify_workers) as pool:
         pending: list = []
 
         def flush(force: bool = False) -> None:
             ready = [f for f in pending if f.done()] if not force else list(pending)
             if ready and (force or len(ready) >= write_every):
-                docs_ready = [f.result() for f in ready]
+                docs_ready = []
+                for f in ready:
+                    doc, flags = f.result()
+                    docs_ready.append(doc)
+                    for key, hit in flags.items():
+                        counts[key] += hit
                 if scorer:
                     scorer.score(docs_ready)
                 store.write_relaxations(docs_ready)
@@ -153,6 +154,43 @@ def relax_store(
                              counts["relaxed"])  # fmt: skip
     counts.update({"model": prov, "settings_hash": config_hash, "seconds": round(time.perf_counter() - t0, 2)})
     return counts
+
+
+def _document(doc: dict, res, prov, config: dict, config_hash: str) -> tuple[dict, dict[str, int]]:
+    """A finished relaxation's document and its counts: identification and the perovskite gate (the API's
+    assessment, one code path). Runs in the identification workers."""
+    from dp_screen.api import assess
+
+    phase, check = assess(res, doc["ordering"], doc["tilt"])
+    flags = {"relaxed": 1, "converged": int(res.converged), "failed": int(res.failed),
+             "not_perovskite": int(check is not None and not check.ok),
+             "left_start_tilt": int(phase is not None and not phase.stayed_in_start_tilt)}  # fmt: skip
+    return RelaxationDoc.from_result(doc, res, phase, prov, config, config_hash, check).model_dump(), flags
+
+
+class _InProcess:
+    """An executor that runs each task at once in this process (no identification workers)."""
+
+    def submit(self, fn, *args):
+        future: Future = Future()
+        future.set_result(fn(*args))
+        return future
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def _identification_pool(workers: int):
+    """``workers`` processes (forkserver: never a fork of a process holding the model's threads), or in-process."""
+    if workers < 1:
+        return _InProcess()
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"))
 
 
 def write_phase_summaries(store, ids: list[str], model_sha256: str, config_hash: str,
