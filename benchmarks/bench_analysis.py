@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -31,10 +31,19 @@ SG = {"a0a0a0": 225, "a0a0c-": 87, "a-a-a-": 148, "a0b-b-": 12, "a+b-b-": 14}
 
 def fake_structure(rng) -> dict:
     """A dict the size of a 20-atom pymatgen Structure.as_dict() (about 4 kB)."""
-    return {"lattice": {"matrix": rng.random((3, 3)).tolist()},
-            "sites": [{"species": [{"element": "O", "occu": 1}], "abc": rng.random(3).tolist(),
-                       "xyz": rng.random(3).tolist(), "label": "O", "properties": {"site": "X"}}
-                      for _ in range(20)]}  # fmt: skip
+    return {
+        "lattice": {"matrix": rng.random((3, 3)).tolist()},
+        "sites": [
+            {
+                "species": [{"element": "O", "occu": 1}],
+                "abc": rng.random(3).tolist(),
+                "xyz": rng.random(3).tolist(),
+                "label": "O",
+                "properties": {"site": "X"},
+            }
+            for _ in range(20)
+        ],
+    }
 
 
 def main() -> None:
@@ -53,20 +62,49 @@ def main() -> None:
         n_comp = n // len(TILTS)
         t0 = time.perf_counter()
         db["compositions"].create_index("composition_id", unique=True)
-        db["compositions"].insert_many([{"composition_id": f"c{i}", "formula": f"c{i}", "A": "Ba", "nA": 2, "A2": "Ba",
-                                         "nA2": 2, "B": "Mg", "nB": 2, "B2": "W", "nB2": 6, "X": "O", "nX": -2,
-                                         "goldschmidt_t": 0.9 + 0.1 * rng.random(), "tau": 3.5}
-                                        for i in range(n_comp)])  # fmt: skip
-        now = datetime.now(timezone.utc)
+        db["compositions"].insert_many(
+            [
+                {
+                    "composition_id": f"c{i}",
+                    "formula": f"c{i}",
+                    "A": "Ba",
+                    "nA": 2,
+                    "A2": "Ba",
+                    "nA2": 2,
+                    "B": "Mg",
+                    "nB": 2,
+                    "B2": "W",
+                    "nB2": 6,
+                    "X": "O",
+                    "nX": -2,
+                    "goldschmidt_t": 0.9 + 0.1 * rng.random(),
+                    "tau": 3.5,
+                }
+                for i in range(n_comp)
+            ]
+        )
+        now = datetime.now(UTC)
         structure = fake_structure(rng)
         for start in range(0, n, 10_000):
             docs = []
             for k in range(start, min(n, start + 10_000)):
                 tilt = TILTS[k % len(TILTS)]
-                docs.append({"relaxation_id": f"r{k}", "composition_id": f"c{k // len(TILTS)}", "start_tilt": tilt,
-                             "model_sha256": "m" * 64, "settings_hash": "s", "energy_per_atom": -7 + 0.01 * rng.random(),
-                             "converged": True, "failed": False, "n_steps": 30, "created_at": now,
-                             "phase": {"space_group": SG[tilt]}, "structure": structure})  # fmt: skip
+                docs.append(
+                    {
+                        "relaxation_id": f"r{k}",
+                        "composition_id": f"c{k // len(TILTS)}",
+                        "start_tilt": tilt,
+                        "model_sha256": "m" * 64,
+                        "settings_hash": "s",
+                        "energy_per_atom": -7 + 0.01 * rng.random(),
+                        "converged": True,
+                        "failed": False,
+                        "n_steps": 30,
+                        "created_at": now,
+                        "phase": {"space_group": SG[tilt]},
+                        "structure": structure,
+                    }
+                )
             db["relaxations"].insert_many(docs)
         print(f"wrote {n} relaxations ({n_comp} compositions) in {time.perf_counter() - t0:.1f} s")
 
@@ -80,9 +118,12 @@ def main() -> None:
         t_naive = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        projected = data.load_collection("relaxations", {"failed": False},
-                                         ["composition_id", "start_tilt", "energy_per_atom", "phase.space_group"],
-                                         settings)  # fmt: skip
+        projected = data.load_collection(
+            "relaxations",
+            {"failed": False},
+            ["composition_id", "start_tilt", "energy_per_atom", "phase.space_group"],
+            settings,
+        )
         t_proj = time.perf_counter() - t0
         assert len(phases) == len(naive) == n_comp and len(projected) == n
         lowest = dict(zip(naive["composition_id"], naive["start_tilt"], strict=True))

@@ -27,8 +27,13 @@ def chgnet_predictions(structures):
     for s in structures:
         atoms = AseAtomsAdaptor.get_atoms(s.remove_oxidation_states() if hasattr(s, "remove_oxidation_states") else s)
         atoms.calc = calc
-        out.append({"energy": float(atoms.get_potential_energy()), "forces": atoms.get_forces(),
-                    "stress_gpa": atoms.get_stress(voigt=False) * EV_A3_TO_GPA})  # fmt: skip
+        out.append(
+            {
+                "energy": float(atoms.get_potential_energy()),
+                "forces": atoms.get_forces(),
+                "stress_gpa": atoms.get_stress(voigt=False) * EV_A3_TO_GPA,
+            }
+        )
     return out
 
 
@@ -46,14 +51,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", default=["packaged"])
     parser.add_argument("--out", default="bench_dft_reference")
-    parser.add_argument("--update-card", action="store_true",
-                        help="write the packaged model's figures into its card (errors_vs_dft)")
+    parser.add_argument(
+        "--update-card", action="store_true", help="write the packaged model's figures into its card (errors_vs_dft)"
+    )
     args = parser.parse_args()
     points = load_reference()
     c = card()
-    print(f"reference set: {len(points)} usable points ({c.get('n_points')} computed, {c.get('n_failed')} failed), "
-          f"{len({p['formula'] for p in points})} compositions, methods {c.get('methods')}, "
-          f"{c.get('cost', {}).get('cp2k_core_hours')} CP2K core-hours")  # fmt: skip
+    print(
+        f"reference set: {len(points)} usable points ({c.get('n_points')} computed, {c.get('n_failed')} failed), "
+        f"{len({p['formula'] for p in points})} compositions, methods {c.get('methods')}, "
+        f"{c.get('cost', {}).get('cp2k_core_hours')} CP2K core-hours"
+    )
     structures = [p["structure"].copy() for p in points]
     rows, tables = {}, {}
     for name in args.models:
@@ -112,19 +120,27 @@ def update_card(rows: dict, ref_card: dict) -> None:
         return int(v) if isinstance(v, int | np.integer) else float(v) if hasattr(v, "__float__") else v
 
     m = {k: plain(v) for k, v in rows["packaged"].items()}
-    update_packaged_model_card("errors_vs_dft", {
-        "summary": f"vs the shipped CP2K reference set ({m['n_points']} points, {m['n_compositions']} compositions x 4 "
-                   f"tilt systems, single points at fixed structures): phase energy differences E(tilt) - "
-                   f"E(untilted) MAE {m['phase_de_mae_mev']:.1f} meV/atom (DFT's own |dE| "
-                   f"{m['dft_de_mean_abs_mev']:.1f}), same lowest phase in {round(m['lowest_phase_agreement'] * m['n_lowest_compared'])} "
-                   f"of {m['n_lowest_compared']}, forces MAE {m['force_mae']:.2f} eV/A, stress MAE "
-                   f"{m['stress_mae_gpa']:.2f} GPa",
-        "made_by": "benchmarks/bench_dft_reference.py packaged --update-card", **m,
-        "by_shell": {k.split("[")[1].rstrip("]"): {kk: plain(vv) for kk, vv in v.items()} for k, v in rows.items()
-                     if k.startswith("packaged [")},
-        "reference_methods": ref_card.get("methods"), "model_sha256": file_sha256(default_model_path()),
-        "dp_screen_version": __version__,
-    })  # fmt: skip
+    update_packaged_model_card(
+        "errors_vs_dft",
+        {
+            "summary": f"vs the shipped CP2K reference set ({m['n_points']} points, {m['n_compositions']} compositions x 4 "
+            f"tilt systems, single points at fixed structures): phase energy differences E(tilt) - "
+            f"E(untilted) MAE {m['phase_de_mae_mev']:.1f} meV/atom (DFT's own |dE| "
+            f"{m['dft_de_mean_abs_mev']:.1f}), same lowest phase in {round(m['lowest_phase_agreement'] * m['n_lowest_compared'])} "
+            f"of {m['n_lowest_compared']}, forces MAE {m['force_mae']:.2f} eV/A, stress MAE "
+            f"{m['stress_mae_gpa']:.2f} GPa",
+            "made_by": "benchmarks/bench_dft_reference.py packaged --update-card",
+            **m,
+            "by_shell": {
+                k.split("[")[1].rstrip("]"): {kk: plain(vv) for kk, vv in v.items()}
+                for k, v in rows.items()
+                if k.startswith("packaged [")
+            },
+            "reference_methods": ref_card.get("methods"),
+            "model_sha256": file_sha256(default_model_path()),
+            "dp_screen_version": __version__,
+        },
+    )
 
 
 if __name__ == "__main__":

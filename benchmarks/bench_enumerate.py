@@ -33,8 +33,10 @@ def main() -> None:
         t0 = time.perf_counter()
         _, df = enumerate_table(settings)
         runs.append(time.perf_counter() - t0)
-    print(f"enumerate + descriptors: {len(df)} compositions, median {statistics.median(runs):.2f} s "
-          f"(runs: {', '.join(f'{r:.2f}' for r in runs)}; target < 10 s)")
+    print(
+        f"enumerate + descriptors: {len(df)} compositions, median {statistics.median(runs):.2f} s "
+        f"(runs: {', '.join(f'{r:.2f}' for r in runs)}; target < 10 s)"
+    )
 
     home = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="dp_screen_bench_"))
     db = DPScreenSettings(home=home)
@@ -44,8 +46,10 @@ def main() -> None:
         t0 = time.perf_counter()
         summary = write_compositions(settings, db)
         write_s = time.perf_counter() - t0
-        print(f"write to embedded store: {summary['inserted']} documents in {write_s:.1f} s "
-              f"({summary['inserted'] / write_s:.0f} docs/s, indexes built; target < 180 s)")
+        print(
+            f"write to embedded store: {summary['inserted']} documents in {write_s:.1f} s "
+            f"({summary['inserted'] / write_s:.0f} docs/s, indexes built; target < 180 s)"
+        )
         t0 = time.perf_counter()
         again = write_compositions(settings, db)
         print(f"re-run (nothing to write, {again['skipped']} skipped): {time.perf_counter() - t0:.1f} s")
@@ -59,8 +63,10 @@ def main() -> None:
                 doc = coll.find_one({"composition_id": cid})
                 times.append(time.perf_counter() - t0)
                 assert doc is not None
-            print(f"indexed lookup by composition_id: median {1e3 * statistics.median(times):.2f} ms, "
-                  f"max {1e3 * max(times):.2f} ms over 200 (target < 10 ms)")
+            print(
+                f"indexed lookup by composition_id: median {1e3 * statistics.median(times):.2f} ms, "
+                f"max {1e3 * max(times):.2f} ms over 200 (target < 10 ms)"
+            )
             t0 = time.perf_counter()
             n_cs = coll.count_documents({"A2": "Cs"})
             print(f"indexed count A2 = Cs: {n_cs} in {1e3 * (time.perf_counter() - t0):.1f} ms")
@@ -68,13 +74,21 @@ def main() -> None:
             by_anion = {d["_id"]: d["n"] for d in coll.aggregate([{"$group": {"_id": "$X", "n": {"$sum": 1}}}])}
             print(f"aggregate count by anion: {dict(sorted(by_anion.items()))} in {time.perf_counter() - t0:.2f} s")
             t0 = time.perf_counter()
-            by_a = list(coll.aggregate([
-                {"$project": {"a": ["$A", "$A2"]}}, {"$unwind": "$a"},
-                {"$group": {"_id": "$a", "n": {"$sum": 1}}}, {"$sort": {"n": -1}},
-            ]))  # fmt: skip
+            by_a = list(
+                coll.aggregate(
+                    [
+                        {"$project": {"a": ["$A", "$A2"]}},
+                        {"$unwind": "$a"},
+                        {"$group": {"_id": "$a", "n": {"$sum": 1}}},
+                        {"$sort": {"n": -1}},
+                    ]
+                )
+            )
             top = ", ".join(f"{d['_id']} {d['n']}" for d in by_a[:5])
-            print(f"aggregate count by A-site species (A or A'): {len(by_a)} species, top {top} "
-                  f"in {time.perf_counter() - t0:.2f} s")
+            print(
+                f"aggregate count by A-site species (A or A'): {len(by_a)} species, top {top} "
+                f"in {time.perf_counter() - t0:.2f} s"
+            )
     finally:
         if not args.keep:
             server.stop()

@@ -36,11 +36,18 @@ def run(multiplicity: int | None, work: str) -> dict:
     finally:
         hamiltonian.hamiltonian_for = original
     text = open(res["output_file"]).read()
-    alpha, beta, _, spin = (float(x) for x in re.findall(r"# Total charge and spin\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)",
-                                                          text)[-1])  # fmt: skip
+    alpha, beta, _, spin = (
+        float(x) for x in re.findall(r"# Total charge and spin\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)", text)[-1]
+    )
     start = re.search(r"DFT\| Multiplicity\s+(\d+)", text).group(1)
-    return {"start_multiplicity": int(start), "final_alpha": alpha, "final_beta": beta, "final_spin": spin,
-            "energy_ev": res["energy"], "scf_converged": res["scf_converged"]}  # fmt: skip
+    return {
+        "start_multiplicity": int(start),
+        "final_alpha": alpha,
+        "final_beta": beta,
+        "final_spin": spin,
+        "energy_ev": res["energy"],
+        "scf_converged": res["scf_converged"],
+    }
 
 
 def main() -> None:
@@ -51,11 +58,15 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="dp_screen_moment_")
     rows = [run(None, f"{work}/as_written"), run(2, f"{work}/start_1_unpaired")]
     for r in rows:
-        print(f"start MULTIPLICITY {r['start_multiplicity']}: final alpha {r['final_alpha']:.0f}, beta "
-              f"{r['final_beta']:.0f}, total spin moment {r['final_spin']:.3f}, E {r['energy_ev']:.6f} eV, SCF "
-              f"converged {r['scf_converged']}")  # fmt: skip
+        print(
+            f"start MULTIPLICITY {r['start_multiplicity']}: final alpha {r['final_alpha']:.0f}, beta "
+            f"{r['final_beta']:.0f}, total spin moment {r['final_spin']:.3f}, E {r['energy_ev']:.6f} eV, SCF "
+            f"converged {r['scf_converged']}"
+        )
     free = abs(rows[0]["final_spin"] - rows[1]["final_spin"]) < 1e-3
-    print(f"moment free during the SCF: {free} (energy difference {1e3 * (rows[1]['energy_ev'] - rows[0]['energy_ev']):.4f} meV)")
+    print(
+        f"moment free during the SCF: {free} (energy difference {1e3 * (rows[1]['energy_ev'] - rows[0]['energy_ev']):.4f} meV)"
+    )
 
 
 if __name__ == "__main__":

@@ -25,19 +25,19 @@ import time
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-def evaluate(model_name: str | None, free: bool, max_steps: int, names: list[str] | None,
-             phase_error: float | None = None) -> dict:  # fmt: skip
+def evaluate(
+    model_name: str | None, free: bool, max_steps: int, names: list[str] | None, phase_error: float | None = None
+) -> dict:
     from dp_screen.jobs.relax import phase_summary
     from dp_screen.mlip.models import load_model
     from dp_screen.mlip.relax import RelaxSettings, relax_structures
+    from dp_screen.mlip.uncertainty import model_phase_error, user_phase_error
     from dp_screen.schemas.relaxation import exclusion
     from dp_screen.structures.known_phases import KNOWN_PHASES
     from dp_screen.structures.perovskite import SiteSpeciesSet, build_bvm_structure
     from dp_screen.structures.perovskite_check import check_perovskite
     from dp_screen.structures.phases import identify_phase
     from dp_screen.structures.tilts import DEFAULT_TILTS
-
-    from dp_screen.mlip.uncertainty import model_phase_error, user_phase_error
 
     model = load_model(model_name, device="cpu", dtype="float64")
     error = user_phase_error(phase_error) if phase_error is not None else model_phase_error(model.sha256, model.path)
@@ -60,12 +60,17 @@ def evaluate(model_name: str | None, free: bool, max_steps: int, names: list[str
                 continue
             phase = None if res.failed else identify_phase(res.structure, k.ordering, tilt)
             check = None if res.failed else check_perovskite(res.structure)
-            variants.append({
-                "ordering": k.ordering, "start_tilt": tilt, "phase_tilt": phase.phase if phase else None,
-                "energy_per_atom": res.energy_per_atom, "structure_id": tilt,
-                "excluded": exclusion(res.failed, res.converged, None if check is None else check.ok),
-                "volume_per_fu": res.structure.volume / (len(res.structure) / 10),
-            })  # fmt: skip
+            variants.append(
+                {
+                    "ordering": k.ordering,
+                    "start_tilt": tilt,
+                    "phase_tilt": phase.phase if phase else None,
+                    "energy_per_atom": res.energy_per_atom,
+                    "structure_id": tilt,
+                    "excluded": exclusion(res.failed, res.converged, None if check is None else check.ok),
+                    "volume_per_fu": res.structure.volume / (len(res.structure) / 10),
+                }
+            )
         summary = phase_summary(variants, error)
         observed = k.observed_tilt
         same = [v for v in variants if v["excluded"] is None and v["phase_tilt"] == observed]
@@ -76,58 +81,86 @@ def evaluate(model_name: str | None, free: bool, max_steps: int, names: list[str
         de = o.get("dE_untilted_mev_atom")
         predicted = o.get("lowest") if de is None or de > 1.0 else "a0a0a0"
         call = o.get("call")
-        rows.append({
-            "name": k.name, "observed_sg": k.space_group, "observed": observed, "predicted": predicted,
-            "lowest": summary["lowest"], "dE_mev": summary["dE_untilted_mev_atom"], "right": predicted == observed,
-            "call": call, "phases_within_error": o.get("phases_within_error"), "dE_tilt_mev": o.get("dE_tilt_mev_atom"),
-            # a determined call is right when it has the observed sense (tilted or not)
-            "call_right": None if call in (None, "undetermined") else (call == "tilted") == (observed != "a0a0a0"),
-            "observed_within_error": observed in (o.get("phases_within_error") or "").split(" | "),
-            "excluded": summary["excluded"],
-            "volume_error_pct": None if v_obs is None or k.volume_per_fu is None
-            else 100 * (v_obs / k.volume_per_fu - 1),
-        })  # fmt: skip
-    return {"model": model.provenance(), "settings": settings.settings_dict(), "rows": rows, "seconds": seconds,
-            "n_relaxations": len(results), "phase_error": error.as_dict()}  # fmt: skip
+        rows.append(
+            {
+                "name": k.name,
+                "observed_sg": k.space_group,
+                "observed": observed,
+                "predicted": predicted,
+                "lowest": summary["lowest"],
+                "dE_mev": summary["dE_untilted_mev_atom"],
+                "right": predicted == observed,
+                "call": call,
+                "phases_within_error": o.get("phases_within_error"),
+                "dE_tilt_mev": o.get("dE_tilt_mev_atom"),
+                # a determined call is right when it has the observed sense (tilted or not)
+                "call_right": None if call in (None, "undetermined") else (call == "tilted") == (observed != "a0a0a0"),
+                "observed_within_error": observed in (o.get("phases_within_error") or "").split(" | "),
+                "excluded": summary["excluded"],
+                "volume_error_pct": None
+                if v_obs is None or k.volume_per_fu is None
+                else 100 * (v_obs / k.volume_per_fu - 1),
+            }
+        )
+    return {
+        "model": model.provenance(),
+        "settings": settings.settings_dict(),
+        "rows": rows,
+        "seconds": seconds,
+        "n_relaxations": len(results),
+        "phase_error": error.as_dict(),
+    }
 
 
 def report(out: dict) -> list[str]:
     import numpy as np
 
     rows = out["rows"]
-    lines = [f"model {out['model']['model_name']} ({out['model']['model_sha256'][:12]}), "
-             f"{out['n_relaxations']} relaxations in {out['seconds']:.0f} s, fix_symmetry={out['settings']['fix_symmetry']}",
-             f"{'compound':12s} {'obs SG':>6s} {'observed':>8s} {'predicted':>9s} {'lowest':>8s} {'dE':>7s} {'dV obs %':>8s}"
-             f"  {'call':>12s} {'dE tilt':>8s}  within 2 sigma / excluded"]  # fmt: skip
+    lines = [
+        f"model {out['model']['model_name']} ({out['model']['model_sha256'][:12]}), "
+        f"{out['n_relaxations']} relaxations in {out['seconds']:.0f} s, fix_symmetry={out['settings']['fix_symmetry']}",
+        f"{'compound':12s} {'obs SG':>6s} {'observed':>8s} {'predicted':>9s} {'lowest':>8s} {'dE':>7s} {'dV obs %':>8s}"
+        f"  {'call':>12s} {'dE tilt':>8s}  within 2 sigma / excluded",
+    ]
     for r in rows:
         de = "" if r["dE_mev"] is None else f"{r['dE_mev']:7.1f}"
         dv = "" if r["volume_error_pct"] is None else f"{r['volume_error_pct']:+8.1f}"
         dt = "" if r["dE_tilt_mev"] is None else f"{r['dE_tilt_mev']:8.1f}"
         mark = "ok" if r["right"] else "--"
         cmark = {True: "right", False: "WRONG", None: ""}[r["call_right"]]
-        lines.append(f"{r['name']:12s} {r['observed_sg']:6d} {str(r['observed']):>8s} {str(r['predicted']):>9s} "
-                     f"{str(r['lowest']):>8s} {de:>7s} {dv:>8s} {mark}  {str(r['call']):>12s} {dt:>8s}  "
-                     f"{r['phases_within_error'] or '-'} {r['excluded'] or ''} {cmark}")  # fmt: skip
+        lines.append(
+            f"{r['name']:12s} {r['observed_sg']:6d} {str(r['observed']):>8s} {str(r['predicted']):>9s} "
+            f"{str(r['lowest']):>8s} {de:>7s} {dv:>8s} {mark}  {str(r['call']):>12s} {dt:>8s}  "
+            f"{r['phases_within_error'] or '-'} {r['excluded'] or ''} {cmark}"
+        )
     cubic = [r for r in rows if r["observed"] == "a0a0a0"]
     tilted = [r for r in rows if r["observed"] != "a0a0a0"]
     dv = np.array([r["volume_error_pct"] for r in rows if r["volume_error_pct"] is not None])
-    lines.append(f"ground states right: {sum(r['right'] for r in rows)}/{len(rows)} (cubic {sum(r['right'] for r in cubic)}"
-                 f"/{len(cubic)}, tilted {sum(r['right'] for r in tilted)}/{len(tilted)})")  # fmt: skip
+    lines.append(
+        f"ground states right: {sum(r['right'] for r in rows)}/{len(rows)} (cubic {sum(r['right'] for r in cubic)}"
+        f"/{len(cubic)}, tilted {sum(r['right'] for r in tilted)}/{len(tilted)})"
+    )
     err = out.get("phase_error") or {}
     calls = {c: [r for r in rows if r["call"] == c] for c in ("tilted", "untilted", "undetermined")}
     determined = [r for r in rows if r["call_right"] is not None]
-    sigma = "unqualified" if err.get("sigma_mev") is None else f"sigma {err['sigma_mev']:.1f} meV/atom ({err['source']})"
-    lines.append(f"calls ({sigma}): tilted {len(calls['tilted'])} (observed tilted: "
-                 f"{sum(r['observed'] != 'a0a0a0' for r in calls['tilted'])}), untilted {len(calls['untilted'])} "
-                 f"(observed untilted: {sum(r['observed'] == 'a0a0a0' for r in calls['untilted'])}), undetermined "
-                 f"{len(calls['undetermined'])} (observed tilted: "
-                 f"{sum(r['observed'] != 'a0a0a0' for r in calls['undetermined'])}); determined calls right "
-                 f"{sum(r['call_right'] for r in determined)}/{len(determined)}; observed phase among those within "
-                 f"2 sigma: {sum(r['observed_within_error'] for r in rows)}/{len(rows)}")  # fmt: skip
+    sigma = (
+        "unqualified" if err.get("sigma_mev") is None else f"sigma {err['sigma_mev']:.1f} meV/atom ({err['source']})"
+    )
+    lines.append(
+        f"calls ({sigma}): tilted {len(calls['tilted'])} (observed tilted: "
+        f"{sum(r['observed'] != 'a0a0a0' for r in calls['tilted'])}), untilted {len(calls['untilted'])} "
+        f"(observed untilted: {sum(r['observed'] == 'a0a0a0' for r in calls['untilted'])}), undetermined "
+        f"{len(calls['undetermined'])} (observed tilted: "
+        f"{sum(r['observed'] != 'a0a0a0' for r in calls['undetermined'])}); determined calls right "
+        f"{sum(r['call_right'] for r in determined)}/{len(determined)}; observed phase among those within "
+        f"2 sigma: {sum(r['observed_within_error'] for r in rows)}/{len(rows)}"
+    )
     if dv.size:
-        lines.append(f"relaxed volume of the observed phase vs experiment: median {np.median(dv):+.1f}%, "
-                     f"mean |error| {np.abs(dv).mean():.1f}%, within 3%: {int((np.abs(dv) <= 3).sum())}/{dv.size}, "
-                     f"range {dv.min():+.1f}% to {dv.max():+.1f}% ({dv.size} compounds with an observed cell)")  # fmt: skip
+        lines.append(
+            f"relaxed volume of the observed phase vs experiment: median {np.median(dv):+.1f}%, "
+            f"mean |error| {np.abs(dv).mean():.1f}%, within 3%: {int((np.abs(dv) <= 3).sum())}/{dv.size}, "
+            f"range {dv.min():+.1f}% to {dv.max():+.1f}% ({dv.size} compounds with an observed cell)"
+        )
     return lines
 
 
@@ -138,10 +171,17 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=500)
     parser.add_argument("--only", default=None, help="comma-separated compound names")
     parser.add_argument("--json", default=None, help="also write the results here")
-    parser.add_argument("--phase-error", type=float, default=None,
-                        help="sigma (meV/atom) of the calls instead of each model's measured error")
-    parser.add_argument("--update-card", action="store_true",
-                        help="write the packaged model's figures into its card (known_phases), as shipped")
+    parser.add_argument(
+        "--phase-error",
+        type=float,
+        default=None,
+        help="sigma (meV/atom) of the calls instead of each model's measured error",
+    )
+    parser.add_argument(
+        "--update-card",
+        action="store_true",
+        help="write the packaged model's figures into its card (known_phases), as shipped",
+    )
     args = parser.parse_args()
     names = args.only.split(",") if args.only else None
     everything = []
@@ -170,16 +210,22 @@ def card_entry(out: dict) -> dict:
     right = sum(r["right"] for r in rows)
     return {
         "summary": f"vs {len(rows)} experimentally characterised double perovskites (observed room-temperature space "
-                   f"groups), symmetry-held relaxations: ground state right for {right}/{len(rows)} (cubic "
-                   f"{sum(r['right'] for r in cubic)}/{len(cubic)}, tilted {sum(r['right'] for r in tilted)}/"
-                   f"{len(tilted)}); relaxed volume of the observed phase vs experiment median {np.median(dv):+.1f}%, "
-                   f"within 3% for {int((np.abs(dv) <= 3).sum())} of {dv.size}",
-        "made_by": "benchmarks/bench_known_phases.py --update-card", "right": right, "n": len(rows),
-        "cubic_right": sum(r["right"] for r in cubic), "cubic_n": len(cubic),
-        "tilted_right": sum(r["right"] for r in tilted), "tilted_n": len(tilted),
-        "volume_error_median_pct": round(float(np.median(dv)), 1), "volume_within_3pct": int((np.abs(dv) <= 3).sum()),
-        "volume_n": int(dv.size), "dp_screen_version": __version__,
-    }  # fmt: skip
+        f"groups), symmetry-held relaxations: ground state right for {right}/{len(rows)} (cubic "
+        f"{sum(r['right'] for r in cubic)}/{len(cubic)}, tilted {sum(r['right'] for r in tilted)}/"
+        f"{len(tilted)}); relaxed volume of the observed phase vs experiment median {np.median(dv):+.1f}%, "
+        f"within 3% for {int((np.abs(dv) <= 3).sum())} of {dv.size}",
+        "made_by": "benchmarks/bench_known_phases.py --update-card",
+        "right": right,
+        "n": len(rows),
+        "cubic_right": sum(r["right"] for r in cubic),
+        "cubic_n": len(cubic),
+        "tilted_right": sum(r["right"] for r in tilted),
+        "tilted_n": len(tilted),
+        "volume_error_median_pct": round(float(np.median(dv)), 1),
+        "volume_within_3pct": int((np.abs(dv) <= 3).sum()),
+        "volume_n": int(dv.size),
+        "dp_screen_version": __version__,
+    }
 
 
 def update_card(everything: list[dict]) -> None:

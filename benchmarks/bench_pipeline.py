@@ -63,10 +63,10 @@ def prepared_store(home: Path, n: int, seed: int = 7):
 
 def measure(n: int, model_chunk: int, seed: int = 7) -> dict:
     """The figures of this checkout (see the module docstring)."""
+    from bench_scale import stub_relax  # the zero-cost model: every structure 'converges' at once where it started
     from pymatgen.core import Structure
 
     import dp_screen.jobs.relax as relax_job
-    from bench_scale import stub_relax  # the zero-cost model: every structure 'converges' at once where it started
     from dp_screen.campaign_store import CampaignStore
     from dp_screen.jobs.build import BuildSettings, build_structures_to_store
     from dp_screen.jobs.enumerate import EnumerationSettings, enumerate_table
@@ -101,12 +101,14 @@ def measure(n: int, model_chunk: int, seed: int = 7) -> dict:
         try:
             # a job's fixed start (imports, model load) once, on the first composition; then the rest, per structure
             t0 = time.perf_counter()
-            relax_job.relax_store(None, RelaxSettings(), db, query={"composition_id": {"$in": ids[:1]}}, device="cpu",
-                                  identify_workers=0)  # fmt: skip
+            relax_job.relax_store(
+                None, RelaxSettings(), db, query={"composition_id": {"$in": ids[:1]}}, device="cpu", identify_workers=0
+            )
             out["job_start_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            relaxed = relax_job.relax_store(None, RelaxSettings(), db, query={"composition_id": {"$in": ids[1:]}},
-                                            device="cpu", identify_workers=0)  # fmt: skip
+            relaxed = relax_job.relax_store(
+                None, RelaxSettings(), db, query={"composition_id": {"$in": ids[1:]}}, device="cpu", identify_workers=0
+            )
             out["relax_machinery_ms"] = 1e3 * (time.perf_counter() - t0) / relaxed["relaxed"]
         finally:
             relax_job.relax_structures = real
@@ -139,8 +141,11 @@ def measure(n: int, model_chunk: int, seed: int = 7) -> dict:
                 wall = time.perf_counter() - t0
             finally:
                 relax_job.relax_structures = real
-            out.update(model_structures=res["relaxed"], model_wall_s=round(wall, 2),
-                       model_share=inside[0] / wall if wall else None)  # fmt: skip
+            out.update(
+                model_structures=res["relaxed"],
+                model_wall_s=round(wall, 2),
+                model_share=inside[0] / wall if wall else None,
+            )
     finally:
         server.stop()
     return out
@@ -152,15 +157,20 @@ def throughput(n: int, workers: int, chunks: int, seed: int = 11) -> dict:
     (1: in this process), on a fresh database, in a fresh interpreter (as ``dp-screen run`` starts). The wall time
     includes everything a user waits for after the command starts: imports, enumeration, worker start-up, the jobs
     and the summary."""
-    text = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--campaign", f"{n},{workers},{chunks}"],
-                          check=True, capture_output=True, text=True).stdout  # fmt: skip
+    text = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--campaign", f"{n},{workers},{chunks}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return json.loads(text.strip().splitlines()[-1])
 
 
 def _throughput_here(n: int, workers: int, chunks: int, seed: int = 11) -> dict:
     t0 = time.perf_counter()
-    import dp_screen.jobs.relax as relax_job
     from bench_scale import stub_relax
+
+    import dp_screen.jobs.relax as relax_job
     from dp_screen.flows.local import run_flow
     from dp_screen.flows.screening import ScreeningFlowMaker
     from dp_screen.jobs.relax import RelaxMaker
@@ -176,21 +186,32 @@ def _throughput_here(n: int, workers: int, chunks: int, seed: int = 11) -> dict:
     real = relax_job.relax_structures
     relax_job.relax_structures = stub_relax
     try:
-        out = run_flow(flow, db, workers, [flow.output.uuid], progress=False,
-                       worker_command=[sys.executable, str(Path(__file__).resolve()), "--worker"])  # fmt: skip
+        out = run_flow(
+            flow,
+            db,
+            workers,
+            [flow.output.uuid],
+            progress=False,
+            worker_command=[sys.executable, str(Path(__file__).resolve()), "--worker"],
+        )
         wall = time.perf_counter() - t0
     finally:
         relax_job.relax_structures = real
         server.stop()
     summary = out[flow.output.uuid]
-    return {"workers": workers, "structures": summary["relaxations"], "wall_s": round(wall, 1),
-            "structures_per_s": summary["relaxations"] / wall}  # fmt: skip
+    return {
+        "workers": workers,
+        "structures": summary["relaxations"],
+        "wall_s": round(wall, 1),
+        "structures_per_s": summary["relaxations"] / wall,
+    }
 
 
 def worker(launchpad_file: str) -> None:
     """A ``dp-screen run`` worker process with the zero-cost model in place of the packaged one."""
-    import dp_screen.jobs.relax as relax_job
     from bench_scale import stub_relax
+
+    import dp_screen.jobs.relax as relax_job
     from dp_screen.flows.local import work
 
     relax_job.relax_structures = stub_relax
@@ -203,18 +224,29 @@ def run_elsewhere(rev: str, args) -> dict:
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(work), rev], check=True)
     try:
         env = dict(os.environ, PYTHONPATH=str(work / "src"))
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--n", str(args.n), "--model-chunk",
-               str(args.model_chunk), "--json-only"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--n",
+            str(args.n),
+            "--model-chunk",
+            str(args.model_chunk),
+            "--json-only",
+        ]
         text = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, cwd=work).stdout
         return json.loads(text.strip().splitlines()[-1])
     finally:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(work)], check=False)
 
 
-ROWS = [("build_ms", "build, ms per structure"), ("job_start_s", "relax job start (imports, model load), s"),
-        ("relax_machinery_ms", "relax machinery, ms per structure"),
-        ("identify_ms", "  of which phase identification"), ("gate_ms", "  of which perovskite gate"),
-        ("model_share", "packaged model: share of relax wall time in model + optimiser")]  # fmt: skip
+ROWS = [
+    ("build_ms", "build, ms per structure"),
+    ("job_start_s", "relax job start (imports, model load), s"),
+    ("relax_machinery_ms", "relax machinery, ms per structure"),
+    ("identify_ms", "  of which phase identification"),
+    ("gate_ms", "  of which perovskite gate"),
+    ("model_share", "packaged model: share of relax wall time in model + optimiser"),
+]
 
 
 def main() -> None:
@@ -249,19 +281,24 @@ def main() -> None:
     print(f"{here['n_structures']} structures of {args.n} compositions; one process, OMP_NUM_THREADS=1")
     print(f"{'':62s} {'this checkout':>14s}" + (f" {args.compare:>14s}" if other else ""))
     for key, label in ROWS:
-        def fmt(d):
+
+        def fmt(d, key=key):
             v = (d or {}).get(key)
             return "-" if v is None else (f"{100 * v:.0f}%" if key == "model_share" else f"{v:.1f}")
 
         print(f"{label:62s} {fmt(here):>14s}" + (f" {fmt(other):>14s}" if other else ""))
     if "workers_speedup" in here:
         one, many = here["throughput_1"], here["throughput_N"]
-        print(f"whole campaign, zero-cost model, {one['structures']} structures in {2 * many['workers']} chunk jobs: "
-              f"1 worker {one['structures_per_s']:.1f} structures/s ({one['wall_s']} s), {many['workers']} worker "
-              f"processes {many['structures_per_s']:.1f} structures/s ({many['wall_s']} s): "
-              f"{here['workers_speedup']:.2f}x")  # fmt: skip
-    print("targets: build + relax machinery <= 8 ms per structure per core; model share >= 90%; "
-          "N workers >= 1.7x one on this 2-core machine")
+        print(
+            f"whole campaign, zero-cost model, {one['structures']} structures in {2 * many['workers']} chunk jobs: "
+            f"1 worker {one['structures_per_s']:.1f} structures/s ({one['wall_s']} s), {many['workers']} worker "
+            f"processes {many['structures_per_s']:.1f} structures/s ({many['wall_s']} s): "
+            f"{here['workers_speedup']:.2f}x"
+        )
+    print(
+        "targets: build + relax machinery <= 8 ms per structure per core; model share >= 90%; "
+        "N workers >= 1.7x one on this 2-core machine"
+    )
     print(json.dumps({"this": here, **({args.compare: other} if other else {})}))
 
 

@@ -32,20 +32,31 @@ def starting_structures(n: int, model, seed: int = 0):
     df = enumerate_compositions(load_site_table())
     df = df[(df.expected_ordering == "rocksalt") & df.tau_perovskite & bond_valence_coverage(df, "exact")]
     rows = df.sample(min(len(df), 40 * n), random_state=seed).to_dict("records")
-    built = [b for b in build_bvm_structures([SiteSpeciesSet.from_row(r) for r in rows], "rocksalt", "a0a0c-")
-             if not isinstance(b, DPScreenError) and not uncovered_elements(b.structure, model)][:n]  # fmt: skip
+    built = [
+        b
+        for b in build_bvm_structures([SiteSpeciesSet.from_row(r) for r in rows], "rocksalt", "a0a0c-")
+        if not isinstance(b, DPScreenError) and not uncovered_elements(b.structure, model)
+    ][:n]
     rng = np.random.default_rng(seed)
-    return [Structure(b.structure.lattice, b.structure.species,
-                      b.structure.cart_coords + rng.normal(0, 0.03, (len(b.structure), 3)), coords_are_cartesian=True)
-            for b in built]  # fmt: skip
+    return [
+        Structure(
+            b.structure.lattice,
+            b.structure.species,
+            b.structure.cart_coords + rng.normal(0, 0.03, (len(b.structure), 3)),
+            coords_are_cartesian=True,
+        )
+        for b in built
+    ]
 
 
 def report(name, results, seconds):
     atom_steps = sum(len(r.structure) * max(r.n_steps, 1) for r in results)
     conv = sum(r.converged for r in results)
-    print(f"{name:8s} {len(results)} structures in {seconds:7.1f} s: {len(results) / seconds:6.2f} structures/s, "
-          f"{atom_steps / seconds:8.0f} atom-steps/s; converged {conv}/{len(results)}, "
-          f"mean steps {np.mean([r.n_steps for r in results]):.0f}")
+    print(
+        f"{name:8s} {len(results)} structures in {seconds:7.1f} s: {len(results) / seconds:6.2f} structures/s, "
+        f"{atom_steps / seconds:8.0f} atom-steps/s; converged {conv}/{len(results)}, "
+        f"mean steps {np.mean([r.n_steps for r in results]):.0f}"
+    )
     return len(results) / seconds
 
 
@@ -60,8 +71,10 @@ def main() -> None:
     model = load_model(args.model, device=args.device, dtype=args.dtype)
     structures = starting_structures(args.n, model)
     settings = RelaxSettings(fmax=0.05, max_steps=args.max_steps)
-    print(f"model {model.name} ({model.sha256[:12]}), {model.dtype}, device {model.device}; "
-          f"{len(structures)} structures, {np.mean([len(s) for s in structures]):.0f} atoms each; fmax 0.05")
+    print(
+        f"model {model.name} ({model.sha256[:12]}), {model.dtype}, device {model.device}; "
+        f"{len(structures)} structures, {np.mean([len(s) for s in structures]):.0f} atoms each; fmax 0.05"
+    )
     relax_structures(structures[:2], model, settings)  # warm-up (first-call overheads)
     t0 = time.perf_counter()
     batched = relax_structures(structures, model, settings)
@@ -69,10 +82,15 @@ def main() -> None:
     t0 = time.perf_counter()
     single = relax_structures_ase(structures, model, settings)
     rate_a = report("ASE", single, time.perf_counter() - t0)
-    de = [abs(b.energy_per_atom - a.energy_per_atom) * 1e3 for b, a in zip(batched, single, strict=True)
-          if b.converged and a.converged]  # fmt: skip
-    print(f"speed-up (structures/s, batched / ASE): {rate_b / rate_a:.1f}x; median |dE| between the two final "
-          f"energies {np.median(de):.2f} meV/atom over {len(de)} structures converged in both")
+    de = [
+        abs(b.energy_per_atom - a.energy_per_atom) * 1e3
+        for b, a in zip(batched, single, strict=True)
+        if b.converged and a.converged
+    ]
+    print(
+        f"speed-up (structures/s, batched / ASE): {rate_b / rate_a:.1f}x; median |dE| between the two final "
+        f"energies {np.median(de):.2f} meV/atom over {len(de)} structures converged in both"
+    )
 
 
 if __name__ == "__main__":

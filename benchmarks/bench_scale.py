@@ -19,7 +19,7 @@ import argparse
 import os
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -35,9 +35,17 @@ def stub_relax(structures, model, settings=None, progress=None, on_result=None):
 
     out = []
     for i, s in enumerate(structures):
-        res = RelaxResult(structure=s, energy=-5.0 * len(s), energy_per_atom=-5.0 - 1e-3 * (i % 5), max_force=0.0,
-                          max_stress_gpa=0.0, stress_gpa=[[0.0] * 3] * 3, n_steps=0, converged=True,
-                          initial_volume=s.volume)  # fmt: skip
+        res = RelaxResult(
+            structure=s,
+            energy=-5.0 * len(s),
+            energy_per_atom=-5.0 - 1e-3 * (i % 5),
+            max_force=0.0,
+            max_stress_gpa=0.0,
+            stress_gpa=[[0.0] * 3] * 3,
+            n_steps=0,
+            converged=True,
+            initial_volume=s.volume,
+        )
         if on_result:
             on_result(i, res)
         out.append(res)
@@ -53,27 +61,52 @@ def fill(db, store, comps, n_structures: int, model_sha: str, shash: str, batch:
     from dp_screen.schemas.relaxation import summary_key
     from dp_screen.structures.phases import phase_summary
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     key = summary_key(model_sha, shash)
     per_comp = -(-n_structures // len(comps)) if comps else 0
     variants = {}
-    for k, c in enumerate(comps):  # the summaries the relax jobs would have written
+    for c in comps:  # the summaries the relax jobs would have written
         variants[c["composition_id"]] = [
-            {"composition_id": c["composition_id"], "ordering": "rocksalt", "start_tilt": t, "phase_tilt": t,
-             "energy_per_atom": -5.0 - 0.001 * j, "structure_id": f"{c['composition_id']}:rocksalt:{t}:bvm",
-             "excluded": None, "final_space_group": 225, "n_steps": 50 + j, "converged": True, "failed": False,
-             "reason": None, "phase": {"stayed_in_start_tilt": True}, "wall_time_s": 0.1}
-            for j, t in enumerate(TILTS[:per_comp])]  # fmt: skip
+            {
+                "composition_id": c["composition_id"],
+                "ordering": "rocksalt",
+                "start_tilt": t,
+                "phase_tilt": t,
+                "energy_per_atom": -5.0 - 0.001 * j,
+                "structure_id": f"{c['composition_id']}:rocksalt:{t}:bvm",
+                "excluded": None,
+                "final_space_group": 225,
+                "n_steps": 50 + j,
+                "converged": True,
+                "failed": False,
+                "reason": None,
+                "phase": {"stayed_in_start_tilt": True},
+                "wall_time_s": 0.1,
+            }
+            for j, t in enumerate(TILTS[:per_comp])
+        ]
         c["phases"] = {key: phase_summary(variants[c["composition_id"]])}
     db["compositions"].insert_many(comps)
     store.count_inserted("compositions", len(comps))  # as write_compositions does
     store.write_composition_digests(comps)
     for i in range(0, len(comps), CHUNK):  # one phase digest per relax chunk job, as relax_store writes them
         part = comps[i : i + CHUNK]
-        store.write_phase_digest(key, {c["composition_id"]: c["phases"][key] for c in part}, part,
-                                 [v for c in part for v in variants[c["composition_id"]]])  # fmt: skip
-    db["phase_sets"].insert_one({"key": key, "model_sha256": model_sha, "settings_hash": shash, "model_name": "filler",
-                                 "n_relaxations": n_structures, "digests": True})  # fmt: skip
+        store.write_phase_digest(
+            key,
+            {c["composition_id"]: c["phases"][key] for c in part},
+            part,
+            [v for c in part for v in variants[c["composition_id"]]],
+        )
+    db["phase_sets"].insert_one(
+        {
+            "key": key,
+            "model_sha256": model_sha,
+            "settings_hash": shash,
+            "model_name": "filler",
+            "n_relaxations": n_structures,
+            "digests": True,
+        }
+    )
     rows = []
     for k in range(n_structures):
         c = comps[k // len(TILTS)]["composition_id"]
@@ -82,16 +115,50 @@ def fill(db, store, comps, n_structures: int, model_sha: str, shash: str, batch:
         rows.append((c, tilt, sid))
     for i in range(0, len(rows), batch):
         part = rows[i : i + batch]
-        db["structures"].insert_many([{"structure_id": sid, "composition_id": c, "formula": c, "ordering": "rocksalt",
-                                       "tilt": t, "method": "bvm", "status": "built", "settings_hash": "filler",
-                                       "space_group": 225} for c, t, sid in part])  # fmt: skip
-        db["relaxations"].insert_many([{
-            "relaxation_id": f"{sid}|{model_sha[:12]}|{shash}", "structure_id": sid, "composition_id": c,
-            "formula": c, "ordering": "rocksalt", "start_tilt": t, "phase_tilt": t, "method": "bvm",
-            "model_sha256": model_sha, "model_name": "filler", "settings_hash": shash, "energy_per_atom": -5.0 - 0.001 * j,
-            "converged": True, "failed": False, "excluded": None, "reason": None, "n_steps": 50, "wall_time_s": 0.1,
-            "final_space_group": 225, "phase": {"space_group": 225, "stayed_in_start_tilt": True}, "created_at": now,
-        } for j, (c, t, sid) in enumerate(part)])  # fmt: skip
+        db["structures"].insert_many(
+            [
+                {
+                    "structure_id": sid,
+                    "composition_id": c,
+                    "formula": c,
+                    "ordering": "rocksalt",
+                    "tilt": t,
+                    "method": "bvm",
+                    "status": "built",
+                    "settings_hash": "filler",
+                    "space_group": 225,
+                }
+                for c, t, sid in part
+            ]
+        )
+        db["relaxations"].insert_many(
+            [
+                {
+                    "relaxation_id": f"{sid}|{model_sha[:12]}|{shash}",
+                    "structure_id": sid,
+                    "composition_id": c,
+                    "formula": c,
+                    "ordering": "rocksalt",
+                    "start_tilt": t,
+                    "phase_tilt": t,
+                    "method": "bvm",
+                    "model_sha256": model_sha,
+                    "model_name": "filler",
+                    "settings_hash": shash,
+                    "energy_per_atom": -5.0 - 0.001 * j,
+                    "converged": True,
+                    "failed": False,
+                    "excluded": None,
+                    "reason": None,
+                    "n_steps": 50,
+                    "wall_time_s": 0.1,
+                    "final_space_group": 225,
+                    "phase": {"space_group": 225, "stayed_in_start_tilt": True},
+                    "created_at": now,
+                }
+                for j, (c, t, sid) in enumerate(part)
+            ]
+        )
         store.count_inserted("structures", len(part))
         store.count_inserted("relaxations", len(part))
 
@@ -109,8 +176,8 @@ def main() -> None:
     from dp_screen.jobs.enumerate import EnumerationSettings, enumerate_table
     from dp_screen.mlip.models import default_model_path, file_sha256
     from dp_screen.mlip.relax import RelaxSettings
-    from dp_screen.schemas.composition import CompositionDoc
     from dp_screen.schemas.common import Provenance
+    from dp_screen.schemas.composition import CompositionDoc
     from dp_screen.settings import DPScreenSettings
     from dp_screen.stores import EmbeddedServer
 
@@ -157,18 +224,28 @@ def main() -> None:
             t0 = time.perf_counter()
             write_report(home / f"report_{n}", settings)
             t_report = time.perf_counter() - t0
-            results[n] = {"build": t_build / n_struct, "relax": t_relax / n_struct, "report": t_report,
-                          "fill": t_fill, "n_probe": n_struct, "relaxed": relaxed["relaxed"]}  # fmt: skip
+            results[n] = {
+                "build": t_build / n_struct,
+                "relax": t_relax / n_struct,
+                "report": t_report,
+                "fill": t_fill,
+                "n_probe": n_struct,
+                "relaxed": relaxed["relaxed"],
+            }
             r = results[n]
-            print(f"{n:>9,d} structure documents (+{n:,d} relaxations; filler {t_fill:.0f} s): probe chunk of "
-                  f"{n_struct} structures: build {1e3 * r['build']:.2f} ms/structure, relax machinery "
-                  f"{1e3 * r['relax']:.2f} ms/structure (identification, gate, writes, summaries; model cost 0); "
-                  f"report of the whole store {t_report:.1f} s", flush=True)  # fmt: skip
+            print(
+                f"{n:>9,d} structure documents (+{n:,d} relaxations; filler {t_fill:.0f} s): probe chunk of "
+                f"{n_struct} structures: build {1e3 * r['build']:.2f} ms/structure, relax machinery "
+                f"{1e3 * r['relax']:.2f} ms/structure (identification, gate, writes, summaries; model cost 0); "
+                f"report of the whole store {t_report:.1f} s",
+                flush=True,
+            )
             store.db.client.drop_database(f"scale_{n}")
     finally:
         server.stop()
     lo, hi = min(results), max(results)
     ratio = (results[hi]["build"] + results[hi]["relax"]) / (results[lo]["build"] + results[lo]["relax"])
+
     def short(n: int) -> str:  # 1000000 -> 1e6
         return f"{n:.0e}".replace("e+0", "e").replace("e+", "e")
 

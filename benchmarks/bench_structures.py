@@ -38,32 +38,42 @@ METHODS = ("bvm", "bvm+A", "bvm-BA", "dls")  # bvm-BA: the Brown & Altermatt par
 def accuracy() -> None:
     print("== accuracy against experiment (volume per formula unit, A^3) ==")
     print("bvm: default parameters (adams2001); bvm+A: with A displacements; bvm-BA: brown-altermatt parameter set")
-    print(f"{'compound':11s} {'tilt':7s} {'method':6s} {'SG':>4s} {'exp SG':>6s} {'V built':>8s} {'V exp':>8s} "
-          f"{'dV':>7s} {'GII':>6s}  source")
+    print(
+        f"{'compound':11s} {'tilt':7s} {'method':6s} {'SG':>4s} {'exp SG':>6s} {'V built':>8s} {'V exp':>8s} "
+        f"{'dV':>7s} {'GII':>6s}  source"
+    )
     misses = defaultdict(int)
     for name, exp in EXPERIMENTS.items():
         species = SiteSpeciesSet(*exp.sites)
         v_exp = exp.volume_per_fu
         for method in METHODS:
             if method.startswith("bvm"):
-                (built,) = build_bvm_structures([species], exp.ordering, exp.tilt, move_a=method == "bvm+A",
-                                                bv_set="brown-altermatt" if method == "bvm-BA" else DEFAULT_BV_SET)  # fmt: skip
+                (built,) = build_bvm_structures(
+                    [species],
+                    exp.ordering,
+                    exp.tilt,
+                    move_a=method == "bvm+A",
+                    bv_set="brown-altermatt" if method == "bvm-BA" else DEFAULT_BV_SET,
+                )
             else:
                 built = build_dls_structure(species, exp.ordering, exp.tilt)
             dv = 100 * (built.volume_per_fu / v_exp - 1)
             ok = built.space_group == exp.space_group and abs(dv) <= 3
             misses[method] += not ok
-            print(f"{name:11s} {exp.tilt:7s} {method:6s} {built.space_group:4d} {exp.space_group:6d} "
-                  f"{built.volume_per_fu:8.2f} {v_exp:8.2f} {dv:+6.2f}% {built.gii:6.3f}  {'ok' if ok else 'MISS':4s} "
-                  f"{exp.source}")
+            print(
+                f"{name:11s} {exp.tilt:7s} {method:6s} {built.space_group:4d} {exp.space_group:6d} "
+                f"{built.volume_per_fu:8.2f} {v_exp:8.2f} {dv:+6.2f}% {built.gii:6.3f}  {'ok' if ok else 'MISS':4s} "
+                f"{exp.source}"
+            )
     counts = ", ".join(f"{m} {misses[m]}/{len(EXPERIMENTS)}" for m in METHODS)
     print(f"misses (|dV| > 3% or wrong space group): {counts}")
     print("== GII of the observed structures under each parameter set (v.u.; < 0.1 unstrained) ==")
     for name, exp in EXPERIMENTS.items():
         if exp.asymmetric_unit:
             s = observed_structure(name)
-            row = "  ".join(f"{bv}: {global_instability_index(s, table=bond_valence_table(bv)):.3f}"
-                            for bv in BV_PARAMETER_SETS)  # fmt: skip
+            row = "  ".join(
+                f"{bv}: {global_instability_index(s, table=bond_valence_table(bv)):.3f}" for bv in BV_PARAMETER_SETS
+            )
             print(f"{name:11s} {row}")
 
 
@@ -88,11 +98,15 @@ def speed(sample: int, chunk: int) -> None:
     rate = n_total / dt
     full = len(df) * 5
     print("== speed (one core, BVM, default tilt set of each composition's expected ordering) ==")
-    print(f"{sample} compositions -> {n_total} structures ({built} built, {failed} failed: no bond-valence "
-          f"parameters or symmetry) in {dt:.1f} s: {rate:.0f} structures/s on one core")
-    print(f"projected: the default space ({len(df)} compositions x 5 tilt systems = {full} structures) takes "
-          f"{full / rate / 3600:.2f} h on one core, {full / rate / 2 / 3600:.2f} h on this 2-core machine "
-          f"(target < 1 h)")
+    print(
+        f"{sample} compositions -> {n_total} structures ({built} built, {failed} failed: no bond-valence "
+        f"parameters or symmetry) in {dt:.1f} s: {rate:.0f} structures/s on one core"
+    )
+    print(
+        f"projected: the default space ({len(df)} compositions x 5 tilt systems = {full} structures) takes "
+        f"{full / rate / 3600:.2f} h on one core, {full / rate / 2 / 3600:.2f} h on this 2-core machine "
+        f"(target < 1 h)"
+    )
 
 
 def main() -> None:

@@ -36,7 +36,9 @@ def labelled_cells(n: int, seed: int):
     tilts = ["a0a0a0", "a0a0c-", "a-a-a-", "a0b-b-", "a+b-b-"]
     cells = []
     for row in pool_rows(n, seed):
-        s = build_bvm_structure(SiteSpeciesSet.from_row(row), "rocksalt", tilts[int(rng.integers(len(tilts)))]).structure
+        s = build_bvm_structure(
+            SiteSpeciesSet.from_row(row), "rocksalt", tilts[int(rng.integers(len(tilts)))]
+        ).structure
         s = s.copy()
         s.apply_strain(rng.uniform(-0.03, 0.03, 3))
         s.perturb(0.05)
@@ -51,8 +53,10 @@ def epoch_seconds(log: Path) -> float:
     import re
     from datetime import datetime
 
-    stamps = [datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f")
-              for m in re.finditer(r"^(\S+ \S+) INFO: Epoch \d+:", log.read_text(), re.M)]  # fmt: skip
+    stamps = [
+        datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f")
+        for m in re.finditer(r"^(\S+ \S+) INFO: Epoch \d+:", log.read_text(), re.M)
+    ]
     if len(stamps) < 2:
         raise SystemExit(f"{log}: fewer than two epoch lines; use --epochs 3 or more")
     return (stamps[-1] - stamps[0]).total_seconds() / (len(stamps) - 1)
@@ -79,10 +83,18 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="dp_screen_student_cost_") as work:
         for channels, lmax in archs:
-            settings = TrainSettings(epochs=args.epochs, num_channels=channels, max_l=lmax, dtype="float32",
-                                     batch_size=8, stress_weight=100.0, seed=args.seed)  # fmt: skip
-            res = train_mace(train, settings, Path(work) / f"c{channels}l{lmax}", name=f"c{channels}l{lmax}",
-                             valid=valid)
+            settings = TrainSettings(
+                epochs=args.epochs,
+                num_channels=channels,
+                max_l=lmax,
+                dtype="float32",
+                batch_size=8,
+                stress_weight=100.0,
+                seed=args.seed,
+            )
+            res = train_mace(
+                train, settings, Path(work) / f"c{channels}l{lmax}", name=f"c{channels}l{lmax}", valid=valid
+            )
             epoch_s = epoch_seconds(Path(work) / f"c{channels}l{lmax}" / "mace_run_train.log")
             model = load_model(str(res.model_path), device="cpu", dtype="float32")
             single_points(batch, model)  # warm-up
@@ -91,19 +103,29 @@ def main() -> None:
                 single_points(batch, model)
             infer_s = (time.perf_counter() - t) / 3
             n_params = sum(p.numel() for p in model.model.parameters())
-            rows.append({"arch": f"{channels} ch, L={lmax}", "params": n_params,
-                         "train_s_per_epoch_per_1k": epoch_s / len(train) * 1000,
-                         "infer_s_per_batch16": infer_s, "file_mb": res.model_path.stat().st_size / 1e6,
-                         "valid_energy_mae_mev_atom": res.errors.get("valid", {}).get("energy_mae_mev_atom")})  # fmt: skip
+            rows.append(
+                {
+                    "arch": f"{channels} ch, L={lmax}",
+                    "params": n_params,
+                    "train_s_per_epoch_per_1k": epoch_s / len(train) * 1000,
+                    "infer_s_per_batch16": infer_s,
+                    "file_mb": res.model_path.stat().st_size / 1e6,
+                    "valid_energy_mae_mev_atom": res.errors.get("valid", {}).get("energy_mae_mev_atom"),
+                }
+            )
             print(rows[-1], flush=True)
     base = rows[0]
     print(f"\nside by side ({len(train)} training cells, {args.epochs} epochs each, ratios to {base['arch']}):")
-    print(f"{'architecture':<16} {'params':>9} {'train s/epoch/1k':>17} {'ratio':>6} {'infer s/16 cells':>17} "
-          f"{'ratio':>6} {'file MB':>8}")  # fmt: skip
+    print(
+        f"{'architecture':<16} {'params':>9} {'train s/epoch/1k':>17} {'ratio':>6} {'infer s/16 cells':>17} "
+        f"{'ratio':>6} {'file MB':>8}"
+    )
     for r in rows:
-        print(f"{r['arch']:<16} {r['params']:>9d} {r['train_s_per_epoch_per_1k']:>17.1f} "
-              f"{r['train_s_per_epoch_per_1k'] / base['train_s_per_epoch_per_1k']:>6.1f} {r['infer_s_per_batch16']:>17.3f} "
-              f"{r['infer_s_per_batch16'] / base['infer_s_per_batch16']:>6.1f} {r['file_mb']:>8.2f}")  # fmt: skip
+        print(
+            f"{r['arch']:<16} {r['params']:>9d} {r['train_s_per_epoch_per_1k']:>17.1f} "
+            f"{r['train_s_per_epoch_per_1k'] / base['train_s_per_epoch_per_1k']:>6.1f} {r['infer_s_per_batch16']:>17.3f} "
+            f"{r['infer_s_per_batch16'] / base['infer_s_per_batch16']:>6.1f} {r['file_mb']:>8.2f}"
+        )
     # what the packaged model's recipe (scripts/make_default_model.py: 2,250 cells, 25 + 8 epochs) would cost
     for r in rows:
         hours = r["train_s_per_epoch_per_1k"] * 2.25 * 33 / 3600

@@ -26,12 +26,24 @@ def cells():
 
     rng = np.random.default_rng(0)
     out = []
-    for sp in (SiteSpeciesSet(("Sr", 2), ("Sr", 2), ("Co", 2), ("Mo", 6), ("O", -2)),
-               SiteSpeciesSet(("Sr", 2), ("Sr", 2), ("Ti", 4), ("Ti", 4), ("O", -2))):  # fmt: skip
+    for sp in (
+        SiteSpeciesSet(("Sr", 2), ("Sr", 2), ("Co", 2), ("Mo", 6), ("O", -2)),
+        SiteSpeciesSet(("Sr", 2), ("Sr", 2), ("Ti", 4), ("Ti", 4), ("O", -2)),
+    ):
         for tilt in SPACE_GROUPS["rocksalt"]:
             s = build_bvm_structure(sp, "rocksalt", tilt).structure
-            out += [(f"{sp.formula} {tilt}", s), (f"{sp.formula} {tilt} rattled", Structure(
-                s.lattice, s.species, s.cart_coords + rng.normal(0, 0.004, (len(s), 3)), coords_are_cartesian=True))]
+            out += [
+                (f"{sp.formula} {tilt}", s),
+                (
+                    f"{sp.formula} {tilt} rattled",
+                    Structure(
+                        s.lattice,
+                        s.species,
+                        s.cart_coords + rng.normal(0, 0.004, (len(s), 3)),
+                        coords_are_cartesian=True,
+                    ),
+                ),
+            ]
     return out
 
 
@@ -45,8 +57,9 @@ def main() -> None:
     arrays = []
     for name, s in cells():
         codes: dict[str, int] = {}
-        arrays.append((name, s.lattice.matrix, s.frac_coords, [codes.setdefault(x.species_string, len(codes) + 1)
-                                                               for x in s]))  # fmt: skip
+        arrays.append(
+            (name, s.lattice.matrix, s.frac_coords, [codes.setdefault(x.species_string, len(codes) + 1) for x in s])
+        )
     timing = {"spglib": 0.0, "moyopy": 0.0}
     mismatches = []
     for name, lat, frac, nums in arrays:
@@ -61,8 +74,10 @@ def main() -> None:
                 mismatches.append(f"{name} at {tol:g} A: spglib {a}, moyopy {b}")
     n = len(arrays) * len(SYMPRECS)
     print(f"{len(arrays)} cells x {len(SYMPRECS)} tolerances = {n} searches")
-    print(f"ms per search: spglib {1e3 * timing['spglib'] / n:.2f}, moyopy {1e3 * timing['moyopy'] / n:.2f} "
-          f"({timing['spglib'] / timing['moyopy']:.0f}x)")
+    print(
+        f"ms per search: spglib {1e3 * timing['spglib'] / n:.2f}, moyopy {1e3 * timing['moyopy'] / n:.2f} "
+        f"({timing['spglib'] / timing['moyopy']:.0f}x)"
+    )
     print(f"disagreements: {len(mismatches)} of {n}")
     for m in mismatches:
         print("  " + m)

@@ -75,11 +75,15 @@ def trained_rows(n: int = N_DEFAULT) -> list[dict]:
     tenth of each round held out as its test set."""
     card = packaged_card()
     if "tilt_sets" not in card:
-        raise SystemExit("--set trained needs a packaged model card with tilt_sets (scripts/make_default_model_tilts.py)")
+        raise SystemExit(
+            "--set trained needs a packaged model card with tilt_sets (scripts/make_default_model_tilts.py)"
+        )
     rows = [row for rows, held in card_rounds(card) for row in rows if row["composition_id"] not in held][:n]
     if not rows:
-        raise SystemExit("--set trained: the packaged model's card records no drawn compositions (made with "
-                         f"--compositions 0 from the labels of {card['tilt_sets']['args'].get('with_labels')})")
+        raise SystemExit(
+            "--set trained: the packaged model's card records no drawn compositions (made with "
+            f"--compositions 0 from the labels of {card['tilt_sets']['args'].get('with_labels')})"
+        )
     return rows
 
 
@@ -101,8 +105,12 @@ def teacher_relaxations(items, cache_path) -> dict:
         for k, (s, m) in enumerate(todo):
             (res,) = relax_structures_ase([s], None, RelaxSettings(), calculator=calc)
             cache[f"{m['composition_id']}|{m['tilt']}"] = {
-                "volume_per_fu": res.structure.volume / (len(res.structure) / 10), "converged": res.converged,
-                "failed": res.failed, "energy_per_atom": res.energy_per_atom, "n_steps": res.n_steps}  # fmt: skip
+                "volume_per_fu": res.structure.volume / (len(res.structure) / 10),
+                "converged": res.converged,
+                "failed": res.failed,
+                "energy_per_atom": res.energy_per_atom,
+                "n_steps": res.n_steps,
+            }
             if k % 10 == 9 or k == len(todo) - 1:
                 cache_path.parent.mkdir(parents=True, exist_ok=True)
                 cache_path.write_text(json.dumps(cache))
@@ -195,22 +203,39 @@ def evaluate(model_name: str | None, items, teacher_relaxed: dict) -> dict:
             vol.append(results[i].structure.volume / (len(results[i].structure) / 10) / ref["volume_per_fu"] - 1)
     diffs, vol = np.array(diffs), np.array(vol)
     return {
-        "model": name, "sha256": sha, "n_structures": len(items), "n_ranked": len(ok),
-        "failed": sum(r.failed for r in results), "not_converged": sum(not r.converged and not r.failed for r in results),
-        "phase_de_mae_mev_atom": float(np.abs(diffs).mean()), "phase_de_rmse_mev_atom": float(np.sqrt((diffs**2).mean())),
-        "n_differences": len(diffs), "lowest_phase_agreement": float(np.mean(agree)), "n_compositions": len(agree),
+        "model": name,
+        "sha256": sha,
+        "n_structures": len(items),
+        "n_ranked": len(ok),
+        "failed": sum(r.failed for r in results),
+        "not_converged": sum(not r.converged and not r.failed for r in results),
+        "phase_de_mae_mev_atom": float(np.abs(diffs).mean()),
+        "phase_de_rmse_mev_atom": float(np.sqrt((diffs**2).mean())),
+        "n_differences": len(diffs),
+        "lowest_phase_agreement": float(np.mean(agree)),
+        "n_compositions": len(agree),
         "volume_within_3pct": float(np.mean(np.abs(vol) < 0.03)) if len(vol) else None,
-        "volume_error_median_pct": float(100 * np.median(vol)) if len(vol) else None, "n_volumes": len(vol),
+        "volume_error_median_pct": float(100 * np.median(vol)) if len(vol) else None,
+        "n_volumes": len(vol),
         "phase_de_mae_by_tilt": {k: float(np.mean(v)) for k, v in sorted(per_tilt.items())},
         "worst_compositions": dict(sorted(per_comp.items(), key=lambda kv: -kv[1])[:5]),
         "teacher_margin_below_10_mev": sum(g < 10 for g, _ in gaps),
         "lowest_phase_agreement_margin_above_10_mev": float(np.mean([a for g, a in gaps if g >= 10]))
-        if any(g >= 10 for g, _ in gaps) else None,
-        "teacher_de_mean_abs_mev_atom": float(np.mean([abs(1e3 * (t - tilts["a0a0a0"][1])) for tilts in by_comp.values()
-                                                       if "a0a0a0" in tilts for k, (_, t, _) in tilts.items()
-                                                       if k != "a0a0a0"])),
+        if any(g >= 10 for g, _ in gaps)
+        else None,
+        "teacher_de_mean_abs_mev_atom": float(
+            np.mean(
+                [
+                    abs(1e3 * (t - tilts["a0a0a0"][1]))
+                    for tilts in by_comp.values()
+                    if "a0a0a0" in tilts
+                    for k, (_, t, _) in tilts.items()
+                    if k != "a0a0a0"
+                ]
+            )
+        ),
         "calls": calls,
-    }  # fmt: skip
+    }
 
 
 def teacher_checked_calls(by_comp: dict, sigma: float | None) -> dict:
@@ -232,15 +257,22 @@ def teacher_checked_calls(by_comp: dict, sigma: float | None) -> dict:
         call = phase_call({p: 1e3 * (e - low) for p, e in model_e.items()}, sigma)
         counts[call["call"]] += 1
         tilted = {p: t for p, t in teacher_e.items() if p != UNTILTED}
-        teacher_tilted = None if UNTILTED not in teacher_e else bool(tilted) and min(tilted.values()) < teacher_e[UNTILTED]
+        teacher_tilted = (
+            None if UNTILTED not in teacher_e else bool(tilted) and min(tilted.values()) < teacher_e[UNTILTED]
+        )
         if call["call"] != "undetermined" and teacher_tilted is not None:
             right += (call["call"] == "tilted") == teacher_tilted
         n_within += 1
         within += min(teacher_e, key=teacher_e.get) in call["phases_within_error"].split(" | ")
     determined = counts["tilted"] + counts["untilted"]
-    return {"sigma_mev": sigma, **counts, "determined_right": right, "determined": determined,
-            "determined_right_fraction": right / determined if determined else None,
-            "teacher_lowest_within": within / n_within if n_within else None}
+    return {
+        "sigma_mev": sigma,
+        **counts,
+        "determined_right": right,
+        "determined": determined,
+        "determined_right_fraction": right / determined if determined else None,
+        "teacher_lowest_within": within / n_within if n_within else None,
+    }
 
 
 def main() -> None:
@@ -255,15 +287,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", default=["packaged"])
     parser.add_argument("--n", type=int, default=N_DEFAULT)
-    parser.add_argument("--cache", default=str(root / "benchmarks" / "data" / "bench_teacher_cache.json"),
-                        help="teacher relaxations (committed: 200 CHGNet relaxations, about 14 min on one core)")
-    parser.add_argument("--update-card", action="store_true",
-                        help="write the packaged model's figures into its card (phases_vs_teacher), with those of "
-                             "any chgnet:CHECKPOINT given beside it as yardsticks")
-    parser.add_argument("--set", choices=["held-out", "trained"], default="held-out",
-                        help="held-out: the benchmark's compositions; trained: compositions the packaged model was "
-                             "fine-tuned on (no teacher relaxations, so no volumes): with held-out, whether the phase "
-                             "errors come from fitting or from generalising to new compositions")
+    parser.add_argument(
+        "--cache",
+        default=str(root / "benchmarks" / "data" / "bench_teacher_cache.json"),
+        help="teacher relaxations (committed: 200 CHGNet relaxations, about 14 min on one core)",
+    )
+    parser.add_argument(
+        "--update-card",
+        action="store_true",
+        help="write the packaged model's figures into its card (phases_vs_teacher), with those of "
+        "any chgnet:CHECKPOINT given beside it as yardsticks",
+    )
+    parser.add_argument(
+        "--set",
+        choices=["held-out", "trained"],
+        default="held-out",
+        help="held-out: the benchmark's compositions; trained: compositions the packaged model was "
+        "fine-tuned on (no teacher relaxations, so no volumes): with held-out, whether the phase "
+        "errors come from fitting or from generalising to new compositions",
+    )
     args = parser.parse_args()
     if args.set == "trained":
         items, teacher = build_items(trained_rows(args.n)), {}
@@ -274,36 +316,50 @@ def main() -> None:
         items = build_items(held_out_rows(args.n))
         t0 = time.time()
         teacher = teacher_relaxations(items, args.cache)
-        print(f"{len(items)} structures ({args.n} compositions x 5 tilt systems); teacher relaxations ready in "
-              f"{time.time() - t0:.0f} s")  # fmt: skip
+        print(
+            f"{len(items)} structures ({args.n} compositions x 5 tilt systems); teacher relaxations ready in "
+            f"{time.time() - t0:.0f} s"
+        )
     measured = {}
     for name in args.models:
         t0 = time.time()
         m = measured[name] = evaluate(None if name == "packaged" else name, items, teacher)
         print(json.dumps({**m, "seconds": round(time.time() - t0)}))
-        print(f"{m['model']} ({m['sha256']}): phase dE MAE {m['phase_de_mae_mev_atom']:.1f} meV/atom (RMSE "
-              f"{m['phase_de_rmse_mev_atom']:.1f}; teacher |dE| mean {m['teacher_de_mean_abs_mev_atom']:.1f}), "
-              f"lowest phase agrees {100 * m['lowest_phase_agreement']:.0f}% of {m['n_compositions']}"
-              + (f", volume within 3% of the teacher's {100 * m['volume_within_3pct']:.0f}% of {m['n_volumes']} "
-                 f"(median {m['volume_error_median_pct']:+.1f}%)" if m["n_volumes"] else "")
-              + f", failed {m['failed']}, not converged {m['not_converged']} of {m['n_structures']}")  # fmt: skip
+        print(
+            f"{m['model']} ({m['sha256']}): phase dE MAE {m['phase_de_mae_mev_atom']:.1f} meV/atom (RMSE "
+            f"{m['phase_de_rmse_mev_atom']:.1f}; teacher |dE| mean {m['teacher_de_mean_abs_mev_atom']:.1f}), "
+            f"lowest phase agrees {100 * m['lowest_phase_agreement']:.0f}% of {m['n_compositions']}"
+            + (
+                f", volume within 3% of the teacher's {100 * m['volume_within_3pct']:.0f}% of {m['n_volumes']} "
+                f"(median {m['volume_error_median_pct']:+.1f}%)"
+                if m["n_volumes"]
+                else ""
+            )
+            + f", failed {m['failed']}, not converged {m['not_converged']} of {m['n_structures']}"
+        )
         margin = m["lowest_phase_agreement_margin_above_10_mev"]
-        print(f"  dE MAE by tilt system: " + ", ".join(f"{k} {v:.1f}" for k, v in m["phase_de_mae_by_tilt"].items())
-              + f"; {m['teacher_margin_below_10_mev']} of {m['n_compositions']} compositions have a teacher margin "
-              f"under 10 meV/atom between their two lowest phases"
-              + (f" (agreement on the others {100 * margin:.0f}%)" if margin is not None else ""))
-        print("  worst compositions (mean |dE error|, meV/atom): "
-              + ", ".join(f"{k} {v:.0f}" for k, v in m["worst_compositions"].items()))
+        print(
+            "  dE MAE by tilt system: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in m["phase_de_mae_by_tilt"].items())
+            + f"; {m['teacher_margin_below_10_mev']} of {m['n_compositions']} compositions have a teacher margin "
+            f"under 10 meV/atom between their two lowest phases"
+            + (f" (agreement on the others {100 * margin:.0f}%)" if margin is not None else "")
+        )
+        print(
+            "  worst compositions (mean |dE error|, meV/atom): "
+            + ", ".join(f"{k} {v:.0f}" for k, v in m["worst_compositions"].items())
+        )
         c = m["calls"]
         sig = "unqualified (no measured error)" if c["sigma_mev"] is None else f"sigma {c['sigma_mev']:.1f} meV/atom"
         frac = "-" if c["determined_right_fraction"] is None else f"{100 * c['determined_right_fraction']:.0f}%"
         within = "-" if c["teacher_lowest_within"] is None else f"{100 * c['teacher_lowest_within']:.0f}%"
-        print(f"  calls ({sig}): {c['tilted']} tilted, {c['untilted']} untilted, {c['undetermined']} undetermined; "
-              f"determined calls right (teacher's sign of dE_tilt) {c['determined_right']}/{c['determined']} ({frac}); "
-              f"teacher's lowest phase among those within 2 sigma: {within}")
+        print(
+            f"  calls ({sig}): {c['tilted']} tilted, {c['untilted']} untilted, {c['undetermined']} undetermined; "
+            f"determined calls right (teacher's sign of dE_tilt) {c['determined_right']}/{c['determined']} ({frac}); "
+            f"teacher's lowest phase among those within 2 sigma: {within}"
+        )
     if args.update_card and "packaged" in measured:
-        update_card(measured["packaged"], args.n,
-                    {k: v for k, v in measured.items() if k.startswith("chgnet:")})  # fmt: skip
+        update_card(measured["packaged"], args.n, {k: v for k, v in measured.items() if k.startswith("chgnet:")})
 
 
 def update_card(m: dict, n: int, yardsticks: dict | None = None) -> None:
@@ -311,19 +367,26 @@ def update_card(m: dict, n: int, yardsticks: dict | None = None) -> None:
     from dp_screen import __version__
     from dp_screen.mlip.models import update_packaged_model_card
 
-    update_packaged_model_card("phases_vs_teacher", {
-        "summary": f"vs its teacher CHGNet on {n} held-out compositions x 5 tilt systems (teacher single points at "
-                   f"its relaxed geometries): phase energy differences MAE {m['phase_de_mae_mev_atom']:.0f} meV/atom "
-                   f"(teacher's own |dE| {m['teacher_de_mean_abs_mev_atom']:.0f}), lowest phase agrees in "
-                   f"{100 * m['lowest_phase_agreement']:.0f}%, volume within 3% of the teacher's for "
-                   f"{100 * m['volume_within_3pct']:.0f}%, {m['failed'] + m['not_converged']} of {m['n_structures']} "
-                   f"relaxations failed or unconverged"
-                   + "".join(f"; for scale, {y['model']} measured the same way: {y['phase_de_mae_mev_atom']:.0f} "
-                             f"meV/atom, {100 * y['lowest_phase_agreement']:.0f}%, {100 * y['volume_within_3pct']:.0f}%"
-                             for y in (yardsticks or {}).values()),
-        "made_by": "benchmarks/bench_teacher.py --update-card", **m, "dp_screen_version": __version__,
-        **({"yardsticks": yardsticks} if yardsticks else {}),
-    })  # fmt: skip
+    update_packaged_model_card(
+        "phases_vs_teacher",
+        {
+            "summary": f"vs its teacher CHGNet on {n} held-out compositions x 5 tilt systems (teacher single points at "
+            f"its relaxed geometries): phase energy differences MAE {m['phase_de_mae_mev_atom']:.0f} meV/atom "
+            f"(teacher's own |dE| {m['teacher_de_mean_abs_mev_atom']:.0f}), lowest phase agrees in "
+            f"{100 * m['lowest_phase_agreement']:.0f}%, volume within 3% of the teacher's for "
+            f"{100 * m['volume_within_3pct']:.0f}%, {m['failed'] + m['not_converged']} of {m['n_structures']} "
+            f"relaxations failed or unconverged"
+            + "".join(
+                f"; for scale, {y['model']} measured the same way: {y['phase_de_mae_mev_atom']:.0f} "
+                f"meV/atom, {100 * y['lowest_phase_agreement']:.0f}%, {100 * y['volume_within_3pct']:.0f}%"
+                for y in (yardsticks or {}).values()
+            ),
+            "made_by": "benchmarks/bench_teacher.py --update-card",
+            **m,
+            "dp_screen_version": __version__,
+            **({"yardsticks": yardsticks} if yardsticks else {}),
+        },
+    )
 
 
 if __name__ == "__main__":

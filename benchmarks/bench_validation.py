@@ -52,9 +52,23 @@ def main() -> None:
         print(f"CP2K: {done['validated']} single points in {time.perf_counter() - t0:.0f} s; errors: {done['errors']}")
         vals = data.validation_table(settings)
         pd.set_option("display.width", 160)
-        print(vals[["formula", "start_tilt", "space_group", "n_atoms", "dft_energy_per_atom", "mlip_energy_per_atom",
-                    "force_mae", "stress_mae_gpa"]].to_string(index=False))  # fmt: skip
-        print(trends.parity_table(vals)[["formula", "start_tilt", "dft_rel_mev", "mlip_rel_mev"]].to_string(index=False))
+        print(
+            vals[
+                [
+                    "formula",
+                    "start_tilt",
+                    "space_group",
+                    "n_atoms",
+                    "dft_energy_per_atom",
+                    "mlip_energy_per_atom",
+                    "force_mae",
+                    "stress_mae_gpa",
+                ]
+            ].to_string(index=False)
+        )
+        print(
+            trends.parity_table(vals)[["formula", "start_tilt", "dft_rel_mev", "mlip_rel_mev"]].to_string(index=False)
+        )
         print(trends.parity_stats(vals).T.to_string())
         if args.out:
             print("report:", write_report(args.out, settings).html)

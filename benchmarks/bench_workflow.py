@@ -42,9 +42,20 @@ def stub_model(*_args, **_kwargs) -> LoadedModel:
 
 
 def stub_relax(structures, model, settings=None, progress=None):
-    out = [RelaxResult(structure=s, energy=-5.0 * len(s), energy_per_atom=-5.0, max_force=0.0, max_stress_gpa=0.0,
-                       stress_gpa=[[0.0] * 3] * 3, n_steps=0, converged=True, initial_volume=s.volume)
-           for s in structures]  # fmt: skip
+    out = [
+        RelaxResult(
+            structure=s,
+            energy=-5.0 * len(s),
+            energy_per_atom=-5.0,
+            max_force=0.0,
+            max_stress_gpa=0.0,
+            stress_gpa=[[0.0] * 3] * 3,
+            n_steps=0,
+            converged=True,
+            initial_volume=s.volume,
+        )
+        for s in structures
+    ]
     if progress:
         progress(len(out))
     return out
@@ -76,10 +87,13 @@ def main() -> None:
     EmbeddedServer(db).start()
     try:
         maker = ScreeningFlowMaker(
-            campaign="bench", limit=args.compositions, chunk_size=args.chunk_size,
-            enumeration=EnumerationSettings(bv_filter="any"), build=BuildMaker(settings=BuildSettings()),
+            campaign="bench",
+            limit=args.compositions,
+            chunk_size=args.chunk_size,
+            enumeration=EnumerationSettings(bv_filter="any"),
+            build=BuildMaker(settings=BuildSettings()),
             relax=RelaxMaker(model="stub"),
-        )  # fmt: skip
+        )
         flow = maker.make(db.model_dump(mode="json"))
         t0 = time.perf_counter()
         responses = run_locally(flow, store=get_job_store(db), create_folders=False, log=False, ensure_success=True)
@@ -94,8 +108,10 @@ def main() -> None:
         EmbeddedServer(db).stop()
     machinery = relax_s - TIMERS["phase"]
     per_phase = TIMERS["phase"] / max(TIMERS["phase_n"], 1)
-    print(f"{args.compositions} compositions, {n} structures (chunks of {args.chunk_size} compositions), "
-          f"whole flow {total:.0f} s on this 2-core machine")
+    print(
+        f"{args.compositions} compositions, {n} structures (chunks of {args.chunk_size} compositions), "
+        f"whole flow {total:.0f} s on this 2-core machine"
+    )
     print(f"  build (BVM, stored):             {1e3 * build_s / n:7.2f} ms/structure")
     print(f"  relax-job machinery (no model):  {1e3 * machinery / n:7.2f} ms/structure (read, write, summaries)")
     print(f"  phase identification (spglib):   {1e3 * per_phase:7.2f} ms/structure")
@@ -103,10 +119,12 @@ def main() -> None:
     full = 220_570 * 5
     gpu_s = full * mean_atoms * args.steps * args.us_per_atom_step * 1e-6
     cpu_s = full * (machinery / n + per_phase)
-    print(f"projection, full campaign ({full} structures, {mean_atoms:.1f} atoms each, {args.steps:.0f} FIRE steps): "
-          f"MLIP on one H100 {gpu_s / 3600:.1f} h ({args.us_per_atom_step} us/atom-step, published MACE-large); "
-          f"machinery + phase identification {cpu_s / 3600:.1f} CPU-core-h "
-          f"(overlaps the GPU work when chunks run on several CPU cores; {cpu_s / 3600 / 16:.1f} h on 16 cores)")
+    print(
+        f"projection, full campaign ({full} structures, {mean_atoms:.1f} atoms each, {args.steps:.0f} FIRE steps): "
+        f"MLIP on one H100 {gpu_s / 3600:.1f} h ({args.us_per_atom_step} us/atom-step, published MACE-large); "
+        f"machinery + phase identification {cpu_s / 3600:.1f} CPU-core-h "
+        f"(overlaps the GPU work when chunks run on several CPU cores; {cpu_s / 3600 / 16:.1f} h on 16 cores)"
+    )
 
 
 if __name__ == "__main__":

@@ -50,10 +50,14 @@ def throughput(structures, model, settings, ase: bool = False) -> dict:
     results = (relax_structures_ase if ase else relax_structures)(structures, model, settings)
     seconds = time.perf_counter() - t0
     atom_steps = sum(len(r.structure) * max(r.n_steps, 1) for r in results)
-    return {"seconds": seconds, "structures_per_s": len(results) / seconds, "atom_steps_per_s": atom_steps / seconds,
-            "mean_steps": sum(r.n_steps for r in results) / len(results),
-            "mean_atoms": sum(len(r.structure) for r in results) / len(results),
-            "converged": sum(r.converged for r in results) / len(results)}  # fmt: skip
+    return {
+        "seconds": seconds,
+        "structures_per_s": len(results) / seconds,
+        "atom_steps_per_s": atom_steps / seconds,
+        "mean_steps": sum(r.n_steps for r in results) / len(results),
+        "mean_atoms": sum(len(r.structure) for r in results) / len(results),
+        "converged": sum(r.converged for r in results) / len(results),
+    }
 
 
 def largest_batch(structures, model) -> int | None:
@@ -76,28 +80,41 @@ def check(args) -> None:
 
     structures = sample_structures(args.n)
     settings = RelaxSettings(max_steps=args.max_steps)
-    print(f"{len(structures)} structures ({sum(len(s) for s in structures) / len(structures):.1f} atoms on average), "
-          f"FIRE fmax {settings.fmax} eV/A, max |stress| {settings.max_stress_gpa} GPa, <= {args.max_steps} steps",
-          flush=True)  # fmt: skip
+    print(
+        f"{len(structures)} structures ({sum(len(s) for s in structures) / len(structures):.1f} atoms on average), "
+        f"FIRE fmax {settings.fmax} eV/A, max |stress| {settings.max_stress_gpa} GPa, <= {args.max_steps} steps",
+        flush=True,
+    )
     rows = {}
     for dtype in ("float32", "float64"):
         model = load_model(args.model, device=args.device, dtype=dtype)
         rows[f"batched {dtype}"] = throughput(structures, model, settings)
-        print(f"batched {dtype:7s} on {model.device}: {rows[f'batched {dtype}']['structures_per_s']:.1f} structures/s, "
-              f"{rows[f'batched {dtype}']['atom_steps_per_s']:.3g} atom-steps/s", flush=True)  # fmt: skip
+        print(
+            f"batched {dtype:7s} on {model.device}: {rows[f'batched {dtype}']['structures_per_s']:.1f} structures/s, "
+            f"{rows[f'batched {dtype}']['atom_steps_per_s']:.3g} atom-steps/s",
+            flush=True,
+        )
     model = load_model(args.model, device=args.device, dtype="float32")
     few = structures[: args.ase]
     rows["batched float32 (same as ASE)"] = throughput(few, model, settings)
     rows["ASE one at a time float32"] = throughput(few, model, settings, ase=True)
-    ratio = rows["batched float32 (same as ASE)"]["atom_steps_per_s"] / rows["ASE one at a time float32"]["atom_steps_per_s"]
-    print(f"on the same {len(few)} structures: batched {rows['batched float32 (same as ASE)']['atom_steps_per_s']:.3g} "
-          f"vs ASE {rows['ASE one at a time float32']['atom_steps_per_s']:.3g} atom-steps/s: {ratio:.1f}x", flush=True)
+    ratio = (
+        rows["batched float32 (same as ASE)"]["atom_steps_per_s"]
+        / rows["ASE one at a time float32"]["atom_steps_per_s"]
+    )
+    print(
+        f"on the same {len(few)} structures: batched {rows['batched float32 (same as ASE)']['atom_steps_per_s']:.3g} "
+        f"vs ASE {rows['ASE one at a time float32']['atom_steps_per_s']:.3g} atom-steps/s: {ratio:.1f}x",
+        flush=True,
+    )
     print(f"largest batch that fits (TorchSim's estimate, atoms): {largest_batch(structures, model)}")
     best = rows["batched float32"]
     hours = FULL_SPACE * best["mean_atoms"] * best["mean_steps"] / best["atom_steps_per_s"] / 3600
     print(f"float32 / float64 throughput: {best['atom_steps_per_s'] / rows['batched float64']['atom_steps_per_s']:.2f}")
-    print(f"whole default space ({FULL_SPACE:,d} relaxations, {best['mean_steps']:.0f} steps of "
-          f"{best['mean_atoms']:.1f} atoms on average): {hours:.1f} hours on this {model.device} at the float32 rate")
+    print(
+        f"whole default space ({FULL_SPACE:,d} relaxations, {best['mean_steps']:.0f} steps of "
+        f"{best['mean_atoms']:.1f} atoms on average): {hours:.1f} hours on this {model.device} at the float32 rate"
+    )
     wait = device_wait(args)
     project_cs(best, wait)
 
@@ -109,8 +126,9 @@ def device_wait(args) -> dict:
     import tempfile
     from pathlib import Path
 
-    import dp_screen.jobs.relax as relax_job
     from bench_pipeline import prepared_store
+
+    import dp_screen.jobs.relax as relax_job
 
     inside = [0.0]
     real = relax_job.relax_structures
@@ -132,8 +150,11 @@ def device_wait(args) -> dict:
         finally:
             relax_job.relax_structures = real
     out = {"structures": res["relaxed"], "wall_s": wall, "device_s": inside[0], "wait_share": 1 - inside[0] / wall}
-    print(f"relax job on {res['relaxed']} structures: {wall:.1f} s wall, {inside[0]:.1f} s in the model and optimiser: "
-          f"the device waits for the CPU {100 * out['wait_share']:.0f}% of the job (job start included)", flush=True)
+    print(
+        f"relax job on {res['relaxed']} structures: {wall:.1f} s wall, {inside[0]:.1f} s in the model and optimiser: "
+        f"the device waits for the CPU {100 * out['wait_share']:.0f}% of the job (job start included)",
+        flush=True,
+    )
     return out
 
 
@@ -146,10 +167,12 @@ def project_cs(best: dict, wait: dict) -> None:
     gpu_h = CS_SUBSET * best["mean_atoms"] * best["mean_steps"] / best["atom_steps_per_s"] / 3600
     cpu_ms = cpu["build_ms"] + cpu["relax_machinery_ms"]
     cpu_h = CS_SUBSET * cpu_ms / 1e3 / (NODE_CORES - 1) / 3600
-    print(f"CsA'BB'X6 campaign ({CS_SUBSET:,d} relaxations) on a {NODE_CORES}-core node with this GPU: GPU {gpu_h:.2f} h "
-          f"at the float32 rate; CPU side {cpu_ms:.1f} ms per structure per core (build {cpu['build_ms']:.1f} + relax "
-          f"machinery {cpu['relax_machinery_ms']:.1f}) = {cpu_h:.2f} h over {NODE_CORES - 1} cores; projected "
-          f"{max(gpu_h, cpu_h):.2f} h, bound by the {'GPU' if gpu_h >= cpu_h else 'CPU'}")  # fmt: skip
+    print(
+        f"CsA'BB'X6 campaign ({CS_SUBSET:,d} relaxations) on a {NODE_CORES}-core node with this GPU: GPU {gpu_h:.2f} h "
+        f"at the float32 rate; CPU side {cpu_ms:.1f} ms per structure per core (build {cpu['build_ms']:.1f} + relax "
+        f"machinery {cpu['relax_machinery_ms']:.1f}) = {cpu_h:.2f} h over {NODE_CORES - 1} cores; projected "
+        f"{max(gpu_h, cpu_h):.2f} h, bound by the {'GPU' if gpu_h >= cpu_h else 'CPU'}"
+    )
 
 
 def _build_chunk(ids: list[str], settings) -> dict:
@@ -184,15 +207,21 @@ def campaign_cs(args) -> None:
         for out in pool.map(_build_chunk, chunks, [settings] * len(chunks)):
             built["built"] += out["built"]
             built["skipped"] += out["skipped"]
-    print(f"built {built['built']} structures ({built['skipped']} already) of {len(ids)} compositions in "
-          f"{time.perf_counter() - t0:.0f} s on {default_workers()} processes", flush=True)  # fmt: skip
+    print(
+        f"built {built['built']} structures ({built['skipped']} already) of {len(ids)} compositions in "
+        f"{time.perf_counter() - t0:.0f} s on {default_workers()} processes",
+        flush=True,
+    )
     t1 = time.perf_counter()
-    relaxed = relax_store(args.model, None, settings, query={"composition_id": {"$in": ids}}, device=args.device,
-                          progress=None)
+    relaxed = relax_store(
+        args.model, None, settings, query={"composition_id": {"$in": ids}}, device=args.device, progress=None
+    )
     seconds = time.perf_counter() - t1
-    print(f"relaxed {relaxed['relaxed']} ({relaxed['converged']} converged, {relaxed['failed']} failed, "
-          f"{relaxed['not_perovskite']} no longer perovskites) in {seconds:.0f} s: "
-          f"{relaxed['relaxed'] / max(seconds, 1e-9):.1f} structures/s; results in {settings.home.resolve()}")
+    print(
+        f"relaxed {relaxed['relaxed']} ({relaxed['converged']} converged, {relaxed['failed']} failed, "
+        f"{relaxed['not_perovskite']} no longer perovskites) in {seconds:.0f} s: "
+        f"{relaxed['relaxed'] / max(seconds, 1e-9):.1f} structures/s; results in {settings.home.resolve()}"
+    )
 
 
 def main() -> None:
@@ -204,7 +233,9 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=300)
     parser.add_argument("--campaign-cs", action="store_true", help="screen the whole CsA'BB'X6 subset instead")
     parser.add_argument("--home", default=".dp_screen_cs", help="project folder of --campaign-cs")
-    parser.add_argument("--cs-limit", type=int, default=None, help="only the first N CsA'BB'X6 compositions (a smoke test)")
+    parser.add_argument(
+        "--cs-limit", type=int, default=None, help="only the first N CsA'BB'X6 compositions (a smoke test)"
+    )
     parser.add_argument("--wait-n", type=int, default=20, help="compositions (x 5 tilts) of the device-wait job")
     args = parser.parse_args()
     (campaign_cs if args.campaign_cs else check)(args)

@@ -90,8 +90,9 @@ def label_with_chgnet(items, batch_size: int = 32):
     for start in range(0, len(structures), 256):
         preds = model.predict_structure(structures[start : start + 256], task="efs", batch_size=batch_size)
         for (cid, s), p in zip(items[start : start + 256], preds, strict=True):
-            labelled.append(LabelledStructure(s, float(p["e"]) * len(s), np.asarray(p["f"]), np.asarray(p["s"]),
-                                              source=cid))  # fmt: skip
+            labelled.append(
+                LabelledStructure(s, float(p["e"]) * len(s), np.asarray(p["f"]), np.asarray(p["s"]), source=cid)
+            )
         print(f"  labelled {len(labelled)}/{len(structures)} ({time.time() - t0:.0f} s)", flush=True)
     return labelled
 
@@ -107,8 +108,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--work", default=str(ROOT / ".dp_screen" / "distill"))
     parser.add_argument("--labels", default=None, help="use these labels (extxyz) instead of the teacher")
-    parser.add_argument("--refine-epochs", type=int, default=8,
-                        help="second stage: fine-tune the first model with a heavier stress weight (volumes)")
+    parser.add_argument(
+        "--refine-epochs",
+        type=int,
+        default=8,
+        help="second stage: fine-tune the first model with a heavier stress weight (volumes)",
+    )
     parser.add_argument("--refine-stress-weight", type=float, default=300.0)
     parser.add_argument("--from-model", default=None, help="skip the first stage: refine this model")
     parser.add_argument("--out", default=str(ROOT / "src/dp_screen/data/models/dp_screen_default.model"))
@@ -132,28 +137,51 @@ def main() -> None:
     train = [x for x, s in zip(labelled, sources, strict=True) if s not in held_out]
     test = [x for x, s in zip(labelled, sources, strict=True) if s in held_out]
     print(f"train {len(train)} structures, held-out test {len(test)} ({len(held_out)} compositions)")
-    settings = TrainSettings(epochs=args.epochs, lr=0.01, batch_size=8, dtype="float32", num_channels=args.channels,
-                             max_l=0, r_max=5.0, num_interactions=2, correlation=2, forces_weight=10.0,
-                             stress_weight=10.0, seed=args.seed, extra={"--ema": None, "--ema_decay": "0.99"})  # fmt: skip
+    settings = TrainSettings(
+        epochs=args.epochs,
+        lr=0.01,
+        batch_size=8,
+        dtype="float32",
+        num_channels=args.channels,
+        max_l=0,
+        r_max=5.0,
+        num_interactions=2,
+        correlation=2,
+        forces_weight=10.0,
+        stress_weight=10.0,
+        seed=args.seed,
+        extra={"--ema": None, "--ema_decay": "0.99"},
+    )
     t0 = time.time()
     if args.from_model:
         first = Path(args.from_model)
     else:
-        result = train_mace(train, settings, work / "train", name="dp_screen_default", test=test,
-                            models_dir=work / "models")  # fmt: skip
+        result = train_mace(
+            train, settings, work / "train", name="dp_screen_default", test=test, models_dir=work / "models"
+        )
         first = result.model_path
         print(f"stage 1 trained in {time.time() - t0:.0f} s: {first}")
     if args.refine_epochs:
         # stress is learnt in eV/A^3, where its errors are numerically tiny: a second stage with a heavier stress
         # weight fixes the equilibrium volumes (stage 1 alone: Cs2AgBiCl6 -8% against experiment)
         # e0s/keep_elements pinned to what made the packaged model (the defaults before 0.4.0)
-        refine = TrainSettings(foundation=str(first), multihead=False, epochs=args.refine_epochs, lr=0.005,
-                               e0s="average", keep_elements=False,
-                               batch_size=8, dtype="float32", forces_weight=10.0,
-                               stress_weight=args.refine_stress_weight, seed=args.seed,
-                               extra={"--ema": None, "--ema_decay": "0.99"})  # fmt: skip
-        result = train_mace(train, refine, work / "refine", name="dp_screen_default_refined", test=test,
-                            models_dir=work / "models")  # fmt: skip
+        refine = TrainSettings(
+            foundation=str(first),
+            multihead=False,
+            epochs=args.refine_epochs,
+            lr=0.005,
+            e0s="average",
+            keep_elements=False,
+            batch_size=8,
+            dtype="float32",
+            forces_weight=10.0,
+            stress_weight=args.refine_stress_weight,
+            seed=args.seed,
+            extra={"--ema": None, "--ema_decay": "0.99"},
+        )
+        result = train_mace(
+            train, refine, work / "refine", name="dp_screen_default_refined", test=test, models_dir=work / "models"
+        )
         print(f"stage 2 (stress weight {args.refine_stress_weight}) done at {time.time() - t0:.0f} s")
     elif args.from_model:
         raise SystemExit("--from-model needs --refine-epochs > 0")
@@ -161,11 +189,17 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(result.model_path, out)
     card = {
-        "model": out.name, "sha256": result.sha256, "teacher": "CHGNet 0.3.0 (chgnet package)",
-        "training_structures": len(train), "test_structures": len(test), "test_compositions": len(held_out),
-        "errors_vs_teacher": result.errors, "settings": result.settings,
-        "made_by": "scripts/make_default_model.py", "args": vars(args),
-    }  # fmt: skip
+        "model": out.name,
+        "sha256": result.sha256,
+        "teacher": "CHGNet 0.3.0 (chgnet package)",
+        "training_structures": len(train),
+        "test_structures": len(test),
+        "test_compositions": len(held_out),
+        "errors_vs_teacher": result.errors,
+        "settings": result.settings,
+        "made_by": "scripts/make_default_model.py",
+        "args": vars(args),
+    }
     out.with_suffix(".json").write_text(json.dumps(card, indent=2, default=str))
     print(json.dumps(result.errors, indent=2))
 

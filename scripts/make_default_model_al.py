@@ -64,19 +64,43 @@ def main() -> None:
         start.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(default_model_path(), start)
     loop = LoopSettings(
-        loop_id=loop_id, oracle="chgnet", selection=args.selection, rounds=args.rounds, per_round=args.per_round,
-        per_composition=args.cap, committee_size=3, start_model=str(start), frames_every=20,
+        loop_id=loop_id,
+        oracle="chgnet",
+        selection=args.selection,
+        rounds=args.rounds,
+        per_round=args.per_round,
+        per_composition=args.cap,
+        committee_size=3,
+        start_model=str(start),
+        frames_every=20,
         relax=RelaxSettings(max_steps=200),
-        train=TrainSettings(epochs=args.epochs, lr=0.005, batch_size=8, dtype="float32", energy_weight=50.0,
-                            forces_weight=10.0, stress_weight=args.stress_weight, extra={"--ema": None, "--ema_decay": "0.99"}),
+        train=TrainSettings(
+            epochs=args.epochs,
+            lr=0.005,
+            batch_size=8,
+            dtype="float32",
+            energy_weight=50.0,
+            forces_weight=10.0,
+            stress_weight=args.stress_weight,
+            extra={"--ema": None, "--ema_decay": "0.99"},
+        ),
         seed=3,
-    )  # fmt: skip
+    )
     t0 = time.time()
     rounds = run_loop(loop, pool, held, db, progress=lambda m: print(f"[{time.time() - t0:6.0f} s] {m}", flush=True))
     for rd in rounds:
-        print(json.dumps({"round": rd["round"], "selection": rd["selection"], "n_train": rd.get("n_train"),
-                          "metrics": rd.get("metrics"), "seconds": [rd.get("seconds_prepare"), rd.get("seconds_train")]},
-                         default=str))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "round": rd["round"],
+                    "selection": rd["selection"],
+                    "n_train": rd.get("n_train"),
+                    "metrics": rd.get("metrics"),
+                    "seconds": [rd.get("seconds_prepare"), rd.get("seconds_train")],
+                },
+                default=str,
+            )
+        )
     if args.install:
         last = LoopStore(db).round(loop_id, args.rounds)
         member = Path(last["members"]["0"]["path"])
@@ -90,21 +114,30 @@ def main() -> None:
 
         held_labels = [as_labelled(d) for d in LoopStore(db).labels(loop_id, split="held_out", status="labelled")]
         card = {
-            "model": out.name, "sha256": file_sha256(out), "teacher": "CHGNet 0.3.0 (chgnet package)",
+            "model": out.name,
+            "sha256": file_sha256(out),
+            "teacher": "CHGNet 0.3.0 (chgnet package)",
             "made_by": "scripts/make_default_model.py, then scripts/make_default_model_al.py",
-            "active_learning": {"loop_id": loop_id, "rounds": args.rounds, "labels": last.get("n_train"),
-                                "held_out_metrics": last.get("metrics"), "start_model_sha256": old.get("sha256"),
-                                "settings": last.get("settings"), "args": vars(args),
-                                "per_round": [{"round": rd["round"], "metrics": rd.get("metrics")} for rd in rounds],
-                                "wall_time_s": sum((rd.get("seconds_prepare") or 0) + (rd.get("seconds_train") or 0)
-                                                   for rd in rounds)},
+            "active_learning": {
+                "loop_id": loop_id,
+                "rounds": args.rounds,
+                "labels": last.get("n_train"),
+                "held_out_metrics": last.get("metrics"),
+                "start_model_sha256": old.get("sha256"),
+                "settings": last.get("settings"),
+                "args": vars(args),
+                "per_round": [{"round": rd["round"], "metrics": rd.get("metrics")} for rd in rounds],
+                "wall_time_s": sum((rd.get("seconds_prepare") or 0) + (rd.get("seconds_train") or 0) for rd in rounds),
+            },
             # on the loop's held-out set: structures of 10 compositions x 5 tilt systems relaxed by the start model
-            "errors_vs_teacher": {"test": model_errors(out, held_labels, dtype="float32"),
-                                  "start_model_test": model_errors(start, held_labels, dtype="float32"),
-                                  "test_set": f"the held-out set of loop {loop_id}: {len(held_labels)} relaxed "
-                                              "structures of compositions outside its pool"},
+            "errors_vs_teacher": {
+                "test": model_errors(out, held_labels, dtype="float32"),
+                "start_model_test": model_errors(start, held_labels, dtype="float32"),
+                "test_set": f"the held-out set of loop {loop_id}: {len(held_labels)} relaxed "
+                "structures of compositions outside its pool",
+            },
             "previous": old,
-        }  # fmt: skip
+        }
         card_path.write_text(json.dumps(card, indent=2, default=str))
         print(f"installed {member} as {out} (sha256 {card['sha256'][:12]})")
 

@@ -77,8 +77,9 @@ def candidates(args, work: Path, start: Path, exclude: set[str], seed: int, say)
         if done[0] // 100 != (done[0] - n) // 100 or done[0] == len(items):
             say(f"  relaxed {done[0]}/{len(items)}")
 
-    results = relax_structures([s for s, _ in items], model, RelaxSettings(max_steps=200), progress=progress,
-                               frames_every=10)  # fmt: skip
+    results = relax_structures(
+        [s for s, _ in items], model, RelaxSettings(max_steps=200), progress=progress, frames_every=10
+    )
     out = []
     for (s, meta), res in zip(items, results, strict=True):
         cid = meta["composition_id"]
@@ -167,20 +168,42 @@ def train_round(args, r: int, rdir: Path, start: Path, labelled, held: set[str],
     comps = {x.source.split("|")[0] for x in labelled}
     train = [x for x in labelled if x.source.split("|")[0] not in held]
     test = [x for x in labelled if x.source.split("|")[0] in held]
-    say(f"round {r}: train {len(train)} structures, test {len(test)} ({len(held)} compositions); fine-tuning "
-        f"{start.name}")  # fmt: skip
-    settings = TrainSettings(foundation=str(start), multihead=False, epochs=args.epochs, lr=args.lr, batch_size=8,
-                             dtype="float32", energy_reference=args.energy_reference,
-                             energy_weight=_at(args.energy_weight, r), forces_weight=10.0,
-                             stress_weight=_at(args.stress_weight, r), seed=args.seed,
-                             extra={"--ema": None, "--ema_decay": "0.99"})  # fmt: skip
+    say(
+        f"round {r}: train {len(train)} structures, test {len(test)} ({len(held)} compositions); fine-tuning "
+        f"{start.name}"
+    )
+    settings = TrainSettings(
+        foundation=str(start),
+        multihead=False,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=8,
+        dtype="float32",
+        energy_reference=args.energy_reference,
+        energy_weight=_at(args.energy_weight, r),
+        forces_weight=10.0,
+        stress_weight=_at(args.stress_weight, r),
+        seed=args.seed,
+        extra={"--ema": None, "--ema_decay": "0.99"},
+    )
     t0 = time.time()
-    result = train_mace(train, settings, rdir / "train", name=f"dp_screen_default_tilts_r{r}", test=test,
-                        models_dir=rdir / "models")  # fmt: skip
-    res = {"round": r, "model_path": str(result.model_path), "sha256": result.sha256, "errors": result.errors,
-           "start_model": str(start), "start_errors_on_test": model_errors(start, test, dtype="float32"),
-           "settings": result.settings, "train_s": round(time.time() - t0), "n_train": len(train),
-           "n_test": len(test), "n_test_compositions": len(held), "n_compositions": len(comps)}  # fmt: skip
+    result = train_mace(
+        train, settings, rdir / "train", name=f"dp_screen_default_tilts_r{r}", test=test, models_dir=rdir / "models"
+    )
+    res = {
+        "round": r,
+        "model_path": str(result.model_path),
+        "sha256": result.sha256,
+        "errors": result.errors,
+        "start_model": str(start),
+        "start_errors_on_test": model_errors(start, test, dtype="float32"),
+        "settings": result.settings,
+        "train_s": round(time.time() - t0),
+        "n_train": len(train),
+        "n_test": len(test),
+        "n_test_compositions": len(held),
+        "n_compositions": len(comps),
+    }
     result_file.write_text(json.dumps(res, indent=2, default=str))
     return res
 
@@ -193,29 +216,47 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--compositions", type=int, default=250, help="new compositions per round")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="rounds to run (one round per step of the packaged model; round 2 measured worse, README)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="rounds to run (one round per step of the packaged model; round 2 measured worse, README)",
+    )
     parser.add_argument("--seed", type=int, default=31, help="round r draws its compositions with seed + r - 1")
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--energy-weight", type=_floats, default=[50.0, 200.0],
-                        help="loss weight of the energy, per round (comma-separated; the last one repeats)")
+    parser.add_argument(
+        "--energy-weight",
+        type=_floats,
+        default=[50.0, 200.0],
+        help="loss weight of the energy, per round (comma-separated; the last one repeats)",
+    )
     parser.add_argument("--stress-weight", type=_floats, default=[300.0, 1000.0], help="the same for the stress")
     parser.add_argument("--lr", type=float, default=0.005)
-    parser.add_argument("--energy-reference", choices=ENERGY_REFERENCES, default="absolute",
-                        help="per_composition: each composition's labels moved by one energy per atom onto the start "
-                             "model's mean for it, so the fine-tune fits energies within a composition (phase "
-                             "differences) and not each composition's absolute level (mlip.training.composition_offsets)")
+    parser.add_argument(
+        "--energy-reference",
+        choices=ENERGY_REFERENCES,
+        default="absolute",
+        help="per_composition: each composition's labels moved by one energy per atom onto the start "
+        "model's mean for it, so the fine-tune fits energies within a composition (phase "
+        "differences) and not each composition's absolute level (mlip.training.composition_offsets)",
+    )
     parser.add_argument("--start", default=None, help="model to refine (default: the packaged one, kept aside)")
     parser.add_argument("--work", default=str(ROOT / ".dp_screen" / "tilts"))
-    parser.add_argument("--with-labels", type=lambda t: [x for x in t.split(",") if x], default=[],
-                        help="work directories of earlier runs (comma-separated) whose labels are trained on too: "
-                             "their held-out compositions stay in the test set, none of their compositions is drawn "
-                             "again; with --compositions 0 a round draws nothing new")  # fmt: skip
+    parser.add_argument(
+        "--with-labels",
+        type=lambda t: [x for x in t.split(",") if x],
+        default=[],
+        help="work directories of earlier runs (comma-separated) whose labels are trained on too: "
+        "their held-out compositions stay in the test set, none of their compositions is drawn "
+        "again; with --compositions 0 a round draws nothing new",
+    )
     parser.add_argument("--install", action="store_true", help="install the last round's model as the packaged default")
     args = parser.parse_args()
     if args.compositions < 0 or (args.compositions == 0 and not args.with_labels):
-        parser.error(f"--compositions {args.compositions}: a round needs new compositions (> 0), or 0 with "
-                     "--with-labels (fine-tune on earlier runs' labels only)")
+        parser.error(
+            f"--compositions {args.compositions}: a round needs new compositions (> 0), or 0 with "
+            "--with-labels (fine-tune on earlier runs' labels only)"
+        )
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     t_all = time.time()
@@ -276,23 +317,50 @@ def main() -> None:
         last = rounds[-1]
         made_by = "scripts/make_default_model.py, then scripts/make_default_model_tilts.py"
         if start_card and "tilt_sets" in start_card:  # a refinement of a model this script made: say so
-            made_by = (f"{old.get('made_by', made_by)}, then scripts/make_default_model_tilts.py again on "
-                       "new compositions (tilt_sets.args; the model it refined: previous)")
+            made_by = (
+                f"{old.get('made_by', made_by)}, then scripts/make_default_model_tilts.py again on "
+                "new compositions (tilt_sets.args; the model it refined: previous)"
+            )
         card = {
-            "model": out.name, "sha256": file_sha256(out), "teacher": "CHGNet 0.3.0 (chgnet package)",
+            "model": out.name,
+            "sha256": file_sha256(out),
+            "teacher": "CHGNet 0.3.0 (chgnet package)",
             "made_by": made_by,
-            "tilt_sets": {"rounds": len(rounds), "compositions": last["n_compositions"], "labels": len(labelled),
-                          "excluded": excluded,
-                          "start_model_sha256": file_sha256(first_start), "args": vars(args),
-                          "per_round": [{k: rd[k] for k in ("round", "sha256", "n_train", "n_test", "errors",
-                                                            "start_errors_on_test", "settings", "timings_s")} for rd in rounds]},
-            "errors_vs_teacher": {"test": last["errors"]["test"], "train": last["errors"]["train"],
-                                  "start_model_test": last["start_errors_on_test"],
-                                  "test_set": f"{last['n_test']} structures (BVM starts, path frames, relaxed ends) "
-                                              f"of {last['n_test_compositions']} compositions outside the training "
-                                              "set"},
-            "settings": last["settings"], "previous": old,
-        }  # fmt: skip
+            "tilt_sets": {
+                "rounds": len(rounds),
+                "compositions": last["n_compositions"],
+                "labels": len(labelled),
+                "excluded": excluded,
+                "start_model_sha256": file_sha256(first_start),
+                "args": vars(args),
+                "per_round": [
+                    {
+                        k: rd[k]
+                        for k in (
+                            "round",
+                            "sha256",
+                            "n_train",
+                            "n_test",
+                            "errors",
+                            "start_errors_on_test",
+                            "settings",
+                            "timings_s",
+                        )
+                    }
+                    for rd in rounds
+                ],
+            },
+            "errors_vs_teacher": {
+                "test": last["errors"]["test"],
+                "train": last["errors"]["train"],
+                "start_model_test": last["start_errors_on_test"],
+                "test_set": f"{last['n_test']} structures (BVM starts, path frames, relaxed ends) "
+                f"of {last['n_test_compositions']} compositions outside the training "
+                "set",
+            },
+            "settings": last["settings"],
+            "previous": old,
+        }
         card_path.write_text(json.dumps(card, indent=2, default=str))
         say(f"installed {start} as {out} (sha256 {card['sha256'][:12]})")
 

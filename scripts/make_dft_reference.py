@@ -24,7 +24,7 @@ import json
 import re
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 # (A, A', B, B', X) with oxidation states; chosen across X = O, F, Cl, Br, I and across A / B chemistries
@@ -74,9 +74,16 @@ def relaxed_cells(species_list, tilts, model):
     for key, res in zip(keys, results, strict=True):
         prim = SpacegroupAnalyzer(res.structure, symprec=1e-3).find_primitive(keep_site_properties=True)
         sga = SpacegroupAnalyzer(prim, symprec=1e-3)
-        out[key] = (prim, {"mlip_energy_per_atom": res.energy_per_atom, "converged": bool(res.converged),
-                           "n_steps": int(res.n_steps), "space_group": int(sga.get_space_group_number()),
-                           "relax_settings": settings.as_dict()})  # fmt: skip
+        out[key] = (
+            prim,
+            {
+                "mlip_energy_per_atom": res.energy_per_atom,
+                "converged": bool(res.converged),
+                "n_steps": int(res.n_steps),
+                "space_group": int(sga.get_space_group_number()),
+                "relax_settings": settings.as_dict(),
+            },
+        )
     return out
 
 
@@ -91,11 +98,13 @@ def write_card(out_dir: Path, points: list[dict], args, model_sha: str) -> None:
     cpu_s = sum(p.get("wall_time_s", 0.0) * p.get("settings", {}).get("nproc", 1) for p in done)
     card = {
         "what": "CP2K single points at the packaged model's relaxed geometries (rock-salt B ordering, 10-atom "
-                "primitive cells), for checking MLIP phase energies, forces and stresses against DFT",
-        "made_by": "scripts/make_dft_reference.py", "updated": datetime.now(timezone.utc).isoformat(),
+        "primitive cells), for checking MLIP phase energies, forces and stresses against DFT",
+        "made_by": "scripts/make_dft_reference.py",
+        "updated": datetime.now(UTC).isoformat(),
         "geometry_model_sha256": model_sha,
         "tilts": list(args.tilts.split(",")),
-        "n_points": len(done), "n_scf_converged": sum(bool(p.get("scf_converged")) for p in done),
+        "n_points": len(done),
+        "n_scf_converged": sum(bool(p.get("scf_converged")) for p in done),
         "n_failed": len(points) - len(done),
         "failures": {p["key"]: p["error"] for p in points if p.get("error")},
         "compositions": sorted({p["formula"] for p in done}),
@@ -105,11 +114,13 @@ def write_card(out_dir: Path, points: list[dict], args, model_sha: str) -> None:
         # accepted on the energy criterion (CP2KSettings.ediff_per_atom), not on EPS_SCF
         "scf_energy_accepted_points": sorted(p["key"] for p in done if p.get("scf_converged_by") == "energy"),
         "cp2k_versions": sorted({p.get("cp2k_version") or "?" for p in done}),
-        "cost": {"cp2k_core_hours": round(cpu_s / 3600, 3),
-                 "wall_hours": round(sum(p.get("wall_time_s", 0.0) for p in done) / 3600, 3),
-                 "machine": "2-core x86 CPU (the development machine), MPI over nproc processes, 1 OpenMP thread"},
+        "cost": {
+            "cp2k_core_hours": round(cpu_s / 3600, 3),
+            "wall_hours": round(sum(p.get("wall_time_s", 0.0) for p in done) / 3600, 3),
+            "machine": "2-core x86 CPU (the development machine), MPI over nproc processes, 1 OpenMP thread",
+        },
         "settings": done[0]["settings"] if done else None,
-    }  # fmt: skip
+    }
     (out_dir / "card.json").write_text(json.dumps(card, indent=1) + "\n")
 
 
@@ -126,13 +137,22 @@ def main() -> None:
     parser.add_argument("--tilts", default=",".join(REFERENCE_TILTS))
     parser.add_argument("--only", choices=("closed", "open"), default=None)
     parser.add_argument("--limit", type=int, default=None, help="at most this many new points")
-    parser.add_argument("--formulas", default=None,
-                        help="comma-separated formulas of the chosen set to compute, in this order (default: all)")
-    parser.add_argument("--retry-unconverged", action="store_true",
-                        help="recompute the points stored as failed or SCF-unconverged (e.g. after new SCF fallbacks)")
-    parser.add_argument("--scf-fallbacks", default=None,
-                        help="JSON list of CP2KSettings overrides tried in turn when the SCF does not converge "
-                             "(default: CP2KSettings' own); recorded with each point's settings")
+    parser.add_argument(
+        "--formulas",
+        default=None,
+        help="comma-separated formulas of the chosen set to compute, in this order (default: all)",
+    )
+    parser.add_argument(
+        "--retry-unconverged",
+        action="store_true",
+        help="recompute the points stored as failed or SCF-unconverged (e.g. after new SCF fallbacks)",
+    )
+    parser.add_argument(
+        "--scf-fallbacks",
+        default=None,
+        help="JSON list of CP2KSettings overrides tried in turn when the SCF does not converge "
+        "(default: CP2KSettings' own); recorded with each point's settings",
+    )
     parser.add_argument("--out", default=None, help="folder of points.jsonl and card.json (default: the package's)")
     args = parser.parse_args()
     overrides = {}
@@ -140,9 +160,13 @@ def main() -> None:
         try:
             fallbacks = json.loads(args.scf_fallbacks)
         except json.JSONDecodeError as exc:
-            raise SystemExit(f"--scf-fallbacks {args.scf_fallbacks!r} is not JSON ({exc}); give a list of dicts") from exc
+            raise SystemExit(
+                f"--scf-fallbacks {args.scf_fallbacks!r} is not JSON ({exc}); give a list of dicts"
+            ) from exc
         if not isinstance(fallbacks, list):
-            raise SystemExit(f"--scf-fallbacks {args.scf_fallbacks!r}: give a JSON list of dicts of CP2KSettings fields")
+            raise SystemExit(
+                f"--scf-fallbacks {args.scf_fallbacks!r}: give a JSON list of dicts of CP2KSettings fields"
+            )
         overrides["scf_fallbacks"] = tuple(fallbacks)
     try:
         cp2k = CP2KSettings(nproc=args.nproc, **overrides)
@@ -152,7 +176,9 @@ def main() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     points_file = out_dir / "points.jsonl"
     # the open-shell ones after the first eight closed-shell ones, so that a run cut short has some of each
-    chosen = {"closed": CLOSED_SHELL, "open": OPEN_SHELL}.get(args.only, CLOSED_SHELL[:8] + OPEN_SHELL + CLOSED_SHELL[8:])
+    chosen = {"closed": CLOSED_SHELL, "open": OPEN_SHELL}.get(
+        args.only, CLOSED_SHELL[:8] + OPEN_SHELL + CLOSED_SHELL[8:]
+    )
     species = [SiteSpeciesSet(*row) for row in chosen]
     if args.formulas:
         known = {sp.formula: sp for sp in species}
@@ -185,10 +211,17 @@ def main() -> None:
     for n, (sp, tilt) in enumerate(todo, start=1):
         key = point_key(sp.formula, tilt)
         structure, relax = cells[(sp.formula, tilt)]
-        point = {"key": key, "formula": sp.formula, "tilt": tilt, "ordering": "rocksalt",
-                 "species": {"A": sp.A, "A2": sp.A2, "B": sp.B, "B2": sp.B2, "X": sp.X},
-                 "n_atoms": len(structure), "structure": structure.as_dict(), "geometry_model_sha256": model_sha,
-                 **relax}  # fmt: skip
+        point = {
+            "key": key,
+            "formula": sp.formula,
+            "tilt": tilt,
+            "ordering": "rocksalt",
+            "species": {"A": sp.A, "A2": sp.A2, "B": sp.B, "B2": sp.B2, "X": sp.X},
+            "n_atoms": len(structure),
+            "structure": structure.as_dict(),
+            "geometry_model_sha256": model_sha,
+            **relax,
+        }
         t0 = time.perf_counter()
         try:
             res = dft_single_point(structure, cp2k, work / key.replace("|", "_"))
@@ -202,11 +235,16 @@ def main() -> None:
             fh.write(json.dumps(point) + "\n")
         points.append(point)
         write_card(out_dir, points, args, model_sha)
-        status = point.get("error") or (f"E = {point['energy_per_atom']:.4f} eV/atom, {point['method']}, "
-                                        f"SCF {'converged' if point['scf_converged'] else 'NOT converged'} "
-                                        f"({point.get('scf_steps')} steps, {len(point.get('scf_attempts') or [])} attempt(s))")  # fmt: skip
-        print(f"[{n}/{len(todo)}] {key} ({len(structure)} atoms, SG {relax['space_group']}): {status} "
-              f"({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
+        status = point.get("error") or (
+            f"E = {point['energy_per_atom']:.4f} eV/atom, {point['method']}, "
+            f"SCF {'converged' if point['scf_converged'] else 'NOT converged'} "
+            f"({point.get('scf_steps')} steps, {len(point.get('scf_attempts') or [])} attempt(s))"
+        )
+        print(
+            f"[{n}/{len(todo)}] {key} ({len(structure)} atoms, SG {relax['space_group']}): {status} "
+            f"({time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

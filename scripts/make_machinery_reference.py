@@ -16,10 +16,12 @@ import json
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "data" / "machinery_reference.json"
-COMPOSITIONS = [(("Sr", 2), ("Sr", 2), ("Co", 2), ("Mo", 6), ("O", -2)),
-                (("Cs", 1), ("Cs", 1), ("Ag", 1), ("Bi", 3), ("Cl", -1)),
-                (("Ba", 2), ("Ba", 2), ("Ca", 2), ("W", 6), ("O", -2)),
-                (("Sr", 2), ("Sr", 2), ("Ti", 4), ("Ti", 4), ("O", -2))]  # fmt: skip
+COMPOSITIONS = [
+    (("Sr", 2), ("Sr", 2), ("Co", 2), ("Mo", 6), ("O", -2)),
+    (("Cs", 1), ("Cs", 1), ("Ag", 1), ("Bi", 3), ("Cl", -1)),
+    (("Ba", 2), ("Ba", 2), ("Ca", 2), ("W", 6), ("O", -2)),
+    (("Sr", 2), ("Sr", 2), ("Ti", 4), ("Ti", 4), ("O", -2)),
+]
 TILTS = ("a0a0a0", "a0a0c-", "a-a-a-", "a0b-b-", "a+b-b-")
 RATTLES = (0.0, 0.004, 0.05, 0.35, 0.8)  # Angstrom: none, below a tolerance, small, large, destructive
 
@@ -39,9 +41,13 @@ def structures():
             s = build_bvm_structure(sp, "rocksalt", tilt).structure
             for amp in RATTLES:
                 strain = np.eye(3) + (amp / 4) * rng.normal(size=(3, 3))
-                moved = Structure(Lattice(s.lattice.matrix @ strain), s.species,
-                                  s.cart_coords @ strain + amp * rng.normal(size=(len(s), 3)),
-                                  coords_are_cartesian=True, site_properties=s.site_properties)  # fmt: skip
+                moved = Structure(
+                    Lattice(s.lattice.matrix @ strain),
+                    s.species,
+                    s.cart_coords @ strain + amp * rng.normal(size=(len(s), 3)),
+                    coords_are_cartesian=True,
+                    site_properties=s.site_properties,
+                )
                 out.append((f"{sp.formula}|{tilt}|{amp}", moved, tilt))
             # targeted deformations that reach the gate's other checks: an A cation pushed out of its cavity, the
             # cell squeezed along one axis (a 7th anion closes in), and sheared hard (octahedra tilt past the bound)
@@ -49,10 +55,19 @@ def structures():
             pushed = s.copy()
             pushed.translate_sites([a_site], [1.6, 0.9, 0.0], frac_coords=False, to_unit_cell=True)
             out.append((f"{sp.formula}|{tilt}|A pushed", pushed, tilt))
-            for name, m in (("squeezed", np.diag([1.0, 1.0, 0.62])), ("sheared", np.array([[1, 0.55, 0], [0, 1, 0],
-                                                                                          [0, 0, 1.0]]))):  # fmt: skip
-                out.append((f"{sp.formula}|{tilt}|{name}", Structure(Lattice(s.lattice.matrix @ m), s.species,
-                            s.frac_coords, site_properties=s.site_properties), tilt))  # fmt: skip
+            for name, m in (
+                ("squeezed", np.diag([1.0, 1.0, 0.62])),
+                ("sheared", np.array([[1, 0.55, 0], [0, 1, 0], [0, 0, 1.0]])),
+            ):
+                out.append(
+                    (
+                        f"{sp.formula}|{tilt}|{name}",
+                        Structure(
+                            Lattice(s.lattice.matrix @ m), s.species, s.frac_coords, site_properties=s.site_properties
+                        ),
+                        tilt,
+                    )
+                )
     return out
 
 
@@ -62,8 +77,13 @@ def answers(structure, tilt) -> dict:
 
     phase = identify_phase(structure, "rocksalt", tilt)
     gate = check_perovskite(structure)
-    return {"space_groups": phase.space_groups, "phase": phase.phase, "candidates": phase.tilt_candidates,
-            "mean_bxb_angle": phase.mean_bxb_angle, "gate": gate.as_dict()}  # fmt: skip
+    return {
+        "space_groups": phase.space_groups,
+        "phase": phase.phase,
+        "candidates": phase.tilt_candidates,
+        "mean_bxb_angle": phase.mean_bxb_angle,
+        "gate": gate.as_dict(),
+    }
 
 
 def main() -> None:

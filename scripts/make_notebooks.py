@@ -62,116 +62,156 @@ fig"""
 
 NOTEBOOKS = {
     "00_screen_your_own.ipynb": [
-        new_markdown_cell("# Screen your own compositions\n\nBuild, relax and rank a handful of formulas from Python "
-                          "(`import dp_screen as dps`), in memory: no database. Each composition is built in the "
-                          "tilt systems that cover ~97% of ordered double perovskites, relaxed with the packaged "
-                          "MACE model (symmetry held), and called `tilted`, `untilted` or `undetermined` at 2 sigma "
-                          "of the model's measured phase-energy error."),
+        new_markdown_cell(
+            "# Screen your own compositions\n\nBuild, relax and rank a handful of formulas from Python "
+            "(`import dp_screen as dps`), in memory: no database. Each composition is built in the "
+            "tilt systems that cover ~97% of ordered double perovskites, relaxed with the packaged "
+            "MACE model (symmetry held), and called `tilted`, `untilted` or `undetermined` at 2 sigma "
+            "of the model's measured phase-energy error."
+        ),
         new_code_cell(SCREEN),
-        new_code_cell("cells = dps.build(FORMULAS)  # bond-valence starts, default ordering and tilt systems\n"
-                      "[(c.formula, c.ordering, c.tilt) for c in cells]"),
-        new_code_cell("results = dps.relax(cells, model=MODEL)\n"
-                      "table = dps.rank(results)\n"
-                      "table[[\"formula\", \"call\", \"ground_state\", \"lowest\", \"phases_within_error\", "
-                      "\"dE_tilt_mev_atom\", \"phase_error_mev\", \"phase_error_source\"]]"),
-        new_markdown_cell("## The phases of each composition and the error bar\n\nEvery phase a composition's "
-                          "relaxations ended in, relative to its lowest; the grey band is 2 sigma: the phases inside "
-                          "it cannot be told apart by this model."),
+        new_code_cell(
+            "cells = dps.build(FORMULAS)  # bond-valence starts, default ordering and tilt systems\n"
+            "[(c.formula, c.ordering, c.tilt) for c in cells]"
+        ),
+        new_code_cell(
+            "results = dps.relax(cells, model=MODEL)\n"
+            "table = dps.rank(results)\n"
+            'table[["formula", "call", "ground_state", "lowest", "phases_within_error", '
+            '"dE_tilt_mev_atom", "phase_error_mev", "phase_error_source"]]'
+        ),
+        new_markdown_cell(
+            "## The phases of each composition and the error bar\n\nEvery phase a composition's "
+            "relaxations ended in, relative to its lowest; the grey band is 2 sigma: the phases inside "
+            "it cannot be told apart by this model."
+        ),
         new_code_cell(PLOT),
-        new_markdown_cell("## Ground states, ready for the next step\n\n`dps.ground_states` returns the relaxed "
-                          "cells with their provenance; `workflows/atomate2_handoff.py` hands them to atomate2."),
-        new_code_cell("ground = dps.ground_states(table)\n"
-                      "for cell in ground:\n"
-                      "    print(cell.formula, cell.provenance[\"phase\"], cell.provenance[\"call\"], "
-                      "cell.structure.get_space_group_info())\n"
-                      "print(table[[\"formula\", \"call\", \"lowest\", \"phase_error_mev\", \"n_ranked\"]]"
-                      ".to_json(orient=\"records\"))"),
+        new_markdown_cell(
+            "## Ground states, ready for the next step\n\n`dps.ground_states` returns the relaxed "
+            "cells with their provenance; `workflows/atomate2_handoff.py` hands them to atomate2."
+        ),
+        new_code_cell(
+            "ground = dps.ground_states(table)\n"
+            "for cell in ground:\n"
+            '    print(cell.formula, cell.provenance["phase"], cell.provenance["call"], '
+            "cell.structure.get_space_group_info())\n"
+            'print(table[["formula", "call", "lowest", "phase_error_mev", "n_ranked"]]'
+            '.to_json(orient="records"))'
+        ),
     ],
     "01_composition_space.ipynb": [
-        new_markdown_cell("# Composition space\n\nThe charge-balanced AA'BB'X6 compositions in the store "
-                          "(`dp-screen enumerate`), their tolerance factors and the cation ordering their "
-                          "descriptors suggest."),
+        new_markdown_cell(
+            "# Composition space\n\nThe charge-balanced AA'BB'X6 compositions in the store "
+            "(`dp-screen enumerate`), their tolerance factors and the cation ordering their "
+            "descriptors suggest."
+        ),
         new_code_cell(SETUP),
-        new_markdown_cell("## Compositions per tolerance-factor bin and anion\n\nBinned by the database server, so "
-                          "this is cheap for the whole space (~220k compositions)."),
-        new_code_cell("hist = data.composition_space(settings, field=\"goldschmidt_t\", width=0.025)\n"
-                      "counts = hist.groupby(\"X\")[[\"n\", \"n_tau_perovskite\", \"n_goldschmidt_ok\"]].sum()\n"
-                      "counts[\"tau_perovskite_share\"] = counts[\"n_tau_perovskite\"] / counts[\"n\"]\n"
-                      "display(counts)\n"
-                      "plots.plot_composition_space(hist)"),
-        new_markdown_cell("## Orderings and descriptors\n\nA projection keeps the transfer small: only the columns "
-                          "used here come back."),
-        new_code_cell("comps = data.composition_table(settings)\n"
-                      "print(len(comps), \"compositions\")\n"
-                      "display(pd.crosstab(comps[\"X_sp\"], comps[\"expected_ordering\"]))\n"
-                      "comps.groupby(\"X_sp\")[[\"goldschmidt_t\", \"tau\", \"octahedral_factor\"]].describe()"
-                      ".T.round(3)"),
-        new_code_cell("from matplotlib.figure import Figure\n\n"
-                      "fig = Figure(figsize=(5, 4), layout=\"constrained\")\n"
-                      "ax = fig.add_subplot()\n"
-                      "for x, g in comps.dropna(subset=[\"tau\"]).groupby(\"X_sp\"):\n"
-                      "    ax.scatter(g[\"goldschmidt_t\"], g[\"tau\"], s=6, label=x)\n"
-                      "ax.axhline(4.18, color=\"k\", ls=\"--\", lw=0.8, label=\"tau = 4.18\")\n"
-                      "ax.set_xlabel(\"Goldschmidt tolerance factor t\")\n"
-                      "ax.set_ylabel(\"Bartel tau\")\n"
-                      "ax.set_yscale(\"symlog\")\n"
-                      "ax.legend(fontsize=7)\n"
-                      "fig"),
+        new_markdown_cell(
+            "## Compositions per tolerance-factor bin and anion\n\nBinned by the database server, so "
+            "this is cheap for the whole space (~220k compositions)."
+        ),
+        new_code_cell(
+            'hist = data.composition_space(settings, field="goldschmidt_t", width=0.025)\n'
+            'counts = hist.groupby("X")[["n", "n_tau_perovskite", "n_goldschmidt_ok"]].sum()\n'
+            'counts["tau_perovskite_share"] = counts["n_tau_perovskite"] / counts["n"]\n'
+            "display(counts)\n"
+            "plots.plot_composition_space(hist)"
+        ),
+        new_markdown_cell(
+            "## Orderings and descriptors\n\nA projection keeps the transfer small: only the columns "
+            "used here come back."
+        ),
+        new_code_cell(
+            "comps = data.composition_table(settings)\n"
+            'print(len(comps), "compositions")\n'
+            'display(pd.crosstab(comps["X_sp"], comps["expected_ordering"]))\n'
+            'comps.groupby("X_sp")[["goldschmidt_t", "tau", "octahedral_factor"]].describe()'
+            ".T.round(3)"
+        ),
+        new_code_cell(
+            "from matplotlib.figure import Figure\n\n"
+            'fig = Figure(figsize=(5, 4), layout="constrained")\n'
+            "ax = fig.add_subplot()\n"
+            'for x, g in comps.dropna(subset=["tau"]).groupby("X_sp"):\n'
+            '    ax.scatter(g["goldschmidt_t"], g["tau"], s=6, label=x)\n'
+            'ax.axhline(4.18, color="k", ls="--", lw=0.8, label="tau = 4.18")\n'
+            'ax.set_xlabel("Goldschmidt tolerance factor t")\n'
+            'ax.set_ylabel("Bartel tau")\n'
+            'ax.set_yscale("symlog")\n'
+            "ax.legend(fontsize=7)\n"
+            "fig"
+        ),
     ],
     "02_phases_and_trends.ipynb": [
-        new_markdown_cell("# Phases and trends\n\nFor each relaxed composition: the lowest-energy variant, its space "
-                          "group and dE = E(untilted) - E(lowest) in meV/atom (`dp-screen relax` / `dp-screen run`). "
-                          "The relaxations of one model and settings are analysed: by default those with the most "
-                          "relaxations; pass `model_sha256=` to choose.\n\nEach row carries a **call** with its "
-                          "error bar: `tilted` when E(untilted) - E(lowest tilted phase) > 2 sigma, `untilted` when "
-                          "< -2 sigma or when no tilted start stayed tilted, else `undetermined`; sigma is the "
-                          "model's measured phase-energy error (`phase_error_mev`, its source in "
-                          "`phase_error_source`; pass `phase_error_mev=` to `data.phase_table` to use another). "
-                          "`phases_within_error` lists the phases within 2 sigma of the lowest. Every statistic "
-                          "counts the undetermined calls apart."),
+        new_markdown_cell(
+            "# Phases and trends\n\nFor each relaxed composition: the lowest-energy variant, its space "
+            "group and dE = E(untilted) - E(lowest) in meV/atom (`dp-screen relax` / `dp-screen run`). "
+            "The relaxations of one model and settings are analysed: by default those with the most "
+            "relaxations; pass `model_sha256=` to choose.\n\nEach row carries a **call** with its "
+            "error bar: `tilted` when E(untilted) - E(lowest tilted phase) > 2 sigma, `untilted` when "
+            "< -2 sigma or when no tilted start stayed tilted, else `undetermined`; sigma is the "
+            "model's measured phase-energy error (`phase_error_mev`, its source in "
+            "`phase_error_source`; pass `phase_error_mev=` to `data.phase_table` to use another). "
+            "`phases_within_error` lists the phases within 2 sigma of the lowest. Every statistic "
+            "counts the undetermined calls apart."
+        ),
         new_code_cell(SETUP),
-        new_code_cell("display(data.relaxation_sets(settings))\n"
-                      "phases = data.phase_table(settings)\n"
-                      "print(len(phases), \"relaxed compositions; model\", phases.attrs.get(\"model_sha256\"))\n"
-                      "display(phases[\"call\"].value_counts())\n"
-                      "trends.tilted_fraction(phases)"),
-        new_code_cell("phases[[\"formula\", \"call\", \"lowest_tilt\", \"phases_within_error\", \"dE_tilt_mev_atom\", "
-                      "\"phase_error_mev\", \"winning_space_group\", \"goldschmidt_t\"]].sort_values(\"dE_tilt_mev_atom\", "
-                      "ascending=False).head(20)"),
+        new_code_cell(
+            "display(data.relaxation_sets(settings))\n"
+            "phases = data.phase_table(settings)\n"
+            'print(len(phases), "relaxed compositions; model", phases.attrs.get("model_sha256"))\n'
+            'display(phases["call"].value_counts())\n'
+            "trends.tilted_fraction(phases)"
+        ),
+        new_code_cell(
+            'phases[["formula", "call", "lowest_tilt", "phases_within_error", "dE_tilt_mev_atom", '
+            '"phase_error_mev", "winning_space_group", "goldschmidt_t"]].sort_values("dE_tilt_mev_atom", '
+            "ascending=False).head(20)"
+        ),
         new_markdown_cell("## Trends by site and by tolerance factor"),
-        new_code_cell("for site in [\"A2_sp\", \"B_sp\", \"B2_sp\", \"X_sp\"]:\n"
-                      "    print(site.replace(\"_sp\", \"\").replace(\"2\", \"'\"))\n"
-                      "    display(trends.trend_by(phases, site) if len(phases) else \"no relaxations yet\")\n"
-                      "trends.trend_by_tolerance(phases) if len(phases) else None"),
+        new_code_cell(
+            'for site in ["A2_sp", "B_sp", "B2_sp", "X_sp"]:\n'
+            '    print(site.replace("_sp", "").replace("2", "\'"))\n'
+            '    display(trends.trend_by(phases, site) if len(phases) else "no relaxations yet")\n'
+            "trends.trend_by_tolerance(phases) if len(phases) else None"
+        ),
         new_markdown_cell("## Phase maps"),
-        new_code_cell("if len(phases):\n"
-                      "    display(plots.plot_phase_fractions(trends.phase_fractions(phases, \"X_sp\")))\n"
-                      "    display(plots.plot_de_histogram(phases))\n"
-                      "    display(plots.plot_de_vs_tolerance(phases))"),
-        new_code_cell("# dE over (B, B') for the (A, A', X) with the most relaxed compositions\n"
-                      "with_de = phases.dropna(subset=[\"dE_untilted_mev_atom\"])\n"
-                      "if len(with_de):\n"
-                      "    a, a2, x = with_de.groupby([\"A_sp\", \"A2_sp\", \"X_sp\"]).size().idxmax()\n"
-                      "    display(plots.plot_de_heatmap(phases, a, a2, x))"),
+        new_code_cell(
+            "if len(phases):\n"
+            '    display(plots.plot_phase_fractions(trends.phase_fractions(phases, "X_sp")))\n'
+            "    display(plots.plot_de_histogram(phases))\n"
+            "    display(plots.plot_de_vs_tolerance(phases))"
+        ),
+        new_code_cell(
+            "# dE over (B, B') for the (A, A', X) with the most relaxed compositions\n"
+            'with_de = phases.dropna(subset=["dE_untilted_mev_atom"])\n'
+            "if len(with_de):\n"
+            '    a, a2, x = with_de.groupby(["A_sp", "A2_sp", "X_sp"]).size().idxmax()\n'
+            "    display(plots.plot_de_heatmap(phases, a, a2, x))"
+        ),
     ],
     "03_mlip_validation.ipynb": [
-        new_markdown_cell("# How far to trust the MLIP\n\nDFT single points of a stratified sample of relaxed "
-                          "structures (`dp-screen run --validate N`, or VASP through FireWorks) next to the MLIP's "
-                          "values, and the convergence of the relaxations."),
+        new_markdown_cell(
+            "# How far to trust the MLIP\n\nDFT single points of a stratified sample of relaxed "
+            "structures (`dp-screen run --validate N`, or VASP through FireWorks) next to the MLIP's "
+            "values, and the convergence of the relaxations."
+        ),
         new_code_cell(SETUP),
-        new_code_cell("vals = data.validation_table(settings)\n"
-                      "print(len(vals), \"validated structures\")\n"
-                      "vals.head()"),
-        new_markdown_cell("## Phase energies: parity, errors and rank correlation\n\nEnergies relative to the "
-                          "untilted variant of the same composition and ordering (meV/atom): the differences a phase "
-                          "ranking rests on, in which the different energy references of DFT and the MLIP cancel."),
-        new_code_cell("parity = trends.parity_table(vals)\n"
-                      "display(trends.parity_stats(vals))\n"
-                      "plots.plot_parity(parity)"),
+        new_code_cell('vals = data.validation_table(settings)\nprint(len(vals), "validated structures")\nvals.head()'),
+        new_markdown_cell(
+            "## Phase energies: parity, errors and rank correlation\n\nEnergies relative to the "
+            "untilted variant of the same composition and ordering (meV/atom): the differences a phase "
+            "ranking rests on, in which the different energy references of DFT and the MLIP cancel."
+        ),
+        new_code_cell(
+            "parity = trends.parity_table(vals)\ndisplay(trends.parity_stats(vals))\nplots.plot_parity(parity)"
+        ),
         new_markdown_cell("## Convergence of the relaxations"),
-        new_code_cell("conv = trends.convergence_stats(settings)\n"
-                      "display(conv[\"overall\"], conv[\"by_tilt\"], conv[\"reasons\"])\n"
-                      "plots.plot_convergence(conv.get(\"steps\", []))"),
+        new_code_cell(
+            "conv = trends.convergence_stats(settings)\n"
+            'display(conv["overall"], conv["by_tilt"], conv["reasons"])\n'
+            'plots.plot_convergence(conv.get("steps", []))'
+        ),
     ],
 }
 
@@ -182,8 +222,9 @@ def main(out: Path = ROOT / "notebooks") -> None:
     for name, cells in NOTEBOOKS.items():
         for i, cell in enumerate(cells):
             cell.id = f"cell-{i}"  # stable ids: regenerating gives the same files
-        nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                                                "language": "python"}})  # fmt: skip
+        nb = new_notebook(
+            cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+        )
         nbformat.validate(nb)
         nbformat.write(nb, out / name)
         print("wrote", out / name)

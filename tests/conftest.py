@@ -77,12 +77,26 @@ def make_tiny_mace(path, atomic_numbers, seed=0, scale=1.0, e0=-2.0):
     z = sorted(set(atomic_numbers))
     block = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
     model = modules.ScaleShiftMACE(
-        r_max=5.0, num_bessel=6, num_polynomial_cutoff=5, max_ell=2, interaction_cls=block,
-        interaction_cls_first=block, num_interactions=2, num_elements=len(z), hidden_irreps=o3.Irreps("8x0e"),
-        MLP_irreps=o3.Irreps("8x0e"), gate=torch.nn.functional.silu, atomic_energies=np.full(len(z), e0),
-        avg_num_neighbors=20.0, atomic_numbers=z, correlation=2, radial_type="bessel", atomic_inter_scale=scale,
-        atomic_inter_shift=0.0, pair_repulsion=True,
-    ).double()  # fmt: skip
+        r_max=5.0,
+        num_bessel=6,
+        num_polynomial_cutoff=5,
+        max_ell=2,
+        interaction_cls=block,
+        interaction_cls_first=block,
+        num_interactions=2,
+        num_elements=len(z),
+        hidden_irreps=o3.Irreps("8x0e"),
+        MLP_irreps=o3.Irreps("8x0e"),
+        gate=torch.nn.functional.silu,
+        atomic_energies=np.full(len(z), e0),
+        avg_num_neighbors=20.0,
+        atomic_numbers=z,
+        correlation=2,
+        radial_type="bessel",
+        atomic_inter_scale=scale,
+        atomic_inter_shift=0.0,
+        pair_repulsion=True,
+    ).double()
     torch.save(model, path)
     return path
 

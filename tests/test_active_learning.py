@@ -8,15 +8,14 @@ first batch, standing in for a killed process) and then resumed with ``dp-screen
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from pymatgen.core import Structure
-
 from click.testing import CliRunner
 from conftest import TINY_ELEMENTS, make_tiny_mace, run_cli
+from pymatgen.core import Structure
+
 from dp_screen.cli import cli
 from dp_screen.errors import InputError
 from dp_screen.jobs import active_learning as al
@@ -32,7 +31,7 @@ from dp_screen.mlip.active_learning import (
 from dp_screen.mlip.committee import Committee, committee_predictions
 from dp_screen.mlip.models import load_model
 from dp_screen.mlip.relax import RelaxSettings
-from dp_screen.mlip.training import LabelledStructure, TrainSettings
+from dp_screen.mlip.training import TrainSettings
 from dp_screen.settings import DPScreenSettings
 
 pytest.importorskip("chgnet")
@@ -60,8 +59,10 @@ def test_selection_takes_the_largest_spreads_under_the_cap_and_skips_labelled():
 
 
 def test_held_out_metrics_match_a_hand_computation():
-    labels = [{"composition_id": "X", "tilt": t, "energy_per_atom": e, "forces": np.zeros((2, 3))}
-              for t, e in (("a0a0a0", -5.000), ("a0a0c-", -5.010), ("a-a-a-", -4.990))]  # fmt: skip
+    labels = [
+        {"composition_id": "X", "tilt": t, "energy_per_atom": e, "forces": np.zeros((2, 3))}
+        for t, e in (("a0a0a0", -5.000), ("a0a0c-", -5.010), ("a-a-a-", -4.990))
+    ]
     preds = [{"energy_per_atom": e, "forces": np.full((2, 3), 0.1)} for e in (-5.100, -5.104, -5.105)]
     m = held_out_metrics(preds, labels)
     # differences: model -4, -5 meV/atom; oracle -10, +10 -> errors 6, 15
@@ -102,25 +103,71 @@ def loop_run(tmp_path_factory, db_server):
     home = tmp_path_factory.mktemp("al")
     start = make_tiny_mace(home / "start.model", TINY_ELEMENTS, seed=0, scale=1.0, e0=-5.5)
     db = DPScreenSettings(db_uri=db_server["uri"], database="t_active_learning_loop", home=home)
-    loop = LoopSettings(loop_id="t", rounds=2, per_round=6, per_composition=2, committee_size=3,
-                        start_model=str(start), frames_every=10, relax=RelaxSettings(max_steps=30),
-                        train=TrainSettings(epochs=12, lr=0.01, batch_size=4, dtype="float64", stress_weight=10.0))  # fmt: skip
+    loop = LoopSettings(
+        loop_id="t",
+        rounds=2,
+        per_round=6,
+        per_composition=2,
+        committee_size=3,
+        start_model=str(start),
+        frames_every=10,
+        relax=RelaxSettings(max_steps=30),
+        train=TrainSettings(epochs=12, lr=0.01, batch_size=4, dtype="float64", stress_weight=10.0),
+    )
     pool = al.pool_rows(0, 0, formulas=POOL)
     held = al.pool_rows(0, 0, formulas=HELD_OUT)
     killer = StopAfter(calls=1)
     with pytest.raises(KeyboardInterrupt):
         al.run_loop(loop, pool, held, db, oracle=killer, tilts=TILTS)
     first = {d["label_id"]: d for d in al.LoopStore(db).labels("t") if d["status"] != "pending"}
-    args = ["--db-uri", db_server["uri"], "--home", str(home), "learn", "--loop", "t", "--rounds", "2", "--per-round", "6", "--cap", "2",
-            "--committee", "3", "--formulas", ",".join(POOL), "--held-out-formulas", ",".join(HELD_OUT),
-            "--tilts", ",".join(TILTS), "--start-model", str(start), "--epochs", "12", "--lr", "0.01",
-            "--max-steps", "30", "--frames-every", "10", "--json"]  # fmt: skip
+    args = [
+        "--db-uri",
+        db_server["uri"],
+        "--home",
+        str(home),
+        "learn",
+        "--loop",
+        "t",
+        "--rounds",
+        "2",
+        "--per-round",
+        "6",
+        "--cap",
+        "2",
+        "--committee",
+        "3",
+        "--formulas",
+        ",".join(POOL),
+        "--held-out-formulas",
+        ",".join(HELD_OUT),
+        "--tilts",
+        ",".join(TILTS),
+        "--start-model",
+        str(start),
+        "--epochs",
+        "12",
+        "--lr",
+        "0.01",
+        "--max-steps",
+        "30",
+        "--frames-every",
+        "10",
+        "--json",
+    ]
     runner = CliRunner()
     env = {"DP_SCREEN_DATABASE": db.database}
     other = runner.invoke(cli, [*args[:-1], "--cap", "3", "--json"], env=env)  # a resume with other settings
     resumed = runner.invoke(cli, args, env=env)  # the same settings: the CLI builds the same LoopSettings
-    yield {"home": home, "db": db, "loop": loop, "start": start, "first": first, "killer": killer, "other": other,
-            "resumed": resumed}
+    yield {
+        "home": home,
+        "db": db,
+        "loop": loop,
+        "start": start,
+        "first": first,
+        "killer": killer,
+        "other": other,
+        "resumed": resumed,
+    }
     import pymongo
 
     pymongo.MongoClient(db_server["uri"]).drop_database(db.database)
@@ -188,8 +235,9 @@ def test_committee_spread_is_zero_for_identical_members_and_grows_off_distributi
     for s in labelled[:6]:
         t = s.copy()
         t.scale_lattice(t.volume * 0.8)
-        pushed.append(Structure(t.lattice, t.species, t.cart_coords + rng.normal(0, 0.25, (len(t), 3)),
-                                coords_are_cartesian=True))  # fmt: skip
+        pushed.append(
+            Structure(t.lattice, t.species, t.cart_coords + rng.normal(0, 0.25, (len(t), 3)), coords_are_cartesian=True)
+        )
     committee = Committee.load(paths, device="cpu")
     near = np.median([p.force_spread_ev_a for p in committee_predictions(labelled[:6], committee)])
     far = np.median([p.force_spread_ev_a for p in committee_predictions(pushed, committee)])
@@ -210,8 +258,12 @@ def test_vasp_oracle_queues_atomate2_statics_and_reads_their_taskdocs(db_setting
     s = Structure.from_file(Path(__file__).parent / "data" / "vasp_static" / "CONTCAR")
     store.write_labels([al._label_doc(loop, "train", 1, Candidate(s, "c", "a0a0a0", "relaxed"))])
     flow = ActiveLearningFlowMaker(loop=loop).make([], [], db.model_dump(mode="json"))
-    assert [j.name for j in flow.jobs] == ["al held-out set", "al round 1 select", "al round 1 label",
-                                           "al round 1 train"]  # fmt: skip
+    assert [j.name for j in flow.jobs] == [
+        "al held-out set",
+        "al round 1 select",
+        "al round 1 label",
+        "al round 1 train",
+    ]
     assert flow.jobs[-1].config.manager_config == {"_category": "gpu"}
     resp = label_job.original(loop, db.model_dump(mode="json"))
     assert isinstance(resp, Response)
@@ -226,8 +278,9 @@ def test_vasp_oracle_queues_atomate2_statics_and_reads_their_taskdocs(db_setting
 
 
 def test_vasp_oracle_in_process_is_refused_with_the_way_out(capsys):
-    code, _, err = run_cli(["learn", "--oracle", "vasp", "--formulas", "Ba2CaMoO6", "--held-out-formulas",
-                            "Ba2CoMoO6"], capsys)  # fmt: skip
+    code, _, err = run_cli(
+        ["learn", "--oracle", "vasp", "--formulas", "Ba2CaMoO6", "--held-out-formulas", "Ba2CoMoO6"], capsys
+    )
     assert code != 0 and "--submit" in err
 
 
@@ -238,9 +291,25 @@ def test_learn_submit_puts_the_loop_on_the_launchpad(db_settings, capsys, monkey
 
     monkeypatch.setenv("DP_SCREEN_DATABASE", db_settings.database)
     home = tmp_path / "proj"
-    code, out, err = run_cli(["--db-uri", db_settings.db_uri, "--home", str(home), "learn", "--submit", "--oracle",
-                              "vasp", "--formulas", "Ba2CaMoO6", "--held-out-formulas", "Cs2AgBiCl6", "--rounds",
-                              "2"], capsys)  # fmt: skip
+    code, out, err = run_cli(
+        [
+            "--db-uri",
+            db_settings.db_uri,
+            "--home",
+            str(home),
+            "learn",
+            "--submit",
+            "--oracle",
+            "vasp",
+            "--formulas",
+            "Ba2CaMoO6",
+            "--held-out-formulas",
+            "Cs2AgBiCl6",
+            "--rounds",
+            "2",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "submitted active-learning loop 'default' (7 fireworks)" in out and "rlaunch -l" in out
     lpad = LaunchPad(host=db_settings.db_uri, uri_mode=True, name=f"{db_settings.database}_fw")
@@ -249,9 +318,14 @@ def test_learn_submit_puts_the_loop_on_the_launchpad(db_settings, capsys, monkey
     assert fws["al round 2 train"]["spec"].get("_category") == "gpu"
 
 
-@pytest.mark.parametrize(("extra", "named"), [(["--tilts", "a0a0z-"], "a0a0z-"),
-                                              (["--start-model", "/nonexistent.model"], "/nonexistent.model"),
-                                              (["--held-out-formulas", "Ba2CaMoO6"], "also in the pool")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (["--tilts", "a0a0z-"], "a0a0z-"),
+        (["--start-model", "/nonexistent.model"], "/nonexistent.model"),
+        (["--held-out-formulas", "Ba2CaMoO6"], "also in the pool"),
+    ],
+)
 def test_learn_refuses_bad_input_before_any_work(extra, named, capsys, tmp_path):
     args = ["--home", str(tmp_path), "learn", "--formulas", "Ba2CaMoO6"]
     if "--held-out-formulas" not in extra:

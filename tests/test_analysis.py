@@ -7,7 +7,7 @@ and space groups (test input, not results), so every trend below has an answer w
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -43,16 +43,29 @@ TILT_OF = {g: t for t, g in SG.items()}
 def _relaxation(cid, tilt, e, sg, model=MODEL, method="bvm", converged=True, failed=False, n_steps=20, reason=None):
     sid = f"{cid}:rocksalt:{tilt}:{method}"
     return {
-        "relaxation_id": f"{sid}|{model[:12]}|{SH}", "structure_id": sid, "composition_id": cid,
-        "formula": cid, "ordering": "rocksalt", "start_tilt": tilt, "method": method, "model_sha256": model,
-        "model_name": "test", "settings_hash": SH, "energy_per_atom": e, "converged": converged, "failed": failed,
-        "reason": reason, "n_steps": n_steps, "wall_time_s": 0.5,
+        "relaxation_id": f"{sid}|{model[:12]}|{SH}",
+        "structure_id": sid,
+        "composition_id": cid,
+        "formula": cid,
+        "ordering": "rocksalt",
+        "start_tilt": tilt,
+        "method": method,
+        "model_sha256": model,
+        "model_name": "test",
+        "settings_hash": SH,
+        "energy_per_atom": e,
+        "converged": converged,
+        "failed": failed,
+        "reason": reason,
+        "n_steps": n_steps,
+        "wall_time_s": 0.5,
         "phase": {"space_group": sg, "stayed_in_start_tilt": sg == SG[tilt]},
         # the phase it ended in (a tilted start that came back to Fm-3m is ranked as untilted), and why it is out
-        "final_space_group": sg, "phase_tilt": TILT_OF.get(sg, f"SG{sg}"),
+        "final_space_group": sg,
+        "phase_tilt": TILT_OF.get(sg, f"SG{sg}"),
         "excluded": "failed" if failed else None if converged else "not_converged",
-        "created_at": datetime.now(timezone.utc),
-    }  # fmt: skip
+        "created_at": datetime.now(UTC),
+    }
 
 
 def _ba(b, bp):
@@ -84,10 +97,13 @@ def known_store(db_settings, tmp_path):
     cl = "Cs+_Cs+_{}_{}_Cl-".format
     docs += [
         # a tilted start that relaxed back, 0.4 meV/atom below the untilted one: noise, not a tilted ground state
-        _relaxation(cl("Ag+", "Bi3+"), "a0a0a0", -3.0, 225), _relaxation(cl("Ag+", "Bi3+"), "a0a0c-", -3.0004, 225),
-        _relaxation(cl("Ag+", "In3+"), "a0a0a0", -3.0, 225), _relaxation(cl("Ag+", "In3+"), "a-a-a-", -3.020, 148),
+        _relaxation(cl("Ag+", "Bi3+"), "a0a0a0", -3.0, 225),
+        _relaxation(cl("Ag+", "Bi3+"), "a0a0c-", -3.0004, 225),
+        _relaxation(cl("Ag+", "In3+"), "a0a0a0", -3.0, 225),
+        _relaxation(cl("Ag+", "In3+"), "a-a-a-", -3.020, 148),
         # no untilted variant
-        _relaxation(cl("Na+", "Bi3+"), "a0a0c-", -3.0, 87), _relaxation(cl("Na+", "Bi3+"), "a-a-a-", -2.99, 148),
+        _relaxation(cl("Na+", "Bi3+"), "a0a0c-", -3.0, 87),
+        _relaxation(cl("Na+", "Bi3+"), "a-a-a-", -2.99, 148),
         # a failed relaxation with an absurd energy is ignored; two methods share the untilted tilt
         _relaxation(cl("Na+", "In3+"), "a0a0a0", -100.0, 1, failed=True, converged=False, reason="blew up"),
         _relaxation(cl("Na+", "In3+"), "a0a0a0", -3.0, 225, method="dls"),
@@ -95,7 +111,7 @@ def known_store(db_settings, tmp_path):
         # another model, fewer relaxations: not picked by default
         _relaxation(_ba("Mg", "W"), "a0a0a0", -9.0, 225, model=OTHER),
         _relaxation(_ba("Mg", "W"), "a0a0c-", -9.1, 12, model=OTHER),
-    ]  # fmt: skip
+    ]
     client = pymongo.MongoClient(db_settings.db_uri)
     client[db_settings.database]["relaxations"].insert_many(docs)
     client.close()
@@ -158,8 +174,13 @@ def test_phase_table_picks_lowest_variant_with_tolerance(known_store):
 def test_trends_by_site_tolerance_and_fractions(known_store):
     phases = data.phase_table(known_store)
     # the undetermined call (Na/Bi: no untilted variant) is counted apart, not folded into either side
-    assert trends.tilted_fraction(phases) == {"n": 12, "n_tilted": 10, "n_untilted": 2, "n_undetermined": 1,
-                                              "fraction": pytest.approx(10 / 12)}  # fmt: skip
+    assert trends.tilted_fraction(phases) == {
+        "n": 12,
+        "n_tilted": 10,
+        "n_untilted": 2,
+        "n_undetermined": 1,
+        "fraction": pytest.approx(10 / 12),
+    }
     oxides = phases[phases["X_sp"] == "O2-"]
     by_bp = trends.trend_by(oxides, "B2_sp")
     for j, bp in enumerate(BPS):
@@ -167,7 +188,9 @@ def test_trends_by_site_tolerance_and_fractions(known_store):
         r = by_bp.loc[f"{bp}6+"]
         assert r["n"] == 3 and r["dE_mean"] == pytest.approx(np.mean(des)) and r["dE_max"] == pytest.approx(max(des))
         assert r["tilted_fraction"] == pytest.approx(np.mean([d > 1 for d in des]))
-    assert by_bp.loc["W6+", "top_space_group"] == 87 and by_bp.loc["W6+", "top_space_group_fraction"] == pytest.approx(2 / 3)
+    assert by_bp.loc["W6+", "top_space_group"] == 87 and by_bp.loc["W6+", "top_space_group_fraction"] == pytest.approx(
+        2 / 3
+    )
     assert by_bp.loc["Te6+", "top_space_group"] == 148 and by_bp.loc["Te6+", "top_space_group_fraction"] == 1.0
     by_b = trends.trend_by(oxides, "B_sp")
     assert by_b.loc["Ni2+", "dE_median"] == pytest.approx(ba_de(2, 1))
@@ -207,25 +230,40 @@ def test_convergence_stats(known_store):
 
 def _validation(cid, tilt, e_dft, e_mlip, method="cp2k-pbe", force_mae=0.1, scf=True):
     rid = f"{cid}:rocksalt:{tilt}:bvm|{MODEL[:12]}|{SH}"
-    return {"validation_id": f"{rid}|{method}", "relaxation_id": rid, "structure_id": rid.split("|")[0],
-            "composition_id": cid, "formula": cid, "X": cid.rsplit("_", 1)[-1].rstrip("+-0123456789"),
-            "start_tilt": tilt, "space_group": SG[tilt], "method": method, "n_atoms": 10,
-            "dft_energy_per_atom": e_dft, "mlip_energy_per_atom": e_mlip, "force_mae": force_mae,
-            "stress_mae_gpa": 0.5, "model_sha256": MODEL, "scf_converged": scf}  # fmt: skip
+    return {
+        "validation_id": f"{rid}|{method}",
+        "relaxation_id": rid,
+        "structure_id": rid.split("|")[0],
+        "composition_id": cid,
+        "formula": cid,
+        "X": cid.rsplit("_", 1)[-1].rstrip("+-0123456789"),
+        "start_tilt": tilt,
+        "space_group": SG[tilt],
+        "method": method,
+        "n_atoms": 10,
+        "dft_energy_per_atom": e_dft,
+        "mlip_energy_per_atom": e_mlip,
+        "force_mae": force_mae,
+        "stress_mae_gpa": 0.5,
+        "model_sha256": MODEL,
+        "scf_converged": scf,
+    }
 
 
 def test_parity_stats(known_store):
     """Phase energy differences relative to each composition's untilted variant, worked by hand."""
     cawo, agin, agbi = _ba("Ca", "W"), "Cs+_Cs+_Ag+_In3+_Cl-", "Cs+_Cs+_Ag+_Bi3+_Cl-"
     docs = [
-        _validation(cawo, "a0a0a0", -8.000, -7.000), _validation(cawo, "a0a0c-", -8.010, -7.012),
+        _validation(cawo, "a0a0a0", -8.000, -7.000),
+        _validation(cawo, "a0a0c-", -8.010, -7.012),
         _validation(cawo, "a-a-a-", -8.004, -7.003),
-        _validation(agin, "a0a0a0", -3.00, -2.51, force_mae=0.3), _validation(agin, "a-a-a-", -3.02, -2.50),
+        _validation(agin, "a0a0a0", -3.00, -2.51, force_mae=0.3),
+        _validation(agin, "a-a-a-", -3.02, -2.50),
         _validation(agbi, "a0a0a0", -3.1, -3.0),
         # its SCF did not converge: left out (it would add a -400 meV/atom difference) and counted
         _validation(agbi, "a0a0c-", -3.5, -3.0, scf=False),
         _validation(cawo, "a0a0a0", -5.0, -7.0, method="vasp-pbesol"),
-    ]  # fmt: skip
+    ]
     client = pymongo.MongoClient(known_store.db_uri)
     client[known_store.database]["validations"].insert_many(docs)
     client.close()
@@ -258,7 +296,9 @@ def test_loading_and_bad_input(known_store):
     assert sets["model_sha256"].tolist() == [MODEL, OTHER] and sets["n"].tolist() == [36, 2]
     grouped = data.aggregate("compositions", [{"$group": {"_id": "$X", "n": {"$sum": 1}}}], known_store)
     every_x = data.load_collection("compositions", projection=["X"], db=known_store)["X"]
-    assert dict(zip(grouped["_id"], grouped["n"])) == every_x.value_counts().to_dict() and len(every_x) == 29
+    assert (
+        dict(zip(grouped["_id"], grouped["n"], strict=True)) == every_x.value_counts().to_dict() and len(every_x) == 29
+    )
     assert data.describe_store(known_store)["counts"]["relaxations"] == 38
     with pytest.raises(InputError, match="unknown collection 'relax'.*relaxations"):
         data.load_collection("relax", db=known_store)
@@ -274,8 +314,12 @@ def test_loading_and_bad_input(known_store):
 
 def _add_validations(settings):
     cawo, agin = _ba("Ca", "W"), "Cs+_Cs+_Ag+_In3+_Cl-"
-    docs = [_validation(cawo, "a0a0a0", -8.000, -7.000), _validation(cawo, "a0a0c-", -8.010, -7.012),
-            _validation(agin, "a0a0a0", -3.00, -2.51), _validation(agin, "a-a-a-", -3.02, -2.50)]  # fmt: skip
+    docs = [
+        _validation(cawo, "a0a0a0", -8.000, -7.000),
+        _validation(cawo, "a0a0c-", -8.010, -7.012),
+        _validation(agin, "a0a0a0", -3.00, -2.51),
+        _validation(agin, "a-a-a-", -3.02, -2.50),
+    ]
     client = pymongo.MongoClient(settings.db_uri)
     client[settings.database]["validations"].insert_many(docs)
     client.close()
@@ -308,8 +352,16 @@ def test_report_renders_every_figure(known_store, tmp_path, capsys, monkeypatch)
     assert code == 0, err
     rep = json.loads(out)
     page = (tmp_path / "rep" / "index.html").read_text()
-    expected = {"composition_space", "phase_fractions", "de_histogram", "de_vs_tolerance", "heatmap_Ba2p_Ba2p_O2m",
-                "heatmap_Csp_Csp_Clm", "parity", "convergence"}  # fmt: skip
+    expected = {
+        "composition_space",
+        "phase_fractions",
+        "de_histogram",
+        "de_vs_tolerance",
+        "heatmap_Ba2p_Ba2p_O2m",
+        "heatmap_Csp_Csp_Clm",
+        "parity",
+        "convergence",
+    }
     assert set(rep["figures"]) == expected and rep["missing"] == []
     for name, path in rep["figures"].items():
         png = open(path, "rb").read()
@@ -325,8 +377,9 @@ def test_report_renders_every_figure(known_store, tmp_path, capsys, monkeypatch)
     by_bp = pd.read_csv(rep["tables"]["trend_by_B2"], index_col=0)
     assert by_bp.loc["Te6+", "dE_mean"] == pytest.approx(np.mean([ba_de(i, 2) for i in range(3)]))
     # chosen heatmaps, a sigma given by the user; bad options name the value
-    code, out, err = run_cli([*args, "report", "--out", str(tmp_path / "r2"), "--heatmap", "Cs,Cs,Cl",
-                              "--phase-error", "3.2"], capsys)  # fmt: skip
+    code, out, err = run_cli(
+        [*args, "report", "--out", str(tmp_path / "r2"), "--heatmap", "Cs,Cs,Cl", "--phase-error", "3.2"], capsys
+    )
     assert code == 0 and "wrote" in out
     assert "calls: 6 tilted, 2 untilted, 5 undetermined" in out and "sigma 3.2 meV/atom from the user" in out
     code, out, err = run_cli([*args, "report", "--out", str(tmp_path / "r4"), "--phase-error", "-1"], capsys)

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from pymatgen.core import Structure
 from pymatgen.io.cif import CifWriter
 
 import dp_screen as dps
-from conftest import run_cli
 from dp_screen.errors import InputError
 from dp_screen.mlip.relax import RelaxSettings
 
@@ -70,26 +70,50 @@ def test_a_cif_from_elsewhere_relaxes_and_ranks(two_formulas, tiny_model_path, t
     table = dps.rank([r])
     assert len(table) == 1 and table.loc[0, "lowest"] == "a-a-a-" and table.loc[0, "formula"] == "Cs2AgBiCl6"
     with pytest.raises(InputError, match="structure 0 .*cannot infer"):
-        dps.relax(Structure.from_spacegroup("Fm-3m", [[5.6, 0, 0], [0, 5.6, 0], [0, 0, 5.6]], ["Na", "Cl"],
-                                            [[0, 0, 0], [0.5, 0.5, 0.5]]), model=str(tiny_model_path))  # fmt: skip
+        dps.relax(
+            Structure.from_spacegroup(
+                "Fm-3m", [[5.6, 0, 0], [0, 5.6, 0], [0, 0, 5.6]], ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]
+            ),
+            model=str(tiny_model_path),
+        )
 
 
 def test_the_cli_and_the_api_give_the_same_structures_and_energies(tiny_model_path, tmp_path, capsys):
     cif = tmp_path / "sfmo.cif"
-    code, out, err = run_cli(["build", "--formula", "Cs2AgBiCl6", "--tilt", "a-a-a-", "--cell", "primitive", "--out",
-                              str(cif), "--json"], capsys)  # fmt: skip
+    code, out, err = run_cli(
+        ["build", "--formula", "Cs2AgBiCl6", "--tilt", "a-a-a-", "--cell", "primitive", "--out", str(cif), "--json"],
+        capsys,
+    )
     assert code == 0, err
     (cell,) = dps.build("Cs2AgBiCl6", tilts=["a-a-a-"], progress=False)
     from_cli = Structure.from_file(cif)  # (a CIF keeps the cell's parameters, not its orientation)
     assert np.allclose(from_cli.lattice.parameters, cell.structure.lattice.parameters, atol=1e-5)
     assert [s.symbol for s in from_cli.species] == [s.symbol for s in cell.structure.species]
     assert np.allclose(from_cli.frac_coords, cell.structure.frac_coords, atol=1e-5)
-    code, out, err = run_cli(["relax", "--structure", str(cif), "--model", str(tiny_model_path), "--max-steps", "40",
-                              "--fmax", "0.1", "--max-stress", "0.5", "--device", "cpu", "--json"], capsys)  # fmt: skip
+    code, out, err = run_cli(
+        [
+            "relax",
+            "--structure",
+            str(cif),
+            "--model",
+            str(tiny_model_path),
+            "--max-steps",
+            "40",
+            "--fmax",
+            "0.1",
+            "--max-stress",
+            "0.5",
+            "--device",
+            "cpu",
+            "--json",
+        ],
+        capsys,
+    )
     assert code == 0, err
     cli = json.loads(out)
-    (api,) = dps.relax(Structure.from_file(cif), model=str(tiny_model_path), settings=FAST, device="cpu",
-                       progress=False)  # fmt: skip
+    (api,) = dps.relax(
+        Structure.from_file(cif), model=str(tiny_model_path), settings=FAST, device="cpu", progress=False
+    )
     assert cli["energy"] == pytest.approx(api.energy, abs=1e-9) and cli["n_steps"] == api.n_steps
     (built,) = dps.relax(cell, model=str(tiny_model_path), settings=FAST, device="cpu", progress=False)
     assert built.energy == pytest.approx(api.energy, abs=1e-6)  # the API's own cell: the same answer
@@ -104,8 +128,9 @@ def test_the_api_starts_no_database(tiny_model_path, monkeypatch):
 
     monkeypatch.setattr(stores, "database_uri", refuse)
     monkeypatch.setattr(stores.EmbeddedServer, "start", refuse)
-    table = dps.screen("Cs2AgBiCl6", tilts=["a0a0a0", "a-a-a-"], model=str(tiny_model_path), settings=FAST,
-                       progress=False)  # fmt: skip
+    table = dps.screen(
+        "Cs2AgBiCl6", tilts=["a0a0a0", "a-a-a-"], model=str(tiny_model_path), settings=FAST, progress=False
+    )
     assert len(table) == 1 and table.loc[0, "n_ranked"] == 2
 
 
@@ -165,14 +190,14 @@ def test_ground_states_go_to_atomate2(tiny_model_path):
     assert again["energy"] == pytest.approx(doc.output.energy, abs=1e-5)
 
 
-QUICK_START = '''import dp_screen as dps
+QUICK_START = """import dp_screen as dps
 
 table = dps.screen(["Ba2CaWO6", "Cs2AgBiCl6"])   # build -> relax (packaged MACE model) -> rank
 print(table[["formula", "call", "lowest", "phases_within_error", "phase_error_mev"]])
 cells = dps.build("Sr2FeMoO6")                    # or step by step: bond-valence starts, 5 tilt systems
 results = dps.relax(cells, model="default")       # a MACE file or foundation name; CUDA when present
 ground = dps.ground_states(dps.rank(results))     # relaxed cells with provenance, e.g. for atomate2
-'''
+"""
 
 
 def test_the_readme_quick_start_runs_as_written():

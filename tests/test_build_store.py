@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import run_cli
 from jobflow import run_locally
 from pymatgen.core import Structure
 
-from conftest import run_cli
 from dp_screen.errors import InputError
 from dp_screen.jobs.build import BuildMaker, BuildSettings, build_structures_to_store
 from dp_screen.jobs.enumerate import EnumerationSettings, write_compositions
@@ -37,7 +37,11 @@ def test_build_all_default_tilts_and_resume(chlorides):
             if doc["space_group_expected"] is not None:
                 assert doc["space_group"] == doc["space_group_expected"]
             assert doc["provenance"]["bv_table_sha256"] == bond_valence_table().sha256
-            assert doc["bv_parameters"] and doc["bv_parameters"][0]["source"] in {"exact", "unspecified", "brese-okeeffe"}
+            assert doc["bv_parameters"] and doc["bv_parameters"][0]["source"] in {
+                "exact",
+                "unspecified",
+                "brese-okeeffe",
+            }
         cs2agbicl6 = store.query_one({"structure_id": "Cs+_Cs+_Ag+_Bi3+_Cl-:rocksalt:a0a0a0:bvm"})
         structure = Structure.from_dict(cs2agbicl6["structure"])
         assert len(structure) == cs2agbicl6["n_atoms"] == 10 and cs2agbicl6["space_group"] == 225
@@ -54,14 +58,18 @@ def test_building_a_subset_of_tilts_rebuilds_nothing_already_built(chlorides):
     structures already built with the same settings and leaves them, their ids and creation untouched."""
     first = build_structures_to_store(BuildSettings(tilts=["a0a0a0", "a0a0c-"]), chlorides)
     with open_store("structures", chlorides) as store:
-        before = {d["structure_id"]: d["structure"] for d in store._collection.find({}, {"structure_id": 1, "structure": 1})}
+        before = {
+            d["structure_id"]: d["structure"] for d in store._collection.find({}, {"structure_id": 1, "structure": 1})
+        }
     subset = build_structures_to_store(BuildSettings(tilts=["a0a0a0"]), chlorides)
     assert subset["built"] == subset["failed"] == 0 and subset["skipped"] == 15
     assert subset["settings_hash"] == first["settings_hash"]
     more = build_structures_to_store(BuildSettings(tilts=["a0a0a0", "a0a0c-", "a-a-a-"]), chlorides)
     assert more["skipped"] == 30 and more["built"] + more["failed"] == 15
     with open_store("structures", chlorides) as store:
-        after = {d["structure_id"]: d["structure"] for d in store._collection.find({}, {"structure_id": 1, "structure": 1})}
+        after = {
+            d["structure_id"]: d["structure"] for d in store._collection.find({}, {"structure_id": 1, "structure": 1})
+        }
     assert all(after[k] == v for k, v in before.items()) and len(after) == 45
 
 
@@ -79,7 +87,10 @@ def test_bond_valence_parameter_set_is_a_setting(chlorides):
     assert build_structures_to_store(brown_settings, chlorides)["skipped"] == 15
     with open_store("structures", chlorides) as store:
         old = store.query_one({"structure_id": cs})
-    assert (new["provenance"]["settings"]["bv_set"], old["provenance"]["settings"]["bv_set"]) == ("adams2001", "brown-altermatt")
+    assert (new["provenance"]["settings"]["bv_set"], old["provenance"]["settings"]["bv_set"]) == (
+        "adams2001",
+        "brown-altermatt",
+    )
     assert {p["parameter_set"] for p in new["bv_parameters"]} == {"adams2001"}
     assert {p["ref_id"] for p in old["bv_parameters"] if p["pair"].startswith("Cs")} == {"a"}
     assert {p["ref_id"] for p in new["bv_parameters"] if p["pair"].startswith("Cs")} == {"c"}
@@ -97,7 +108,9 @@ def test_build_resumes_after_interruption(chlorides):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        build_structures_to_store(BuildSettings(tilts=["a0a0a0", "a0a0c-"]), chlorides, chunk_size=5, progress=interrupt)
+        build_structures_to_store(
+            BuildSettings(tilts=["a0a0a0", "a0a0c-"]), chlorides, chunk_size=5, progress=interrupt
+        )
     resumed = build_structures_to_store(BuildSettings(tilts=["a0a0a0", "a0a0c-"]), chlorides, chunk_size=5)
     assert resumed["skipped"] == 15 and resumed["built"] + resumed["failed"] == 15
     with open_store("structures", chlorides) as store:
@@ -116,7 +129,9 @@ def test_build_maker_runs_in_jobflow(chlorides):
 
 
 def test_build_cli_json(capsys, tmp_path):
-    code, out, err = run(["build", "--formula", "Sr2CoMoO6", "--tilt", "a0a0c-", "--json", "--out", str(tmp_path / "s.cif")], capsys)
+    code, out, err = run(
+        ["build", "--formula", "Sr2CoMoO6", "--tilt", "a0a0c-", "--json", "--out", str(tmp_path / "s.cif")], capsys
+    )
     assert code == 0, err
     result = json.loads(out)
     assert result["space_group"] == 87
@@ -132,8 +147,9 @@ def test_build_cli_json(capsys, tmp_path):
     fixed_a, moved = json.loads(fixed_a), json.loads(moved)
     assert moved["space_group"] == fixed_a["space_group"] == 14
     assert fixed_a["a_displacement"] == 0 and moved["a_displacement"] > 0.05 and moved["gii"] < fixed_a["gii"]
-    code, brown, _ = run(["build", "--formula", "Na2NaAlF6", "--tilt", "a+b-b-", "--bv-set", "brown-altermatt", "--json"],
-                         capsys)  # fmt: skip
+    code, brown, _ = run(
+        ["build", "--formula", "Na2NaAlF6", "--tilt", "a+b-b-", "--bv-set", "brown-altermatt", "--json"], capsys
+    )
     assert json.loads(brown)["volume_per_fu"] / fixed_a["volume_per_fu"] > 1.03  # Na-F 2.34 A instead of 2.28 A
 
 
@@ -142,10 +158,16 @@ def test_build_cli_json(capsys, tmp_path):
     [
         (["build", "--formula", "Cs2AgBiCl6", "--tilt", "a0a0q-"], "error: unknown tilt system 'a0a0q-'"),
         (["build", "--formula", "Cs2AuAuF6"], "error: no bond-valence parameters for Au+1-F-1"),
-        (["build", "--formula", "Cs2BiBiCl6"], "error: formula 'Cs2BiBiCl6' (Cs, Cs, Bi, Bi, Cl): no charge-balanced assignment"),
+        (
+            ["build", "--formula", "Cs2BiBiCl6"],
+            "error: formula 'Cs2BiBiCl6' (Cs, Cs, Bi, Bi, Cl): no charge-balanced assignment",
+        ),
         (["build", "--formula", "CsAgCl3"], "error: formula 'CsAgCl3' is not an AA'BB'X6 formula"),
         (["build", "--formula", "Cs2AgQqCl6"], "error: formula 'Cs2AgQqCl6': unknown element 'Qq'"),
-        (["build", "--formula", "Cs2AgBiCl6", "--fixed-midpoint", "--move-a"], "error: move_a and fixed_midpoint do not combine"),
+        (
+            ["build", "--formula", "Cs2AgBiCl6", "--fixed-midpoint", "--move-a"],
+            "error: move_a and fixed_midpoint do not combine",
+        ),
         (["build-all", "--tilts", "a0a0a0,zz"], "error: unknown tilt system 'zz'"),
     ],
 )

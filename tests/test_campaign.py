@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -39,10 +39,15 @@ def table(tmp_path):
 
 def screening(table, tiny_model_path, limit=4, chunk_size=2, **kw):
     return ScreeningFlowMaker(
-        campaign="test", limit=limit, seed=1, chunk_size=chunk_size, enumeration=EnumerationSettings(table=table),
+        campaign="test",
+        limit=limit,
+        seed=1,
+        chunk_size=chunk_size,
+        enumeration=EnumerationSettings(table=table),
         build=BuildMaker(settings=BuildSettings(tilts=["a0a0a0", "a0a0c-"])),
-        relax=RelaxMaker(model=str(tiny_model_path), settings=RelaxSettings(max_steps=40), device="cpu"), **kw,
-    )  # fmt: skip
+        relax=RelaxMaker(model=str(tiny_model_path), settings=RelaxSettings(max_steps=40), device="cpu"),
+        **kw,
+    )
 
 
 def test_fan_out_and_run_locally_and_resume(db_settings, table, tiny_model_path):
@@ -53,23 +58,33 @@ def test_fan_out_and_run_locally_and_resume(db_settings, table, tiny_model_path)
     names = [d["name"] for d in store.docs_store._collection.find({}, {"name": 1})]
     assert sum(n.startswith("build chunk") for n in names) == 3  # 5 compositions in chunks of 2
     assert sum(n.startswith("relax chunk") for n in names) == 3
-    summary = next(r[1].output for r in responses.values() if 1 in r and isinstance(r[1].output, dict)
-                   and "lowest_phase_counts" in r[1].output)  # fmt: skip
+    summary = next(
+        r[1].output
+        for r in responses.values()
+        if 1 in r and isinstance(r[1].output, dict) and "lowest_phase_counts" in r[1].output
+    )
     assert summary["compositions"] == 5 and summary["relaxations"] == 10
     from dp_screen.campaign_store import CampaignStore
 
     stored = CampaignStore(db_settings).campaign_table(summary["table_id"])  # the job's output carries counts only
     assert len(stored) == 5 == summary["table_rows"] and "table" not in summary
     with open_store("relaxations", db_settings) as relax:  # the lowest ranked relaxation, read back from the store
-        docs = list(relax._collection.find({"excluded": None}, {"composition_id": 1, "energy_per_atom": 1,
-                                                                 "phase_tilt": 1}))  # fmt: skip
+        docs = list(
+            relax._collection.find({"excluded": None}, {"composition_id": 1, "energy_per_atom": 1, "phase_tilt": 1})
+        )
     for r in stored:
         mine = [d for d in docs if d["composition_id"] == r["composition_id"]]
         assert r["lowest"] == (min(mine, key=lambda d: d["energy_per_atom"])["phase_tilt"] if mine else None)
     # the same campaign again: nothing is rebuilt or relaxed twice
-    again = run_locally(screening(table, tiny_model_path, limit=5).make(db_settings.model_dump(mode="json")),
-                        store=store, create_folders=False, ensure_success=True)  # fmt: skip
-    counts = [r[1].output for r in again.values() if 1 in r and isinstance(r[1].output, dict) and "relaxed" in r[1].output]
+    again = run_locally(
+        screening(table, tiny_model_path, limit=5).make(db_settings.model_dump(mode="json")),
+        store=store,
+        create_folders=False,
+        ensure_success=True,
+    )
+    counts = [
+        r[1].output for r in again.values() if 1 in r and isinstance(r[1].output, dict) and "relaxed" in r[1].output
+    ]
     assert counts and all(c["relaxed"] == 0 for c in counts)
     with open_store("relaxations", db_settings) as relax:
         assert relax.count() == 10
@@ -83,18 +98,35 @@ def test_fireworks_two_workers(db_settings, table, tiny_model_path, tmp_path):
     lpad.reset("", require_password=False)
     flow = screening(table, tiny_model_path, limit=4, chunk_size=2).make(db_settings.model_dump(mode="json"))
     lpad.add_wf(flow_to_workflow(flow, store=get_job_store(db_settings)))
-    (tmp_path / "lp.yaml").write_text(f"host: {db_settings.db_uri}/{db_settings.database}_fw\nuri_mode: true\n"
-                                      f"name: {db_settings.database}_fw\n")  # fmt: skip
+    (tmp_path / "lp.yaml").write_text(
+        f"host: {db_settings.db_uri}/{db_settings.database}_fw\nuri_mode: true\nname: {db_settings.database}_fw\n"
+    )
     (tmp_path / "cpu.yaml").write_text("name: cpu\ncategory: __none__\nquery: '{}'\n")
     (tmp_path / "gpu.yaml").write_text("name: gpu-like\ncategory: gpu\nquery: '{}'\n")
     workers = []
     for n, fworker in enumerate(("cpu.yaml", "gpu.yaml")):
         folder = tmp_path / f"w{n}"
         folder.mkdir()
-        workers.append(subprocess.Popen(
-            [str(BIN / "rlaunch"), "-l", str(tmp_path / "lp.yaml"), "-w", str(tmp_path / fworker), "rapidfire",
-             "--nlaunches", "infinite", "--sleep", "1"], cwd=folder, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, env=dict(os.environ, OMP_NUM_THREADS="1")))  # fmt: skip
+        workers.append(
+            subprocess.Popen(
+                [
+                    str(BIN / "rlaunch"),
+                    "-l",
+                    str(tmp_path / "lp.yaml"),
+                    "-w",
+                    str(tmp_path / fworker),
+                    "rapidfire",
+                    "--nlaunches",
+                    "infinite",
+                    "--sleep",
+                    "1",
+                ],
+                cwd=folder,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=dict(os.environ, OMP_NUM_THREADS="1"),
+            )
+        )
     try:
         deadline = time.time() + 400
         while time.time() < deadline:
@@ -124,8 +156,22 @@ def test_killed_worker_loses_only_its_chunk(db_settings, table, tiny_model_path)
     with open_store("structures", db_settings) as s:
         total = s._collection.count_documents({"status": "built"})
     env = dict(os.environ, DP_SCREEN_DATABASE=db_settings.database, OMP_NUM_THREADS="1")
-    cmd = [str(BIN / "dp-screen"), "--db-uri", db_settings.db_uri, "relax", "--model", str(tiny_model_path),
-           "--device", "cpu", "--fmax", "0.0005", "--max-steps", "150", "--chunk-size", "2"]  # fmt: skip
+    cmd = [
+        str(BIN / "dp-screen"),
+        "--db-uri",
+        db_settings.db_uri,
+        "relax",
+        "--model",
+        str(tiny_model_path),
+        "--device",
+        "cpu",
+        "--fmax",
+        "0.0005",
+        "--max-steps",
+        "150",
+        "--chunk-size",
+        "2",
+    ]
     worker = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = pymongo.MongoClient(db_settings.db_uri)
     coll = client[db_settings.database]["relaxations"]
@@ -146,27 +192,40 @@ def test_killed_worker_loses_only_its_chunk(db_settings, table, tiny_model_path)
 
 
 def test_stratified_sample_covers_strata():
-    docs = [{"composition_id": f"c{i}_{x}", "phase": {"space_group": sg}} for i, (x, sg) in
-            enumerate([("O2-", 225)] * 6 + [("Cl-", 225)] * 3 + [("Cl-", 87)] * 2)]  # fmt: skip
+    docs = [
+        {"composition_id": f"c{i}_{x}", "phase": {"space_group": sg}}
+        for i, (x, sg) in enumerate([("O2-", 225)] * 6 + [("Cl-", 225)] * 3 + [("Cl-", 87)] * 2)
+    ]
     picked = stratified_sample(docs, 3, seed=0)
     assert {(d["composition_id"].rsplit("_", 1)[1], d["phase"]["space_group"]) for d in picked} == {
-        ("O2-", 225), ("Cl-", 225), ("Cl-", 87)}
+        ("O2-", 225),
+        ("Cl-", 225),
+        ("Cl-", 87),
+    }
 
 
 def test_sample_by_composition_takes_whole_compositions():
     def doc(cid, tilt, e, sg):
         return {"composition_id": cid, "start_tilt": tilt, "energy_per_atom": e, "phase": {"space_group": sg}}
 
-    docs = [doc("a_O2-", "a0a0c-", -1.0, 87), doc("a_O2-", "a0a0a0", -0.9, 225), doc("a_O2-", "a-a-a-", -0.95, 148),
-            doc("b_Cl-", "a0a0a0", -2.0, 225), doc("b_Cl-", "a0a0c-", -1.9, 87),
-            doc("c_Cl-", "a0a0a0", -3.0, 225)]  # fmt: skip
+    docs = [
+        doc("a_O2-", "a0a0c-", -1.0, 87),
+        doc("a_O2-", "a0a0a0", -0.9, 225),
+        doc("a_O2-", "a-a-a-", -0.95, 148),
+        doc("b_Cl-", "a0a0a0", -2.0, 225),
+        doc("b_Cl-", "a0a0c-", -1.9, 87),
+        doc("c_Cl-", "a0a0a0", -3.0, 225),
+    ]
     picked = stratified_sample(docs, 5, seed=0, by_composition=True)
     assert sorted(d["composition_id"] for d in picked) == ["a_O2-"] * 3 + ["b_Cl-"] * 2  # single-variant c last
     for cid in ("a_O2-", "b_Cl-"):
         tilts = [d["start_tilt"] for d in picked if d["composition_id"] == cid]
         assert tilts[0] == "a0a0a0"
     for seed in range(4):  # a cut composition keeps its untilted and its lowest variant
-        assert [d["start_tilt"] for d in stratified_sample(docs, 2, seed=seed, by_composition=True)] == ["a0a0a0", "a0a0c-"]
+        assert [d["start_tilt"] for d in stratified_sample(docs, 2, seed=seed, by_composition=True)] == [
+            "a0a0a0",
+            "a0a0c-",
+        ]
     assert len(stratified_sample(docs, 6, by_composition=True)) == 6
 
 
@@ -217,15 +276,27 @@ def test_vasp_backend_writes_inputs_and_queues_a_job(tmp_path):
         DFTStaticMaker(backend="abinit")
 
 
-def test_submit_cli_puts_the_campaign_on_the_launchpad(db_settings, table, tiny_model_path, capsys, monkeypatch, tmp_path):
-    from fireworks import LaunchPad
-
+def test_submit_cli_puts_the_campaign_on_the_launchpad(
+    db_settings, table, tiny_model_path, capsys, monkeypatch, tmp_path
+):
     from conftest import run_cli
+    from fireworks import LaunchPad
 
     monkeypatch.setenv("DP_SCREEN_DATABASE", db_settings.database)
     home = tmp_path / "proj"
-    args = ["--db-uri", db_settings.db_uri, "--home", str(home), "submit", "--limit", "3", "--model",
-            str(tiny_model_path), "--validate", "1"]  # fmt: skip
+    args = [
+        "--db-uri",
+        db_settings.db_uri,
+        "--home",
+        str(home),
+        "submit",
+        "--limit",
+        "3",
+        "--model",
+        str(tiny_model_path),
+        "--validate",
+        "1",
+    ]
     code, out, err = run_cli(args, capsys)  # a launchpad never used: initialised, no --reset needed
     assert code == 0, err
     assert "submitted workflow" in out and f"rlaunch -l {home / 'launchpad.yaml'} -w {home / 'fworker.yaml'}" in out
@@ -307,16 +378,36 @@ def test_training_flow_hands_its_model_to_the_screening_flow(db_settings, tmp_pa
     cp2k = CP2KSettings(cutoff=250, rel_cutoff=40, kpoint_length=0.0, nproc=2, max_scf=60, eps_scf=1e-5)
     db = db_settings.model_dump(mode="json")
     training = TrainingFlowMaker(
-        training_set=TrainingSetMaker(n_compositions=1, cells_per_composition=2, cell_atoms=10, displacement=0.05,
-                                      strain=0.02, enumeration=enumeration),
+        training_set=TrainingSetMaker(
+            n_compositions=1,
+            cells_per_composition=2,
+            cell_atoms=10,
+            displacement=0.05,
+            strain=0.02,
+            enumeration=enumeration,
+        ),
         dft=DFTStaticMaker(cp2k=cp2k),
-        fine_tune=FineTuneMaker(model_name="flow_model", settings=TrainSettings(
-            foundation=None, epochs=2, batch_size=1, num_channels=8, num_interactions=1, correlation=1,
-            stress_weight=0.0, valid_fraction=0.5)),
-    ).make(db)  # fmt: skip
-    screening = ScreeningFlowMaker(campaign="t", limit=1, enumeration=enumeration,
-                                   build=BuildMaker(settings=BuildSettings(tilts=["a0a0a0"])),
-                                   relax=RelaxMaker(settings=RelaxSettings(max_steps=20), device="cpu"))  # fmt: skip
+        fine_tune=FineTuneMaker(
+            model_name="flow_model",
+            settings=TrainSettings(
+                foundation=None,
+                epochs=2,
+                batch_size=1,
+                num_channels=8,
+                num_interactions=1,
+                correlation=1,
+                stress_weight=0.0,
+                valid_fraction=0.5,
+            ),
+        ),
+    ).make(db)
+    screening = ScreeningFlowMaker(
+        campaign="t",
+        limit=1,
+        enumeration=enumeration,
+        build=BuildMaker(settings=BuildSettings(tilts=["a0a0a0"])),
+        relax=RelaxMaker(settings=RelaxSettings(max_steps=20), device="cpu"),
+    )
     flow = Flow([training, screening.make(db, model=training.output["model_path"])])
     run_locally(flow, store=get_job_store(db_settings), create_folders=False, ensure_success=True)
     with open_store("models", db_settings) as models:
@@ -332,8 +423,22 @@ def test_run_command_json_and_resume(db_settings, capsys, monkeypatch, tmp_path)
     from conftest import run_cli
 
     monkeypatch.setenv("DP_SCREEN_DATABASE", db_settings.database)
-    args = ["--db-uri", db_settings.db_uri, "--home", str(tmp_path), "run", "--limit", "2", "--max-steps", "40",
-            "--device", "cpu", "--report", "rep", "--json"]  # fmt: skip
+    args = [
+        "--db-uri",
+        db_settings.db_uri,
+        "--home",
+        str(tmp_path),
+        "run",
+        "--limit",
+        "2",
+        "--max-steps",
+        "40",
+        "--device",
+        "cpu",
+        "--report",
+        "rep",
+        "--json",
+    ]
     code, out, err = run_cli(args, capsys)
     assert code == 0, err
     first = json.loads(out)
@@ -358,7 +463,7 @@ def test_run_command_json_and_resume(db_settings, capsys, monkeypatch, tmp_path)
             assert r["call"] == ("tilted" if r["dE_tilt_mev_atom"] > 2 * sigma else "undetermined")
     assert sum(first["calls"].values()) == 2
     code, out, err = run_cli(args[:-1], capsys)  # the human-readable table
-    assert code == 0 and f"model accuracy: packaged demonstration model" in out and mae in out
+    assert code == 0 and "model accuracy: packaged demonstration model" in out and mae in out
     assert "kept out:" in out and f"sigma {sigma:.1f} meV/atom (card)" in out and "phases within 2 sigma" in out
     # a sigma given by the user: the same relaxations, called again (nothing relaxed)
     code, out, err = run_cli([*args, "--phase-error", "0.001"], capsys)
@@ -375,9 +480,9 @@ def test_cli_and_workflows_campaign_build_the_same_flow(db_settings, tmp_path, c
     """`dp-screen submit` and workflows/campaign.py, given the same campaign, put the same workflow on the launchpad."""
     import importlib.util
 
+    from conftest import run_cli
     from fireworks import LaunchPad
 
-    from conftest import run_cli
     from dp_screen.flows.campaign import flow_fingerprint
 
     added = []
@@ -385,12 +490,38 @@ def test_cli_and_workflows_campaign_build_the_same_flow(db_settings, tmp_path, c
     monkeypatch.setenv("DP_SCREEN_DATABASE", db_settings.database)
     monkeypatch.chdir(tmp_path)
     lp = tmp_path / "lp.yaml"
-    lp.write_text(f"host: {db_settings.db_uri}/{db_settings.database}_fw\nuri_mode: true\nname: {db_settings.database}_fw\n")
-    code, out, err = run_cli(["--db-uri", db_settings.db_uri, "submit", "--launchpad", str(lp), "--all", "--campaign",
-                              "full", "--with-training", "340", "--dft", "vasp", "--validate", "500", "--report",
-                              "report_full", "--train-epochs", "50", "--train-device", "cuda"], capsys)  # fmt: skip
+    lp.write_text(
+        f"host: {db_settings.db_uri}/{db_settings.database}_fw\nuri_mode: true\nname: {db_settings.database}_fw\n"
+    )
+    code, out, err = run_cli(
+        [
+            "--db-uri",
+            db_settings.db_uri,
+            "submit",
+            "--launchpad",
+            str(lp),
+            "--all",
+            "--campaign",
+            "full",
+            "--with-training",
+            "340",
+            "--dft",
+            "vasp",
+            "--validate",
+            "500",
+            "--report",
+            "report_full",
+            "--train-epochs",
+            "50",
+            "--train-device",
+            "cuda",
+        ],
+        capsys,
+    )
     assert code == 0, err
-    spec = importlib.util.spec_from_file_location("wf_campaign", Path(__file__).parents[1] / "workflows" / "campaign.py")
+    spec = importlib.util.spec_from_file_location(
+        "wf_campaign", Path(__file__).parents[1] / "workflows" / "campaign.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module.main(["--launchpad", str(lp), "--db-uri", db_settings.db_uri])
@@ -398,20 +529,61 @@ def test_cli_and_workflows_campaign_build_the_same_flow(db_settings, tmp_path, c
 
     fingerprint = flow_fingerprint
     assert fingerprint(added[0]) == fingerprint(added[1])
-    other = run_cli(["--db-uri", db_settings.db_uri, "submit", "--launchpad", str(lp), "--all", "--campaign", "full",
-                     "--with-training", "340", "--dft", "vasp", "--validate", "400", "--report", "report_full",
-                     "--train-epochs", "50", "--train-device", "cuda"], capsys)  # fmt: skip
+    other = run_cli(
+        [
+            "--db-uri",
+            db_settings.db_uri,
+            "submit",
+            "--launchpad",
+            str(lp),
+            "--all",
+            "--campaign",
+            "full",
+            "--with-training",
+            "340",
+            "--dft",
+            "vasp",
+            "--validate",
+            "400",
+            "--report",
+            "report_full",
+            "--train-epochs",
+            "50",
+            "--train-device",
+            "cuda",
+        ],
+        capsys,
+    )
     assert other[0] == 0 and fingerprint(added[2]) != fingerprint(added[0])  # the fingerprint sees a difference
 
 
-def test_run_shows_progress_bars_and_job_lines_only_when_verbose(db_settings, capsys, monkeypatch, tmp_path,
-                                                                 tiny_model_path):  # fmt: skip
+def test_run_shows_progress_bars_and_job_lines_only_when_verbose(
+    db_settings, capsys, monkeypatch, tmp_path, tiny_model_path
+):
     from conftest import run_cli
 
     monkeypatch.setenv("DP_SCREEN_DATABASE", db_settings.database)
-    args = ["--db-uri", db_settings.db_uri, "--home", str(tmp_path), "run", "--limit", "2", "--max-steps", "20",
-            "--device", "cpu", "--model", str(tiny_model_path), "--tilts", "a0a0a0,a0a0c-", "--chunk-size", "1",
-            "--workers", "1"]  # fmt: skip
+    args = [
+        "--db-uri",
+        db_settings.db_uri,
+        "--home",
+        str(tmp_path),
+        "run",
+        "--limit",
+        "2",
+        "--max-steps",
+        "20",
+        "--device",
+        "cpu",
+        "--model",
+        str(tiny_model_path),
+        "--tilts",
+        "a0a0a0,a0a0c-",
+        "--chunk-size",
+        "1",
+        "--workers",
+        "1",
+    ]
     code, out, err = run_cli(args, capsys)
     assert code == 0, err
     # one bar per stage across both chunk jobs: structures done / total
@@ -421,20 +593,39 @@ def test_run_shows_progress_bars_and_job_lines_only_when_verbose(db_settings, ca
     assert code == 0 and "Starting job - relax chunk 0" in err and "relaxing:" not in err
 
 
-def test_run_with_worker_processes_gives_the_one_process_results(db_settings, capsys, monkeypatch, tmp_path,
-                                                                 tiny_model_path):  # fmt: skip
+def test_run_with_worker_processes_gives_the_one_process_results(
+    db_settings, capsys, monkeypatch, tmp_path, tiny_model_path
+):
     """`dp-screen run --workers 2`: the chunk jobs run in two worker processes (FireWorks, a private launchpad that
     is dropped afterwards) and the campaign's table is the one of `--workers 1` in another database; a re-run repeats
     nothing."""
-    from pymongo import MongoClient
-
     from conftest import run_cli
+    from pymongo import MongoClient
 
     def run(database: str, workers: int) -> dict:
         monkeypatch.setenv("DP_SCREEN_DATABASE", database)
-        args = ["--db-uri", db_settings.db_uri, "--home", str(tmp_path), "run", "--limit", "3", "--max-steps", "20",
-                "--device", "cpu", "--model", str(tiny_model_path), "--tilts", "a0a0a0,a-a-a-", "--chunk-size", "1",
-                "--workers", str(workers), "--json"]  # fmt: skip
+        args = [
+            "--db-uri",
+            db_settings.db_uri,
+            "--home",
+            str(tmp_path),
+            "run",
+            "--limit",
+            "3",
+            "--max-steps",
+            "20",
+            "--device",
+            "cpu",
+            "--model",
+            str(tiny_model_path),
+            "--tilts",
+            "a0a0a0,a-a-a-",
+            "--chunk-size",
+            "1",
+            "--workers",
+            str(workers),
+            "--json",
+        ]
         code, out, err = run_cli(args, capsys)
         assert code == 0, err
         return json.loads(out)
@@ -462,11 +653,13 @@ def test_the_campaign_summary_stays_small_at_the_size_of_the_whole_space(db_sett
     n = 220_570
     ids = [f"C{k:06d}+_C{k:06d}+_B+_B2+_X-" for k in range(n)]
     store = CampaignStore(db_settings)
-    store["compositions"].insert_many([{"composition_id": c, "formula": f"F{k}", "X": "X", "tau_perovskite": True}
-                                       for k, c in enumerate(ids)])  # fmt: skip
+    store["compositions"].insert_many(
+        [{"composition_id": c, "formula": f"F{k}", "X": "X", "tau_perovskite": True} for k, c in enumerate(ids)]
+    )
     relaxed = [{"model": {"model_sha256": "f" * 64}, "settings_hash": "s", "relaxed": 0, "converged": 0, "failed": 0}]
-    out = summarize_campaign.original({"campaign": "whole", "composition_ids": ids}, relaxed, None,
-                                      db_settings.model_dump(mode="json"))  # fmt: skip
+    out = summarize_campaign.original(
+        {"campaign": "whole", "composition_ids": ids}, relaxed, None, db_settings.model_dump(mode="json")
+    )
     assert len(bson.encode(out)) < 20_000 and out["table_rows"] == n and out["calls"]["undetermined"] == n
     parts = list(store["campaign_tables"].find({"table_id": out["table_id"]}))
     assert len(parts) == -(-n // 20_000) and max(len(bson.encode(p)) for p in parts) < 16 * 2**20

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import run_cli
 
 
@@ -21,8 +20,10 @@ def test_dry_run_json_counts(capsys):
     code, out, _ = run(["enumerate", "--dry-run", "--json"], capsys)
     assert code == 0
     assert json.loads(out) == {
-        "total": 220570, "with_Cs": 33520, "by_anion": {"Br": 19050, "Cl": 19050, "F": 19050, "I": 19050, "O": 144370}
-    }  # fmt: skip
+        "total": 220570,
+        "with_Cs": 33520,
+        "by_anion": {"Br": 19050, "Cl": 19050, "F": 19050, "I": 19050, "O": 144370},
+    }
 
 
 def test_dry_run_custom_table_and_knobs(capsys, small_table_path):
@@ -64,16 +65,30 @@ def test_descriptors_command(capsys, tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["enumerate", "--dry-run", "--anions", "O,S"], "error: unknown anion 'S'; this site table allows X = Br, Cl, F, I, O"),
+        (
+            ["enumerate", "--dry-run", "--anions", "O,S"],
+            "error: unknown anion 'S'; this site table allows X = Br, Cl, F, I, O",
+        ),
         (["enumerate", "--dry-run", "--table", "{bad_table}"], "error: bad.csv line 3: unknown element 'Qq'"),
         (["enumerate", "--dry-run", "--table", "{no_radius}"], "error: nr.csv line 2: no Shannon radius for Fe5+"),
         (["enumerate", "--dry-run", "--table", "/nonexistent.csv"], "error: cannot read site table '/nonexistent.csv'"),
-        (["--db-uri", "mongodb://127.0.0.1:1", "enumerate"], "error: cannot reach the database at mongodb://127.0.0.1:1"),
-        (["--db-uri", "mongodb://127.0.0.1:1", "db", "status"], "error: cannot reach the database at mongodb://127.0.0.1:1"),
-        (["descriptors", "--input", "/nonexistent.csv", "--output", "x.csv"], "error: input file '/nonexistent.csv' does not exist"),
+        (
+            ["--db-uri", "mongodb://127.0.0.1:1", "enumerate"],
+            "error: cannot reach the database at mongodb://127.0.0.1:1",
+        ),
+        (
+            ["--db-uri", "mongodb://127.0.0.1:1", "db", "status"],
+            "error: cannot reach the database at mongodb://127.0.0.1:1",
+        ),
+        (
+            ["descriptors", "--input", "/nonexistent.csv", "--output", "x.csv"],
+            "error: input file '/nonexistent.csv' does not exist",
+        ),
         (["descriptors", "--input", "{no_b2}", "--output", "{out}"], "error: input is missing column(s) B2"),
-        (["finetune", "--data", "{out}", "--energy-reference", "per_composition"],
-         "error: energy_reference 'per_composition' needs a foundation model"),
+        (
+            ["finetune", "--data", "{out}", "--energy-reference", "per_composition"],
+            "error: energy_reference 'per_composition' needs a foundation model",
+        ),
     ],
 )
 def test_bad_input_one_line_error(args, message, capsys, tmp_path, monkeypatch):

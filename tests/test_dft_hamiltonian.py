@@ -9,8 +9,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dp_screen.dft.cp2k import (CP2KError, CP2KSettings, coverage, cp2k_executable, data_dir, gamma_supercell, run_cp2k,
-                               write_cp2k_input)
+from dp_screen.dft.cp2k import (
+    CP2KError,
+    CP2KSettings,
+    coverage,
+    cp2k_executable,
+    data_dir,
+    gamma_supercell,
+    run_cp2k,
+    write_cp2k_input,
+)
 from dp_screen.dft.hamiltonian import hamiltonian_for
 from dp_screen.structures.perovskite import SiteSpeciesSet, build_bvm_structure
 
@@ -32,9 +40,27 @@ def test_open_shell_oxide_gets_uks_moments_and_u():
 def test_unpaired_electrons_of_ions():
     from dp_screen.dft.hamiltonian import unpaired_electrons
 
-    known = {("Fe", 3): 5, ("Fe", 2): 4, ("Co", 2): 3, ("Ni", 2): 2, ("Cu", 2): 1, ("Mn", 4): 3, ("Cr", 3): 3,
-             ("V", 5): 0, ("W", 6): 0, ("W", 5): 1, ("Ag", 1): 0, ("Zn", 2): 0, ("Mg", 2): 0, ("Ce", 3): 1,
-             ("Ce", 4): 0, ("Nd", 3): 3, ("Sm", 3): 5, ("La", 3): 0, ("Bi", 3): 0}  # fmt: skip
+    known = {
+        ("Fe", 3): 5,
+        ("Fe", 2): 4,
+        ("Co", 2): 3,
+        ("Ni", 2): 2,
+        ("Cu", 2): 1,
+        ("Mn", 4): 3,
+        ("Cr", 3): 3,
+        ("V", 5): 0,
+        ("W", 6): 0,
+        ("W", 5): 1,
+        ("Ag", 1): 0,
+        ("Zn", 2): 0,
+        ("Mg", 2): 0,
+        ("Ce", 3): 1,
+        ("Ce", 4): 0,
+        ("Nd", 3): 3,
+        ("Sm", 3): 5,
+        ("La", 3): 0,
+        ("Bi", 3): 0,
+    }
     assert {k: unpaired_electrons(*k) for k in known} == known
 
 
@@ -97,12 +123,16 @@ def test_real_spin_polarised_single_point_forces_and_stress_match_finite_differe
 
     def cell(a=5.00, dx=0.0, strain=0.0):
         lat = Lattice.cubic(a * (1 + strain))
-        return Structure(lat, [Species("K", 1), Species("Mn", 2), *[Species("Cl", -1)] * 3],
-                         [[0, 0, 0], [0.5 + (0.08 + dx) / a, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])  # fmt: skip
+        return Structure(
+            lat,
+            [Species("K", 1), Species("Mn", 2), *[Species("Cl", -1)] * 3],
+            [[0, 0, 0], [0.5 + (0.08 + dx) / a, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]],
+        )
 
     # the production cutoffs: at 200 Ry the grid's egg-box error alone puts the difference 18% off the force
-    settings = CP2KSettings(cutoff=400, rel_cutoff=60, kpoint_length=0.0, eps_scf=1e-7, smearing_k=300, max_scf=200,
-                            nproc=2)  # fmt: skip
+    settings = CP2KSettings(
+        cutoff=400, rel_cutoff=60, kpoint_length=0.0, eps_scf=1e-7, smearing_k=300, max_scf=200, nproc=2
+    )
     dx = 0.02
     r0 = run_cp2k(cell(), settings, tmp_path / "r0")
     assert r0["scf_converged"] and r0["method"] == "cp2k-pbe" and r0["hamiltonian"]["spin_polarised"]
@@ -132,8 +162,11 @@ def test_unconverged_scf_falls_back_and_restarts_from_its_wavefunction(tmp_path)
     low cutoff: this checks the mechanism, not the physics."""
     from pymatgen.core import Lattice, Species, Structure
 
-    kmgf3 = Structure(Lattice.cubic(4.0), [Species("K", 1), Species("Mg", 2), *[Species("F", -1)] * 3],
-                      [[0, 0, 0], [0.52, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])  # fmt: skip
+    kmgf3 = Structure(
+        Lattice.cubic(4.0),
+        [Species("K", 1), Species("Mg", 2), *[Species("F", -1)] * 3],
+        [[0, 0, 0], [0.52, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]],
+    )
     base = dict(cutoff=250, rel_cutoff=40, kpoint_length=0.0, eps_scf=1e-6, nproc=2)
     res = run_cp2k(kmgf3, CP2KSettings(**base, max_scf=3, scf_fallbacks=({"max_scf": 60},)), tmp_path / "ladder")
     first, second = res["scf_attempts"]
@@ -149,7 +182,9 @@ def test_unconverged_scf_falls_back_and_restarts_from_its_wavefunction(tmp_path)
     assert np.allclose(res["forces"], fresh["forces"], atol=5e-3)
     # an EPS_SCF no SCF reaches: accepted on the energy (CP2KSettings.ediff_per_atom), saying so, with the energy and
     # forces of the density-converged run
-    tight = run_cp2k(kmgf3, CP2KSettings(**{**base, "eps_scf": 1e-14}, max_scf=30, scf_fallbacks=()), tmp_path / "tight")
+    tight = run_cp2k(
+        kmgf3, CP2KSettings(**{**base, "eps_scf": 1e-14}, max_scf=30, scf_fallbacks=()), tmp_path / "tight"
+    )
     only = tight["scf_attempts"][0]
     assert (only["scf_converged"], only["energy_converged"], only["scf_steps"]) == (False, True, 30)
     assert tight["scf_converged"] and tight["scf_converged_by"] == "energy"

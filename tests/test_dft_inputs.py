@@ -34,7 +34,9 @@ def test_scf_mixing_restart_and_fallback_settings():
     assert "SCF_GUESS ATOMIC" in text and "WFN_RESTART_FILE_NAME" not in text
     text = write_cp2k_input(cubic, CP2KSettings(mixing_history=8), restart_file="attempt0-RESTART.kp")
     assert "SCF_GUESS RESTART" in text and "WFN_RESTART_FILE_NAME attempt0-RESTART.kp" in text and "NBROYDEN 8" in text
-    settings = CP2KSettings(max_scf=30, scf_fallbacks=({"mixing": "KERKER_MIXING", "max_scf": 200}, {"mixing_alpha": 0.1}))
+    settings = CP2KSettings(
+        max_scf=30, scf_fallbacks=({"mixing": "KERKER_MIXING", "max_scf": 200}, {"mixing_alpha": 0.1})
+    )
     first, second, third = settings.attempts()
     assert (first.max_scf, first.mixing, first.scf_fallbacks) == (30, "BROYDEN_MIXING", ())
     assert (second.max_scf, second.mixing, third.max_scf, third.mixing_alpha) == (200, "KERKER_MIXING", 30, 0.1)
@@ -54,9 +56,15 @@ def test_energy_acceptance_reads_the_last_scf_table():
     from dp_screen.dft.cp2k import ENERGY_WINDOW, HARTREE_EV, energy_converged, scf_energy_changes
 
     def table(changes):
-        rows = [f"  {n:4d} Kerker/Diag.0.50E-01    4.8     0.00000579      -236.1671193783 {c: .2E}"
-                for n, c in enumerate(changes, start=1)]
-        return " SCF WAVEFUNCTION OPTIMIZATION\n\n  Step     Update method      Time    Convergence         Total energy    Change\n" + "\n".join(rows) + "\n"
+        rows = [
+            f"  {n:4d} Kerker/Diag.0.50E-01    4.8     0.00000579      -236.1671193783 {c: .2E}"
+            for n, c in enumerate(changes, start=1)
+        ]
+        return (
+            " SCF WAVEFUNCTION OPTIMIZATION\n\n  Step     Update method      Time    Convergence         Total energy    Change\n"
+            + "\n".join(rows)
+            + "\n"
+        )
 
     noisy = table([-236.0, 1.6e-3, *[3e-4] * 20])
     quiet = table([-236.0, -2.11e-3, *[2e-6] * ENERGY_WINDOW])

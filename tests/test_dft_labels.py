@@ -51,8 +51,14 @@ def test_vasp_task_doc_gives_stress_in_gpa_with_ase_sign(task_doc):
 
 
 def test_cp2k_result_and_bad_input():
-    cp2k = {"method": "cp2k-pbe", "energy": -10.0, "forces": np.zeros((2, 3)), "stress_gpa": np.eye(3),
-            "scf_converged": False, "settings": {"cutoff": 400}}  # fmt: skip
+    cp2k = {
+        "method": "cp2k-pbe",
+        "energy": -10.0,
+        "forces": np.zeros((2, 3)),
+        "stress_gpa": np.eye(3),
+        "scf_converged": False,
+        "settings": {"cutoff": 400},
+    }
     label = dft_label(cp2k)
     assert label["stress_gpa"] == np.eye(3).tolist() and label["scf_converged"] is False
     with pytest.raises(InputError, match="allowed: a CP2K result dict"):
@@ -75,8 +81,12 @@ def test_finetune_maker_reads_vasp_labels(task_doc, tmp_path, monkeypatch):
     monkeypatch.setattr(training, "finetune_to_store", record)
     structure = task_doc.output.structure
     maker = training.FineTuneMaker()
-    out = maker.make.original(maker, {"structures": [structure], "labels": [{"composition_id": "Li"}]}, [task_doc],
-                              DPScreenSettings(home=tmp_path).model_dump(mode="json"))  # fmt: skip
+    out = maker.make.original(
+        maker,
+        {"structures": [structure], "labels": [{"composition_id": "Li"}]},
+        [task_doc],
+        DPScreenSettings(home=tmp_path).model_dump(mode="json"),
+    )
     assert out["n_train"] == 1
     from ase.io import read
 

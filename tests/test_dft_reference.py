@@ -26,16 +26,31 @@ def test_reference_set_loads_with_units_and_provenance():
 
 
 def _point(formula, tilt, e_per_atom, f=0.0, s=0.0):
-    return {"formula": formula, "tilt": tilt, "n_atoms": 10, "energy": 10 * e_per_atom,
-            "forces": np.full((10, 3), f), "stress_gpa": np.full((3, 3), s)}  # fmt: skip
+    return {
+        "formula": formula,
+        "tilt": tilt,
+        "n_atoms": 10,
+        "energy": 10 * e_per_atom,
+        "forces": np.full((10, 3), f),
+        "stress_gpa": np.full((3, 3), s),
+    }
 
 
 def test_metrics_on_a_two_composition_slice_match_a_hand_computation():
-    dft = [_point("A", "a0a0a0", -5.000), _point("A", "a0a0c-", -5.010), _point("A", "a-a-a-", -5.004),
-           _point("B", "a0a0a0", -4.000), _point("B", "a0b-b-", -3.995)]  # fmt: skip
-    model = [_point("A", "a0a0a0", -6.000, f=0.1, s=1.0), _point("A", "a0a0c-", -6.002, f=0.1, s=1.0),
-             _point("A", "a-a-a-", -6.006, f=0.1, s=1.0), _point("B", "a0a0a0", -3.000, f=0.1, s=1.0),
-             _point("B", "a0b-b-", -3.001, f=0.1, s=1.0)]  # fmt: skip
+    dft = [
+        _point("A", "a0a0a0", -5.000),
+        _point("A", "a0a0c-", -5.010),
+        _point("A", "a-a-a-", -5.004),
+        _point("B", "a0a0a0", -4.000),
+        _point("B", "a0b-b-", -3.995),
+    ]
+    model = [
+        _point("A", "a0a0a0", -6.000, f=0.1, s=1.0),
+        _point("A", "a0a0c-", -6.002, f=0.1, s=1.0),
+        _point("A", "a-a-a-", -6.006, f=0.1, s=1.0),
+        _point("B", "a0a0a0", -3.000, f=0.1, s=1.0),
+        _point("B", "a0b-b-", -3.001, f=0.1, s=1.0),
+    ]
     m = reference_metrics(dft, model)
     # dE (meV/atom): A a0a0c- DFT -10, model -2 -> 8; A a-a-a- DFT -4, model -6 -> 2; B a0b-b- DFT +5, model -1 -> 6
     assert m["phase_de_mae_mev"] == pytest.approx((8 + 2 + 6) / 3)
@@ -54,8 +69,9 @@ def test_metrics_on_a_two_composition_slice_match_a_hand_computation():
     assert reference_metrics(dft, model)["lowest_phase_agreement"] == 0.5
     # the slice of the real set: metrics of DFT against itself vanish
     real = [p for p in load_reference() if p["formula"] in sorted({q["formula"] for q in load_reference()})[:2]]
-    self_m = reference_metrics(real, [{"energy": p["energy"], "forces": p["forces"], "stress_gpa": p["stress_gpa"]}
-                                      for p in real])  # fmt: skip
+    self_m = reference_metrics(
+        real, [{"energy": p["energy"], "forces": p["forces"], "stress_gpa": p["stress_gpa"]} for p in real]
+    )
     assert self_m["n_compositions"] == 2 and self_m["phase_de_mae_mev"] == 0 and self_m["lowest_phase_agreement"] == 1
 
 

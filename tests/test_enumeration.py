@@ -27,7 +27,10 @@ def brute_force_count(table: SiteTable, allow_same_a=True, allow_same_b=True) ->
     for x in table.on_site("X"):
         for a1, a2 in pick_a(table.on_site("A"), 2):
             for b1, b2 in pick_b(table.on_site("B"), 2):
-                n += a1.oxidation_state + a2.oxidation_state + b1.oxidation_state + b2.oxidation_state == -6 * x.oxidation_state
+                n += (
+                    a1.oxidation_state + a2.oxidation_state + b1.oxidation_state + b2.oxidation_state
+                    == -6 * x.oxidation_state
+                )
     return n
 
 
@@ -50,16 +53,19 @@ def test_every_default_composition_is_charge_balanced_and_unique(r1):
 
 def test_known_compositions_present(r1):
     ids = set(r1["composition_id"])
-    assert {"Cs+_Cs+_Ag+_Bi3+_Cl-", "Ba2+_Ba2+_Ca2+_Mo6+_O2-", "Na+_La3+_Fe2+_W6+_O2-", "Sr2+_Sr2+_Fe3+_Mo5+_O2-"} <= ids
+    assert {
+        "Cs+_Cs+_Ag+_Bi3+_Cl-",
+        "Ba2+_Ba2+_Ca2+_Mo6+_O2-",
+        "Na+_La3+_Fe2+_W6+_O2-",
+        "Sr2+_Sr2+_Fe3+_Mo5+_O2-",
+    } <= ids
     assert "Cs+_Cs+_Bi3+_Bi3+_Cl-" not in ids  # 1+1+3+3 = 8 != 6
     row = r1.set_index("composition_id").loc["Cs+_Cs+_Ag+_Bi3+_Cl-"]
     assert row.formula == "Cs2AgBiCl6"
 
 
 def test_tiny_custom_table_counted_by_hand():
-    table = parse_site_table(
-        "site,element,oxidation_state\nA,Cs,1\nB,Ag,1\nB,Bi,3\nB,In,3\nX,Cl,-1\n"
-    )
+    table = parse_site_table("site,element,oxidation_state\nA,Cs,1\nB,Ag,1\nB,Bi,3\nB,In,3\nX,Cl,-1\n")
     df = enumerate_compositions(table)
     # Cs2 needs qB + qB' = 4: Ag/Bi and Ag/In only
     assert sorted(df["formula"]) == ["Cs2AgBiCl6", "Cs2AgInCl6"]

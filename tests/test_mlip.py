@@ -23,8 +23,9 @@ def rattled(structure, amplitude=0.05, seed=0):
 
     rng = np.random.default_rng(seed)
     cart = structure.cart_coords + rng.normal(0, amplitude, (len(structure), 3))
-    return Structure(structure.lattice, structure.species, cart, coords_are_cartesian=True,
-                     site_properties=structure.site_properties)
+    return Structure(
+        structure.lattice, structure.species, cart, coords_are_cartesian=True, site_properties=structure.site_properties
+    )
 
 
 @pytest.fixture(scope="module")
@@ -112,10 +113,15 @@ def test_convergence_flags_are_honest(tiny):
     """Converged means what the user set, in eV/A and GPa, on the structure returned: checked by evaluating the
     returned structure again with the ASE calculator."""
     start = rattled(build_bvm_structure(SR2COMOO6, "rocksalt", "a0a0c-").structure, 0.1)
-    (capped,) = relax_structures([start], tiny, RelaxSettings(fmax=1e-5, max_steps=10, check_every=5, fix_symmetry=False))
+    (capped,) = relax_structures(
+        [start], tiny, RelaxSettings(fmax=1e-5, max_steps=10, check_every=5, fix_symmetry=False)
+    )
     assert not capped.converged and not capped.failed and capped.n_steps == 10
     assert _evaluate(capped.structure, tiny)[0] > 1e-5
-    loose, tight = RelaxSettings(fmax=0.05, max_stress_gpa=0.5, max_steps=1000), RelaxSettings(fmax=0.01, max_stress_gpa=0.02, max_steps=1000)
+    loose, tight = (
+        RelaxSettings(fmax=0.05, max_stress_gpa=0.5, max_steps=1000),
+        RelaxSettings(fmax=0.01, max_stress_gpa=0.02, max_steps=1000),
+    )
     results = relax_structures([build_bvm_structure(SR2COMOO6, "rocksalt", "a0a0c-").structure], tiny, loose)
     results += relax_structures([build_bvm_structure(SR2COMOO6, "rocksalt", "a0a0c-").structure], tiny, tight)
     for res, crit in zip(results, (loose, tight), strict=True):
@@ -189,10 +195,14 @@ def test_phase_calls_carry_the_error_bar():
 
 
 def test_compare_phases():
-    summary = compare_phases([
-        {"tilt": "a0a0a0", "energy_per_atom": -5.000}, {"tilt": "a0a0c-", "energy_per_atom": -5.012},
-        {"tilt": "a+b-b-", "energy_per_atom": -5.020}, {"tilt": "a-a-a-", "energy_per_atom": float("nan")},
-    ])  # fmt: skip
+    summary = compare_phases(
+        [
+            {"tilt": "a0a0a0", "energy_per_atom": -5.000},
+            {"tilt": "a0a0c-", "energy_per_atom": -5.012},
+            {"tilt": "a+b-b-", "energy_per_atom": -5.020},
+            {"tilt": "a-a-a-", "energy_per_atom": float("nan")},
+        ]
+    )
     assert summary["lowest"] == "a+b-b-" and summary["ground_state_tilted"]
     assert summary["dE_untilted_mev_atom"] == pytest.approx(20.0)
     assert summary["energies_mev_atom"]["a0a0c-"] == pytest.approx(8.0)
@@ -201,8 +211,12 @@ def test_compare_phases():
     assert near["lowest"] == "a0a0c-" and near["call"] == "undetermined" and near["ground_state_tilted"] is None
     assert near["phases_within_error"] == "a0a0c- | a0a0a0" and near["phase_error_mev"] is None
     # a tilted start that relaxed back (identified as a0a0a0): no distinct tilted phase, untilted whatever the energy
-    back = compare_phases([{"tilt": "a0a0a0", "energy_per_atom": -5.0}, {"tilt": "a0a0a0", "energy_per_atom": -5.0003}],
-                          phase_error_mev=50.0)  # fmt: skip
-    assert back["call"] == "untilted" and back["ground_state_tilted"] is False and back["ground_state_phase"] == "a0a0a0"
+    back = compare_phases(
+        [{"tilt": "a0a0a0", "energy_per_atom": -5.0}, {"tilt": "a0a0a0", "energy_per_atom": -5.0003}],
+        phase_error_mev=50.0,
+    )
+    assert (
+        back["call"] == "untilted" and back["ground_state_tilted"] is False and back["ground_state_phase"] == "a0a0a0"
+    )
     # no untilted variant ranked: nothing to compare with
     assert compare_phases([{"tilt": "a0a0c-", "energy_per_atom": -5.0}])["call"] == "undetermined"

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pymongo
 import pytest
+from conftest import make_tiny_mace
 from pymatgen.core import Structure
 
-from conftest import make_tiny_mace
 from dp_screen.settings import DPScreenSettings
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
@@ -44,8 +44,11 @@ def campaign_store(db_server, tmp_path_factory):
     build_structures_to_store(BuildSettings(tilts=TILTS), settings)
     relaxed = relax_store(None, RelaxSettings(fmax=0.05, max_steps=150), settings, device="cpu")
     assert relaxed["relaxed"] == 8 * len(TILTS)
-    reference = load_model(str(make_tiny_mace(tmp / "ref.model", [8, 11, 12, 17, 20, 42, 47, 49, 55, 56, 74, 83])),
-                           device="cpu", dtype="float64")  # fmt: skip
+    reference = load_model(
+        str(make_tiny_mace(tmp / "ref.model", [8, 11, 12, 17, 20, 42, 47, 49, 55, 56, 74, 83])),
+        device="cpu",
+        dtype="float64",
+    )
     with open_store("relaxations", settings) as store:
         docs = list(store._collection.find({"failed": False}, {"_id": 0}))
     picked = [d for d in docs if d["formula"] in ("Ba2CaWO6", "Cs2AgBiCl6")] + stratified_sample(docs, 2, seed=1)
@@ -53,8 +56,13 @@ def campaign_store(db_server, tmp_path_factory):
     for rel in {d["relaxation_id"]: d for d in picked}.values():
         structure = Structure.from_dict(rel["structure"])
         ref = single_points([structure], reference)[0]
-        dft = {"method": REFERENCE, "energy": ref["energy"], "forces": ref["forces"], "stress_gpa": ref["stress_gpa"],
-               "settings": {"model": "tiny random MACE standing in for DFT"}}  # fmt: skip
+        dft = {
+            "method": REFERENCE,
+            "energy": ref["energy"],
+            "forces": ref["forces"],
+            "stress_gpa": ref["stress_gpa"],
+            "settings": {"model": "tiny random MACE standing in for DFT"},
+        }
         vals.append(validation_doc(rel, dft, structure))
     with open_store("validations", settings) as store:
         upsert_documents(store, vals)
@@ -69,16 +77,18 @@ def test_report_of_a_real_campaign(campaign_store, tmp_path):
     phases = data.phase_table(campaign_store)
     assert len(phases) == 8 and phases["n_variants"].eq(3).all()
     # every dE is the untilted energy minus the lowest of the stored relaxations, recomputed here from the documents
-    rel = data.load_collection("relaxations", {"failed": False}, ["composition_id", "start_tilt", "energy_per_atom"],
-                               campaign_store)  # fmt: skip
+    rel = data.load_collection(
+        "relaxations", {"failed": False}, ["composition_id", "start_tilt", "energy_per_atom"], campaign_store
+    )
     for cid, g in rel.groupby("composition_id"):
         e = g.set_index("start_tilt")["energy_per_atom"]
         row = phases.set_index("composition_id").loc[cid]
         assert row["dE_untilted_mev_atom"] == pytest.approx(1e3 * (e["a0a0a0"] - e.min()))
     rep = write_report(tmp_path / "report", campaign_store)
     assert rep.missing == []
-    assert {"composition_space", "phase_fractions", "de_histogram", "de_vs_tolerance", "parity",
-            "convergence"} <= set(rep.figures)  # fmt: skip
+    assert {"composition_space", "phase_fractions", "de_histogram", "de_vs_tolerance", "parity", "convergence"} <= set(
+        rep.figures
+    )
     assert any(k.startswith("heatmap_") for k in rep.figures)
     page = rep.html.read_text()
     assert all(f"figures/{p.name}" in page for p in rep.figures.values())
@@ -131,7 +141,9 @@ def test_notebooks_match_their_generator(tmp_path):
     """notebooks/ is what scripts/make_notebooks.py writes (edit the script, then run it)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("make_notebooks", NOTEBOOKS[0].parents[1] / "scripts" / "make_notebooks.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_notebooks", NOTEBOOKS[0].parents[1] / "scripts" / "make_notebooks.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module.main(tmp_path)

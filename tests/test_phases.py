@@ -47,7 +47,9 @@ def test_a_equals_a_prime_and_layered_b_equals_b_prime_get_their_own_tables():
     # Ba2MgWO6 built with the layered A ordering: A = A', so the cell is the rock-salt-B Fm-3m one
     built = build_bvm_structure(BA2MGWO6, "layered", "a0a0a0")
     phase = identify_phase(built.structure, "layered", "a0a0a0")
-    assert phase.space_group == 225 and phase.same_a and phase.tilt_candidates == ["a0a0a0"] and phase.stayed_in_start_tilt
+    assert (
+        phase.space_group == 225 and phase.same_a and phase.tilt_candidates == ["a0a0a0"] and phase.stayed_in_start_tilt
+    )
     # NaLaTi2O6: layered A with B = B' is P4/mmm untilted (not the P4/nmm of layered A + rock-salt B)
     built = build_bvm_structure(NALATI2O6, "layered", "a0a0a0")
     phase = identify_phase(built.structure, "layered", "a0a0a0")
@@ -58,14 +60,21 @@ def test_a_structure_that_gained_symmetry_is_ranked_under_the_phase_it_ended_in(
     untilted = build_bvm_structure(SR2COMOO6, "rocksalt", "a0a0a0").structure
     phase = identify_phase(untilted, "rocksalt", start_tilt="a0a0c-")  # as if an a0a0c- start had untilted
     assert phase.space_group == 225 and not phase.stayed_in_start_tilt and phase.phase == "a0a0a0"
-    p1 = Structure(untilted.lattice, untilted.species, untilted.frac_coords + np.random.default_rng(0).normal(0, 0.01, (10, 3)),
-                   site_properties=untilted.site_properties)  # fmt: skip
+    p1 = Structure(
+        untilted.lattice,
+        untilted.species,
+        untilted.frac_coords + np.random.default_rng(0).normal(0, 0.01, (10, 3)),
+        site_properties=untilted.site_properties,
+    )
     assert identify_phase(p1, "rocksalt", start_tilt="a0a0a0").phase == "SG1"  # in no tilt system of the table
 
 
 def test_built_perovskites_pass_the_gate():
-    for species, ordering in ((SR2COMOO6, "rocksalt"), (NALATI2O6, "layered"),
-                              (SiteSpeciesSet(("Cs", 1), ("Cs", 1), ("Ag", 1), ("Bi", 3), ("I", -1)), "rocksalt")):  # fmt: skip
+    for species, ordering in (
+        (SR2COMOO6, "rocksalt"),
+        (NALATI2O6, "layered"),
+        (SiteSpeciesSet(("Cs", 1), ("Cs", 1), ("Ag", 1), ("Bi", 3), ("I", -1)), "rocksalt"),
+    ):
         for tilt in SPACE_GROUPS[ordering]:
             check = check_perovskite(build_bvm_structure(species, ordering, tilt).structure)
             assert check.ok, (species.formula, tilt, check.reason)
@@ -105,13 +114,29 @@ def test_gate_catches_a_torn_octahedron_and_an_a_cation_out_of_its_cavity():
 def _doc(structure, tilt, energy, converged=True, failed=False):
     """A relaxation document built the way relax_store builds one, from a constructed result."""
     sid = f"Sr2+_Sr2+_Co2+_Mo6+_O2-:rocksalt:{tilt}:bvm"
-    result = RelaxResult(structure=structure, energy=energy * len(structure), energy_per_atom=energy, max_force=0.01,
-                         max_stress_gpa=0.05, stress_gpa=[[0.0] * 3] * 3, n_steps=50, converged=converged,
-                         failed=failed, initial_volume=structure.volume)  # fmt: skip
+    result = RelaxResult(
+        structure=structure,
+        energy=energy * len(structure),
+        energy_per_atom=energy,
+        max_force=0.01,
+        max_stress_gpa=0.05,
+        stress_gpa=[[0.0] * 3] * 3,
+        n_steps=50,
+        converged=converged,
+        failed=failed,
+        initial_volume=structure.volume,
+    )
     phase = identify_phase(structure, "rocksalt", tilt)
     check = check_perovskite(structure)
-    struct_doc = {"structure_id": sid, "composition_id": sid.split(":")[0], "formula": "Sr2CoMoO6",
-                  "ordering": "rocksalt", "tilt": tilt, "method": "bvm", "settings_hash": "b"}  # fmt: skip
+    struct_doc = {
+        "structure_id": sid,
+        "composition_id": sid.split(":")[0],
+        "formula": "Sr2CoMoO6",
+        "ordering": "rocksalt",
+        "tilt": tilt,
+        "method": "bvm",
+        "settings_hash": "b",
+    }
     prov = {"model_sha256": "m" * 64, "model_name": "test"}
     return RelaxationDoc.from_result(struct_doc, result, phase, prov, {}, "s", check).model_dump()
 
@@ -135,12 +160,28 @@ def test_unconverged_and_not_perovskite_results_are_kept_out_of_the_ranking_with
 
 def test_rankings_are_per_ordering_with_the_overall_ground_state_across_orderings():
     def v(ordering, tilt, e):
-        return {"ordering": ordering, "start_tilt": tilt, "phase_tilt": tilt, "energy_per_atom": e,
-                "structure_id": f"c:{ordering}:{tilt}:bvm", "excluded": None}  # fmt: skip
+        return {
+            "ordering": ordering,
+            "start_tilt": tilt,
+            "phase_tilt": tilt,
+            "energy_per_atom": e,
+            "structure_id": f"c:{ordering}:{tilt}:bvm",
+            "excluded": None,
+        }
 
-    summary = phase_summary([v("layered", "a0a0a0", -6.000), v("layered", "a-a-c+", -6.030),
-                             v("rocksalt-A", "a0a0a0", -6.010), v("rocksalt-A", "a+b-b-", -6.020)])  # fmt: skip
+    summary = phase_summary(
+        [
+            v("layered", "a0a0a0", -6.000),
+            v("layered", "a-a-c+", -6.030),
+            v("rocksalt-A", "a0a0a0", -6.010),
+            v("rocksalt-A", "a+b-b-", -6.020),
+        ]
+    )
     assert summary["orderings"]["layered"]["dE_untilted_mev_atom"] == pytest.approx(30.0)
     assert summary["orderings"]["rocksalt-A"]["dE_untilted_mev_atom"] == pytest.approx(10.0)
     ground = summary["ground_state"]
-    assert (ground["ordering"], ground["phase"], ground["dE_untilted_mev_atom"]) == ("layered", "a-a-c+", pytest.approx(30.0))
+    assert (ground["ordering"], ground["phase"], ground["dE_untilted_mev_atom"]) == (
+        "layered",
+        "a-a-c+",
+        pytest.approx(30.0),
+    )

@@ -116,8 +116,22 @@ def test_relax_one_structure_cli(tmp_path, tiny_model_path, capsys):
     capsys.readouterr()
     code = 0
     try:
-        main(["relax", "--structure", str(cif), "--model", str(tiny_model_path), "--device", "cpu", "--json",
-              "--max-steps", "30", "--out", str(tmp_path / "r.cif")])  # fmt: skip
+        main(
+            [
+                "relax",
+                "--structure",
+                str(cif),
+                "--model",
+                str(tiny_model_path),
+                "--device",
+                "cpu",
+                "--json",
+                "--max-steps",
+                "30",
+                "--out",
+                str(tmp_path / "r.cif"),
+            ]
+        )
     except SystemExit as exc:
         code = exc.code or 0
     out = capsys.readouterr()
@@ -159,9 +173,22 @@ def test_phase_table_from_the_summaries_equals_the_one_grouped_from_the_relaxati
     relax_store(str(tiny_model_path), RelaxSettings(max_steps=40), built_store, device="cpu")
     fast = data.phase_table(built_store)
     slow = data.phase_table(built_store, query={"composition_id": {"$exists": True}})
-    cols = ["composition_id", "ordering", "lowest_tilt", "dE_untilted_mev_atom", "ground_state_tilted",
-            "winning_space_group", "n_variants", "n_ranked", "excluded", "composition_ground_state", "B_sp", "call",
-            "phases_within_error", "phase_error_source"]  # fmt: skip
+    cols = [
+        "composition_id",
+        "ordering",
+        "lowest_tilt",
+        "dE_untilted_mev_atom",
+        "ground_state_tilted",
+        "winning_space_group",
+        "n_variants",
+        "n_ranked",
+        "excluded",
+        "composition_ground_state",
+        "B_sp",
+        "call",
+        "phases_within_error",
+        "phase_error_source",
+    ]
     assert len(fast) == len(slow) > 0 and fast.attrs["settings_hash"] == slow.attrs["settings_hash"]
     assert fast[cols].astype(str).to_dict("records") == slow[cols].astype(str).to_dict("records")
     strict = data.phase_table(built_store, phase_error_mev=0.0)  # a user's sigma is applied when reading
@@ -187,8 +214,20 @@ def test_digests_give_the_same_report_tables_as_the_summaries_and_the_relaxation
     store["phase_sets"].update_many({}, {"$unset": {"digests": ""}})  # as a store from before digests
     assert data.read_phase_digest(built_store, reg["model_sha256"], reg["settings_hash"]) is None
     from_summaries = data.phase_table(built_store)
-    cols = ["composition_id", "ordering", "lowest_tilt", "dE_untilted_mev_atom", "ground_state_tilted",
-            "winning_space_group", "n_variants", "n_ranked", "excluded", "B_sp", "goldschmidt_t", "tau_perovskite"]  # fmt: skip
+    cols = [
+        "composition_id",
+        "ordering",
+        "lowest_tilt",
+        "dE_untilted_mev_atom",
+        "ground_state_tilted",
+        "winning_space_group",
+        "n_variants",
+        "n_ranked",
+        "excluded",
+        "B_sp",
+        "goldschmidt_t",
+        "tau_perovskite",
+    ]
     assert len(from_digests) == len(grouped) > 0
     for other in (grouped, from_summaries):
         assert from_digests[cols].astype(str).to_dict("records") == other[cols].astype(str).to_dict("records")
@@ -256,15 +295,17 @@ def test_committee_scores_stored_relaxations_and_the_report_filters_on_it(built_
 
     settings = RelaxSettings(max_steps=40)
     relax_store(str(tiny_model_path), settings, built_store, device="cpu")
-    members = [str(tiny_model_path)] + [str(make_tiny_mace(tmp_path / f"m{k}.model", TINY_ELEMENTS, seed=k))
-                                        for k in (1, 2)]  # fmt: skip
+    members = [str(tiny_model_path)] + [
+        str(make_tiny_mace(tmp_path / f"m{k}.model", TINY_ELEMENTS, seed=k)) for k in (1, 2)
+    ]
     out = relax_store(str(tiny_model_path), settings, built_store, device="cpu", committee=members)
     assert out["relaxed"] == 0 and out["scored_by_committee"] > 0  # nothing relaxed again, all scored
     with open_store("relaxations", built_store) as store:
         docs = [d for d in store._collection.find({}) if not d["failed"]]
     assert len(docs) == out["scored_by_committee"]
-    again = committee_predictions([Structure.from_dict(d["structure"]) for d in docs],
-                                  Committee.load(members, device="cpu"))  # fmt: skip
+    again = committee_predictions(
+        [Structure.from_dict(d["structure"]) for d in docs], Committee.load(members, device="cpu")
+    )
     for d, p in zip(docs, again, strict=True):
         assert d["force_spread_ev_a"] == pytest.approx(p.force_spread_ev_a, rel=1e-6) and d["force_spread_ev_a"] > 0
         assert d["energy_spread_mev_atom"] == pytest.approx(p.energy_spread_mev_atom, rel=1e-6)
@@ -272,8 +313,11 @@ def test_committee_scores_stored_relaxations_and_the_report_filters_on_it(built_
     table = data.phase_table(built_store)
     ranked = [d for d in docs if d["excluded"] is None]
     for _, row in table[table["n_ranked"] > 0].iterrows():
-        mine = [d["force_spread_ev_a"] for d in ranked if d["composition_id"] == row["composition_id"]
-                and d["ordering"] == row["ordering"]]  # fmt: skip
+        mine = [
+            d["force_spread_ev_a"]
+            for d in ranked
+            if d["composition_id"] == row["composition_id"] and d["ordering"] == row["ordering"]
+        ]
         assert row["force_spread_ev_a"] == pytest.approx(max(mine))
     bound = float(np.nanmedian(table["force_spread_ev_a"]))
     kept = data.uncertainty_filter(table, max_force_spread=bound)

@@ -73,7 +73,11 @@ def test_two_chunk_jobs_read_only_their_own_documents(chlorides, tiny_model_path
     # a large unrelated collection: 3,000 relaxations of other compositions
     client = pymongo.MongoClient(chlorides.db_uri)
     client[chlorides.database]["relaxations"].insert_many(
-        [{"relaxation_id": f"x{i}", "composition_id": f"other{i // 5}", "structure_id": f"other{i}"} for i in range(3000)])
+        [
+            {"relaxation_id": f"x{i}", "composition_id": f"other{i // 5}", "structure_id": f"other{i}"}
+            for i in range(3000)
+        ]
+    )
     client.close()
     settings = RelaxSettings(max_steps=20)
     reads = []
@@ -83,7 +87,10 @@ def test_two_chunk_jobs_read_only_their_own_documents(chlorides, tiny_model_path
         reads.append(counter.docs)
         for name, docs in counter.docs.items():
             mine = [d for d in docs if "composition_id" in d]
-            assert all(d["composition_id"] in chunk for d in mine), (name, {d["composition_id"] for d in mine} - set(chunk))
+            assert all(d["composition_id"] in chunk for d in mine), (
+                name,
+                {d["composition_id"] for d in mine} - set(chunk),
+            )
         # 2 compositions x 2 tilts: every collection read returns at most a few documents per structure
         assert sum(len(v) for v in counter.docs.values()) <= 4 * 4, {k: len(v) for k, v in counter.docs.items()}
     assert {k: len(v) for k, v in reads[0].items()} == {k: len(v) for k, v in reads[1].items()}
@@ -112,8 +119,15 @@ def test_a_database_lost_mid_run_ends_with_one_message_and_keeps_what_finished(t
                 server.stop()
 
         with pytest.raises(DatabaseError, match=r"failed while writing relaxations.*run the same command again"):
-            relax_store(str(tiny_model_path), RelaxSettings(max_steps=30, max_atoms_per_batch=10), settings,
-                        device="cpu", write_every=1, identify_workers=0, progress=lose_the_database)  # fmt: skip
+            relax_store(
+                str(tiny_model_path),
+                RelaxSettings(max_steps=30, max_atoms_per_batch=10),
+                settings,
+                device="cpu",
+                write_every=1,
+                identify_workers=0,
+                progress=lose_the_database,
+            )
     finally:
         server.stop()
     uri = server.start(idle_stop_s=0)["uri"]
@@ -136,8 +150,12 @@ def test_device_checks_flag_the_same_blow_ups_as_the_host_path(tiny_model_path):
     base = build_bvm_structure(SiteSpeciesSet(("Cs", 1), ("Cs", 1), ("Ag", 1), ("Bi", 3), ("Cl", -1))).structure
     close = base.cart_coords.copy()
     close[1] = close[0] + [0.3, 0.0, 0.0]
-    structures = [base, Structure(base.lattice, base.species, close, coords_are_cartesian=True),
-                  base.copy(), base.copy()]  # fmt: skip
+    structures = [
+        base,
+        Structure(base.lattice, base.species, close, coords_are_cartesian=True),
+        base.copy(),
+        base.copy(),
+    ]
     v0 = np.array([s.volume for s in structures])
     v0[2] = base.volume / 1.8  # as if the third had grown by 80% since its start
     settings = RelaxSettings()
@@ -146,8 +164,17 @@ def test_device_checks_flag_the_same_blow_ups_as_the_host_path(tiny_model_path):
     batch.positions[batch.system_idx == 3] = float("nan")  # the fourth has gone non-finite
     codes, _ = device_checks(batch, torch.tensor(v0, dtype=tm.dtype), settings)
     owner = batch.system_idx.numpy()
-    host = [_blow_up(float(batch.energy[k]), batch.forces.numpy()[owner == k], batch.positions.numpy()[owner == k],
-                     batch.row_vector_cell.numpy()[k], v0[k], settings) for k in range(4)]  # fmt: skip
+    host = [
+        _blow_up(
+            float(batch.energy[k]),
+            batch.forces.numpy()[owner == k],
+            batch.positions.numpy()[owner == k],
+            batch.row_vector_cell.numpy()[k],
+            v0[k],
+            settings,
+        )
+        for k in range(4)
+    ]
     assert host[0] is None and "too close" in host[1] and "volume" in host[2] and "non-finite" in host[3]
     assert [int(c) for c in codes[:, 0]] == [0, 3, 2, 1]
     assert codes[1, 2] == pytest.approx(0.3, abs=1e-6)  # the shortest distance, as the host computes it
@@ -159,12 +186,18 @@ def test_array_space_groups_agree_with_pymatgen():
 
     rng = np.random.default_rng(0)
     structures = []
-    for sp in (SiteSpeciesSet(("Sr", 2), ("Sr", 2), ("Co", 2), ("Mo", 6), ("O", -2)),
-               SiteSpeciesSet(("Sr", 2), ("Sr", 2), ("Ti", 4), ("Ti", 4), ("O", -2))):  # fmt: skip
+    for sp in (
+        SiteSpeciesSet(("Sr", 2), ("Sr", 2), ("Co", 2), ("Mo", 6), ("O", -2)),
+        SiteSpeciesSet(("Sr", 2), ("Sr", 2), ("Ti", 4), ("Ti", 4), ("O", -2)),
+    ):
         for tilt in SPACE_GROUPS["rocksalt"]:
             s = build_bvm_structure(sp, "rocksalt", tilt).structure
-            structures += [s, Structure(s.lattice, s.species, s.cart_coords + rng.normal(0, 0.004, (len(s), 3)),
-                                        coords_are_cartesian=True)]  # fmt: skip
+            structures += [
+                s,
+                Structure(
+                    s.lattice, s.species, s.cart_coords + rng.normal(0, 0.004, (len(s), 3)), coords_are_cartesian=True
+                ),
+            ]
     assert [space_groups(s) for s in structures] == [space_groups_pymatgen(s) for s in structures]
     assert len({space_groups(s)["0.001"] for s in structures}) > 10
 
@@ -176,10 +209,14 @@ def _angles_one_anion_at_a_time(structure) -> list[float]:
     for i, site in enumerate(structure):
         if roles[i] != "X":
             continue
-        near = sorted((n for n in structure.get_neighbors(site, 3.6) if roles[n.index] in ("B", "B2")),
-                      key=lambda n: n.nn_distance)[:2]  # fmt: skip
+        near = sorted(
+            (n for n in structure.get_neighbors(site, 3.6) if roles[n.index] in ("B", "B2")),
+            key=lambda n: n.nn_distance,
+        )[:2]
         v1, v2 = near[0].coords - site.coords, near[1].coords - site.coords
-        out.append(float(np.degrees(np.arccos(np.clip(np.dot(v1, v2) / np.linalg.norm(v1) / np.linalg.norm(v2), -1, 1)))))
+        out.append(
+            float(np.degrees(np.arccos(np.clip(np.dot(v1, v2) / np.linalg.norm(v1) / np.linalg.norm(v2), -1, 1))))
+        )
     return sorted(out)
 
 
@@ -188,8 +225,9 @@ def test_batched_b_x_b_angles_agree_with_the_per_site_search():
     from dp_screen.structures.tilts import SPACE_GROUPS
 
     for tilt in SPACE_GROUPS["rocksalt"]:
-        s = build_bvm_structure(SiteSpeciesSet(("Sr", 2), ("Sr", 2), ("Co", 2), ("Mo", 6), ("O", -2)), "rocksalt",
-                                tilt).structure  # fmt: skip
+        s = build_bvm_structure(
+            SiteSpeciesSet(("Sr", 2), ("Sr", 2), ("Co", 2), ("Mo", 6), ("O", -2)), "rocksalt", tilt
+        ).structure
         assert sorted(b_x_b_angles(s)) == pytest.approx(_angles_one_anion_at_a_time(s), abs=1e-8)
 
 
@@ -226,10 +264,21 @@ def test_the_validation_sample_reads_no_structure_it_does_not_validate(db_settin
     from dp_screen.jobs.validate import draw_sample
 
     structure = build_bvm_structure(SiteSpeciesSet(("Cs", 1), ("Cs", 1), ("Ag", 1), ("Bi", 3), ("Cl", -1))).structure
-    docs = [{"relaxation_id": f"r{k}", "composition_id": f"C{k // 5}+_C+_B+_B3+_{'Cl' if k % 2 else 'Br'}-",
-             "start_tilt": ("a0a0a0", "a0a0c-", "a-a-a-", "a0b-b-", "a+b-b-")[k % 5], "energy_per_atom": -3.0 - k % 7,
-             "phase": {"space_group": (225, 87, 148, 12, 14)[k % 5]}, "failed": False, "converged": True,
-             "excluded": None, "model_sha256": "m" * 64, "structure": structure.as_dict()} for k in range(2000)]  # fmt: skip
+    docs = [
+        {
+            "relaxation_id": f"r{k}",
+            "composition_id": f"C{k // 5}+_C+_B+_B3+_{'Cl' if k % 2 else 'Br'}-",
+            "start_tilt": ("a0a0a0", "a0a0c-", "a-a-a-", "a0b-b-", "a+b-b-")[k % 5],
+            "energy_per_atom": -3.0 - k % 7,
+            "phase": {"space_group": (225, 87, 148, 12, 14)[k % 5]},
+            "failed": False,
+            "converged": True,
+            "excluded": None,
+            "model_sha256": "m" * 64,
+            "structure": structure.as_dict(),
+        }
+        for k in range(2000)
+    ]
     CampaignStore(db_settings).write_relaxations(docs)
     counter = _listening(db_settings, monkeypatch)
     sample = draw_sample(CampaignStore(db_settings), None, "m" * 64, 6, seed=3, by_composition=False)
@@ -251,10 +300,17 @@ def test_identification_in_worker_processes_gives_the_in_process_documents(chlor
 
     def run(workers: int) -> tuple[dict, list[dict]]:
         store["relaxations"].delete_many({})
-        counts = relax_store(str(tiny_model_path), RelaxSettings(max_steps=15), chlorides, device="cpu",
-                             identify_workers=workers, write_every=3)  # fmt: skip
-        docs = sorted(store["relaxations"].find({}, {f: 1 for f in fields} | {"_id": 0}),
-                      key=lambda d: d["relaxation_id"])  # fmt: skip
+        counts = relax_store(
+            str(tiny_model_path),
+            RelaxSettings(max_steps=15),
+            chlorides,
+            device="cpu",
+            identify_workers=workers,
+            write_every=3,
+        )
+        docs = sorted(
+            store["relaxations"].find({}, {f: 1 for f in fields} | {"_id": 0}), key=lambda d: d["relaxation_id"]
+        )
         return counts, docs
 
     in_process, docs0 = run(0)

@@ -22,8 +22,22 @@ def test_default_table_is_rule_r1():
     a, b, x = table.on_site("A"), table.on_site("B"), table.on_site("X")
     assert len(a) == 15
     assert {s.label for s in a} == {
-        "Na+", "K+", "Rb+", "Cs+", "Tl+", "Ca2+", "Sr2+", "Ba2+", "Pb2+", "Cd2+", "La3+", "Ce3+", "Nd3+", "Sm3+", "Ce4+"
-    }  # fmt: skip
+        "Na+",
+        "K+",
+        "Rb+",
+        "Cs+",
+        "Tl+",
+        "Ca2+",
+        "Sr2+",
+        "Ba2+",
+        "Pb2+",
+        "Cd2+",
+        "La3+",
+        "Ce3+",
+        "Nd3+",
+        "Sm3+",
+        "Ce4+",
+    }
     assert len(b) == 130 and len({s.element for s in b}) == 65
     assert {s.label for s in x} == {"O2-", "F-", "Cl-", "Br-", "I-"}
     assert all(s.coordination == 12 for s in a) and all(s.coordination == 6 for s in b)

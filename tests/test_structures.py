@@ -116,7 +116,10 @@ def test_moving_a_in_cryolite():
     """P21/n has three A-displacement modes; using them takes the GII to ~0."""
     t = pv._template("rocksalt", "a+b-b-")
     assert len(pv._a_modes(t, pv._codes(t, NA3ALF6))) == 3
-    assert len(pv._a_modes(pv._template("rocksalt", "a0a0a0"), pv._codes(pv._template("rocksalt", "a0a0a0"), NA3ALF6))) == 0
+    assert (
+        len(pv._a_modes(pv._template("rocksalt", "a0a0a0"), pv._codes(pv._template("rocksalt", "a0a0a0"), NA3ALF6)))
+        == 0
+    )
     fixed_a = build_bvm_structure(NA3ALF6, "rocksalt", "a+b-b-")
     moved = build_bvm_structure(NA3ALF6, "rocksalt", "a+b-b-", move_a=True)
     assert moved.space_group == 14 and moved.a_displacement > 0.05

@@ -15,10 +15,10 @@ from __future__ import annotations
 import math
 
 import pytest
+from conftest import make_tiny_mace, run_cli
 from pymatgen.core import Structure
 from pymatgen.io.cif import CifWriter
 
-from conftest import make_tiny_mace, run_cli
 from dp_screen.campaign_store import CampaignStore, latest_rows
 from dp_screen.errors import InputError
 from dp_screen.jobs.build import BuildSettings, build_structures_to_store
@@ -58,8 +58,18 @@ def test_sigma_comes_from_the_card_the_fine_tune_the_committee_or_the_user(tmp_p
     # a committee's spread replaces the model's; the user's replaces both
     assert ordering_phase_error(packaged, 4.0).sigma_mev == pytest.approx(4 * math.sqrt(2))
     assert ordering_phase_error(user_phase_error(7.0), 4.0).sigma_mev == 7.0
-    variants = [{"ordering": "rocksalt", "start_tilt": t, "phase_tilt": t, "energy_per_atom": e, "structure_id": t,
-                 "final_space_group": 1, "excluded": None} for t, e in (("a0a0a0", -5.0), ("a0a0c-", -5.06))]  # fmt: skip
+    variants = [
+        {
+            "ordering": "rocksalt",
+            "start_tilt": t,
+            "phase_tilt": t,
+            "energy_per_atom": e,
+            "structure_id": t,
+            "final_space_group": 1,
+            "excluded": None,
+        }
+        for t, e in (("a0a0a0", -5.0), ("a0a0c-", -5.06))
+    ]
     summ = phase_summary(variants, packaged)  # dE_tilt 60 < 2 x 44.9
     assert summ["call"] == "undetermined" and summ["phase_error_mev"] == packaged.sigma_mev
     assert summ["phases_within_error"] == "a0a0c- | a0a0a0" and summ["ground_state_phase"] is None
@@ -97,8 +107,18 @@ def test_relax_jobs_store_calls_with_the_models_error(db_settings, tmp_path, tin
     assert summ["call"] in ("undetermined", "untilted")  # 2 x 10 eV/atom: no energy difference decides
     # the report and the CLI table say which sigma the calls used
     monkeypatch.setenv("DP_SCREEN_DATABASE", db_settings.database)
-    code, text, err = run_cli(["--db-uri", db_settings.db_uri, "report", "--out", str(tmp_path / "rep"), "--model",
-                               out["model"]["model_sha256"][:12]], capsys)  # fmt: skip
+    code, text, err = run_cli(
+        [
+            "--db-uri",
+            db_settings.db_uri,
+            "report",
+            "--out",
+            str(tmp_path / "rep"),
+            "--model",
+            out["model"]["model_sha256"][:12],
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "sigma 10000.0 meV/atom from the card" in text
 
@@ -123,8 +143,13 @@ def test_training_set_cells_reach_cp2k_spin_polarised_with_u(tmp_path):
 
     table = tmp_path / "sfmo.csv"
     table.write_text(SR2FEMOO6_TABLE)
-    maker = TrainingSetMaker(n_compositions=1, cells_per_composition=2, cell_atoms=20, seed=1,
-                             enumeration=EnumerationSettings(table=str(table), bv_filter="exact"))  # fmt: skip
+    maker = TrainingSetMaker(
+        n_compositions=1,
+        cells_per_composition=2,
+        cell_atoms=20,
+        seed=1,
+        enumeration=EnumerationSettings(table=str(table), bv_filter="exact"),
+    )
     job = maker.make()
     out = run_locally(job, create_folders=False, ensure_success=True)[job.uuid][1].output
     assert out["n"] == 2 and {lab["composition_id"] for lab in out["labels"]} == {"Sr2+_Sr2+_Fe3+_Mo5+_O2-"}
@@ -142,8 +167,21 @@ def test_active_learning_labels_reach_cp2k_spin_polarised_with_u(db_settings, tm
     from dp_screen.mlip.active_learning import LoopSettings, Oracle
 
     model = make_tiny_mace(tmp_path / "sfmo.model", [8, 26, 38, 42], seed=2)
-    row = {"composition_id": "Sr2+_Sr2+_Fe3+_Mo5+_O2-", "formula": "Sr2FeMoO6", "A": "Sr", "nA": 2, "A2": "Sr", "nA2": 2, "B": "Fe",
-           "nB": 3, "B2": "Mo", "nB2": 5, "X": "O", "nX": -2, "expected_ordering": "rocksalt"}  # fmt: skip
+    row = {
+        "composition_id": "Sr2+_Sr2+_Fe3+_Mo5+_O2-",
+        "formula": "Sr2FeMoO6",
+        "A": "Sr",
+        "nA": 2,
+        "A2": "Sr",
+        "nA2": 2,
+        "B": "Fe",
+        "nB": 3,
+        "B2": "Mo",
+        "nB2": 5,
+        "X": "O",
+        "nX": -2,
+        "expected_ordering": "rocksalt",
+    }
     loop = LoopSettings(loop_id="sfmo", oracle="cp2k", start_model=str(model), relax=RelaxSettings(max_steps=10))
     assert prepare_held_out(loop, [row], db_settings, tilts=["a0a0a0", "a0a0c-"])["n"] == 2
 
@@ -203,12 +241,15 @@ def chloride_store(db_settings, tmp_path):
 
 def _summaries(db, key):
     ids = [d["composition_id"] for d in CampaignStore(db).compositions(None, ["composition_id"])]
-    return {d["composition_id"]: (d.get("phases") or {}).get(key) for d in
-            CampaignStore(db).phase_summaries(ids, key, ["composition_id"])}  # fmt: skip
+    return {
+        d["composition_id"]: (d.get("phases") or {}).get(key)
+        for d in CampaignStore(db).phase_summaries(ids, key, ["composition_id"])
+    }
 
 
-def test_a_job_killed_before_its_summaries_leaves_none_missing_after_a_rerun(chloride_store, tiny_model_path,
-                                                                             monkeypatch):  # fmt: skip
+def test_a_job_killed_before_its_summaries_leaves_none_missing_after_a_rerun(
+    chloride_store, tiny_model_path, monkeypatch
+):
     import dp_screen.jobs.relax as relax_job
 
     def killed(*args, **kwargs):
@@ -310,8 +351,19 @@ def test_a_cif_without_site_roles_is_identified_gated_and_ranked(tmp_path, tiny_
     CifWriter(srtio3).write_file(tmp_path / "srtio3.cif")
     assert identify_phase(Structure.from_file(tmp_path / "srtio3.cif")).phase == "a0a0a0"
     # the CLI relaxes a CIF from elsewhere and names its phase
-    code, out, err = run_cli(["relax", "--structure", str(tmp_path / "a-a-a-.cif"), "--model", str(tiny_model_path),
-                              "--max-steps", "20", "--json"], capsys)  # fmt: skip
+    code, out, err = run_cli(
+        [
+            "relax",
+            "--structure",
+            str(tmp_path / "a-a-a-.cif"),
+            "--model",
+            str(tiny_model_path),
+            "--max-steps",
+            "20",
+            "--json",
+        ],
+        capsys,
+    )
     assert code == 0, err
     import json
 
@@ -330,8 +382,9 @@ def test_each_ordering_is_recovered_and_a_non_perovskite_refused_by_name(tmp_pat
         assert found == ordering
         roles = {(r, sp.symbol) for r, sp in zip(s.site_properties["site"], s.species, strict=True)}
         assert roles == {("A", "Na"), ("A2", "La"), ("B", "Mg"), ("B2", "W"), ("X", "O")}
-    rocksalt_nacl = Structure.from_spacegroup("Fm-3m", [[5.64, 0, 0], [0, 5.64, 0], [0, 0, 5.64]], ["Na", "Cl"],
-                                              [[0, 0, 0], [0.5, 0.5, 0.5]])  # fmt: skip
+    rocksalt_nacl = Structure.from_spacegroup(
+        "Fm-3m", [[5.64, 0, 0], [0, 5.64, 0], [0, 0, 5.64]], ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]
+    )
     with pytest.raises(InputError, match="structure halite: cannot infer .* 4 anions and 4 cations of 8 sites"):
         infer_site_roles(rocksalt_nacl, name="halite")
 

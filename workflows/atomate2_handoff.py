@@ -26,8 +26,10 @@ def handoff_flow(cells, model_path: str, then: str | None = None, device: str = 
     for cell in cells:
         job = relax.make(cell.to_structure())
         job.name = f"atomate2 relax {cell.formula} ({cell.provenance.get('phase')})"
-        job.metadata = {**(job.metadata or {}), "dp_screen": {"formula": cell.formula, "ordering": cell.ordering,
-                                                                 **cell.provenance}}  # fmt: skip
+        job.metadata = {
+            **(job.metadata or {}),
+            "dp_screen": {"formula": cell.formula, "ordering": cell.ordering, **cell.provenance},
+        }
         jobs.append(job)
         if then == "elastic":
             from atomate2.forcefields.flows.elastic import ElasticMaker
@@ -37,8 +39,9 @@ def handoff_flow(cells, model_path: str, then: str | None = None, device: str = 
     return Flow(jobs, name="dp_screen ground states -> atomate2")
 
 
-def run(formulas: list[str], model: str | None = None, top: int | None = None, then: str | None = None,
-        tilts="default") -> dict:
+def run(
+    formulas: list[str], model: str | None = None, top: int | None = None, then: str | None = None, tilts="default"
+) -> dict:
     """Screen ``formulas`` with dp_screen, then run the atomate2 hand-off on the ``top`` ground states locally;
     returns {formula: atomate2 output document of its relaxation}."""
     from jobflow import JobStore, run_locally
@@ -55,10 +58,14 @@ def run(formulas: list[str], model: str | None = None, top: int | None = None, t
     import tempfile
 
     # atomate2's jobs write files (the final structure) in their working folder: one folder each, not the cwd
-    responses = run_locally(flow, store=store, create_folders=True, root_dir=tempfile.mkdtemp(prefix="dp_atomate2_"),
-                            ensure_success=True)  # fmt: skip
-    return {job.metadata["dp_screen"]["formula"]: responses[job.uuid][1].output
-            for job in flow.jobs if job.name.startswith("atomate2 relax")}  # fmt: skip
+    responses = run_locally(
+        flow, store=store, create_folders=True, root_dir=tempfile.mkdtemp(prefix="dp_atomate2_"), ensure_success=True
+    )
+    return {
+        job.metadata["dp_screen"]["formula"]: responses[job.uuid][1].output
+        for job in flow.jobs
+        if job.name.startswith("atomate2 relax")
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -70,8 +77,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     for formula, doc in run(args.formulas, args.model, args.top, args.then).items():
         out = doc.output
-        print(f"{formula}: atomate2 {type(doc).__name__}, energy {out.energy:.4f} eV, "
-              f"{out.structure.get_space_group_info()[0]}, volume {out.structure.volume:.2f} A^3")
+        print(
+            f"{formula}: atomate2 {type(doc).__name__}, energy {out.energy:.4f} eV, "
+            f"{out.structure.get_space_group_info()[0]}, volume {out.structure.volume:.2f} A^3"
+        )
 
 
 if __name__ == "__main__":

@@ -28,10 +28,18 @@ def options(argv: list[str] | None = None):
     parser.add_argument("--chunk-size", type=int, default=500)
     args = parser.parse_args(argv)
     opts = CampaignOptions(
-        campaign="full", whole_space=True, limit=None, chunk_size=args.chunk_size, n_validate=args.validate,
-        dft_backend=args.dft, report_dir="report_full", training_compositions=args.training_compositions,
-        foundation=args.foundation, train_epochs=50, train_device="cuda",
-    )  # fmt: skip
+        campaign="full",
+        whole_space=True,
+        limit=None,
+        chunk_size=args.chunk_size,
+        n_validate=args.validate,
+        dft_backend=args.dft,
+        report_dir="report_full",
+        training_compositions=args.training_compositions,
+        foundation=args.foundation,
+        train_epochs=50,
+        train_device="cuda",
+    )
     settings = DPScreenSettings(db_uri=args.db_uri)
     return args, opts, settings.model_copy(update={"home": settings.home.resolve()})
 

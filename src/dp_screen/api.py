@@ -24,7 +24,6 @@ from dp_screen.errors import InputError
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
-    from pymatgen.core import Structure
 
     from dp_screen.mlip.models import LoadedModel
     from dp_screen.mlip.relax import RelaxResult, RelaxSettings
@@ -54,14 +53,20 @@ def _choices(value, default: list[str], every: list[str], what: str) -> list[str
     values = [value] if isinstance(value, str) else list(value)
     bad = [v for v in values if v not in every]
     if bad:
-        raise InputError(f"{what} {', '.join(map(repr, bad))} not available; allowed: {', '.join(every)}, "
-                         f"'default' or 'all'")  # fmt: skip
+        raise InputError(
+            f"{what} {', '.join(map(repr, bad))} not available; allowed: {', '.join(every)}, 'default' or 'all'"
+        )
     return values
 
 
-def build(formulas: str | Iterable[str], tilts: str | Iterable[str] = "default",
-          orderings: str | Iterable[str] = "default", method: str = "bvm", bv_set: str | None = None,
-          progress: bool = True) -> list[PerovskiteCell]:  # fmt: skip
+def build(
+    formulas: str | Iterable[str],
+    tilts: str | Iterable[str] = "default",
+    orderings: str | Iterable[str] = "default",
+    method: str = "bvm",
+    bv_set: str | None = None,
+    progress: bool = True,
+) -> list[PerovskiteCell]:
     """Starting cells of one or more formulas in each ordering and tilt system.
 
     Parameters
@@ -105,12 +110,21 @@ def build(formulas: str | Iterable[str], tilts: str | Iterable[str] = "default",
         for ordering in _choices(orderings, [row["expected_ordering"]], allowed, "ordering"):
             for tilt in _choices(tilts, list(DEFAULT_TILTS[ordering]), list(SPACE_GROUPS[ordering]), "tilt system"):
                 jobs.append((species, ordering, tilt))
-    return [build_cell(species, ordering, tilt, method, bv_set)[0]
-            for species, ordering, tilt in _bar(jobs, progress, "building", "cell")]
+    return [
+        build_cell(species, ordering, tilt, method, bv_set)[0]
+        for species, ordering, tilt in _bar(jobs, progress, "building", "cell")
+    ]
 
 
-def build_cell(species, ordering: str, tilt: str = "a0a0a0", method: str = "bvm", bv_set: str | None = None,
-               fixed_midpoint: bool = False, move_a: bool = False) -> tuple[PerovskiteCell, BuiltStructure]:  # fmt: skip
+def build_cell(
+    species,
+    ordering: str,
+    tilt: str = "a0a0a0",
+    method: str = "bvm",
+    bv_set: str | None = None,
+    fixed_midpoint: bool = False,
+    move_a: bool = False,
+) -> tuple[PerovskiteCell, BuiltStructure]:
     """One starting cell (and the builder's full result: GII, tilt angles, bond lengths) of a composition
     (a :class:`~dp_screen.structures.perovskite.SiteSpeciesSet` or a formula), ordering and tilt system;
     ``fixed_midpoint`` and ``move_a`` are the BVM builder's options."""
@@ -122,10 +136,15 @@ def build_cell(species, ordering: str, tilt: str = "a0a0a0", method: str = "bvm"
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
     if method == "bvm":
-        settings = {"method": method, "bv_set": bv_set or DEFAULT_BV_SET, "fixed_midpoint": fixed_midpoint,
-                    "move_a": move_a}  # fmt: skip
-        built = build_bvm_structure(species, ordering, tilt, fixed_midpoint=fixed_midpoint, move_a=move_a,
-                                    bv_set=settings["bv_set"])  # fmt: skip
+        settings = {
+            "method": method,
+            "bv_set": bv_set or DEFAULT_BV_SET,
+            "fixed_midpoint": fixed_midpoint,
+            "move_a": move_a,
+        }
+        built = build_bvm_structure(
+            species, ordering, tilt, fixed_midpoint=fixed_midpoint, move_a=move_a, bv_set=settings["bv_set"]
+        )
     else:
         settings = {"method": method}
         built = build_dls_structure(species, ordering, tilt)
@@ -189,14 +208,20 @@ class Relaxation:
 
     def variant(self) -> dict:
         """The variant :func:`dp_screen.structures.phases.phase_summary` ranks."""
-        return {"ordering": self.start.ordering, "start_tilt": self.start.tilt or (self.phase.phase if self.phase else "?"),
-                "phase_tilt": self.phase.phase if self.phase else None, "energy_per_atom": self.energy_per_atom,
-                "structure_id": id(self), "final_space_group": self.phase.space_group if self.phase else None,
-                "excluded": self.excluded}  # fmt: skip
+        return {
+            "ordering": self.start.ordering,
+            "start_tilt": self.start.tilt or (self.phase.phase if self.phase else "?"),
+            "phase_tilt": self.phase.phase if self.phase else None,
+            "energy_per_atom": self.energy_per_atom,
+            "structure_id": id(self),
+            "final_space_group": self.phase.space_group if self.phase else None,
+            "excluded": self.excluded,
+        }
 
 
-def assess(result: RelaxResult, ordering: str, start_tilt: str | None) -> tuple[PhaseIdentification | None,
-                                                                                  PerovskiteCheck | None]:  # fmt: skip
+def assess(
+    result: RelaxResult, ordering: str, start_tilt: str | None
+) -> tuple[PhaseIdentification | None, PerovskiteCheck | None]:
     """The phase a relaxed structure ended in and the perovskite gate's verdict (None for a failed relaxation): the
     one assessment of relaxations, in memory (:func:`relax`) and in the relax jobs
     (:func:`dp_screen.jobs.relax.relax_store`)."""
@@ -222,8 +247,9 @@ def _cells(inputs) -> list[PerovskiteCell]:
         elif isinstance(item, Atoms):
             out.append(PerovskiteCell.from_ase(item, name=f"atoms {k} ({item.get_chemical_formula()})"))
         else:
-            raise InputError(f"relax: item {k} is a {type(item).__name__}; allowed: PerovskiteCell, pymatgen "
-                             "Structure, ASE Atoms")  # fmt: skip
+            raise InputError(
+                f"relax: item {k} is a {type(item).__name__}; allowed: PerovskiteCell, pymatgen Structure, ASE Atoms"
+            )
     return out
 
 
@@ -237,8 +263,14 @@ def load(model: str | None = "default", device: str | None = None, dtype: str | 
     return load_model(None if model in (None, "default") else model, device=dev, dtype=dtype)
 
 
-def relax(cells, model: str | LoadedModel | None = "default", device: str | None = None, dtype: str | None = None,
-          settings: RelaxSettings | None = None, progress: bool = True) -> list[Relaxation]:  # fmt: skip
+def relax(
+    cells,
+    model: str | LoadedModel | None = "default",
+    device: str | None = None,
+    dtype: str | None = None,
+    settings: RelaxSettings | None = None,
+    progress: bool = True,
+) -> list[Relaxation]:
     """Relax cells with a MACE model, batched (TorchSim), and identify and gate each result.
 
     Parameters
@@ -280,8 +312,7 @@ def relax(cells, model: str | LoadedModel | None = "default", device: str | None
 
         bar = tqdm(total=len(cells), desc="relaxing", unit="structure")
     try:
-        results = relax_structures([c.structure for c in cells], loaded, settings,
-                                   progress=bar.update if bar else None)  # fmt: skip
+        results = relax_structures([c.structure for c in cells], loaded, settings, progress=bar.update if bar else None)
     finally:
         if bar:
             bar.close()
@@ -289,19 +320,57 @@ def relax(cells, model: str | LoadedModel | None = "default", device: str | None
     out = []
     for cell, res in zip(cells, results, strict=True):
         phase, gate = assess(res, cell.ordering, cell.tilt)
-        relaxed = cell.with_structure(res.structure, model_sha256=loaded.sha256, relax_settings=config,
-                                      energy_per_atom=res.energy_per_atom, converged=res.converged)  # fmt: skip
-        out.append(Relaxation(cell, relaxed, res.energy, res.energy_per_atom, res.max_force, res.stress_gpa,
-                              res.max_stress_gpa, res.n_steps, res.converged, res.failed, res.reason, phase, gate,
-                              prov, config, res.forces))  # fmt: skip
+        relaxed = cell.with_structure(
+            res.structure,
+            model_sha256=loaded.sha256,
+            relax_settings=config,
+            energy_per_atom=res.energy_per_atom,
+            converged=res.converged,
+        )
+        out.append(
+            Relaxation(
+                cell,
+                relaxed,
+                res.energy,
+                res.energy_per_atom,
+                res.max_force,
+                res.stress_gpa,
+                res.max_stress_gpa,
+                res.n_steps,
+                res.converged,
+                res.failed,
+                res.reason,
+                phase,
+                gate,
+                prov,
+                config,
+                res.forces,
+            )
+        )
     return out
 
 
 # --------------------------------------------------------------------------------------------------- ranking
-RANK_COLUMNS = ["composition_id", "formula", "ordering", "call", "ground_state", "lowest", "phases_within_error",
-                "dE_tilt_mev_atom", "dE_untilted_mev_atom", "phase_error_mev", "phase_error_source", "n_variants",
-                "n_ranked", "excluded", "energies_mev_atom", "composition_ground_state", "model_sha256",
-                "ground_state_cell"]  # fmt: skip
+RANK_COLUMNS = [
+    "composition_id",
+    "formula",
+    "ordering",
+    "call",
+    "ground_state",
+    "lowest",
+    "phases_within_error",
+    "dE_tilt_mev_atom",
+    "dE_untilted_mev_atom",
+    "phase_error_mev",
+    "phase_error_source",
+    "n_variants",
+    "n_ranked",
+    "excluded",
+    "energies_mev_atom",
+    "composition_ground_state",
+    "model_sha256",
+    "ground_state_cell",
+]
 
 
 def rank(results: Iterable[Relaxation], phase_error: float | None = None) -> pd.DataFrame:
@@ -334,36 +403,61 @@ def rank(results: Iterable[Relaxation], phase_error: float | None = None) -> pd.
     results = list(results)
     shas = {r.model.get("model_sha256") for r in results}
     if len(shas) > 1:
-        raise InputError(f"rank: relaxations of {len(shas)} models ({', '.join(sorted(s[:12] for s in shas))}); "
-                         "rank one model's at a time")  # fmt: skip
+        raise InputError(
+            f"rank: relaxations of {len(shas)} models ({', '.join(sorted(s[:12] for s in shas))}); "
+            "rank one model's at a time"
+        )
     by_comp: dict[str, list[Relaxation]] = {}
     for r in results:
         by_comp.setdefault(r.start.composition_id, []).append(r)
     rows = []
     for cid, rs in by_comp.items():
         model = rs[0].model
-        error = (user_phase_error(phase_error) if phase_error is not None
-                 else model_phase_error(model.get("model_sha256", ""), model.get("model_path")))  # fmt: skip
+        error = (
+            user_phase_error(phase_error)
+            if phase_error is not None
+            else model_phase_error(model.get("model_sha256", ""), model.get("model_path"))
+        )
         by_id = {id(r): r for r in rs}
         summ = phase_summary([r.variant() for r in rs], error)
         for ordering, o in summ["orderings"].items():
             best = by_id.get(o.get("lowest_structure_id"))
-            rows.append({"composition_id": cid, "formula": rs[0].start.formula, "ordering": ordering,
-                         "call": o["call"], "ground_state": o["ground_state_phase"], "lowest": o["lowest"],
-                         "phases_within_error": o["phases_within_error"], "dE_tilt_mev_atom": o["dE_tilt_mev_atom"],
-                         "dE_untilted_mev_atom": o["dE_untilted_mev_atom"], "phase_error_mev": o["phase_error_mev"],
-                         "phase_error_source": o["phase_error_source"], "n_variants": o["n_variants"],
-                         "n_ranked": o["n_ranked"], "excluded": o["excluded"],
-                         "energies_mev_atom": o["energies_mev_atom"],
-                         "composition_ground_state": ordering == (summ["ground_state"] or {}).get("ordering"),
-                         "model_sha256": model.get("model_sha256"), "ground_state_cell": best.cell if best else None})
+            rows.append(
+                {
+                    "composition_id": cid,
+                    "formula": rs[0].start.formula,
+                    "ordering": ordering,
+                    "call": o["call"],
+                    "ground_state": o["ground_state_phase"],
+                    "lowest": o["lowest"],
+                    "phases_within_error": o["phases_within_error"],
+                    "dE_tilt_mev_atom": o["dE_tilt_mev_atom"],
+                    "dE_untilted_mev_atom": o["dE_untilted_mev_atom"],
+                    "phase_error_mev": o["phase_error_mev"],
+                    "phase_error_source": o["phase_error_source"],
+                    "n_variants": o["n_variants"],
+                    "n_ranked": o["n_ranked"],
+                    "excluded": o["excluded"],
+                    "energies_mev_atom": o["energies_mev_atom"],
+                    "composition_ground_state": ordering == (summ["ground_state"] or {}).get("ordering"),
+                    "model_sha256": model.get("model_sha256"),
+                    "ground_state_cell": best.cell if best else None,
+                }
+            )
     return pd.DataFrame(rows, columns=RANK_COLUMNS)
 
 
-def screen(formulas: str | Iterable[str], tilts: str | Iterable[str] = "default",
-           orderings: str | Iterable[str] = "default", method: str = "bvm", model: str | None = "default",
-           device: str | None = None, settings: RelaxSettings | None = None, phase_error: float | None = None,
-           progress: bool = True) -> pd.DataFrame:  # fmt: skip
+def screen(
+    formulas: str | Iterable[str],
+    tilts: str | Iterable[str] = "default",
+    orderings: str | Iterable[str] = "default",
+    method: str = "bvm",
+    model: str | None = "default",
+    device: str | None = None,
+    settings: RelaxSettings | None = None,
+    phase_error: float | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
     """Build, relax and rank: :func:`build` -> :func:`relax` -> :func:`rank` (see their parameters).
 
     Examples
@@ -377,8 +471,9 @@ def screen(formulas: str | Iterable[str], tilts: str | Iterable[str] = "default"
     return rank(relax(cells, model=model, device=device, settings=settings, progress=progress), phase_error)
 
 
-def ground_states(table: pd.DataFrame, top: int | None = None, sort_by: str | None = None,
-                  ascending: bool = False) -> list[PerovskiteCell]:  # fmt: skip
+def ground_states(
+    table: pd.DataFrame, top: int | None = None, sort_by: str | None = None, ascending: bool = False
+) -> list[PerovskiteCell]:
     """The relaxed ground-state cell of each composition of a :func:`rank` table, with provenance.
 
     Parameters
@@ -397,8 +492,9 @@ def ground_states(table: pd.DataFrame, top: int | None = None, sort_by: str | No
         relaxation settings, its energy per atom and the call.
     """
     if "ground_state_cell" not in table:
-        raise InputError("ground_states needs a table from dp_screen.rank / dp_screen.screen (column "
-                         "'ground_state_cell')")  # fmt: skip
+        raise InputError(
+            "ground_states needs a table from dp_screen.rank / dp_screen.screen (column 'ground_state_cell')"
+        )
     rows = table[table["composition_ground_state"].astype(bool) & table["ground_state_cell"].notna()]
     if sort_by is not None:
         if sort_by not in rows:
@@ -408,14 +504,21 @@ def ground_states(table: pd.DataFrame, top: int | None = None, sort_by: str | No
     out = []
     for _, r in rows.iterrows():
         cell = r["ground_state_cell"]
-        out.append(cell.with_structure(cell.structure, call=r["call"], phase=r["lowest"],
-                                       phase_error_mev=r["phase_error_mev"]))  # fmt: skip
+        out.append(
+            cell.with_structure(cell.structure, call=r["call"], phase=r["lowest"], phase_error_mev=r["phase_error_mev"])
+        )
     return out
 
 
 # ------------------------------------------------------------------------------------------- composition space
-def compositions(anions: Iterable[str] | None = None, a_site: str | None = None, table: str | None = None,
-                 same_a: bool = True, same_b: bool = True, bv_filter: str | None = None) -> pd.DataFrame:  # fmt: skip
+def compositions(
+    anions: Iterable[str] | None = None,
+    a_site: str | None = None,
+    table: str | None = None,
+    same_a: bool = True,
+    same_b: bool = True,
+    bv_filter: str | None = None,
+) -> pd.DataFrame:
     """The charge-balanced composition space as a DataFrame, with descriptors (tolerance factors, ordering).
 
     Parameters
@@ -441,15 +544,36 @@ def compositions(anions: Iterable[str] | None = None, a_site: str | None = None,
     """
     from dp_screen.jobs.enumerate import EnumerationSettings, enumerate_table
 
-    _, df = enumerate_table(EnumerationSettings(table=table, anions=list(anions) if anions else None,
-                                                allow_same_a=same_a, allow_same_b=same_b, bv_filter=bv_filter))  # fmt: skip
+    _, df = enumerate_table(
+        EnumerationSettings(
+            table=table,
+            anions=list(anions) if anions else None,
+            allow_same_a=same_a,
+            allow_same_b=same_b,
+            bv_filter=bv_filter,
+        )
+    )
     if a_site is not None:
         if not ((df["A"] == a_site) | (df["A2"] == a_site)).any():
-            raise InputError(f"a_site {a_site!r}: no composition of the table has it on the A site; A-site elements: "
-                             f"{', '.join(sorted(set(df['A']) | set(df['A2'])))}")  # fmt: skip
+            raise InputError(
+                f"a_site {a_site!r}: no composition of the table has it on the A site; A-site elements: "
+                f"{', '.join(sorted(set(df['A']) | set(df['A2'])))}"
+            )
         df = df[(df["A"] == a_site) & (df["A2"] == a_site)]
     return df.reset_index(drop=True)
 
 
-__all__ = ["PerovskiteCell", "Relaxation", "assess", "build", "build_cell", "compositions", "ground_states", "load", "rank",
-           "relax", "resolve_formula", "screen"]
+__all__ = [
+    "PerovskiteCell",
+    "Relaxation",
+    "assess",
+    "build",
+    "build_cell",
+    "compositions",
+    "ground_states",
+    "load",
+    "rank",
+    "relax",
+    "resolve_formula",
+    "screen",
+]

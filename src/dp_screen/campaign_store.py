@@ -32,6 +32,7 @@ and what was being done; writes happen in small batches as results finish, so at
 from __future__ import annotations
 
 import functools
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 from dp_screen.errors import DatabaseError
@@ -47,15 +48,40 @@ PHASE_DIGEST_SIZE = 1000  # compositions per phase digest (~1.5 MB)
 TABLE_PART_SIZE = 20_000  # rows per part of a stored campaign table (~1 MB packed)
 #: the composition descriptors a digest carries (what the analysis joins to the phase table and bins by)
 DIGEST_FIELDS = (
-    "formula", "A", "nA", "A2", "nA2", "B", "nB", "B2", "nB2", "X", "nX", "rA_mean", "rB_mean", "goldschmidt_t",
-    "goldschmidt_ok", "tau", "tau_perovskite", "octahedral_factor", "expected_ordering",
-)  # fmt: skip
+    "formula",
+    "A",
+    "nA",
+    "A2",
+    "nA2",
+    "B",
+    "nB",
+    "B2",
+    "nB2",
+    "X",
+    "nX",
+    "rA_mean",
+    "rB_mean",
+    "goldschmidt_t",
+    "goldschmidt_ok",
+    "tau",
+    "tau_perovskite",
+    "octahedral_factor",
+    "expected_ordering",
+)
 #: fields of a composition document written by later steps (relax jobs, campaigns), kept when it is enumerated again
 DERIVED_COMPOSITION_FIELDS = ("phases", "phase_versions", "campaigns")
 #: per-variant convergence columns of a phase digest: relaxation field -> column name
-DIGEST_VARIANT_FIELDS = {"start_tilt": "t", "n_steps": "k", "converged": "ok", "failed": "f", "reason": "r",
-                         "phase.stayed_in_start_tilt": "st", "wall_time_s": "w",
-                         "energy_spread_mev_atom": "u", "force_spread_ev_a": "uf"}  # fmt: skip
+DIGEST_VARIANT_FIELDS = {
+    "start_tilt": "t",
+    "n_steps": "k",
+    "converged": "ok",
+    "failed": "f",
+    "reason": "r",
+    "phase.stayed_in_start_tilt": "st",
+    "wall_time_s": "w",
+    "energy_spread_mev_atom": "u",
+    "force_spread_ev_a": "uf",
+}
 _indexed: set[tuple[str, str]] = set()  # (uri, database) whose indexes this process has ensured
 _clients: dict[str, Any] = {}
 
@@ -158,8 +184,9 @@ class CampaignStore:
         self.uri = uri or database_uri(self.settings)
         if self.uri not in _clients:
             timeout = int(self.settings.db_timeout_s * 1000)
-            _clients[self.uri] = pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=timeout,
-                                                     connectTimeoutMS=timeout)  # fmt: skip
+            _clients[self.uri] = pymongo.MongoClient(
+                self.uri, serverSelectionTimeoutMS=timeout, connectTimeoutMS=timeout
+            )
         self.db = _clients[self.uri][self.settings.database]
         self.ensure_indexes()
 
@@ -186,7 +213,9 @@ class CampaignStore:
         _indexed.add(tag)
 
     # ------------------------------------------------------------------------------------------------ generic
-    def _by_keys(self, name: str, field: str, values: Iterable, projection: dict, extra: dict | None = None) -> list[dict]:
+    def _by_keys(
+        self, name: str, field: str, values: Iterable, projection: dict, extra: dict | None = None
+    ) -> list[dict]:
         """Documents whose indexed ``field`` is in ``values``, keeping those whose fields equal ``extra``.
 
         The server is asked by ``field`` alone and ``extra`` is applied here: a server's planner could otherwise
@@ -197,16 +226,20 @@ class CampaignStore:
         proj = {"_id": 0, **projection, **({k.split(".")[0]: 1 for k in extra} if projection else {})}
         out: list[dict] = []
         for part in _batches(values):
-            out += [d for d in self[name].find({field: {"$in": part}}, proj)
-                    if all(_get(d, k) == v for k, v in extra.items())]  # fmt: skip
+            out += [
+                d
+                for d in self[name].find({field: {"$in": part}}, proj)
+                if all(_get(d, k) == v for k, v in extra.items())
+            ]
         return out
 
-    def _find(self, name: str, query: dict, projection: dict | None = None, sort: str | None = None,
-              limit: int | None = None) -> list[dict]:  # fmt: skip
+    def _find(
+        self, name: str, query: dict, projection: dict | None = None, sort: str | None = None, limit: int | None = None
+    ) -> list[dict]:
         """Documents matching ``query``; a query on ``{field: {"$in": [...]}}`` alone is batched."""
         proj = {"_id": 0, **(projection or {})}
         if len(query) == 1:
-            (field, cond), = query.items()
+            ((field, cond),) = query.items()
             if isinstance(cond, dict) and set(cond) == {"$in"} and len(cond["$in"]) > IN_BATCH and not limit:
                 docs = self._by_keys(name, field, cond["$in"], projection or {})
                 return sorted(docs, key=lambda d: d.get(sort)) if sort else docs
@@ -228,11 +261,14 @@ class CampaignStore:
         those documents is exact (``exact``) as long as every insert goes through here (nothing here deletes)."""
         if n <= 0:
             return
-        doc = self["counters"].find_one_and_update({"collection": name}, {"$inc": {"n": int(n)}}, upsert=True,
-                                                   return_document=True)  # fmt: skip
+        doc = self["counters"].find_one_and_update(
+            {"collection": name}, {"$inc": {"n": int(n)}}, upsert=True, return_document=True
+        )
         if "exact" not in doc:  # just created: exact if the collection held nothing else
-            self["counters"].update_one({"collection": name}, {"$set": {
-                "exact": doc["n"] == int(n) and self[name].estimated_document_count() == int(n)}})  # fmt: skip
+            self["counters"].update_one(
+                {"collection": name},
+                {"$set": {"exact": doc["n"] == int(n) and self[name].estimated_document_count() == int(n)}},
+            )
 
     @_guard("reading the document counters")
     def counters(self) -> dict[str, int]:
@@ -243,15 +279,24 @@ class CampaignStore:
     @_guard("reading the stored compositions")
     def composition_table_hashes(self) -> dict[str, str | None]:
         """composition id -> site table hash of every stored composition (enumeration: a whole-collection pass)."""
-        return {d["composition_id"]: d.get("provenance", {}).get("site_table_sha256")
-                for d in self["compositions"].find({}, {"composition_id": 1, "provenance.site_table_sha256": 1,
-                                                        "_id": 0})}  # fmt: skip
+        return {
+            d["composition_id"]: d.get("provenance", {}).get("site_table_sha256")
+            for d in self["compositions"].find({}, {"composition_id": 1, "provenance.site_table_sha256": 1, "_id": 0})
+        }
 
     @_guard("reading compositions")
     def stored_compositions(self, ids: list[str], site_table_sha256: str) -> set[str]:
         """Which of ``ids`` are stored from this site table."""
-        return {d["composition_id"] for d in self._by_keys("compositions", "composition_id", ids, {"composition_id": 1},
-                                                            {"provenance.site_table_sha256": site_table_sha256})}  # fmt: skip
+        return {
+            d["composition_id"]
+            for d in self._by_keys(
+                "compositions",
+                "composition_id",
+                ids,
+                {"composition_id": 1},
+                {"provenance.site_table_sha256": site_table_sha256},
+            )
+        }
 
     @_guard("writing compositions")
     def write_compositions(self, docs: list[dict]) -> dict:
@@ -263,15 +308,16 @@ class CampaignStore:
 
     def _stamp(self) -> dict:
         """When a digest is written: the server's order (:meth:`next_order`) and, for people, the time."""
-        from datetime import datetime, timezone
+        from datetime import datetime
 
-        return {"order": self.next_order(), "written_at": datetime.now(timezone.utc)}
+        return {"order": self.next_order(), "written_at": datetime.now(UTC)}
 
     @_guard("numbering a digest")
     def next_order(self) -> int:
         """The next number of the server's digest counter (one atomic increment: no two writers get the same)."""
-        doc = self["counters"].find_one_and_update({"collection": "_digest_order"}, {"$inc": {"n": 1}}, upsert=True,
-                                                   return_document=True)  # fmt: skip
+        doc = self["counters"].find_one_and_update(
+            {"collection": "_digest_order"}, {"$inc": {"n": 1}}, upsert=True, return_document=True
+        )
         return int(doc["n"])
 
     @_guard("writing composition digests")
@@ -279,8 +325,12 @@ class CampaignStore:
         docs = [d for d in docs if d.get("composition_id")]
         for part in _batches(docs, DIGEST_SIZE):
             ids = [d["composition_id"] for d in part]
-            digest = {"digest_id": _digest_id("compositions", ids), "n_compositions": len(ids), **self._stamp(),
-                      **_packed({"composition_ids": ids, "columns": _columns(part, DIGEST_FIELDS)})}  # fmt: skip
+            digest = {
+                "digest_id": _digest_id("compositions", ids),
+                "n_compositions": len(ids),
+                **self._stamp(),
+                **_packed({"composition_ids": ids, "columns": _columns(part, DIGEST_FIELDS)}),
+            }
             self["composition_digests"].replace_one({"digest_id": digest["digest_id"]}, digest, upsert=True)
 
     @_guard("reading composition digests")
@@ -290,8 +340,14 @@ class CampaignStore:
         return [unpack(d) for d in docs]
 
     @_guard("writing the phase digest")
-    def write_phase_digest(self, key: str, summaries: dict[str, dict], compositions: list[dict],
-                           variants: list[dict], versions: dict[str, int] | None = None) -> None:  # fmt: skip
+    def write_phase_digest(
+        self,
+        key: str,
+        summaries: dict[str, dict],
+        compositions: list[dict],
+        variants: list[dict],
+        versions: dict[str, int] | None = None,
+    ) -> None:
         """One digest of a relax chunk: the phase summaries of its compositions (``summaries``, by id), their
         descriptors (``compositions``: documents with :data:`DIGEST_FIELDS`), the convergence columns of every
         variant (``variants``: relaxation documents with :data:`DIGEST_VARIANT_FIELDS` and ``composition_id``) and
@@ -301,18 +357,35 @@ class CampaignStore:
         for v in variants:
             by_comp.setdefault(v.get("composition_id"), []).append(v)
         for ids in _batches(sorted(summaries), PHASE_DIGEST_SIZE):  # (a document stays far below 16 MB)
-            self._write_phase_digest(key, ids, summaries, comps, [v for c in ids for v in by_comp.get(c, [])],
-                                     [(versions or {}).get(c, 0) for c in ids])  # fmt: skip
+            self._write_phase_digest(
+                key,
+                ids,
+                summaries,
+                comps,
+                [v for c in ids for v in by_comp.get(c, [])],
+                [(versions or {}).get(c, 0) for c in ids],
+            )
 
     def _write_phase_digest(self, key, ids, summaries, comps, variants, versions) -> None:
         pos = {cid: i for i, cid in enumerate(ids)}
-        digest = {"digest_id": _digest_id(key, ids), "key": key, **self._stamp(), "n_compositions": len(ids),
-                  **_packed({"versions": versions,
-            "composition_ids": ids, "summaries": [summaries[c] for c in ids],
-            "columns": _columns([comps.get(c, {}) for c in ids], DIGEST_FIELDS),
-            "variants": {"c": [pos[v["composition_id"]] for v in variants],
-                         **{col: [_get(v, f) for v in variants] for f, col in DIGEST_VARIANT_FIELDS.items()}},
-        })}  # fmt: skip
+        digest = {
+            "digest_id": _digest_id(key, ids),
+            "key": key,
+            **self._stamp(),
+            "n_compositions": len(ids),
+            **_packed(
+                {
+                    "versions": versions,
+                    "composition_ids": ids,
+                    "summaries": [summaries[c] for c in ids],
+                    "columns": _columns([comps.get(c, {}) for c in ids], DIGEST_FIELDS),
+                    "variants": {
+                        "c": [pos[v["composition_id"]] for v in variants],
+                        **{col: [_get(v, f) for v in variants] for f, col in DIGEST_VARIANT_FIELDS.items()},
+                    },
+                }
+            ),
+        }
         self["phase_digests"].replace_one({"digest_id": digest["digest_id"]}, digest, upsert=True)
 
     @_guard("reading phase digests")
@@ -332,8 +405,9 @@ class CampaignStore:
         return self._find("compositions", query or {}, {f: 1 for f in fields}, sort="composition_id", limit=limit)
 
     @_guard("writing phase summaries")
-    def write_phase_summaries(self, key: str, summaries: dict[str, dict],
-                              versions: dict[str, int] | None = None) -> set[str]:  # fmt: skip
+    def write_phase_summaries(
+        self, key: str, summaries: dict[str, dict], versions: dict[str, int] | None = None
+    ) -> set[str]:
         """Set ``phases.<key>`` of each composition id to its summary; return the ids written.
 
         ``versions`` (from :meth:`phase_versions`, read *before* the relaxations the summaries come from): a
@@ -346,9 +420,16 @@ class CampaignStore:
             return v if v else {"$in": [0, None]}
 
         ids = sorted(summaries)
-        ops = [UpdateOne({"composition_id": cid, **({f"phase_versions.{key}": version_is(versions.get(cid, 0))}
-                                                     if versions is not None else {})},
-                         {"$set": {f"phases.{key}": summaries[cid]}}) for cid in ids]  # fmt: skip
+        ops = [
+            UpdateOne(
+                {
+                    "composition_id": cid,
+                    **({f"phase_versions.{key}": version_is(versions.get(cid, 0))} if versions is not None else {}),
+                },
+                {"$set": {f"phases.{key}": summaries[cid]}},
+            )
+            for cid in ids
+        ]
         matched = 0
         for part in _batches(ops, 1000):
             matched += self["compositions"].bulk_write(part, ordered=False).matched_count
@@ -362,14 +443,23 @@ class CampaignStore:
         """Those of ``ids`` without a phase summary for ``key`` computed at their current phase version (and, where
         ``model_error`` is given, with that model error), with that version (read once, before their relaxations
         are: see :meth:`write_phase_summaries`)."""
-        docs = self._by_keys("compositions", "composition_id", ids,
-                             {"composition_id": 1, f"phase_versions.{key}": 1, f"phases.{key}.version": 1,
-                              f"phases.{key}.model_phase_error": 1})  # fmt: skip
+        docs = self._by_keys(
+            "compositions",
+            "composition_id",
+            ids,
+            {
+                "composition_id": 1,
+                f"phase_versions.{key}": 1,
+                f"phases.{key}.version": 1,
+                f"phases.{key}.model_phase_error": 1,
+            },
+        )
         stale = {}
         for d in docs:
             version = int(_get(d, f"phase_versions.{key}") or 0)
             if _get(d, f"phases.{key}.version") != version or (
-                    model_error is not None and _get(d, f"phases.{key}.model_phase_error") != model_error):
+                model_error is not None and _get(d, f"phases.{key}.model_phase_error") != model_error
+            ):
                 stale[d["composition_id"]] = version
         return dict(sorted(stale.items()))
 
@@ -389,16 +479,23 @@ class CampaignStore:
     def register_phase_set(self, key: str, model_sha256: str, settings_hash: str, model_name: str, n_new: int) -> None:
         """Record that compositions carry ``phases.<key>`` and how many relaxations the set has (by $inc), so the
         analysis finds the sets without scanning the relaxations."""
-        from datetime import datetime, timezone
+        from datetime import datetime
 
         self["phase_sets"].update_one(
             {"key": key},
-            {"$set": {"model_sha256": model_sha256, "settings_hash": settings_hash, "model_name": model_name,
-                      "updated_at": datetime.now(timezone.utc)}, "$inc": {"n_relaxations": int(n_new)},
-             # a set begun by a dp_screen that writes phase digests has one for every composition it relaxed
-             "$setOnInsert": {"digests": True}},
+            {
+                "$set": {
+                    "model_sha256": model_sha256,
+                    "settings_hash": settings_hash,
+                    "model_name": model_name,
+                    "updated_at": datetime.now(UTC),
+                },
+                "$inc": {"n_relaxations": int(n_new)},
+                # a set begun by a dp_screen that writes phase digests has one for every composition it relaxed
+                "$setOnInsert": {"digests": True},
+            },
             upsert=True,
-        )  # fmt: skip
+        )
 
     @_guard("reading phase summaries")
     def phase_summaries(self, ids: list[str], key: str, fields: list[str]) -> list[dict]:
@@ -411,8 +508,15 @@ class CampaignStore:
         in packed parts of ``part_size`` rows (each far below MongoDB's 16 MB document limit); returns the parts."""
         parts = list(_batches(rows, part_size)) or [[]]
         for k, part in enumerate(parts):
-            doc = {"part_id": f"{table_id}|{k}", "table_id": table_id, "part": k, "n_parts": len(parts),
-                   "n_rows": len(part), **self._stamp(), **_packed({"rows": part})}  # fmt: skip
+            doc = {
+                "part_id": f"{table_id}|{k}",
+                "table_id": table_id,
+                "part": k,
+                "n_parts": len(parts),
+                "n_rows": len(part),
+                **self._stamp(),
+                **_packed({"rows": part}),
+            }
             self["campaign_tables"].replace_one({"part_id": doc["part_id"]}, doc, upsert=True)
         self["campaign_tables"].delete_many({"table_id": table_id, "part": {"$gte": len(parts)}})
         return len(parts)
@@ -427,8 +531,12 @@ class CampaignStore:
     @_guard("reading built structures")
     def structure_ids_with_settings(self, structure_ids: list[str], settings_hash: str) -> set[str]:
         """Which of ``structure_ids`` are stored (built or failed) with this build settings hash."""
-        return {d["structure_id"] for d in self._by_keys("structures", "structure_id", structure_ids,
-                                                          {"structure_id": 1}, {"settings_hash": settings_hash})}  # fmt: skip
+        return {
+            d["structure_id"]
+            for d in self._by_keys(
+                "structures", "structure_id", structure_ids, {"structure_id": 1}, {"settings_hash": settings_hash}
+            )
+        }
 
     @_guard("writing structures")
     def write_structures(self, docs: list[dict]) -> dict:
@@ -456,9 +564,12 @@ class CampaignStore:
     @_guard("reading relaxations")
     def relaxation_states(self, relaxation_ids: list[str]) -> dict[str, str | None]:
         """relaxation id -> the build settings hash of the structure it was made from, for the stored ones."""
-        return {d["relaxation_id"]: d.get("structure_settings_hash")
-                for d in self._by_keys("relaxations", "relaxation_id", relaxation_ids,
-                                       {"relaxation_id": 1, "structure_settings_hash": 1})}  # fmt: skip
+        return {
+            d["relaxation_id"]: d.get("structure_settings_hash")
+            for d in self._by_keys(
+                "relaxations", "relaxation_id", relaxation_ids, {"relaxation_id": 1, "structure_settings_hash": 1}
+            )
+        }
 
     @_guard("writing relaxations")
     def write_relaxations(self, docs: list[dict]) -> dict:
@@ -476,19 +587,33 @@ class CampaignStore:
 
     @_guard("reading relaxations for the phase summaries")
     def relaxations_for_summary(self, composition_ids: list[str], model_sha256: str, settings_hash: str) -> list[dict]:
-        fields = {"composition_id": 1, "ordering": 1, "start_tilt": 1, "phase_tilt": 1, "energy_per_atom": 1,
-                  "structure_id": 1, "excluded": 1, "final_space_group": 1,
-                  **{f: 1 for f in DIGEST_VARIANT_FIELDS}}  # fmt: skip
-        return self._by_keys("relaxations", "composition_id", composition_ids, fields,
-                             {"model_sha256": model_sha256, "settings_hash": settings_hash})  # fmt: skip
+        fields = {
+            "composition_id": 1,
+            "ordering": 1,
+            "start_tilt": 1,
+            "phase_tilt": 1,
+            "energy_per_atom": 1,
+            "structure_id": 1,
+            "excluded": 1,
+            "final_space_group": 1,
+            **{f: 1 for f in DIGEST_VARIANT_FIELDS},
+        }
+        return self._by_keys(
+            "relaxations",
+            "composition_id",
+            composition_ids,
+            fields,
+            {"model_sha256": model_sha256, "settings_hash": settings_hash},
+        )
 
     @_guard("reading relaxations")
     def relaxations(self, query: dict, projection: dict | None = None) -> list[dict]:
         return self._find("relaxations", query, projection)
 
     @_guard("reading relaxations")
-    def relaxations_of_compositions(self, composition_ids: list[str], equal: dict,
-                                    projection: dict | None = None) -> list[dict]:  # fmt: skip
+    def relaxations_of_compositions(
+        self, composition_ids: list[str], equal: dict, projection: dict | None = None
+    ) -> list[dict]:
         """Relaxation documents (whole, or ``projection``'s fields) of these compositions whose fields equal
         ``equal`` (applied here)."""
         return self._by_keys("relaxations", "composition_id", composition_ids, projection or {}, equal)
@@ -498,8 +623,11 @@ class CampaignStore:
     def validated(self, relaxation_ids: list[str], methods: str | list[str]) -> set[str]:
         """Which relaxations have a validation by one of ``methods``."""
         methods = {methods} if isinstance(methods, str) else set(methods)
-        return {d["relaxation_id"] for d in self._by_keys("validations", "relaxation_id", relaxation_ids,
-                                                           {"relaxation_id": 1, "method": 1}) if d.get("method") in methods}  # fmt: skip
+        return {
+            d["relaxation_id"]
+            for d in self._by_keys("validations", "relaxation_id", relaxation_ids, {"relaxation_id": 1, "method": 1})
+            if d.get("method") in methods
+        }
 
     @_guard("writing validations")
     def write_validations(self, docs: list[dict]) -> dict:

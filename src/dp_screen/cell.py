@@ -58,9 +58,11 @@ class PerovskiteCell(MSONable):
         from dp_screen.structures.tilts import SPACE_GROUPS
 
         if not (has_site_roles(self.structure) and has_oxidation_states(self.structure)):
-            raise InputError(f"{self.structure.composition.reduced_formula}: a PerovskiteCell needs oxidation states "
-                             "and site roles on every site; make it with PerovskiteCell.from_structure (which infers "
-                             "them)")  # fmt: skip
+            raise InputError(
+                f"{self.structure.composition.reduced_formula}: a PerovskiteCell needs oxidation states "
+                "and site roles on every site; make it with PerovskiteCell.from_structure (which infers "
+                "them)"
+            )
         if self.ordering not in SPACE_GROUPS:
             raise InputError(f"unknown ordering {self.ordering!r}; allowed: {', '.join(SPACE_GROUPS)}")
 
@@ -111,8 +113,14 @@ class PerovskiteCell(MSONable):
         """The cell of a builder's result (:mod:`dp_screen.structures.perovskite`)."""
         from dp_screen import __version__
 
-        return cls(built.structure, built.ordering, built.tilt, built.method, dict(settings or {}),
-                   {"dp_screen_version": __version__, "space_group": built.space_group, "gii": built.gii})  # fmt: skip
+        return cls(
+            built.structure,
+            built.ordering,
+            built.tilt,
+            built.method,
+            dict(settings or {}),
+            {"dp_screen_version": __version__, "space_group": built.space_group, "gii": built.gii},
+        )
 
     @classmethod
     def from_structure(cls, structure: Structure, name: str | None = None, tilt: str | None = None) -> PerovskiteCell:
@@ -124,8 +132,14 @@ class PerovskiteCell(MSONable):
 
         with_roles, ordering = ensure_site_roles(structure, name)
         with_roles = with_oxidation_states(with_roles, name=name)
-        return cls(with_roles, ordering, tilt, "external", {},
-                   {"dp_screen_version": __version__, "source": name or "structure"})  # fmt: skip
+        return cls(
+            with_roles,
+            ordering,
+            tilt,
+            "external",
+            {},
+            {"dp_screen_version": __version__, "source": name or "structure"},
+        )
 
     @classmethod
     def from_ase(cls, atoms: Atoms, name: str | None = None) -> PerovskiteCell:
@@ -150,19 +164,35 @@ class PerovskiteCell(MSONable):
         ``provenance`` added."""
         from dp_screen.mlip.relax import _with_species
 
-        return replace(self, structure=_with_species(structure, self.structure),
-                       provenance={**self.provenance, **provenance})  # fmt: skip
+        return replace(
+            self, structure=_with_species(structure, self.structure), provenance={**self.provenance, **provenance}
+        )
 
     def __repr__(self) -> str:
-        return (f"PerovskiteCell({self.formula}, {self.ordering}, tilt={self.tilt}, method={self.method}, "
-                f"{len(self.structure)} atoms)")  # fmt: skip
+        return (
+            f"PerovskiteCell({self.formula}, {self.ordering}, tilt={self.tilt}, method={self.method}, "
+            f"{len(self.structure)} atoms)"
+        )
 
     def as_dict(self) -> dict:
-        return {"@module": type(self).__module__, "@class": type(self).__name__, "structure": self.structure.as_dict(),
-                "ordering": self.ordering, "tilt": self.tilt, "method": self.method, "settings": self.settings,
-                "provenance": self.provenance}  # fmt: skip
+        return {
+            "@module": type(self).__module__,
+            "@class": type(self).__name__,
+            "structure": self.structure.as_dict(),
+            "ordering": self.ordering,
+            "tilt": self.tilt,
+            "method": self.method,
+            "settings": self.settings,
+            "provenance": self.provenance,
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> PerovskiteCell:
-        return cls(Structure.from_dict(d["structure"]), d["ordering"], d.get("tilt"), d.get("method", "external"),
-                   d.get("settings") or {}, d.get("provenance") or {})  # fmt: skip
+        return cls(
+            Structure.from_dict(d["structure"]),
+            d["ordering"],
+            d.get("tilt"),
+            d.get("method", "external"),
+            d.get("settings") or {},
+            d.get("provenance") or {},
+        )

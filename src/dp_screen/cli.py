@@ -29,9 +29,12 @@ def _settings(ctx: click.Context) -> DPScreenSettings:
 @click.version_option(__version__, prog_name="dp-screen")
 @click.option("--db-uri", envvar="DP_SCREEN_DB_URI", default=None, help="MongoDB URI; unset: the embedded server.")
 @click.option(
-    "--home", envvar="DP_SCREEN_HOME", default=None, type=click.Path(file_okay=False, path_type=Path),
+    "--home",
+    envvar="DP_SCREEN_HOME",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
     help="Project folder for the embedded database and outputs (default ./.dp_screen).",
-)  # fmt: skip
+)
 @click.pass_context
 def cli(ctx: click.Context, db_uri: str | None, home: Path | None) -> None:
     """dp_screen: high-throughput screening of AA'BB'X6 double perovskites."""
@@ -101,19 +104,28 @@ def _split(value: str | None) -> list[str] | None:
 
 
 @cli.command("enumerate")
-@click.option("--table", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Site-table CSV (default: the packaged rule R1).")
+@click.option(
+    "--table",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Site-table CSV (default: the packaged rule R1).",
+)
 @click.option("--anions", default=None, help="Comma-separated X elements to keep, e.g. O,F (default: all).")
 @click.option("--same-a/--no-same-a", default=True, show_default=True, help="Allow A = A'.")
 @click.option("--same-b/--no-same-b", default=True, show_default=True, help="Allow B = B'.")
-@click.option("--bv-filter", type=click.Choice(["exact", "any"]), default=None,
-              help="Keep only compositions whose every cation-anion pair has bond-valence parameters: 'exact' "
-                   "(an exact-valence row of bvparm2020) or 'any' (with the unspecified-valence and Brese & "
-                   "O'Keeffe fallbacks). Default: no filter.")
+@click.option(
+    "--bv-filter",
+    type=click.Choice(["exact", "any"]),
+    default=None,
+    help="Keep only compositions whose every cation-anion pair has bond-valence parameters: 'exact' "
+    "(an exact-valence row of bvparm2020) or 'any' (with the unspecified-valence and Brese & "
+    "O'Keeffe fallbacks). Default: no filter.",
+)
 @click.option("--dry-run", is_flag=True, help="Count only; do not touch the store.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option("--chunk-size", default=5000, show_default=True, type=click.IntRange(min=1),
-              help="Documents per bulk write.")
+@click.option(
+    "--chunk-size", default=5000, show_default=True, type=click.IntRange(min=1), help="Documents per bulk write."
+)
 @click.pass_context
 def enumerate_cmd(ctx, table, anions, same_a, same_b, bv_filter, dry_run, as_json, chunk_size) -> None:  # noqa: PLR0913
     """Enumerate every charge-balanced AA'BB'X6 composition (with descriptors) into the store."""
@@ -121,7 +133,10 @@ def enumerate_cmd(ctx, table, anions, same_a, same_b, bv_filter, dry_run, as_jso
     from dp_screen.jobs.enumerate import EnumerationSettings, enumerate_table, write_compositions
 
     settings = EnumerationSettings(
-        table=str(table) if table else None, anions=_split(anions), allow_same_a=same_a, allow_same_b=same_b,
+        table=str(table) if table else None,
+        anions=_split(anions),
+        allow_same_a=same_a,
+        allow_same_b=same_b,
         bv_filter=bv_filter,
     )
     if dry_run:
@@ -134,8 +149,9 @@ def enumerate_cmd(ctx, table, anions, same_a, same_b, bv_filter, dry_run, as_jso
         return
 
     with StageBar("writing compositions", "comp") as bar:
-        summary = write_compositions(settings, _settings(ctx), chunk_size=chunk_size, progress=bar.update,
-                                     on_total=bar.start)  # fmt: skip
+        summary = write_compositions(
+            settings, _settings(ctx), chunk_size=chunk_size, progress=bar.update, on_total=bar.start
+        )
     if as_json:
         click.echo(json.dumps(summary))
     else:
@@ -154,12 +170,26 @@ def _print_summary(summary: dict) -> None:
 
 # ------------------------------------------------------------------------------------------------------- descriptors
 @cli.command("descriptors")
-@click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="CSV with columns A, A2, B, B2, X and optionally nA, nA2, nB, nB2, nX.")
-@click.option("--output", "output_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="CSV to write (one row per input row; bad rows carry an 'error').")
-@click.option("--table", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Site table whose radii take precedence (default: rule R1).")
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CSV with columns A, A2, B, B2, X and optionally nA, nA2, nB, nB2, nX.",
+)
+@click.option(
+    "--output",
+    "output_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CSV to write (one row per input row; bad rows carry an 'error').",
+)
+@click.option(
+    "--table",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Site table whose radii take precedence (default: rule R1).",
+)
 def descriptors_cmd(input_path: Path, output_path: Path, table: Path | None) -> None:
     """Compute descriptors for a user's list of compositions."""
     import pandas as pd
@@ -188,16 +218,30 @@ def descriptors_cmd(input_path: Path, output_path: Path, table: Path | None) -> 
 # ------------------------------------------------------------------------------------------------------------ build
 @cli.command("build")
 @click.option("--formula", required=True, help="AA'BB'X6 formula in site order, e.g. Cs2AgBiCl6 or Sr2Fe3+Mo5+O6.")
-@click.option("--ordering", type=click.Choice(["rocksalt", "layered", "rocksalt-A"]), default=None,
-              help="Cation ordering (default: expected from the descriptors).")
+@click.option(
+    "--ordering",
+    type=click.Choice(["rocksalt", "layered", "rocksalt-A"]),
+    default=None,
+    help="Cation ordering (default: expected from the descriptors).",
+)
 @click.option("--tilt", default="a0a0a0", show_default=True, help="Glazer tilt system, e.g. a0a0c-, a+b-b-.")
 @click.option("--method", type=click.Choice(["bvm", "dls"]), default="bvm", show_default=True)
 @click.option("--fixed-midpoint", is_flag=True, help="BVM with X fixed midway between B and B' (for comparison).")
 @click.option("--move-a", is_flag=True, help="BVM: also optimise the symmetry-allowed A-cation displacements.")
-@click.option("--bv-set", type=click.Choice(list(BV_PARAMETER_SETS)), default=DEFAULT_BV_SET, show_default=True,
-              help="BVM: bond-valence parameter set (adams2001: Adams' softness parameters for alkali cations).")
-@click.option("--cell", type=click.Choice(["conventional", "primitive", "sutton"]), default="conventional",
-              show_default=True, help="Cell written to --out (sutton: the 10-atom fcc cell, untilted only).")
+@click.option(
+    "--bv-set",
+    type=click.Choice(list(BV_PARAMETER_SETS)),
+    default=DEFAULT_BV_SET,
+    show_default=True,
+    help="BVM: bond-valence parameter set (adams2001: Adams' softness parameters for alkali cations).",
+)
+@click.option(
+    "--cell",
+    type=click.Choice(["conventional", "primitive", "sutton"]),
+    default="conventional",
+    show_default=True,
+    help="Cell written to --out (sutton: the 10-atom fcc cell, untilted only).",
+)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="CIF file to write.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def build_cmd(formula, ordering, tilt, method, fixed_midpoint, move_a, bv_set, cell, out, as_json) -> None:  # noqa: PLR0913
@@ -213,8 +257,11 @@ def build_cmd(formula, ordering, tilt, method, fixed_midpoint, move_a, bv_set, c
     summary = built.summary()
     summary["composition_id"] = row["composition_id"]
     if out:
-        structure = {"conventional": built.conventional, "primitive": lambda: built.structure,
-                     "sutton": lambda: sutton_cell(built)}[cell]()  # fmt: skip
+        structure = {
+            "conventional": built.conventional,
+            "primitive": lambda: built.structure,
+            "sutton": lambda: sutton_cell(built),
+        }[cell]()
         out.parent.mkdir(parents=True, exist_ok=True)
         # the conventional cell is written with its symmetry; the others exactly as they are
         CifWriter(structure, symprec=1e-3 if cell == "conventional" else None).write_file(out)
@@ -224,22 +271,42 @@ def build_cmd(formula, ordering, tilt, method, fixed_midpoint, move_a, bv_set, c
         return
     lat = summary["lattice"]
     click.echo(f"{summary['formula']} ({summary['composition_id']}), {ordering}, {tilt}, {summary['method']}")
-    click.echo(f"  space group {summary['space_group']}; a b c = {lat['a']} {lat['b']} {lat['c']} A; "
-               f"alpha beta gamma = {lat['alpha']} {lat['beta']} {lat['gamma']}")
-    click.echo(f"  volume/f.u. {summary['volume_per_fu']} A^3; GII {summary['gii']} v.u.; tilts {summary['tilt_angles']} deg")
+    click.echo(
+        f"  space group {summary['space_group']}; a b c = {lat['a']} {lat['b']} {lat['c']} A; "
+        f"alpha beta gamma = {lat['alpha']} {lat['beta']} {lat['gamma']}"
+    )
+    click.echo(
+        f"  volume/f.u. {summary['volume_per_fu']} A^3; GII {summary['gii']} v.u.; tilts {summary['tilt_angles']} deg"
+    )
     if out:
         click.echo(f"  wrote {out}")
 
 
 @cli.command("build-all")
 @click.option("--tilts", default=None, help="Comma-separated tilt systems, or 'all' (default: the default set).")
-@click.option("--method", "methods", multiple=True, type=click.Choice(["bvm", "dls"]), default=("bvm",),
-              show_default=True, help="Repeat for both.")
-@click.option("--ordering", type=click.Choice(["rocksalt", "layered", "rocksalt-A"]), default=None,
-              help="Force one ordering (default: each composition's expected ordering).")
+@click.option(
+    "--method",
+    "methods",
+    multiple=True,
+    type=click.Choice(["bvm", "dls"]),
+    default=("bvm",),
+    show_default=True,
+    help="Repeat for both.",
+)
+@click.option(
+    "--ordering",
+    type=click.Choice(["rocksalt", "layered", "rocksalt-A"]),
+    default=None,
+    help="Force one ordering (default: each composition's expected ordering).",
+)
 @click.option("--move-a", is_flag=True, help="BVM: also optimise the symmetry-allowed A-cation displacements.")
-@click.option("--bv-set", type=click.Choice(list(BV_PARAMETER_SETS)), default=DEFAULT_BV_SET, show_default=True,
-              help="BVM: bond-valence parameter set (adams2001: Adams' softness parameters for alkali cations).")
+@click.option(
+    "--bv-set",
+    type=click.Choice(list(BV_PARAMETER_SETS)),
+    default=DEFAULT_BV_SET,
+    show_default=True,
+    help="BVM: bond-valence parameter set (adams2001: Adams' softness parameters for alkali cations).",
+)
 @click.option("--anions", default=None, help="Only compositions with these X (comma-separated).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N compositions (by id).")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=2000, show_default=True)
@@ -249,12 +316,20 @@ def build_all_cmd(ctx, tilts, methods, ordering, move_a, bv_set, anions, limit, 
     """Build the starting structures of every composition in the store (chunked, resumable, with progress)."""
     from dp_screen.jobs.build import BuildSettings, build_structures_to_store
 
-    settings = BuildSettings(tilts=_split(tilts), methods=list(methods), ordering=ordering, move_a=move_a,
-                             bv_set=bv_set)
+    settings = BuildSettings(
+        tilts=_split(tilts), methods=list(methods), ordering=ordering, move_a=move_a, bv_set=bv_set
+    )
     query = {"X": {"$in": _split(anions)}} if anions else None
     with StageBar("building structures", "struct") as bar:
-        summary = build_structures_to_store(settings, _settings(ctx), query=query, limit=limit, chunk_size=chunk_size,
-                                            progress=bar.update, on_total=bar.start)  # fmt: skip
+        summary = build_structures_to_store(
+            settings,
+            _settings(ctx),
+            query=query,
+            limit=limit,
+            chunk_size=chunk_size,
+            progress=bar.update,
+            on_total=bar.start,
+        )
     if as_json:
         click.echo(json.dumps(summary))
     else:
@@ -266,13 +341,20 @@ def build_all_cmd(ctx, tilts, methods, ordering, move_a, bv_set, anions, limit, 
 
 # ------------------------------------------------------------------------------------------------------------ relax
 def _relax_options(f):
-    for opt in reversed([
-        click.option("--model", default=None, help="Model file or foundation name (default: the packaged model)."),
-        click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto."),
-        click.option("--dtype", type=click.Choice(["auto", "float64", "float32"]), default="auto", show_default=True,
-                     help="auto: float32 on CUDA, float64 on the CPU."),
-        *_criteria_options(),
-    ]):  # fmt: skip
+    for opt in reversed(
+        [
+            click.option("--model", default=None, help="Model file or foundation name (default: the packaged model)."),
+            click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto."),
+            click.option(
+                "--dtype",
+                type=click.Choice(["auto", "float64", "float32"]),
+                default="auto",
+                show_default=True,
+                help="auto: float32 on CUDA, float64 on the CPU.",
+            ),
+            *_criteria_options(),
+        ]
+    ):
         f = opt(f)
     return f
 
@@ -280,15 +362,29 @@ def _relax_options(f):
 def _criteria_options():
     """Convergence criteria and symmetry of a relaxation (shared by relax, run and submit)."""
     return [
-        click.option("--fmax", type=float, default=0.05, show_default=True,
-                     help="Converged when the max atomic force is below this (eV/A)."),
-        click.option("--max-stress", type=float, default=0.2, show_default=True,
-                     help="... and the max |stress component| is below this (GPa); 0.2 GPa resolves 1 meV/atom "
-                          "phase differences even in soft iodides."),
-        click.option("--free", is_flag=True, help="Relax without holding the starting space group (default: each "
-                     "variant keeps its space group, so its energy is that tilt system's)."),
+        click.option(
+            "--fmax",
+            type=float,
+            default=0.05,
+            show_default=True,
+            help="Converged when the max atomic force is below this (eV/A).",
+        ),
+        click.option(
+            "--max-stress",
+            type=float,
+            default=0.2,
+            show_default=True,
+            help="... and the max |stress component| is below this (GPa); 0.2 GPa resolves 1 meV/atom "
+            "phase differences even in soft iodides.",
+        ),
+        click.option(
+            "--free",
+            is_flag=True,
+            help="Relax without holding the starting space group (default: each "
+            "variant keeps its space group, so its energy is that tilt system's).",
+        ),
         click.option("--max-steps", type=click.IntRange(min=1), default=500, show_default=True),
-    ]  # fmt: skip
+    ]
 
 
 def _relax_settings(fmax, max_stress, free, max_steps):
@@ -299,21 +395,53 @@ def _relax_settings(fmax, max_stress, free, max_steps):
 
 @cli.command("relax")
 @_relax_options
-@click.option("--structure", "structure_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Relax this one file (CIF, POSCAR, ...) and print the result instead of the store's structures.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="With --structure: write the relaxed structure here (CIF).")
+@click.option(
+    "--structure",
+    "structure_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Relax this one file (CIF, POSCAR, ...) and print the result instead of the store's structures.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="With --structure: write the relaxed structure here (CIF).",
+)
 @click.option("--anions", default=None, help="Only structures of compositions with these X (comma-separated).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N structures (by id).")
-@click.option("--chunk-size", type=click.IntRange(min=1), default=4096, show_default=True,
-              help="Structures read and streamed through the device together (the device batch is sized by memory).")
-@click.option("--committee", default=None,
-              help="Committee model files (comma-separated, >= 2; e.g. a 'dp-screen learn' round's members): score "
-                   "every relaxed structure with the committee's energy and force spread.")
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(min=1),
+    default=4096,
+    show_default=True,
+    help="Structures read and streamed through the device together (the device batch is sized by memory).",
+)
+@click.option(
+    "--committee",
+    default=None,
+    help="Committee model files (comma-separated, >= 2; e.g. a 'dp-screen learn' round's members): score "
+    "every relaxed structure with the committee's energy and force spread.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def relax_cmd(ctx, model, device, dtype, fmax, max_stress, free, max_steps, structure_file, out, anions, limit,
-              chunk_size, committee, as_json):  # noqa: PLR0913  # fmt: skip
+def relax_cmd(
+    ctx,
+    model,
+    device,
+    dtype,
+    fmax,
+    max_stress,
+    free,
+    max_steps,
+    structure_file,
+    out,
+    anions,
+    limit,
+    chunk_size,
+    committee,
+    as_json,
+):  # noqa: PLR0913
     """Relax the stored starting structures (chunked, resumable) or one structure file.
 
     Each structure keeps its starting space group unless --free; converged means max force < --fmax (eV/A) and
@@ -327,9 +455,19 @@ def relax_cmd(ctx, model, device, dtype, fmax, max_stress, free, max_steps, stru
 
     query = {"formula": {"$regex": "(" + "|".join(f"{x}6$" for x in _split(anions)) + ")"}} if anions else None
     with StageBar("relaxing", "struct") as bar:
-        summary = relax_store(model, settings, _settings(ctx), query=query, limit=limit, chunk_size=chunk_size,
-                              device=None if device == "auto" else device, dtype=None if dtype == "auto" else dtype,
-                              progress=bar.update, on_total=bar.start, committee=_split(committee))  # fmt: skip
+        summary = relax_store(
+            model,
+            settings,
+            _settings(ctx),
+            query=query,
+            limit=limit,
+            chunk_size=chunk_size,
+            device=None if device == "auto" else device,
+            dtype=None if dtype == "auto" else dtype,
+            progress=bar.update,
+            on_total=bar.start,
+            committee=_split(committee),
+        )
     if as_json:
         click.echo(json.dumps(summary))
         return
@@ -357,17 +495,37 @@ def _relax_one(path: Path, out: Path | None, model, device, dtype, settings, as_
         raise InputError(f"cannot read structure file {str(path)!r}: {exc}") from None
     # a structure from elsewhere: its A/A'/B/B'/X sites and ordering inferred (one clear error if it is no AA'BB'X6)
     cell = api.PerovskiteCell.from_structure(structure, name=str(path))
-    (r,) = api.relax(cell, model=model, device=None if device == "auto" else device,
-                     dtype=None if dtype == "auto" else dtype, settings=settings, progress=False)  # fmt: skip
+    (r,) = api.relax(
+        cell,
+        model=model,
+        device=None if device == "auto" else device,
+        dtype=None if dtype == "auto" else dtype,
+        settings=settings,
+        progress=False,
+    )
     result, check, phase = r.cell, r.gate, r.phase
     volume_change = result.structure.volume / cell.structure.volume - 1
-    summary = {"energy": r.energy, "energy_per_atom": r.energy_per_atom, "max_force": r.max_force,
-               "max_stress_gpa": r.max_stress_gpa, "stress_gpa": r.stress_gpa, "n_steps": r.n_steps,
-               "converged": r.converged, "failed": r.failed, "reason": r.reason, "volume": result.structure.volume,
-               "volume_change": volume_change, "n_atoms": len(result.structure),
-               "formula": structure.composition.reduced_formula, "space_groups": space_groups(result.structure),
-               "ordering": cell.ordering, "phase": phase.phase if phase else None, "model": r.model,
-               "settings": r.settings, "perovskite_check": check.as_dict() if check else None}  # fmt: skip
+    summary = {
+        "energy": r.energy,
+        "energy_per_atom": r.energy_per_atom,
+        "max_force": r.max_force,
+        "max_stress_gpa": r.max_stress_gpa,
+        "stress_gpa": r.stress_gpa,
+        "n_steps": r.n_steps,
+        "converged": r.converged,
+        "failed": r.failed,
+        "reason": r.reason,
+        "volume": result.structure.volume,
+        "volume_change": volume_change,
+        "n_atoms": len(result.structure),
+        "formula": structure.composition.reduced_formula,
+        "space_groups": space_groups(result.structure),
+        "ordering": cell.ordering,
+        "phase": phase.phase if phase else None,
+        "model": r.model,
+        "settings": r.settings,
+        "perovskite_check": check.as_dict() if check else None,
+    }
     if out:
         from pymatgen.io.cif import CifWriter
 
@@ -378,43 +536,90 @@ def _relax_one(path: Path, out: Path | None, model, device, dtype, settings, as_
         click.echo(json.dumps(summary, default=float))
         return
     state = "failed: " + r.reason if r.failed else ("converged" if r.converged else "NOT converged")
-    click.echo(f"{summary['formula']}: {state} after {r.n_steps} steps; E = {r.energy_per_atom:.4f} eV/atom; "
-               f"max force {r.max_force:.3f} eV/A; max |stress| {r.max_stress_gpa:.3f} GPa; volume change "
-               f"{100 * summary['volume_change']:+.2f}%; space group {summary['space_groups']}; phase {summary['phase']}"
-               + (f"; NOT a perovskite any more: {check.reason}" if check and not check.ok else ""))  # fmt: skip
+    click.echo(
+        f"{summary['formula']}: {state} after {r.n_steps} steps; E = {r.energy_per_atom:.4f} eV/atom; "
+        f"max force {r.max_force:.3f} eV/A; max |stress| {r.max_stress_gpa:.3f} GPa; volume change "
+        f"{100 * summary['volume_change']:+.2f}%; space group {summary['space_groups']}; phase {summary['phase']}"
+        + (f"; NOT a perovskite any more: {check.reason}" if check and not check.ok else "")
+    )
 
 
 @cli.command("finetune")
-@click.option("--data", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Labelled structures, extended XYZ with REF_energy, REF_forces (and REF_stress).")
-@click.option("--foundation", default=None, help="Foundation model: name (network) or local file; omit to train from scratch.")
-@click.option("--test", "test_file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Test set (extxyz).")
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Labelled structures, extended XYZ with REF_energy, REF_forces (and REF_stress).",
+)
+@click.option(
+    "--foundation", default=None, help="Foundation model: name (network) or local file; omit to train from scratch."
+)
+@click.option(
+    "--test", "test_file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Test set (extxyz)."
+)
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--lr", type=float, default=0.01, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
-@click.option("--e0s", default="auto", show_default=True,
-              help="auto (the foundation's E0s when fine-tuning, else a least-squares average), average or foundation.")
-@click.option("--only-data-elements", is_flag=True,
-              help="Keep only the training data's elements (default: every element of the foundation model).")
-@click.option("--energy-reference", type=click.Choice(["absolute", "per_composition"]), default="absolute",
-              show_default=True,
-              help="per_composition: fit energies relative within each composition (phase differences), keeping the "
-                   "foundation's absolute level per composition (needs --foundation).")
-@click.option("--multihead/--no-multihead", default=False, show_default=True,
-              help="Multihead replay fine-tuning (needs the foundation's training data: network).")
+@click.option(
+    "--e0s",
+    default="auto",
+    show_default=True,
+    help="auto (the foundation's E0s when fine-tuning, else a least-squares average), average or foundation.",
+)
+@click.option(
+    "--only-data-elements",
+    is_flag=True,
+    help="Keep only the training data's elements (default: every element of the foundation model).",
+)
+@click.option(
+    "--energy-reference",
+    type=click.Choice(["absolute", "per_composition"]),
+    default="absolute",
+    show_default=True,
+    help="per_composition: fit energies relative within each composition (phase differences), keeping the "
+    "foundation's absolute level per composition (needs --foundation).",
+)
+@click.option(
+    "--multihead/--no-multihead",
+    default=False,
+    show_default=True,
+    help="Multihead replay fine-tuning (needs the foundation's training data: network).",
+)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--name", default="dp_screen_ft", show_default=True, help="Model name (files are name-vN-sha.model).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def finetune_cmd(ctx, data, foundation, test_file, epochs, lr, batch_size, e0s, only_data_elements, energy_reference,
-                 multihead, device, name, as_json):  # noqa: PLR0913
+def finetune_cmd(
+    ctx,
+    data,
+    foundation,
+    test_file,
+    epochs,
+    lr,
+    batch_size,
+    e0s,
+    only_data_elements,
+    energy_reference,
+    multihead,
+    device,
+    name,
+    as_json,
+):  # noqa: PLR0913
     """Fine-tune a MACE foundation model on labelled data; the model and its errors go to the models collection."""
     from dp_screen.jobs.relax import finetune_to_store
     from dp_screen.mlip.training import TrainSettings
 
-    settings = TrainSettings(foundation=foundation, multihead=multihead, epochs=epochs, lr=lr, batch_size=batch_size,
-                             e0s=e0s, keep_elements=not only_data_elements, device=device,
-                             energy_reference=energy_reference)  # fmt: skip
+    settings = TrainSettings(
+        foundation=foundation,
+        multihead=multihead,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        e0s=e0s,
+        keep_elements=not only_data_elements,
+        device=device,
+        energy_reference=energy_reference,
+    )
     doc = finetune_to_store(data, settings, _settings(ctx), name=name, test=test_file)
     if as_json:
         click.echo(json.dumps(doc))
@@ -422,48 +627,100 @@ def finetune_cmd(ctx, data, foundation, test_file, epochs, lr, batch_size, e0s, 
     click.echo(f"model {doc['path']} (sha256 {doc['sha256'][:12]}, version {doc['version']})")
     for split, err in doc["errors"].items():
         if err.get("n_uncovered"):
-            click.echo(f"  {split:5s} {err['n_uncovered']} structures left out: the model does not cover "
-                       f"{', '.join(err['uncovered_elements'])}")
+            click.echo(
+                f"  {split:5s} {err['n_uncovered']} structures left out: the model does not cover "
+                f"{', '.join(err['uncovered_elements'])}"
+            )
         if not err.get("n"):
             continue
-        click.echo(f"  {split:5s} E MAE {err['energy_mae_mev_atom']:.1f} meV/atom, F MAE {err['forces_mae_mev_a']:.0f} "
-                   f"meV/A, stress MAE {err['stress_mae_gpa']:.2f} GPa (n = {err['n']})")
+        click.echo(
+            f"  {split:5s} E MAE {err['energy_mae_mev_atom']:.1f} meV/atom, F MAE {err['forces_mae_mev_a']:.0f} "
+            f"meV/A, stress MAE {err['stress_mae_gpa']:.2f} GPa (n = {err['n']})"
+        )
 
 
 # ------------------------------------------------------------------------------------------------- campaign: run
 def _phase_error_option():
-    return click.option("--phase-error", "phase_error", type=click.FloatRange(min=0), default=None, metavar="MEV",
-                        help="sigma (meV/atom) of a phase energy difference for the tilted / untilted calls (called "
-                             "when |dE| > 2 sigma); default: the model's measured error (its card or its "
-                             "fine-tuning test set), or its committee's spread.")  # fmt: skip
+    return click.option(
+        "--phase-error",
+        "phase_error",
+        type=click.FloatRange(min=0),
+        default=None,
+        metavar="MEV",
+        help="sigma (meV/atom) of a phase energy difference for the tilted / untilted calls (called "
+        "when |dE| > 2 sigma); default: the model's measured error (its card or its "
+        "fine-tuning test set), or its committee's spread.",
+    )
 
 
 def _campaign_options(f):
-    for opt in reversed([
-        click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
-                     help="Random compositions to screen (the same --seed picks the same ones)."),
-        click.option("--all", "whole_space", is_flag=True, help="Screen the whole space (ignores --limit)."),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--campaign", default="default", show_default=True, help="Tag of the campaign's compositions."),
-        click.option("--anions", default=None, help="Only these X (comma-separated)."),
-        click.option("--tilts", default=None, help="Comma-separated tilt systems, or 'all' (default: default set)."),
-        click.option("--chunk-size", type=click.IntRange(min=1), default=500, show_default=True,
-                     help="Compositions per build / relax job."),
-        click.option("--model", default=None, help="Model file or foundation name (default: the packaged model)."),
-        click.option("--device", default=None, help="cpu or cuda (default: cuda when present)."),
-        *_criteria_options(),
-        click.option("--validate", "n_validate", type=click.IntRange(min=0), default=0, show_default=True,
-                     help="DFT-validate this many relaxed structures (CP2K, when installed)."),
-        click.option("--report", "report_dir", default=None, metavar="DIR",
-                     help="Write the HTML report (dp-screen report) at the end; relative: inside --home."),
-        _phase_error_option(),
-    ]):  # fmt: skip
+    for opt in reversed(
+        [
+            click.option(
+                "--limit",
+                type=click.IntRange(min=1),
+                default=20,
+                show_default=True,
+                help="Random compositions to screen (the same --seed picks the same ones).",
+            ),
+            click.option("--all", "whole_space", is_flag=True, help="Screen the whole space (ignores --limit)."),
+            click.option("--seed", type=int, default=0, show_default=True),
+            click.option(
+                "--campaign", default="default", show_default=True, help="Tag of the campaign's compositions."
+            ),
+            click.option("--anions", default=None, help="Only these X (comma-separated)."),
+            click.option(
+                "--tilts", default=None, help="Comma-separated tilt systems, or 'all' (default: default set)."
+            ),
+            click.option(
+                "--chunk-size",
+                type=click.IntRange(min=1),
+                default=500,
+                show_default=True,
+                help="Compositions per build / relax job.",
+            ),
+            click.option("--model", default=None, help="Model file or foundation name (default: the packaged model)."),
+            click.option("--device", default=None, help="cpu or cuda (default: cuda when present)."),
+            *_criteria_options(),
+            click.option(
+                "--validate",
+                "n_validate",
+                type=click.IntRange(min=0),
+                default=0,
+                show_default=True,
+                help="DFT-validate this many relaxed structures (CP2K, when installed).",
+            ),
+            click.option(
+                "--report",
+                "report_dir",
+                default=None,
+                metavar="DIR",
+                help="Write the HTML report (dp-screen report) at the end; relative: inside --home.",
+            ),
+            _phase_error_option(),
+        ]
+    ):
         f = opt(f)
     return f
 
 
-def _campaign_opts(limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device, relax_settings,
-                   n_validate, report_dir=None, dft_backend="cp2k", phase_error=None, **training):  # fmt: skip
+def _campaign_opts(
+    limit,
+    whole_space,
+    seed,
+    campaign,
+    anions,
+    tilts,
+    chunk_size,
+    model,
+    device,
+    relax_settings,
+    n_validate,
+    report_dir=None,
+    dft_backend="cp2k",
+    phase_error=None,
+    **training,
+):
     from dp_screen.flows.campaign import CampaignOptions
 
     if n_validate and dft_backend == "cp2k":
@@ -473,22 +730,58 @@ def _campaign_opts(limit, whole_space, seed, campaign, anions, tilts, chunk_size
             click.echo("note: cp2k is not installed; skipping DFT validation (apt-get install -y cp2k)", err=True)
             n_validate = 0
     return CampaignOptions(
-        limit=limit, whole_space=whole_space, seed=seed, campaign=campaign, anions=_split(anions), tilts=_split(tilts),
-        chunk_size=chunk_size, model=model, device=device, relax=relax_settings, n_validate=n_validate,
-        dft_backend=dft_backend, report_dir=report_dir, phase_error_mev=phase_error, **training,
-    )  # fmt: skip
+        limit=limit,
+        whole_space=whole_space,
+        seed=seed,
+        campaign=campaign,
+        anions=_split(anions),
+        tilts=_split(tilts),
+        chunk_size=chunk_size,
+        model=model,
+        device=device,
+        relax=relax_settings,
+        n_validate=n_validate,
+        dft_backend=dft_backend,
+        report_dir=report_dir,
+        phase_error_mev=phase_error,
+        **training,
+    )
 
 
 @cli.command("run")
 @_campaign_options
-@click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Worker processes running independent chunk jobs concurrently [default: all cores, at most one per "
-                   "chunk]; 1 runs everything in this process.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes running independent chunk jobs concurrently [default: all cores, at most one per "
+    "chunk]; 1 runs everything in this process.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--verbose", is_flag=True, help="Print jobflow's log line of every job (instead of progress bars).")
 @click.pass_context
-def run_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device, fmax, max_stress, free,
-            max_steps, n_validate, report_dir, phase_error, workers, as_json, verbose):  # noqa: PLR0913  # fmt: skip
+def run_cmd(
+    ctx,
+    limit,
+    whole_space,
+    seed,
+    campaign,
+    anions,
+    tilts,
+    chunk_size,
+    model,
+    device,
+    fmax,
+    max_stress,
+    free,
+    max_steps,
+    n_validate,
+    report_dir,
+    phase_error,
+    workers,
+    as_json,
+    verbose,
+):  # noqa: PLR0913
     """Run the whole pipeline on this machine: N random compositions -> build -> relax -> (validate) -> summary.
 
     With several workers, the build and relax chunk jobs run concurrently in worker processes (a private FireWorks
@@ -505,14 +798,29 @@ def run_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_size, 
     load_model(model, device=device)  # a missing or unloadable model fails now, not in the middle
     from dp_screen.flows.campaign import campaign_flow
 
-    opts = _campaign_opts(limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device,
-                          _relax_settings(fmax, max_stress, free, max_steps), n_validate, report_dir,
-                          phase_error=phase_error)  # fmt: skip
+    opts = _campaign_opts(
+        limit,
+        whole_space,
+        seed,
+        campaign,
+        anions,
+        tilts,
+        chunk_size,
+        model,
+        device,
+        _relax_settings(fmax, max_stress, free, max_steps),
+        n_validate,
+        report_dir,
+        phase_error=phase_error,
+    )
     flow = campaign_flow(opts, settings.model_dump(mode="json"))
     if workers is None:  # every core, but no more processes than there are chunks to run at once
         workers = default_workers() if whole_space else min(default_workers(), -(-limit // chunk_size))
-    click.echo(f"dp-screen run: campaign '{campaign}', {'all' if whole_space else limit} compositions, database "
-               f"{uri}/{settings.database}, {workers} worker{'s' * (workers > 1)}", err=True)  # fmt: skip
+    click.echo(
+        f"dp-screen run: campaign '{campaign}', {'all' if whole_space else limit} compositions, database "
+        f"{uri}/{settings.database}, {workers} worker{'s' * (workers > 1)}",
+        err=True,
+    )
     import contextlib
 
     # jobflow's per-job log lines with --verbose; otherwise one progress bar per stage (building, relaxing) and only
@@ -549,42 +857,57 @@ def run_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_size, 
 
 
 def _print_campaign(summary: dict, settings) -> None:
-    click.echo(f"\ncampaign '{summary['campaign']}': {summary['compositions']} compositions, "
-               f"{summary['relaxations']} relaxations ({summary['converged']} converged, {summary['failed']} failed), "
-               f"model {summary['model_sha256_12']}")  # fmt: skip
-    click.echo(f"{'composition':32s} {'formula':14s} {'tau':>4s} {'call':>12s} {'dE tilt':>14s} {'+-2 sigma':>9s}  "
-               f"{'phases within 2 sigma':28s} excluded of variants")  # fmt: skip
+    click.echo(
+        f"\ncampaign '{summary['campaign']}': {summary['compositions']} compositions, "
+        f"{summary['relaxations']} relaxations ({summary['converged']} converged, {summary['failed']} failed), "
+        f"model {summary['model_sha256_12']}"
+    )
+    click.echo(
+        f"{'composition':32s} {'formula':14s} {'tau':>4s} {'call':>12s} {'dE tilt':>14s} {'+-2 sigma':>9s}  "
+        f"{'phases within 2 sigma':28s} excluded of variants"
+    )
     for r in summary["table"]:
         de = "" if r.get("dE_tilt_mev_atom") is None else f"{r['dE_tilt_mev_atom']:8.1f} meV/at"
         band = "" if r.get("phase_error_mev") is None else f"{2 * r['phase_error_mev']:5.0f}"
         tau = "yes" if r["tau_perovskite"] else "no"
         ex = r.get("excluded") or {}
-        why = f"{sum(ex.values())} of {r.get('n_variants', 0)}" + (f" ({', '.join(f'{n} {w}' for w, n in ex.items())})"
-                                                                  if ex else "")  # fmt: skip
+        why = f"{sum(ex.values())} of {r.get('n_variants', 0)}" + (
+            f" ({', '.join(f'{n} {w}' for w, n in ex.items())})" if ex else ""
+        )
         call = r.get("call") or "-"
         if call == "tilted":
             call = str(r.get("ground_state"))
-        click.echo(f"{r['composition_id']:32s} {r['formula']:14s} {tau:>4s} {call:>12s} {de:>14s} {band:>9s}  "
-                   f"{(r.get('phases_within_error') or '-'):28s} {why}")  # fmt: skip
+        click.echo(
+            f"{r['composition_id']:32s} {r['formula']:14s} {tau:>4s} {call:>12s} {de:>14s} {band:>9s}  "
+            f"{(r.get('phases_within_error') or '-'):28s} {why}"
+        )
     calls = summary.get("calls") or {}
     frac = summary.get("tilted_ground_state_fraction")
-    click.echo(f"calls: {calls.get('tilted', 0)} tilted, {calls.get('untilted', 0)} untilted, "
-               f"{calls.get('undetermined', 0)} undetermined"
-               + (f" ({100 * frac:.0f}% tilted of the determined)" if frac is not None else "")
-               + f"; ground states: {summary['lowest_phase_counts']}")  # fmt: skip
-    click.echo("call: tilted when dE tilt = E(untilted) - E(lowest tilted phase) > 2 sigma, untilted when < -2 sigma "
-               "or no tilted start stayed tilted, else undetermined; " + _sigma_line(summary.get("phase_errors")))
+    click.echo(
+        f"calls: {calls.get('tilted', 0)} tilted, {calls.get('untilted', 0)} untilted, "
+        f"{calls.get('undetermined', 0)} undetermined"
+        + (f" ({100 * frac:.0f}% tilted of the determined)" if frac is not None else "")
+        + f"; ground states: {summary['lowest_phase_counts']}"
+    )
+    click.echo(
+        "call: tilted when dE tilt = E(untilted) - E(lowest tilted phase) > 2 sigma, untilted when < -2 sigma "
+        "or no tilted start stayed tilted, else undetermined; " + _sigma_line(summary.get("phase_errors"))
+    )
     excluded = summary.get("excluded") or {}
-    click.echo("ranked: converged relaxations that are still perovskites, each under the phase it ended in; kept out: "
-               + (", ".join(f"{n} {why}" for why, n in excluded.items()) or "none"))  # fmt: skip
+    click.echo(
+        "ranked: converged relaxations that are still perovskites, each under the phase it ended in; kept out: "
+        + (", ".join(f"{n} {why}" for why, n in excluded.items()) or "none")
+    )
     for line in summary.get("model_accuracy") or []:
         click.echo(f"model accuracy: {line}")
     if summary.get("validation"):
         click.echo(f"validation: {summary['validation']}")
     if summary.get("report"):
         click.echo(f"report: {summary['report']}")
-    click.echo(f"results: database '{settings.database}', collections compositions, structures, relaxations, "
-               f"validations (dp-screen db status); project folder {settings.home.resolve()}")  # fmt: skip
+    click.echo(
+        f"results: database '{settings.database}', collections compositions, structures, relaxations, "
+        f"validations (dp-screen db status); project folder {settings.home.resolve()}"
+    )
 
 
 def _sigma_line(errors: list[dict] | None) -> str:
@@ -600,19 +923,54 @@ def _sigma_line(errors: list[dict] | None) -> str:
 
 @cli.command("submit")
 @_campaign_options
-@click.option("--launchpad", "launchpad_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="FireWorks launchpad YAML (default: a launchpad in the dp_screen database).")
+@click.option(
+    "--launchpad",
+    "launchpad_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="FireWorks launchpad YAML (default: a launchpad in the dp_screen database).",
+)
 @click.option("--dft", "dft_backend", type=click.Choice(["cp2k", "vasp"]), default="cp2k", show_default=True)
-@click.option("--with-training", "training_compositions", type=click.IntRange(min=1), default=None,
-              help="Prepend the training flow (N compositions -> DFT -> fine-tune) and screen with its model.")
+@click.option(
+    "--with-training",
+    "training_compositions",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Prepend the training flow (N compositions -> DFT -> fine-tune) and screen with its model.",
+)
 @click.option("--foundation", default="medium", show_default=True, help="Foundation model of the training flow.")
-@click.option("--train-epochs", type=click.IntRange(min=1), default=None, help="Fine-tuning epochs of the training flow.")
+@click.option(
+    "--train-epochs", type=click.IntRange(min=1), default=None, help="Fine-tuning epochs of the training flow."
+)
 @click.option("--train-device", default=None, help="Device of the training flow's fine-tuning (e.g. cuda).")
 @click.option("--reset", is_flag=True, help="Reset the launchpad first (deletes its workflows).")
 @click.pass_context
-def submit_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device, fmax, max_stress,
-               free, max_steps, n_validate, report_dir, phase_error, launchpad_file, dft_backend, training_compositions, foundation,
-               train_epochs, train_device, reset):  # noqa: PLR0913  # fmt: skip
+def submit_cmd(
+    ctx,
+    limit,
+    whole_space,
+    seed,
+    campaign,
+    anions,
+    tilts,
+    chunk_size,
+    model,
+    device,
+    fmax,
+    max_stress,
+    free,
+    max_steps,
+    n_validate,
+    report_dir,
+    phase_error,
+    launchpad_file,
+    dft_backend,
+    training_compositions,
+    foundation,
+    train_epochs,
+    train_device,
+    reset,
+):  # noqa: PLR0913
     """Submit the campaign to a FireWorks launchpad (relax chunks carry the worker category 'gpu').
 
     Workers reach the database from settings fixed here (the MongoDB URI, or the absolute project folder of the
@@ -629,10 +987,26 @@ def submit_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_siz
     home = settings.home.resolve()
     worker_settings = settings.model_copy(update={"home": home})  # absolute: rockets run in their own folders
     uri = database_uri(worker_settings)
-    opts = _campaign_opts(limit, whole_space, seed, campaign, anions, tilts, chunk_size, model, device,
-                          _relax_settings(fmax, max_stress, free, max_steps), n_validate, report_dir, dft_backend,
-                          phase_error=phase_error, training_compositions=training_compositions, foundation=foundation,
-                          train_epochs=train_epochs, train_device=train_device)  # fmt: skip
+    opts = _campaign_opts(
+        limit,
+        whole_space,
+        seed,
+        campaign,
+        anions,
+        tilts,
+        chunk_size,
+        model,
+        device,
+        _relax_settings(fmax, max_stress, free, max_steps),
+        n_validate,
+        report_dir,
+        dft_backend,
+        phase_error=phase_error,
+        training_compositions=training_compositions,
+        foundation=foundation,
+        train_epochs=train_epochs,
+        train_device=train_device,
+    )
     flow = campaign_flow(opts, worker_settings.model_dump(mode="json"))
     lpad = launchpad(worker_settings, launchpad_file)
     if reset:
@@ -648,47 +1022,112 @@ def submit_cmd(ctx, limit, whole_space, seed, campaign, anions, tilts, chunk_siz
         path = Path(path).resolve()
         return str(path.relative_to(here)) if path.is_relative_to(here) else str(path)
 
-    click.echo(f"submitted workflow '{wf.name}' with {len(wf.fws)} fireworks (ids {min(mapping.values())}-"
-               f"{max(mapping.values())}) to {redact(lpad.host)}/{lpad.name}")  # fmt: skip
+    click.echo(
+        f"submitted workflow '{wf.name}' with {len(wf.fws)} fireworks (ids {min(mapping.values())}-"
+        f"{max(mapping.values())}) to {redact(lpad.host)}/{lpad.name}"
+    )
     click.echo(f"run it on this machine with: rlaunch -l {shown(lp_file)} -w {shown(home / 'fworker.yaml')} rapidfire")
-    click.echo(f"or CPU and GPU workers apart: -w {shown(home / 'fworker_cpu.yaml')} / -w "
-               f"{shown(home / 'fworker_gpu.yaml')}")  # fmt: skip
+    click.echo(
+        f"or CPU and GPU workers apart: -w {shown(home / 'fworker_cpu.yaml')} / -w {shown(home / 'fworker_gpu.yaml')}"
+    )
 
 
 @cli.command("learn")
-@click.option("--loop", "loop_id", default="default", show_default=True,
-              help="Loop id: its rounds and labels are stored under it; the same id resumes.")
-@click.option("--oracle", type=click.Choice(["chgnet", "cp2k", "vasp"]), default="chgnet", show_default=True,
-              help="Who labels: CHGNet (the packaged model's teacher), CP2K (local DFT) or VASP (atomate2; needs --submit).")
+@click.option(
+    "--loop",
+    "loop_id",
+    default="default",
+    show_default=True,
+    help="Loop id: its rounds and labels are stored under it; the same id resumes.",
+)
+@click.option(
+    "--oracle",
+    type=click.Choice(["chgnet", "cp2k", "vasp"]),
+    default="chgnet",
+    show_default=True,
+    help="Who labels: CHGNet (the packaged model's teacher), CP2K (local DFT) or VASP (atomate2; needs --submit).",
+)
 @click.option("--selection", type=click.Choice(["uncertainty", "random"]), default="uncertainty", show_default=True)
 @click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--per-round", type=click.IntRange(min=1), default=24, show_default=True, help="Labels per round.")
-@click.option("--cap", "per_composition", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Diversity: at most this many labels per composition per round.")
+@click.option(
+    "--cap",
+    "per_composition",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Diversity: at most this many labels per composition per round.",
+)
 @click.option("--committee", "committee_size", type=click.IntRange(min=2), default=3, show_default=True)
-@click.option("--pool", "n_pool", type=click.IntRange(min=1), default=20, show_default=True,
-              help="Random tau-perovskite rock-salt compositions in the pool (or --formulas).")
-@click.option("--held-out", "n_held_out", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Random compositions of the held-out set, disjoint from the pool (or --held-out-formulas).")
-@click.option("--formulas", default=None, help="Pool compositions, comma-separated formulas (e.g. Ba2CaMoO6,Cs2AgBiCl6).")
+@click.option(
+    "--pool",
+    "n_pool",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Random tau-perovskite rock-salt compositions in the pool (or --formulas).",
+)
+@click.option(
+    "--held-out",
+    "n_held_out",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Random compositions of the held-out set, disjoint from the pool (or --held-out-formulas).",
+)
+@click.option(
+    "--formulas", default=None, help="Pool compositions, comma-separated formulas (e.g. Ba2CaMoO6,Cs2AgBiCl6)."
+)
 @click.option("--held-out-formulas", default=None, help="Held-out compositions, comma-separated formulas.")
 @click.option("--tilts", default=None, help="Tilt systems, comma-separated (default: the ordering's default set).")
 @click.option("--start-model", default=None, help="Model the committee starts from (default: the packaged model).")
-@click.option("--epochs", type=click.IntRange(min=1), default=6, show_default=True, help="Fine-tuning epochs per round.")
+@click.option(
+    "--epochs", type=click.IntRange(min=1), default=6, show_default=True, help="Fine-tuning epochs per round."
+)
 @click.option("--lr", type=float, default=0.005, show_default=True)
-@click.option("--e0s", type=click.Choice(["auto", "refit", "foundation", "average"]), default=None,
-              help="Isolated-atom energies of the fine-tunes (default: refit for DFT oracles, whose energy reference "
-                   "differs from the start model's by an element-dependent constant; auto for chgnet).")
-@click.option("--max-steps", type=click.IntRange(min=1), default=200, show_default=True,
-              help="Pool relaxation steps (their path frames are candidates).")
+@click.option(
+    "--e0s",
+    type=click.Choice(["auto", "refit", "foundation", "average"]),
+    default=None,
+    help="Isolated-atom energies of the fine-tunes (default: refit for DFT oracles, whose energy reference "
+    "differs from the start model's by an element-dependent constant; auto for chgnet).",
+)
+@click.option(
+    "--max-steps",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Pool relaxation steps (their path frames are candidates).",
+)
 @click.option("--frames-every", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--submit", is_flag=True, help="Submit the loop to the FireWorks launchpad instead of running it here.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def learn_cmd(ctx, loop_id, oracle, selection, rounds, per_round, per_composition, committee_size, n_pool, n_held_out,
-              formulas, held_out_formulas, tilts, start_model, epochs, lr, e0s, max_steps, frames_every, seed, submit,
-              as_json):  # noqa: PLR0913  # fmt: skip
+def learn_cmd(
+    ctx,
+    loop_id,
+    oracle,
+    selection,
+    rounds,
+    per_round,
+    per_composition,
+    committee_size,
+    n_pool,
+    n_held_out,
+    formulas,
+    held_out_formulas,
+    tilts,
+    start_model,
+    epochs,
+    lr,
+    e0s,
+    max_steps,
+    frames_every,
+    seed,
+    submit,
+    as_json,
+):  # noqa: PLR0913
     """Active learning: relax a pool with the current committee, label its most uncertain structures with the
     oracle, fine-tune the committee, measure it on a held-out set; per round, resumable."""
     from dp_screen.flows.active_learning import ActiveLearningFlowMaker
@@ -702,21 +1141,36 @@ def learn_cmd(ctx, loop_id, oracle, selection, rounds, per_round, per_compositio
     if submit:
         settings = settings.model_copy(update={"home": settings.home.resolve()})
     elif oracle == "vasp":
-        raise InputError("the vasp oracle runs atomate2 jobs on cluster workers: add --submit (in-process oracles: "
-                         "chgnet, cp2k)")  # fmt: skip
+        raise InputError(
+            "the vasp oracle runs atomate2 jobs on cluster workers: add --submit (in-process oracles: chgnet, cp2k)"
+        )
     from dp_screen.mlip.models import load_model
     from dp_screen.structures.tilts import parse_tilt
 
     for t in _split(tilts) or []:
         parse_tilt(t)  # a bad tilt system or start model fails here, naming it, not inside a job
     load_model(start_model, device="cpu")
-    loop = LoopSettings(loop_id=loop_id, oracle=oracle, selection=selection, rounds=rounds, per_round=per_round,
-                        per_composition=per_composition, committee_size=committee_size,
-                        start_model=str(Path(start_model).resolve()) if start_model and Path(start_model).exists()
-                        else start_model, frames_every=frames_every, relax=RelaxSettings(max_steps=max_steps),
-                        train=TrainSettings(epochs=epochs, lr=lr, batch_size=4, dtype="float64", stress_weight=10.0,
-                                            e0s=e0s or ("refit" if oracle in ("cp2k", "vasp") else "auto")),
-                        seed=seed)  # fmt: skip
+    loop = LoopSettings(
+        loop_id=loop_id,
+        oracle=oracle,
+        selection=selection,
+        rounds=rounds,
+        per_round=per_round,
+        per_composition=per_composition,
+        committee_size=committee_size,
+        start_model=str(Path(start_model).resolve()) if start_model and Path(start_model).exists() else start_model,
+        frames_every=frames_every,
+        relax=RelaxSettings(max_steps=max_steps),
+        train=TrainSettings(
+            epochs=epochs,
+            lr=lr,
+            batch_size=4,
+            dtype="float64",
+            stress_weight=10.0,
+            e0s=e0s or ("refit" if oracle in ("cp2k", "vasp") else "auto"),
+        ),
+        seed=seed,
+    )
     held = pool_rows(n_held_out, seed + 1, formulas=_split(held_out_formulas))
     pool = pool_rows(n_pool, seed, exclude={r["composition_id"] for r in held}, formulas=_split(formulas))
     check_disjoint(pool, held)
@@ -729,35 +1183,58 @@ def learn_cmd(ctx, loop_id, oracle, selection, rounds, per_round, per_compositio
         initialise_launchpad(lpad)
         mapping = lpad.add_wf(flow_to_workflow(flow, store=get_job_store(settings, uri)))
         lp_file = write_worker_files(lpad, settings.home)
-        click.echo(f"submitted active-learning loop '{loop_id}' ({len(mapping)} fireworks) to {redact(lpad.host)}/"
-                   f"{lpad.name}")  # fmt: skip
-        click.echo(f"run it with: rlaunch -l {lp_file} -w {settings.home / 'fworker.yaml'} rapidfire (fine-tuning "
-                   f"jobs carry the category 'gpu': fworker_gpu.yaml)")  # fmt: skip
+        click.echo(
+            f"submitted active-learning loop '{loop_id}' ({len(mapping)} fireworks) to {redact(lpad.host)}/{lpad.name}"
+        )
+        click.echo(
+            f"run it with: rlaunch -l {lp_file} -w {settings.home / 'fworker.yaml'} rapidfire (fine-tuning "
+            f"jobs carry the category 'gpu': fworker_gpu.yaml)"
+        )
         return
     import contextlib
     import logging
 
     from jobflow import run_locally
 
-    click.echo(f"dp-screen learn: loop '{loop_id}', {len(pool)} pool and {len(held)} held-out compositions, oracle "
-               f"{oracle}, {rounds} rounds of {per_round} labels, committee of {committee_size}", err=True)  # fmt: skip
+    click.echo(
+        f"dp-screen learn: loop '{loop_id}', {len(pool)} pool and {len(held)} held-out compositions, oracle "
+        f"{oracle}, {rounds} rounds of {per_round} labels, committee of {committee_size}",
+        err=True,
+    )
     logging.getLogger("jobflow").setLevel(logging.INFO)
     progress = logging.getLogger("dp_screen.active_learning")
     progress.setLevel(logging.INFO)
     if not progress.handlers:
         progress.addHandler(logging.StreamHandler(sys.stderr))
     with contextlib.redirect_stdout(sys.stderr):
-        run_locally(flow, store=get_job_store(settings, uri), create_folders=False, log="%(message)s",
-                    ensure_success=False)  # fmt: skip
+        run_locally(
+            flow, store=get_job_store(settings, uri), create_folders=False, log="%(message)s", ensure_success=False
+        )
     done = LoopStore(settings).rounds(loop_id)
     if len([d for d in done if d.get("stage") == "done"]) < rounds:
-        raise DPScreenError(f"loop '{loop_id}' did not finish: see the messages above; run the same command again to "
-                            "resume (nothing finished is repeated)")  # fmt: skip
-    rows = [{"round": d["round"], "selection": d.get("selection"), "n_train": d.get("n_train"),
-             **{k: (d.get("metrics") or {}).get(k) for k in ("energy_mae_mev_atom", "forces_mae_ev_a",
-                                                           "phase_de_mae_mev_atom", "lowest_phase_agreement",
-                                                           "force_spread_median_ev_a")},
-             "model_sha256": d.get("model_sha256")} for d in done]  # fmt: skip
+        raise DPScreenError(
+            f"loop '{loop_id}' did not finish: see the messages above; run the same command again to "
+            "resume (nothing finished is repeated)"
+        )
+    rows = [
+        {
+            "round": d["round"],
+            "selection": d.get("selection"),
+            "n_train": d.get("n_train"),
+            **{
+                k: (d.get("metrics") or {}).get(k)
+                for k in (
+                    "energy_mae_mev_atom",
+                    "forces_mae_ev_a",
+                    "phase_de_mae_mev_atom",
+                    "lowest_phase_agreement",
+                    "force_spread_median_ev_a",
+                )
+            },
+            "model_sha256": d.get("model_sha256"),
+        }
+        for d in done
+    ]
     start = (done[0].get("metrics_start") or {}) if done else {}
     if as_json:
         click.echo(json.dumps({"loop_id": loop_id, "start": start, "rounds": rows}, default=str))
@@ -766,17 +1243,25 @@ def learn_cmd(ctx, loop_id, oracle, selection, rounds, per_round, per_compositio
     def fmt(v, spec):
         return "-" if v is None else format(v, spec)
 
-    click.echo(f"{'round':>5s} {'selection':>11s} {'labels':>6s} {'E MAE':>9s} {'F MAE':>7s} {'dE MAE':>7s} "
-               f"{'lowest':>6s} {'F spread':>8s}")  # fmt: skip
-    click.echo(f"{'start':>5s} {'':>11s} {0:>6d} {fmt(start.get('energy_mae_mev_atom'), '9.1f')} "
-               f"{fmt(start.get('forces_mae_ev_a'), '7.3f')} {fmt(start.get('phase_de_mae_mev_atom'), '7.2f')} "
-               f"{fmt(start.get('lowest_phase_agreement'), '6.2f')} {'-':>8s}")  # fmt: skip
+    click.echo(
+        f"{'round':>5s} {'selection':>11s} {'labels':>6s} {'E MAE':>9s} {'F MAE':>7s} {'dE MAE':>7s} "
+        f"{'lowest':>6s} {'F spread':>8s}"
+    )
+    click.echo(
+        f"{'start':>5s} {'':>11s} {0:>6d} {fmt(start.get('energy_mae_mev_atom'), '9.1f')} "
+        f"{fmt(start.get('forces_mae_ev_a'), '7.3f')} {fmt(start.get('phase_de_mae_mev_atom'), '7.2f')} "
+        f"{fmt(start.get('lowest_phase_agreement'), '6.2f')} {'-':>8s}"
+    )
     for r in rows:
-        click.echo(f"{r['round']:>5d} {r['selection']:>11s} {r['n_train']:>6d} {fmt(r['energy_mae_mev_atom'], '9.1f')} "
-                   f"{fmt(r['forces_mae_ev_a'], '7.3f')} {fmt(r['phase_de_mae_mev_atom'], '7.2f')} "
-                   f"{fmt(r['lowest_phase_agreement'], '6.2f')} {fmt(r['force_spread_median_ev_a'], '8.3f')}")
-    click.echo("held-out errors (meV/atom, eV/A) of the committee's mean against the oracle; committee files in "
-               f"{settings.home.resolve() / 'active_learning' / loop_id}")  # fmt: skip
+        click.echo(
+            f"{r['round']:>5d} {r['selection']:>11s} {r['n_train']:>6d} {fmt(r['energy_mae_mev_atom'], '9.1f')} "
+            f"{fmt(r['forces_mae_ev_a'], '7.3f')} {fmt(r['phase_de_mae_mev_atom'], '7.2f')} "
+            f"{fmt(r['lowest_phase_agreement'], '6.2f')} {fmt(r['force_spread_median_ev_a'], '8.3f')}"
+        )
+    click.echo(
+        "held-out errors (meV/atom, eV/A) of the committee's mean against the oracle; committee files in "
+        f"{settings.home.resolve() / 'active_learning' / loop_id}"
+    )
 
 
 @cli.group()
@@ -785,8 +1270,12 @@ def dft() -> None:
 
 
 @dft.command("check")
-@click.option("--table", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Site table whose elements to check (default: the packaged default table).")
+@click.option(
+    "--table",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Site table whose elements to check (default: the packaged default table).",
+)
 @click.option("--basis", default=None, help="Basis set name (default: CP2KSettings().basis).")
 @click.option("--potential", default=None, help="Pseudopotential name (default: CP2KSettings().potential).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -801,34 +1290,63 @@ def dft_check(table, basis, potential, as_json) -> None:
     elements = sorted({sp.element for sp in load_site_table(table).species})
     cov = coverage(elements, settings)
     if as_json:
-        click.echo(json.dumps({"basis": settings.basis, "potential": settings.potential, "data_dir": str(data_dir()),
-                               "elements": cov}))  # fmt: skip
+        click.echo(
+            json.dumps(
+                {"basis": settings.basis, "potential": settings.potential, "data_dir": str(data_dir()), "elements": cov}
+            )
+        )
         return
     missing = [el for el, c in cov.items() if not c["covered"]]
-    click.echo(f"{len(elements) - len(missing)} of {len(elements)} elements covered by {settings.basis} / "
-               f"{settings.potential} in {data_dir()}")  # fmt: skip
+    click.echo(
+        f"{len(elements) - len(missing)} of {len(elements)} elements covered by {settings.basis} / "
+        f"{settings.potential} in {data_dir()}"
+    )
     for el, c in cov.items():
-        click.echo(f"  {el:3s} {'ok ' if c['covered'] else 'NO '} basis {c['basis'] or '-'}, potential {c['potential'] or '-'}")
+        click.echo(
+            f"  {el:3s} {'ok ' if c['covered'] else 'NO '} basis {c['basis'] or '-'}, potential {c['potential'] or '-'}"
+        )
 
 
 @cli.command("report")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for index.html, its figures and CSV tables.")
-@click.option("--model", default=None, help="sha256 (or prefix) of the model whose relaxations to report "
-              "(default: the one with the most relaxations).")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for index.html, its figures and CSV tables.",
+)
+@click.option(
+    "--model",
+    default=None,
+    help="sha256 (or prefix) of the model whose relaxations to report (default: the one with the most relaxations).",
+)
 @click.option("--settings-hash", default=None, help="Relaxation settings hash (default: the most used).")
-@click.option("--heatmap", "heatmaps", multiple=True, metavar="A,A',X",
-              help="dE heatmap over (B, B') for these A, A', X (repeatable), e.g. Ba,Ba,O. Default: the 3 largest.")
+@click.option(
+    "--heatmap",
+    "heatmaps",
+    multiple=True,
+    metavar="A,A',X",
+    help="dE heatmap over (B, B') for these A, A', X (repeatable), e.g. Ba,Ba,O. Default: the 3 largest.",
+)
 @_phase_error_option()
-@click.option("--max-force-spread", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Leave out of the phases and trends every (composition, ordering) whose committee force spread is "
-                   "above this (eV/A), or that no committee scored.")
-@click.option("--max-energy-spread", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="The same for the committee energy spread (meV/atom).")
+@click.option(
+    "--max-force-spread",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Leave out of the phases and trends every (composition, ordering) whose committee force spread is "
+    "above this (eV/A), or that no committee scored.",
+)
+@click.option(
+    "--max-energy-spread",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="The same for the committee energy spread (meV/atom).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 @click.pass_context
-def report_cmd(ctx, out_dir, model, settings_hash, heatmaps, phase_error, max_force_spread, max_energy_spread,
-               as_json) -> None:  # noqa: PLR0913
+def report_cmd(
+    ctx, out_dir, model, settings_hash, heatmaps, phase_error, max_force_spread, max_energy_spread, as_json
+) -> None:  # noqa: PLR0913
     """Write an HTML report (phase maps, trends, MLIP-vs-DFT parity, convergence) of the current store."""
     from dp_screen.analysis.report import write_report
 
@@ -838,23 +1356,43 @@ def report_cmd(ctx, out_dir, model, settings_hash, heatmaps, phase_error, max_fo
         if len(parts) != 3 or not all(parts):
             raise InputError(f"--heatmap {h!r} is not A,A',X (e.g. Ba,Ba,O or Cs+,Cs+,Cl-)")
         triples.append(tuple(parts))
-    rep = write_report(out_dir, _settings(ctx), model_sha256=model, settings_hash=settings_hash,
-                       heatmaps=triples or None, progress=lambda msg: click.echo(f"report: {msg} ...", err=True),
-                       max_force_spread=max_force_spread, max_energy_spread=max_energy_spread,
-                       phase_error_mev=phase_error)  # fmt: skip
+    rep = write_report(
+        out_dir,
+        _settings(ctx),
+        model_sha256=model,
+        settings_hash=settings_hash,
+        heatmaps=triples or None,
+        progress=lambda msg: click.echo(f"report: {msg} ...", err=True),
+        max_force_spread=max_force_spread,
+        max_energy_spread=max_energy_spread,
+        phase_error_mev=phase_error,
+    )
     if as_json:
-        click.echo(json.dumps({"html": str(rep.html), "figures": {k: str(v) for k, v in rep.figures.items()},
-                               "tables": {k: str(v) for k, v in rep.tables.items()}, "missing": rep.missing,
-                               "summary": rep.summary}, default=str))  # fmt: skip
+        click.echo(
+            json.dumps(
+                {
+                    "html": str(rep.html),
+                    "figures": {k: str(v) for k, v in rep.figures.items()},
+                    "tables": {k: str(v) for k, v in rep.tables.items()},
+                    "missing": rep.missing,
+                    "summary": rep.summary,
+                },
+                default=str,
+            )
+        )
     else:
         click.echo(f"wrote {rep.html} ({len(rep.figures)} figures, {len(rep.tables)} tables)")
         if rep.summary.get("excluded") is not None:
-            click.echo("  kept out of the ranking: " + (", ".join(f"{n} {w}" for w, n in rep.summary["excluded"].items())
-                                                       or "none"))  # fmt: skip
+            click.echo(
+                "  kept out of the ranking: "
+                + (", ".join(f"{n} {w}" for w, n in rep.summary["excluded"].items()) or "none")
+            )
         tf = rep.summary.get("tilted_fraction")
         if tf:
-            click.echo(f"  calls: {tf['n_tilted']} tilted, {tf['n_untilted']} untilted, {tf['n_undetermined']} "
-                       f"undetermined; {rep.summary['meta']['phase calls']}")  # fmt: skip
+            click.echo(
+                f"  calls: {tf['n_tilted']} tilted, {tf['n_untilted']} untilted, {tf['n_undetermined']} "
+                f"undetermined; {rep.summary['meta']['phase calls']}"
+            )
         for line in rep.summary.get("model_accuracy") or []:
             click.echo(f"  model accuracy: {line}")
         for what in rep.missing:

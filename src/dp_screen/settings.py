@@ -26,8 +26,9 @@ class DPScreenSettings(BaseSettings):
     db_port: int | None = Field(None, description="Port of the embedded server (None: a free port, remembered)")
     db_timeout_s: float = Field(5.0, description="Seconds to wait for the database to answer before giving up")
     db_idle_stop_s: float = Field(
-        1800.0, description="An embedded server started implicitly stops itself after this many seconds without "
-        "clients (0: never; `dp-screen db start` starts one that runs until `dp-screen db stop`)"
+        1800.0,
+        description="An embedded server started implicitly stops itself after this many seconds without "
+        "clients (0: never; `dp-screen db start` starts one that runs until `dp-screen db stop`)",
     )
 
     @property

@@ -69,7 +69,7 @@ INDEXES: dict[str, list[str]] = {
     "al_rounds": ["loop_id"],
     "al_labels": ["loop_id", "key"],
     "campaign_tables": ["table_id"],
-}  # fmt: skip
+}
 
 SERVER_STATE_FILE = "server.json"
 SERVER_LOG_FILE = "server.log"
@@ -185,9 +185,17 @@ class EmbeddedServer:
                 )
             self.data_dir.mkdir(parents=True, exist_ok=True)
             cmd = [
-                _server_program(), "--host", "127.0.0.1", "--port", str(port),
-                "--storage-path", str(self.data_dir), "--standalone", "--log-level", "WARNING",
-            ]  # fmt: skip
+                _server_program(),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--storage-path",
+                str(self.data_dir),
+                "--standalone",
+                "--log-level",
+                "WARNING",
+            ]
             with open(self.log_file, "ab") as log:
                 proc = subprocess.Popen(
                     cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
@@ -228,8 +236,9 @@ class EmbeddedServer:
     def _start_watchdog(self, idle_s: float) -> int:
         cmd = [sys.executable, "-m", "dp_screen.db_watchdog", str(self.settings.home.resolve()), str(idle_s)]
         with open(self.log_file, "ab") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)  # fmt: skip
+            proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
         return proc.pid
 
     def stop(self, timeout_s: float = 30.0) -> bool:
@@ -303,7 +312,9 @@ def database_uri(settings: DPScreenSettings | None = None, start: bool = True) -
     server = EmbeddedServer(settings)
     state = server.start() if start else server.running_state()
     if state is None:
-        raise DatabaseError(f"the embedded database is not running (start it with: dp-screen db start); home {settings.home}")
+        raise DatabaseError(
+            f"the embedded database is not running (start it with: dp-screen db start); home {settings.home}"
+        )
     return state["uri"]
 
 

@@ -29,11 +29,36 @@ if TYPE_CHECKING:
 
 UNTILTED = "a0a0a0"
 COMPOSITION_FIELDS = (
-    "composition_id", "formula", "A", "nA", "A2", "nA2", "B", "nB", "B2", "nB2", "X", "nX", "rA_mean", "rB_mean",
-    "goldschmidt_t", "goldschmidt_ok", "tau", "tau_perovskite", "octahedral_factor", "expected_ordering",
-)  # fmt: skip
+    "composition_id",
+    "formula",
+    "A",
+    "nA",
+    "A2",
+    "nA2",
+    "B",
+    "nB",
+    "B2",
+    "nB2",
+    "X",
+    "nX",
+    "rA_mean",
+    "rB_mean",
+    "goldschmidt_t",
+    "goldschmidt_ok",
+    "tau",
+    "tau_perovskite",
+    "octahedral_factor",
+    "expected_ordering",
+)
 SPECIES_COLUMNS = ("A_sp", "A2_sp", "B_sp", "B2_sp", "X_sp")
-INTERNAL = ("phase_sets", "phase_digests", "composition_digests", "counters", "al_rounds", "al_labels")  # not listed among the documents
+INTERNAL = (
+    "phase_sets",
+    "phase_digests",
+    "composition_digests",
+    "counters",
+    "al_rounds",
+    "al_labels",
+)  # not listed among the documents
 _clients: dict[str, Any] = {}
 
 
@@ -128,12 +153,21 @@ def aggregate(collection: str, pipeline: list[dict], db: DPScreenSettings | Data
 
 def relaxation_sets(db: DPScreenSettings | Database | None = None) -> pd.DataFrame:
     """The (model, relaxation settings) pairs in ``relaxations``, most relaxations first."""
-    df = aggregate("relaxations", [
-        {"$group": {"_id": {"model_sha256": "$model_sha256", "settings_hash": "$settings_hash"},
-                    "model_name": {"$first": "$model_name"}, "n": {"$sum": 1},
+    df = aggregate(
+        "relaxations",
+        [
+            {
+                "$group": {
+                    "_id": {"model_sha256": "$model_sha256", "settings_hash": "$settings_hash"},
+                    "model_name": {"$first": "$model_name"},
+                    "n": {"$sum": 1},
                     "n_converged": {"$sum": {"$cond": ["$converged", 1, 0]}},
-                    "last": {"$max": "$created_at"}}},
-    ], db)  # fmt: skip
+                    "last": {"$max": "$created_at"},
+                }
+            },
+        ],
+        db,
+    )
     if df.empty:
         return pd.DataFrame(columns=["model_sha256", "settings_hash", "model_name", "n", "n_converged", "last"])
     df = df.rename(columns={"_id.model_sha256": "model_sha256", "_id.settings_hash": "settings_hash"})
@@ -148,7 +182,9 @@ def species_label(element: str, charge: int) -> str:
 
 
 def composition_table(
-    db: DPScreenSettings | Database | None = None, query: dict | None = None, fields=COMPOSITION_FIELDS,
+    db: DPScreenSettings | Database | None = None,
+    query: dict | None = None,
+    fields=COMPOSITION_FIELDS,
     ids: list[str] | None = None,
 ) -> pd.DataFrame:
     """Compositions with their descriptors (server-side ``query``, or the given ``ids``), with species labels
@@ -164,8 +200,10 @@ def _with_species_labels(df: pd.DataFrame) -> pd.DataFrame:
     if not df.empty:
         for site, charge in (("A", "nA"), ("A2", "nA2"), ("B", "nB"), ("B2", "nB2"), ("X", "nX")):
             if site in df and charge in df:
-                df[f"{site}_sp"] = [None if e is None or q is None or q != q else species_label(e, -abs(q) if site == "X" else q)
-                                    for e, q in zip(df[site], df[charge])]  # fmt: skip
+                df[f"{site}_sp"] = [
+                    None if e is None or q is None or q != q else species_label(e, -abs(q) if site == "X" else q)
+                    for e, q in zip(df[site], df[charge], strict=True)
+                ]
     return df
 
 
@@ -202,8 +240,9 @@ def fetch_by_key(
     if len(values) > 500:
         df = load_collection(collection, None, fields, db)
         return df[df[key].isin(values)].reset_index(drop=True) if not df.empty else df
-    parts = [load_collection(collection, {key: {"$in": values[i : i + 100]}}, fields, db)
-             for i in range(0, len(values), 100)]  # fmt: skip
+    parts = [
+        load_collection(collection, {key: {"$in": values[i : i + 100]}}, fields, db) for i in range(0, len(values), 100)
+    ]
     parts = [p for p in parts if not p.empty]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=fields)
 
@@ -245,10 +284,29 @@ def phase_table(
     measured error, or its committee's spread: :mod:`dp_screen.mlip.uncertainty`); the calls are made again from
     the stored phase energies with it.
     """
-    columns = ["composition_id", "ordering", "e_lowest", "lowest_tilt", "lowest_space_group", "dE_untilted_mev_atom",
-               "call", "dE_tilt_mev_atom", "phases_within_error", "phase_error_mev", "phase_error_source",
-               "ground_state_tilted", "winning_space_group", "n_variants", "n_ranked", "n_excluded", "excluded",
-               "energies_mev_atom", "composition_ground_state", "energy_spread_mev_atom", "force_spread_ev_a"]  # fmt: skip
+    columns = [
+        "composition_id",
+        "ordering",
+        "e_lowest",
+        "lowest_tilt",
+        "lowest_space_group",
+        "dE_untilted_mev_atom",
+        "call",
+        "dE_tilt_mev_atom",
+        "phases_within_error",
+        "phase_error_mev",
+        "phase_error_source",
+        "ground_state_tilted",
+        "winning_space_group",
+        "n_variants",
+        "n_ranked",
+        "n_excluded",
+        "excluded",
+        "energies_mev_atom",
+        "composition_ground_state",
+        "energy_spread_mev_atom",
+        "force_spread_ev_a",
+    ]
     empty = pd.DataFrame(columns=columns + list(COMPOSITION_FIELDS[1:]) + list(SPECIES_COLUMNS))
     picked = None if query else _registered_set(db, model_sha256, settings_hash)
     if digest is None and picked is not None:
@@ -257,9 +315,16 @@ def phase_table(
         summaries, comps, picked = digest.summaries, digest.compositions, (digest.model_sha256, digest.settings_hash)
     elif picked is not None:
         key = summary_key(*picked)
-        docs = _run("reading phase summaries", lambda: list(_collection(db, "compositions").find(
-            {f"phases.{key}": {"$exists": True}}, {"_id": 0, **{f: 1 for f in COMPOSITION_FIELDS}, f"phases.{key}": 1},
-            batch_size=10_000)))  # fmt: skip
+        docs = _run(
+            "reading phase summaries",
+            lambda: list(
+                _collection(db, "compositions").find(
+                    {f"phases.{key}": {"$exists": True}},
+                    {"_id": 0, **{f: 1 for f in COMPOSITION_FIELDS}, f"phases.{key}": 1},
+                    batch_size=10_000,
+                )
+            ),
+        )
         summaries = {d["composition_id"]: d.pop("phases")[key] for d in docs}
         comps = _with_species_labels(pd.DataFrame(docs)) if docs else pd.DataFrame()
     else:
@@ -268,8 +333,11 @@ def phase_table(
             return empty
         comps = composition_table(db, ids=list(summaries))
     model_error = _phase_error(db, picked[0], phase_error_mev)
-    rows = [_ordering_row(cid, ordering, o, model_error)
-            for cid, summ in summaries.items() for ordering, o in summ["orderings"].items()]  # fmt: skip
+    rows = [
+        _ordering_row(cid, ordering, o, model_error)
+        for cid, summ in summaries.items()
+        for ordering, o in summ["orderings"].items()
+    ]
     if not rows:
         return empty
     df = pd.DataFrame(rows)
@@ -302,22 +370,45 @@ def _ordering_row(cid: str, ordering: str, o: dict, model_error) -> dict:
     de = o.get("dE_untilted_mev_atom")
     call = recall(o, model_error)
     tilted = call["ground_state_tilted"]
-    row = {"composition_id": cid, "ordering": ordering, "n_variants": o.get("n_variants", o.get("n_ranked", 0)),
-           "n_ranked": o.get("n_ranked", 0), "excluded": o.get("excluded") or {},
-           "energy_spread_mev_atom": _nan(o.get("energy_spread_mev_atom")),
-           "force_spread_ev_a": _nan(o.get("force_spread_ev_a")), "call": call["call"],
-           "dE_tilt_mev_atom": _nan(call["dE_tilt_mev_atom"]), "phases_within_error": call["phases_within_error"],
-           "phase_error_mev": _nan(call["phase_error_mev"]), "phase_error_source": call["phase_error_source"]}  # fmt: skip
+    row = {
+        "composition_id": cid,
+        "ordering": ordering,
+        "n_variants": o.get("n_variants", o.get("n_ranked", 0)),
+        "n_ranked": o.get("n_ranked", 0),
+        "excluded": o.get("excluded") or {},
+        "energy_spread_mev_atom": _nan(o.get("energy_spread_mev_atom")),
+        "force_spread_ev_a": _nan(o.get("force_spread_ev_a")),
+        "call": call["call"],
+        "dE_tilt_mev_atom": _nan(call["dE_tilt_mev_atom"]),
+        "phases_within_error": call["phases_within_error"],
+        "phase_error_mev": _nan(call["phase_error_mev"]),
+        "phase_error_source": call["phase_error_source"],
+    }
     row["n_excluded"] = row["n_variants"] - row["n_ranked"]
     if not o.get("n_ranked"):
-        return {**row, "e_lowest": np.nan, "lowest_tilt": None, "lowest_space_group": None,
-                "dE_untilted_mev_atom": np.nan, "ground_state_tilted": None, "winning_space_group": None,
-                "energies_mev_atom": {}, "lowest_structure_id": None}  # fmt: skip
+        return {
+            **row,
+            "e_lowest": np.nan,
+            "lowest_tilt": None,
+            "lowest_space_group": None,
+            "dE_untilted_mev_atom": np.nan,
+            "ground_state_tilted": None,
+            "winning_space_group": None,
+            "energies_mev_atom": {},
+            "lowest_structure_id": None,
+        }
     winning = {True: o["lowest_space_group"], False: o["untilted_space_group"], None: None}[tilted]
-    return {**row, "e_lowest": o["e_lowest"], "lowest_tilt": o["lowest"], "lowest_space_group": o["lowest_space_group"],
-            "dE_untilted_mev_atom": np.nan if de is None else de, "ground_state_tilted": tilted,
-            "winning_space_group": winning, "energies_mev_atom": o["energies_mev_atom"],
-            "lowest_structure_id": o["lowest_structure_id"]}  # fmt: skip
+    return {
+        **row,
+        "e_lowest": o["e_lowest"],
+        "lowest_tilt": o["lowest"],
+        "lowest_space_group": o["lowest_space_group"],
+        "dE_untilted_mev_atom": np.nan if de is None else de,
+        "ground_state_tilted": tilted,
+        "winning_space_group": winning,
+        "energies_mev_atom": o["energies_mev_atom"],
+        "lowest_structure_id": o["lowest_structure_id"],
+    }
 
 
 @dataclass
@@ -340,14 +431,17 @@ def read_phase_digest(db, model_sha256: str, settings_hash: str) -> PhaseDigest 
     reg = _run("reading phase_sets", lambda: _collection(db, "phase_sets").find_one({"key": key}, {"digests": 1}))
     if not reg or not reg.get("digests"):
         return None
-    docs = _run("reading phase digests", lambda: list(_collection(db, "phase_digests").find(
-        {"key": key}, {"_id": 0}, batch_size=200)))  # fmt: skip
+    docs = _run(
+        "reading phase digests",
+        lambda: list(_collection(db, "phase_digests").find({"key": key}, {"_id": 0}, batch_size=200)),
+    )
     docs = [unpack(d) for d in sorted(docs, key=digest_order)]
     rows = latest_rows(docs)
     ids = [docs[i]["composition_ids"][j] for i, j in rows]
     summaries = {cid: docs[i]["summaries"][j] for cid, (i, j) in zip(ids, rows, strict=True)}
-    comps = pd.DataFrame({"composition_id": ids, **{f: [docs[i]["columns"][f][j] for i, j in rows]
-                                                    for f in DIGEST_FIELDS}})  # fmt: skip
+    comps = pd.DataFrame(
+        {"composition_id": ids, **{f: [docs[i]["columns"][f][j] for i, j in rows] for f in DIGEST_FIELDS}}
+    )
     keep = {(i, j) for i, j in rows}
     parts = []
     for i, d in enumerate(docs):
@@ -365,25 +459,47 @@ def read_phase_digest(db, model_sha256: str, settings_hash: str) -> PhaseDigest 
 def _registered_set(db, model_sha256: str | None, settings_hash: str | None) -> tuple[str, str] | None:
     """The (model, settings) of the registered phase summaries (``phase_sets``) to analyse; None when none fits."""
     sets = _run("reading phase_sets", lambda: list(_collection(db, "phase_sets").find({}, {"_id": 0})))
-    counts = {(d["model_sha256"], d["settings_hash"]): d.get("n_relaxations", 0) for d in sets
-              if (not model_sha256 or d["model_sha256"].startswith(model_sha256))
-              and (not settings_hash or d["settings_hash"] == settings_hash)}  # fmt: skip
+    counts = {
+        (d["model_sha256"], d["settings_hash"]): d.get("n_relaxations", 0)
+        for d in sets
+        if (not model_sha256 or d["model_sha256"].startswith(model_sha256))
+        and (not settings_hash or d["settings_hash"] == settings_hash)
+    }
     return max(counts, key=counts.get) if counts else None
 
 
 def _summaries_from_relaxations(db, model_sha256, settings_hash, query):
     """Per-composition phase summaries grouped from the relaxations by the server (stores without summaries)."""
     match = {**(query or {}), **set_match(model_sha256, settings_hash)}
-    grouped = aggregate("relaxations", [
-        {"$match": match},
-        {"$group": {"_id": {"c": "$composition_id", "m": "$model_sha256", "s": "$settings_hash"},
+    grouped = aggregate(
+        "relaxations",
+        [
+            {"$match": match},
+            {
+                "$group": {
+                    "_id": {"c": "$composition_id", "m": "$model_sha256", "s": "$settings_hash"},
                     "n_variants": {"$sum": 1},
-                    "variants": {"$push": {"o": "$ordering", "t": "$start_tilt", "p": "$phase_tilt",
-                                            "e": "$energy_per_atom", "sg": "$final_space_group",
-                                            "sg0": "$phase.space_group", "sid": "$structure_id", "x": "$excluded",
-                                            "f": "$failed", "ok": "$converged", "u": "$energy_spread_mev_atom",
-                                            "uf": "$force_spread_ev_a"}}}},
-    ], db)  # fmt: skip
+                    "variants": {
+                        "$push": {
+                            "o": "$ordering",
+                            "t": "$start_tilt",
+                            "p": "$phase_tilt",
+                            "e": "$energy_per_atom",
+                            "sg": "$final_space_group",
+                            "sg0": "$phase.space_group",
+                            "sid": "$structure_id",
+                            "x": "$excluded",
+                            "f": "$failed",
+                            "ok": "$converged",
+                            "u": "$energy_spread_mev_atom",
+                            "uf": "$force_spread_ev_a",
+                        }
+                    },
+                }
+            },
+        ],
+        db,
+    )
     counts = {} if grouped.empty else grouped.groupby(["_id.m", "_id.s"])["n_variants"].sum().to_dict()
     picked = choose_set(counts, model_sha256, settings_hash, db)
     if picked is None:
@@ -392,18 +508,30 @@ def _summaries_from_relaxations(db, model_sha256, settings_hash, query):
     model_error = _phase_error(db, picked[0], None)
     summaries = {}
     for cid, variants in zip(grouped["_id.c"], grouped["variants"], strict=True):
-        summaries[cid] = phase_summary([{
-            "ordering": v.get("o"), "start_tilt": v["t"], "phase_tilt": v.get("p"), "energy_per_atom": v["e"],
-            "structure_id": v.get("sid"), "final_space_group": v.get("sg") or v.get("sg0"),
-            # documents from before 0.3.0 have no ``excluded``: failed / unconverged ones are kept out all the same
-            "excluded": v.get("x") or exclusion(bool(v.get("f")), bool(v.get("ok")), None),
-            "energy_spread_mev_atom": v.get("u"), "force_spread_ev_a": v.get("uf"),
-        } for v in variants], model_error)  # fmt: skip
+        summaries[cid] = phase_summary(
+            [
+                {
+                    "ordering": v.get("o"),
+                    "start_tilt": v["t"],
+                    "phase_tilt": v.get("p"),
+                    "energy_per_atom": v["e"],
+                    "structure_id": v.get("sid"),
+                    "final_space_group": v.get("sg") or v.get("sg0"),
+                    # documents from before 0.3.0 have no ``excluded``: failed / unconverged ones are kept out all the same
+                    "excluded": v.get("x") or exclusion(bool(v.get("f")), bool(v.get("ok")), None),
+                    "energy_spread_mev_atom": v.get("u"),
+                    "force_spread_ev_a": v.get("uf"),
+                }
+                for v in variants
+            ],
+            model_error,
+        )
     return summaries, picked
 
 
-def uncertainty_filter(phases: pd.DataFrame, max_force_spread: float | None = None,
-                       max_energy_spread: float | None = None) -> pd.DataFrame:  # fmt: skip
+def uncertainty_filter(
+    phases: pd.DataFrame, max_force_spread: float | None = None, max_energy_spread: float | None = None
+) -> pd.DataFrame:
     """The rows of a phase table whose committee spread is within the bounds (eV/A, meV/atom); rows above a bound,
     and rows no committee scored while a bound is set, are left out (``df.attrs["uncertainty_filter"]`` says how
     many of each)."""
@@ -421,30 +549,71 @@ def uncertainty_filter(phases: pd.DataFrame, max_force_spread: float | None = No
         keep &= values.le(bound)
     out = phases[keep].copy()
     out.attrs.update(phases.attrs)
-    out.attrs["uncertainty_filter"] = {"max_force_spread_ev_a": max_force_spread,
-                                       "max_energy_spread_mev_atom": max_energy_spread,
-                                       "above": int((~keep & ~unscored).sum()), "unscored": int(unscored.sum()),
-                                       "kept": int(keep.sum())}  # fmt: skip
+    out.attrs["uncertainty_filter"] = {
+        "max_force_spread_ev_a": max_force_spread,
+        "max_energy_spread_mev_atom": max_energy_spread,
+        "above": int((~keep & ~unscored).sum()),
+        "unscored": int(unscored.sum()),
+        "kept": int(keep.sum()),
+    }
     return out.reset_index(drop=True)
 
 
 def active_learning_rounds(db: DPScreenSettings | Database | None = None) -> pd.DataFrame:
     """One row per finished active-learning round of every loop in the store (plus each loop's start): labels so far
     and the held-out metrics of the committee's mean against the oracle."""
-    docs = _run("reading al_rounds", lambda: list(_collection(db, "al_rounds").find(
-        {"stage": "done"}, {"_id": 0, "loop_id": 1, "round": 1, "selection": 1, "n_train": 1, "metrics": 1,
-                            "metrics_start": 1, "settings.selection": 1, "settings.oracle": 1})))  # fmt: skip
-    keys = ("energy_mae_mev_atom", "forces_mae_ev_a", "phase_de_mae_mev_atom", "lowest_phase_agreement",
-            "force_spread_median_ev_a")  # fmt: skip
+    docs = _run(
+        "reading al_rounds",
+        lambda: list(
+            _collection(db, "al_rounds").find(
+                {"stage": "done"},
+                {
+                    "_id": 0,
+                    "loop_id": 1,
+                    "round": 1,
+                    "selection": 1,
+                    "n_train": 1,
+                    "metrics": 1,
+                    "metrics_start": 1,
+                    "settings.selection": 1,
+                    "settings.oracle": 1,
+                },
+            )
+        ),
+    )
+    keys = (
+        "energy_mae_mev_atom",
+        "forces_mae_ev_a",
+        "phase_de_mae_mev_atom",
+        "lowest_phase_agreement",
+        "force_spread_median_ev_a",
+    )
     rows = []
     for d in sorted(docs, key=lambda d: (d["loop_id"], d["round"])):
-        base = {"loop_id": d["loop_id"], "loop_selection": (d.get("settings") or {}).get("selection"),
-                "oracle": (d.get("settings") or {}).get("oracle")}  # fmt: skip
+        base = {
+            "loop_id": d["loop_id"],
+            "loop_selection": (d.get("settings") or {}).get("selection"),
+            "oracle": (d.get("settings") or {}).get("oracle"),
+        }
         if d["round"] == 1 and d.get("metrics_start"):
-            rows.append({**base, "round": 0, "selection": "start", "n_labels": 0,
-                         **{k: d["metrics_start"].get(k) for k in keys}})  # fmt: skip
-        rows.append({**base, "round": d["round"], "selection": d.get("selection"), "n_labels": d.get("n_train"),
-                     **{k: (d.get("metrics") or {}).get(k) for k in keys}})  # fmt: skip
+            rows.append(
+                {
+                    **base,
+                    "round": 0,
+                    "selection": "start",
+                    "n_labels": 0,
+                    **{k: d["metrics_start"].get(k) for k in keys},
+                }
+            )
+        rows.append(
+            {
+                **base,
+                "round": d["round"],
+                "selection": d.get("selection"),
+                "n_labels": d.get("n_train"),
+                **{k: (d.get("metrics") or {}).get(k) for k in keys},
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -473,14 +642,35 @@ def validation_table(
     query = set_match(model_sha256)
     if method:
         query["method"] = method
-    fields = ["validation_id", "relaxation_id", "structure_id", "composition_id", "formula", "X", "start_tilt",
-              "ordering", "phase_tilt", "space_group", "method", "n_atoms", "dft_energy_per_atom", "mlip_energy_per_atom", "force_mae",
-              "force_max_dft", "stress_mae_gpa", "scf_converged", "model_sha256"]  # fmt: skip
+    fields = [
+        "validation_id",
+        "relaxation_id",
+        "structure_id",
+        "composition_id",
+        "formula",
+        "X",
+        "start_tilt",
+        "ordering",
+        "phase_tilt",
+        "space_group",
+        "method",
+        "n_atoms",
+        "dft_energy_per_atom",
+        "mlip_energy_per_atom",
+        "force_mae",
+        "force_max_dft",
+        "stress_mae_gpa",
+        "scf_converged",
+        "model_sha256",
+    ]
     df = load_collection("validations", query, fields, db)
     if df.empty:
         return df
-    comps = composition_table(db, ids=df["composition_id"].unique().tolist(),
-                              fields=("composition_id", "A", "nA", "A2", "nA2", "B", "nB", "B2", "nB2", "nX"))  # fmt: skip
+    comps = composition_table(
+        db,
+        ids=df["composition_id"].unique().tolist(),
+        fields=("composition_id", "A", "nA", "A2", "nA2", "B", "nB", "B2", "nB2", "nX"),
+    )
     if not comps.empty:
         df = df.merge(comps.drop(columns=["X"], errors="ignore"), on="composition_id", how="left")
     return df
@@ -489,18 +679,28 @@ def validation_table(
 def describe_store(db: DPScreenSettings | Database | None = None) -> dict:
     """Document counts per collection and where the store is (password hidden)."""
     database = connect(db)
-    kept = _run("reading the document counters", lambda: {d["collection"]: d["n"] for d in database["counters"].find(
-        {"exact": True}, {"_id": 0})})  # fmt: skip
+    kept = _run(
+        "reading the document counters",
+        lambda: {d["collection"]: d["n"] for d in database["counters"].find({"exact": True}, {"_id": 0})},
+    )
     # counting is a pass over the collection on SecantusDB (5 s per 10^6): the write counters stand in when exact
-    counts = _run("counting documents", lambda: {c: kept[c] if c in kept else database[c].estimated_document_count()
-                                                 for c in COLLECTIONS if c not in INTERNAL})  # fmt: skip
+    counts = _run(
+        "counting documents",
+        lambda: {
+            c: kept[c] if c in kept else database[c].estimated_document_count()
+            for c in COLLECTIONS
+            if c not in INTERNAL
+        },
+    )
     client = database.client
     host = ", ".join(f"{h}:{p}" for h, p in client.nodes) if client.nodes else str(client.address or "")
     return {"database": database.name, "server": redact(host), "counts": counts}
 
 
 def composition_space(
-    db: DPScreenSettings | Database | None = None, field: str = "goldschmidt_t", width: float = 0.025,
+    db: DPScreenSettings | Database | None = None,
+    field: str = "goldschmidt_t",
+    width: float = 0.025,
     n_stored: int | None = None,
 ) -> pd.DataFrame:
     """Histogram of a composition descriptor per anion: one row per (X, bin) with the number of compositions and
@@ -511,12 +711,21 @@ def composition_space(
     df = _composition_space_from_digests(db, field, width, n_stored)
     if df is not None:
         return df
-    df = aggregate("compositions", [
-        {"$match": {field: {"$ne": None}}},
-        {"$group": {"_id": {"X": "$X", "bin": {"$floor": {"$multiply": [f"${field}", 1.0 / width]}}},
-                    "n": {"$sum": 1}, "n_tau_perovskite": {"$sum": {"$cond": ["$tau_perovskite", 1, 0]}},
-                    "n_goldschmidt_ok": {"$sum": {"$cond": ["$goldschmidt_ok", 1, 0]}}}},
-    ], db)  # fmt: skip
+    df = aggregate(
+        "compositions",
+        [
+            {"$match": {field: {"$ne": None}}},
+            {
+                "$group": {
+                    "_id": {"X": "$X", "bin": {"$floor": {"$multiply": [f"${field}", 1.0 / width]}}},
+                    "n": {"$sum": 1},
+                    "n_tau_perovskite": {"$sum": {"$cond": ["$tau_perovskite", 1, 0]}},
+                    "n_goldschmidt_ok": {"$sum": {"$cond": ["$goldschmidt_ok", 1, 0]}},
+                }
+            },
+        ],
+        db,
+    )
     if df.empty:
         return pd.DataFrame(columns=["X", "bin_left", "bin_right", "n", "n_tau_perovskite", "n_goldschmidt_ok"])
     df = df.rename(columns={"_id.X": "X"})
@@ -534,7 +743,9 @@ def _composition_space_from_digests(db, field: str, width: float, n_stored: int 
 
     if field not in DIGEST_FIELDS:
         return None
-    docs = _run("reading composition digests", lambda: list(_collection(db, "composition_digests").find({}, {"_id": 0})))
+    docs = _run(
+        "reading composition digests", lambda: list(_collection(db, "composition_digests").find({}, {"_id": 0}))
+    )
     if not docs:
         return None
     docs = [unpack(d) for d in sorted(docs, key=digest_order)]
@@ -543,12 +754,20 @@ def _composition_space_from_digests(db, field: str, width: float, n_stored: int 
         n_stored = _run("counting compositions", lambda: _collection(db, "compositions").estimated_document_count())
     if len(rows) != n_stored:
         return None
-    df = pd.DataFrame({c: [docs[i]["columns"][c][j] for i, j in rows]
-                       for c in ("X", field, "tau_perovskite", "goldschmidt_ok")})  # fmt: skip
+    df = pd.DataFrame(
+        {c: [docs[i]["columns"][c][j] for i, j in rows] for c in ("X", field, "tau_perovskite", "goldschmidt_ok")}
+    )
     df = df.dropna(subset=[field])
     df["bin"] = np.floor(df[field].astype(float) * (1.0 / width))
-    out = df.groupby(["X", "bin"]).agg(n=(field, "size"), n_tau_perovskite=("tau_perovskite", lambda x: int(x.fillna(False).astype(bool).sum())),
-                                        n_goldschmidt_ok=("goldschmidt_ok", lambda x: int(x.fillna(False).astype(bool).sum()))).reset_index()  # fmt: skip
+    out = (
+        df.groupby(["X", "bin"])
+        .agg(
+            n=(field, "size"),
+            n_tau_perovskite=("tau_perovskite", lambda x: int(x.fillna(False).astype(bool).sum())),
+            n_goldschmidt_ok=("goldschmidt_ok", lambda x: int(x.fillna(False).astype(bool).sum())),
+        )
+        .reset_index()
+    )
     out["bin_left"] = out.pop("bin") * width
     out["bin_right"] = out["bin_left"] + width
     cols = ["X", "bin_left", "bin_right", "n", "n_tau_perovskite", "n_goldschmidt_ok"]

@@ -38,16 +38,18 @@ def plot_de_heatmap(phases: pd.DataFrame, A: str, A2: str, X: str, annotate: boo
     """dE over (B, B') for fixed A, A' and X (elements or species labels)."""
     sel = phases[_site_match(phases, "A", A) & _site_match(phases, "A2", A2) & _site_match(phases, "X", X)]
     if sel.empty:
-        combos = sorted({f"{a}/{a2}/{x}" for a, a2, x in zip(phases["A"], phases["A2"], phases["X"])})
-        raise InputError(f"no relaxed compositions with A={A}, A'={A2}, X={X}; present (A/A'/X): "
-                         f"{', '.join(combos[:20]) or 'none'}")  # fmt: skip
+        combos = sorted({f"{a}/{a2}/{x}" for a, a2, x in zip(phases["A"], phases["A2"], phases["X"], strict=True)})
+        raise InputError(
+            f"no relaxed compositions with A={A}, A'={A2}, X={X}; present (A/A'/X): {', '.join(combos[:20]) or 'none'}"
+        )
     grid = sel.pivot_table(index="B_sp", columns="B2_sp", values="dE_untilted_mev_atom", aggfunc="min", dropna=False)
     # at most ~12 x 10 inches: a whole site table's B x B' grid (~80 x 80) would otherwise be a 4000-pixel image,
     # whose tick labels constrained layout measures over and over (10 s per figure)
     cols, rows = max(4, grid.shape[1]), max(4, grid.shape[0])
     small = cols <= 24 and rows <= 24
-    fig = Figure(figsize=(min(12.0, 2.4 + 0.45 * cols), min(10.0, 1.4 + 0.4 * rows)),
-                 layout="constrained" if small else None)  # fmt: skip
+    fig = Figure(
+        figsize=(min(12.0, 2.4 + 0.45 * cols), min(10.0, 1.4 + 0.4 * rows)), layout="constrained" if small else None
+    )
     ax = fig.add_subplot()
     if not small:
         fig.subplots_adjust(left=0.08, right=0.9, bottom=0.1, top=0.95)
@@ -63,7 +65,15 @@ def plot_de_heatmap(phases: pd.DataFrame, A: str, A2: str, X: str, annotate: boo
     if annotate if annotate is not None else grid.size <= 150:
         for (r, c), v in np.ndenumerate(grid.to_numpy(dtype=float)):
             if np.isfinite(v):
-                ax.text(c, r, f"{v:.0f}", ha="center", va="center", fontsize=7, color="w" if v < np.nanmax(values) / 2 else "k")
+                ax.text(
+                    c,
+                    r,
+                    f"{v:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="w" if v < np.nanmax(values) / 2 else "k",
+                )
     return fig
 
 
@@ -164,8 +174,11 @@ def plot_composition_space(hist: pd.DataFrame) -> Figure:
         ax.bar(lefts, g["n"], width=width, bottom=base, align="edge", label=f"{x}", alpha=0.85)
         for b, n in zip(lefts, g["n"], strict=True):
             bottom[b] = bottom.get(b, 0.0) + n
-    ax.set_xlabel("Goldschmidt tolerance factor t" if hist.attrs.get("field", "goldschmidt_t") == "goldschmidt_t"
-                  else hist.attrs["field"])  # fmt: skip
+    ax.set_xlabel(
+        "Goldschmidt tolerance factor t"
+        if hist.attrs.get("field", "goldschmidt_t") == "goldschmidt_t"
+        else hist.attrs["field"]
+    )
     ax.set_ylabel("compositions")
     if len(hist):
         tau_share = hist["n_tau_perovskite"].sum() / hist["n"].sum()
@@ -178,8 +191,10 @@ def plot_spread(scored: pd.DataFrame) -> Figure:
     """Histograms of the committee's force and energy spread over (composition, ordering) rows."""
     fig = Figure(figsize=(9, 3.2), layout="constrained")
     axes = fig.subplots(1, 2)
-    for ax, col, label in ((axes[0], "force_spread_ev_a", "force spread (eV/A)"),
-                           (axes[1], "energy_spread_mev_atom", "energy spread (meV/atom)")):  # fmt: skip
+    for ax, col, label in (
+        (axes[0], "force_spread_ev_a", "force spread (eV/A)"),
+        (axes[1], "energy_spread_mev_atom", "energy spread (meV/atom)"),
+    ):
         values = pd.to_numeric(scored[col], errors="coerce").dropna()
         ax.hist(values, bins=min(40, max(5, len(values) // 3)), color="tab:purple")
         ax.set_xlabel(label)
@@ -191,9 +206,11 @@ def plot_active_learning(rounds: pd.DataFrame) -> Figure:
     """Held-out errors against the number of labels, one line per loop (e.g. uncertainty vs random selection)."""
     fig = Figure(figsize=(12, 3.4), layout="constrained")
     axes = fig.subplots(1, 3)
-    for ax, col, label in ((axes[0], "energy_mae_mev_atom", "energy MAE (meV/atom)"),
-                           (axes[1], "phase_de_mae_mev_atom", "phase dE MAE (meV/atom)"),
-                           (axes[2], "forces_mae_ev_a", "force MAE (eV/A)")):  # fmt: skip
+    for ax, col, label in (
+        (axes[0], "energy_mae_mev_atom", "energy MAE (meV/atom)"),
+        (axes[1], "phase_de_mae_mev_atom", "phase dE MAE (meV/atom)"),
+        (axes[2], "forces_mae_ev_a", "force MAE (eV/A)"),
+    ):
         for loop_id, g in rounds.groupby("loop_id"):
             sel = g["loop_selection"].dropna().iloc[0] if g["loop_selection"].notna().any() else ""
             ax.plot(g["n_labels"], pd.to_numeric(g[col], errors="coerce"), "o-", label=f"{loop_id} ({sel})")

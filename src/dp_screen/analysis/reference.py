@@ -23,11 +23,24 @@ def reference_table(points: list[dict], predictions: list[dict]) -> pd.DataFrame
     for p, m in zip(points, predictions, strict=True):
         n = p["n_atoms"]
         f_err = np.abs(np.asarray(m["forces"], float) - np.asarray(p["forces"], float))
-        s_err = (np.abs(np.asarray(m["stress_gpa"], float) - np.asarray(p["stress_gpa"], float))
-                 if p.get("stress_gpa") is not None and m.get("stress_gpa") is not None else None)  # fmt: skip
-        rows.append({"formula": p["formula"], "tilt": p["tilt"], "method": p.get("method"), "n_atoms": n,
-                     "space_group": p.get("space_group"), "dft_e": p["energy"] / n, "model_e": m["energy"] / n, "force_mae": float(f_err.mean()),
-                     "stress_mae_gpa": None if s_err is None else float(s_err.mean())})  # fmt: skip
+        s_err = (
+            np.abs(np.asarray(m["stress_gpa"], float) - np.asarray(p["stress_gpa"], float))
+            if p.get("stress_gpa") is not None and m.get("stress_gpa") is not None
+            else None
+        )
+        rows.append(
+            {
+                "formula": p["formula"],
+                "tilt": p["tilt"],
+                "method": p.get("method"),
+                "n_atoms": n,
+                "space_group": p.get("space_group"),
+                "dft_e": p["energy"] / n,
+                "model_e": m["energy"] / n,
+                "force_mae": float(f_err.mean()),
+                "stress_mae_gpa": None if s_err is None else float(s_err.mean()),
+            }
+        )
     df = pd.DataFrame(rows)
     if df.empty:
         return df
@@ -57,16 +70,25 @@ def reference_metrics(points: list[dict], predictions: list[dict]) -> dict:
             d, m = min(rs, key=lambda r: r.dft_e), min(rs, key=lambda r: r.model_e)
             agree[formula] = d.tilt == m.tilt or bool(pd.notna(d.space_group) and d.space_group == m.space_group)
     err = (tilted["model_de_mev"] - tilted["dft_de_mev"]).abs()
-    forces = np.concatenate([np.abs(np.asarray(m["forces"], float) - np.asarray(p["forces"], float)).ravel()
-                             for p, m in zip(points, predictions, strict=True)])  # fmt: skip
-    stresses = [np.abs(np.asarray(m["stress_gpa"], float) - np.asarray(p["stress_gpa"], float)).ravel()
-                for p, m in zip(points, predictions, strict=True)
-                if p.get("stress_gpa") is not None and m.get("stress_gpa") is not None]  # fmt: skip
+    forces = np.concatenate(
+        [
+            np.abs(np.asarray(m["forces"], float) - np.asarray(p["forces"], float)).ravel()
+            for p, m in zip(points, predictions, strict=True)
+        ]
+    )
+    stresses = [
+        np.abs(np.asarray(m["stress_gpa"], float) - np.asarray(p["stress_gpa"], float)).ravel()
+        for p, m in zip(points, predictions, strict=True)
+        if p.get("stress_gpa") is not None and m.get("stress_gpa") is not None
+    ]
     return {
-        "n_points": len(df), "n_compositions": int(df["formula"].nunique()), "n_differences": len(err),
+        "n_points": len(df),
+        "n_compositions": int(df["formula"].nunique()),
+        "n_differences": len(err),
         "phase_de_mae_mev": float(err.mean()) if len(err) else None,
         "dft_de_mean_abs_mev": float(tilted["dft_de_mev"].abs().mean()) if len(err) else None,
         "lowest_phase_agreement": float(np.mean(list(agree.values()))) if agree else None,
         "n_lowest_compared": len(agree),
-        "force_mae": float(forces.mean()), "stress_mae_gpa": float(np.concatenate(stresses).mean()) if stresses else None,
+        "force_mae": float(forces.mean()),
+        "stress_mae_gpa": float(np.concatenate(stresses).mean()) if stresses else None,
     }

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -50,16 +51,19 @@ def _heatmap_choices(phases: pd.DataFrame, n: int = 3) -> list[tuple[str, str, s
     df = phases.dropna(subset=["dE_untilted_mev_atom"])
     if df.empty:
         return []
-    g = df.groupby(["A_sp", "A2_sp", "X_sp"]).agg(n=("composition_id", "size"), nb=("B_sp", "nunique"),
-                                                   nb2=("B2_sp", "nunique"))  # fmt: skip
+    g = df.groupby(["A_sp", "A2_sp", "X_sp"]).agg(
+        n=("composition_id", "size"), nb=("B_sp", "nunique"), nb2=("B2_sp", "nunique")
+    )
     g = g[(g["nb"] >= 2) & (g["nb2"] >= 2)].sort_values("n", ascending=False)
     return [tuple(i) for i in g.index[:n]]
 
 
 def _call_rule(phases: pd.DataFrame) -> str:
     """The call rule and the sigma(s) it was applied with, for the report's header."""
-    rule = ("tilted when E(untilted) - E(lowest tilted phase) > 2 sigma, untilted when < -2 sigma or when no "
-            "tilted start stayed tilted, else undetermined")  # fmt: skip
+    rule = (
+        "tilted when E(untilted) - E(lowest tilted phase) > 2 sigma, untilted when < -2 sigma or when no "
+        "tilted start stayed tilted, else undetermined"
+    )
     if phases.empty or "phase_error_source" not in phases:
         return rule
     used = phases.groupby("phase_error_source", dropna=False)["phase_error_mev"].agg(["min", "max", "size"])
@@ -104,8 +108,10 @@ def write_report(
     def figure(name: str, fig, caption: str) -> None:
         path = plots.save_figure(fig, figdir / f"{name}.png")
         report.figures[name] = path
-        body.append(f'<figure><img src="figures/{path.name}" alt="{html.escape(caption)}">'
-                    f"<figcaption>{html.escape(caption)}</figcaption></figure>")  # fmt: skip
+        body.append(
+            f'<figure><img src="figures/{path.name}" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        )
 
     def table(name: str, df: pd.DataFrame, title: str, index: bool = True) -> None:
         path = out / f"{name}.csv"
@@ -125,8 +131,11 @@ def write_report(
     scored = by_ordering[by_ordering["force_spread_ev_a"].notna()] if "force_spread_ev_a" in by_ordering else []
     unfiltered = by_ordering
     by_ordering = data.uncertainty_filter(by_ordering, max_force_spread, max_energy_spread)
-    picked = ((by_ordering.attrs["model_sha256"], by_ordering.attrs["settings_hash"])
-              if "model_sha256" in by_ordering.attrs else None)  # fmt: skip
+    picked = (
+        (by_ordering.attrs["model_sha256"], by_ordering.attrs["settings_hash"])
+        if "model_sha256" in by_ordering.attrs
+        else None
+    )
     phases = data.ground_state_table(by_ordering)  # trends and maps: each composition's ground state
     accuracy = data.model_accuracy(db, picked[0]) if picked else []
     report.summary["model_accuracy"] = accuracy
@@ -137,11 +146,15 @@ def write_report(
         "model accuracy": " / ".join(accuracy) if accuracy else "-",
         "relaxation settings hash": picked[1] if picked else "-",
         "phase calls": _call_rule(by_ordering),
-        "dp_screen": __version__, "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    }  # fmt: skip
+        "dp_screen": __version__,
+        "written": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
     report.summary["meta"] = meta
-    body.append("<table class='meta'>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
-                                                 for k, v in meta.items()) + "</table>")  # fmt: skip
+    body.append(
+        "<table class='meta'>"
+        + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in meta.items())
+        + "</table>"
+    )
 
     # composition space
     body.append("<h2>Composition space</h2>")
@@ -150,8 +163,11 @@ def write_report(
     if hist.empty:
         note("composition_space", "No compositions in the store yet: run `dp-screen enumerate`.")
     else:
-        figure("composition_space", plots.plot_composition_space(hist), "Compositions by Goldschmidt tolerance "
-               "factor and anion")  # fmt: skip
+        figure(
+            "composition_space",
+            plots.plot_composition_space(hist),
+            "Compositions by Goldschmidt tolerance factor and anion",
+        )
         by_x = hist.groupby("X")[["n", "n_tau_perovskite", "n_goldschmidt_ok"]].sum()
         table("compositions_by_anion", by_x, "Compositions by anion")
 
@@ -166,19 +182,27 @@ def write_report(
                 excluded[why] = excluded.get(why, 0) + n
         report.summary["excluded"] = excluded
         n_none = int(by_ordering.groupby("composition_id")["n_ranked"].sum().eq(0).sum())
-        body.append(f"<p>Ranked: converged relaxations that are still perovskites, each under the phase it ended "
-                    f"in. Kept out of the ranking: {', '.join(f'{n} {w}' for w, n in sorted(excluded.items())) or 'none'}"
-                    f"; {n_none} compositions have no ranked variant.</p>")  # fmt: skip
+        body.append(
+            f"<p>Ranked: converged relaxations that are still perovskites, each under the phase it ended "
+            f"in. Kept out of the ranking: {', '.join(f'{n} {w}' for w, n in sorted(excluded.items())) or 'none'}"
+            f"; {n_none} compositions have no ranked variant.</p>"
+        )
         tf = trends.tilted_fraction(phases)
         report.summary["tilted_fraction"] = tf
         frac = "-" if tf["fraction"] is None else f"{100 * tf['fraction']:.1f}%"
-        body.append(f"<p>{len(phases)} relaxed compositions: {tf['n_tilted']} called tilted, {tf['n_untilted']} "
-                    f"untilted ({frac} tilted of the {tf['n']} determined calls) and {tf['n_undetermined']} "
-                    f"undetermined (the untilted and the lowest tilted phase within 2 sigma of each other, or no "
-                    f"untilted variant ranked), counted apart in every statistic below.</p>")  # fmt: skip
+        body.append(
+            f"<p>{len(phases)} relaxed compositions: {tf['n_tilted']} called tilted, {tf['n_untilted']} "
+            f"untilted ({frac} tilted of the {tf['n']} determined calls) and {tf['n_undetermined']} "
+            f"undetermined (the untilted and the lowest tilted phase within 2 sigma of each other, or no "
+            f"untilted variant ranked), counted apart in every statistic below.</p>"
+        )
         say("phase figures and trend tables")
-        table("largest_dE", trends.ranked(phases, 20), "The 20 largest dE (meV/atom): the strongest preference for a "
-              "tilted phase", index=False)  # fmt: skip
+        table(
+            "largest_dE",
+            trends.ranked(phases, 20),
+            "The 20 largest dE (meV/atom): the strongest preference for a tilted phase",
+            index=False,
+        )
         fractions = trends.phase_fractions(phases, "X_sp")
         if not fractions.empty:
             figure("phase_fractions", plots.plot_phase_fractions(fractions), "Lowest-energy space group by anion")
@@ -193,41 +217,66 @@ def write_report(
         for site, label in (("A2_sp", "A'"), ("B_sp", "B"), ("B2_sp", "B'"), ("X_sp", "X")):
             table(f"trend_by_{site[:-3]}", trends.trend_by(phases, site), f"Trend by {label} (dE in meV/atom)")
         table("trend_by_tolerance", trends.trend_by_tolerance(phases), "Trend by Goldschmidt tolerance factor")
-        export = by_ordering.assign(energies_mev_atom=[json.dumps(e) for e in by_ordering["energies_mev_atom"]],
-                                    excluded=[json.dumps(e) for e in by_ordering["excluded"]])  # fmt: skip
+        export = by_ordering.assign(
+            energies_mev_atom=[json.dumps(e) for e in by_ordering["energies_mev_atom"]],
+            excluded=[json.dumps(e) for e in by_ordering["excluded"]],
+        )
         export.to_csv(out / "phases.csv", index=False)
         report.tables["phases"] = out / "phases.csv"
-        body.append("<p>Per (composition, ordering) table, with the exclusions: <a href='phases.csv'>phases.csv</a>"
-                    "</p>")  # fmt: skip
+        body.append(
+            "<p>Per (composition, ordering) table, with the exclusions: <a href='phases.csv'>phases.csv</a></p>"
+        )
 
     # committee uncertainty
     body.append("<h2>Committee uncertainty</h2>")
     if len(scored) == 0:
         # optional (not "missing"): a campaign need not have a committee
-        body.append("<p class='note'>No relaxation scored by a committee: `dp-screen relax --committee M1,M2,M3` "
-                    "(members of a `dp-screen learn` round) stores each structure's committee spread.</p>")  # fmt: skip
+        body.append(
+            "<p class='note'>No relaxation scored by a committee: `dp-screen relax --committee M1,M2,M3` "
+            "(members of a `dp-screen learn` round) stores each structure's committee spread.</p>"
+        )
     else:
         report.summary["uncertainty"] = {
-            "scored_orderings": len(scored), "of": len(unfiltered),
+            "scored_orderings": len(scored),
+            "of": len(unfiltered),
             "force_spread_median_ev_a": float(scored["force_spread_ev_a"].median()),
             "energy_spread_median_mev_atom": float(scored["energy_spread_mev_atom"].median()),
-            "filter": by_ordering.attrs.get("uncertainty_filter")}  # fmt: skip
-        figure("committee_spread", plots.plot_spread(scored), "Committee spread of each (composition, ordering): the "
-               "largest over its ranked variants")  # fmt: skip
-        cols = ["composition_id", "ordering", "lowest_tilt", "dE_untilted_mev_atom", "energy_spread_mev_atom",
-                "force_spread_ev_a"]  # fmt: skip
-        table("most_uncertain", scored.sort_values("force_spread_ev_a", ascending=False)[cols].head(20),
-              "The 20 most uncertain (composition, ordering): label these first", index=False)  # fmt: skip
+            "filter": by_ordering.attrs.get("uncertainty_filter"),
+        }
+        figure(
+            "committee_spread",
+            plots.plot_spread(scored),
+            "Committee spread of each (composition, ordering): the largest over its ranked variants",
+        )
+        cols = [
+            "composition_id",
+            "ordering",
+            "lowest_tilt",
+            "dE_untilted_mev_atom",
+            "energy_spread_mev_atom",
+            "force_spread_ev_a",
+        ]
+        table(
+            "most_uncertain",
+            scored.sort_values("force_spread_ev_a", ascending=False)[cols].head(20),
+            "The 20 most uncertain (composition, ordering): label these first",
+            index=False,
+        )
         filt = by_ordering.attrs.get("uncertainty_filter")
         if filt:
-            body.append(f"<p>Phases and trends above use only rows within the committee bounds (force spread <= "
-                        f"{filt['max_force_spread_ev_a']} eV/A, energy spread <= {filt['max_energy_spread_mev_atom']} "
-                        f"meV/atom): {filt['kept']} kept, {filt['above']} above a bound, {filt['unscored']} not "
-                        f"scored.</p>")  # fmt: skip
+            body.append(
+                f"<p>Phases and trends above use only rows within the committee bounds (force spread <= "
+                f"{filt['max_force_spread_ev_a']} eV/A, energy spread <= {filt['max_energy_spread_mev_atom']} "
+                f"meV/atom): {filt['kept']} kept, {filt['above']} above a bound, {filt['unscored']} not "
+                f"scored.</p>"
+            )
     loops = data.active_learning_rounds(db)
     if not loops.empty:
-        figure("active_learning", plots.plot_active_learning(loops), "Held-out errors per active-learning round "
-               "(committee mean against the oracle), by loop")  # fmt: skip
+        figure(
+            "active_learning",
+            plots.plot_active_learning(loops),
+            "Held-out errors per active-learning round (committee mean against the oracle), by loop",
+        )
         table("active_learning", loops, "Active-learning rounds", index=False)
 
     # validation
@@ -243,17 +292,25 @@ def write_report(
         if parity.empty:
             note("parity", "No composition has a validated untilted and tilted variant yet: no phase-energy parity.")
         else:
-            figure("parity", plots.plot_parity(parity), "MLIP vs DFT phase energies, relative to the untilted variant "
-                   "of the same composition")  # fmt: skip
-        table("parity_stats", stats, "Errors per DFT method (phase energy differences in meV/atom, forces in eV/A, "
-              "stress in GPa; SCF-unconverged DFT results left out and counted)")
+            figure(
+                "parity",
+                plots.plot_parity(parity),
+                "MLIP vs DFT phase energies, relative to the untilted variant of the same composition",
+            )
+        table(
+            "parity_stats",
+            stats,
+            "Errors per DFT method (phase energy differences in meV/atom, forces in eV/A, "
+            "stress in GPa; SCF-unconverged DFT results left out and counted)",
+        )
 
     # convergence
     body.append("<h2>Relaxation convergence</h2>")
     say("convergence statistics")
     if store["counts"]["relaxations"]:  # (also when every relaxation failed and the phase table is empty)
-        conv = trends.convergence_stats(db, *(picked or (model_sha256, settings_hash)),
-                                        variants=digest.variants if digest is not None else None)  # fmt: skip
+        conv = trends.convergence_stats(
+            db, *(picked or (model_sha256, settings_hash)), variants=digest.variants if digest is not None else None
+        )
         report.summary["convergence"] = conv["overall"]
         figure("convergence", plots.plot_convergence(conv["steps"]), "Optimiser steps per relaxation")
         table("convergence_by_tilt", conv["by_tilt"], "Convergence by starting tilt system")
@@ -262,7 +319,9 @@ def write_report(
     else:
         note("convergence", "No relaxations yet.")
 
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>dp_screen report</title><style>{CSS}</style>"
-            f"</head><body><h1>dp_screen report</h1>{''.join(body)}</body></html>")  # fmt: skip
+    page = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>dp_screen report</title><style>{CSS}</style>"
+        f"</head><body><h1>dp_screen report</h1>{''.join(body)}</body></html>"
+    )
     report.html.write_text(page)
     return report

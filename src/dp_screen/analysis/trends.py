@@ -35,15 +35,20 @@ def _group_stats(groups) -> pd.DataFrame:
         sg = g["winning_space_group"].dropna()
         counts = sg.astype(int).value_counts()
         undetermined = int(_calls(g).eq("undetermined").sum())
-        return pd.Series({
-            "n": len(g), "n_with_dE": len(de),
-            "dE_mean": de.mean() if len(de) else np.nan, "dE_median": de.median() if len(de) else np.nan,
-            "dE_max": de.max() if len(de) else np.nan,
-            "n_undetermined": undetermined, "undetermined_fraction": undetermined / len(g) if len(g) else np.nan,
-            "tilted_fraction": tilted.mean() if len(tilted) else np.nan,
-            "top_space_group": int(counts.index[0]) if len(counts) else None,
-            "top_space_group_fraction": counts.iloc[0] / len(sg) if len(counts) else np.nan,
-        })  # fmt: skip
+        return pd.Series(
+            {
+                "n": len(g),
+                "n_with_dE": len(de),
+                "dE_mean": de.mean() if len(de) else np.nan,
+                "dE_median": de.median() if len(de) else np.nan,
+                "dE_max": de.max() if len(de) else np.nan,
+                "n_undetermined": undetermined,
+                "undetermined_fraction": undetermined / len(g) if len(g) else np.nan,
+                "tilted_fraction": tilted.mean() if len(tilted) else np.nan,
+                "top_space_group": int(counts.index[0]) if len(counts) else None,
+                "top_space_group_fraction": counts.iloc[0] / len(sg) if len(counts) else np.nan,
+            }
+        )
 
     return groups.apply(stats, include_groups=False)
 
@@ -67,9 +72,20 @@ def trend_by(phases: pd.DataFrame, by: str | list[str]) -> pd.DataFrame:
     by = [by] if isinstance(by, str) else list(by)
     _check_columns(phases, by + [DE, "ground_state_tilted", "winning_space_group"])
     if phases.empty:
-        return pd.DataFrame(columns=["n", "n_with_dE", "dE_mean", "dE_median", "dE_max", "n_undetermined",
-                                     "undetermined_fraction", "tilted_fraction", "top_space_group",
-                                     "top_space_group_fraction"])  # fmt: skip
+        return pd.DataFrame(
+            columns=[
+                "n",
+                "n_with_dE",
+                "dE_mean",
+                "dE_median",
+                "dE_max",
+                "n_undetermined",
+                "undetermined_fraction",
+                "tilted_fraction",
+                "top_space_group",
+                "top_space_group_fraction",
+            ]
+        )
     out = _group_stats(phases.groupby(by, sort=True))
     return out.astype({"n": int, "n_with_dE": int, "n_undetermined": int})
 
@@ -89,13 +105,32 @@ def tilted_fraction(phases: pd.DataFrame) -> dict:
     calls = _calls(phases) if not phases.empty else pd.Series(dtype=object)
     n_tilted, n_untilted = int(calls.eq("tilted").sum()), int(calls.eq("untilted").sum())
     n = n_tilted + n_untilted
-    return {"n": n, "n_tilted": n_tilted, "n_untilted": n_untilted, "n_undetermined": int(calls.eq("undetermined").sum()),
-            "fraction": n_tilted / n if n else None}  # fmt: skip
+    return {
+        "n": n,
+        "n_tilted": n_tilted,
+        "n_untilted": n_untilted,
+        "n_undetermined": int(calls.eq("undetermined").sum()),
+        "fraction": n_tilted / n if n else None,
+    }
 
 
-RANKING_COLUMNS = ["composition_id", "formula", "call", "lowest_tilt", "phases_within_error", "winning_space_group",
-                   DE, "dE_tilt_mev_atom", "phase_error_mev", "ground_state_tilted", "goldschmidt_t", "tau",
-                   "tau_perovskite", "n_variants", "n_converged"]
+RANKING_COLUMNS = [
+    "composition_id",
+    "formula",
+    "call",
+    "lowest_tilt",
+    "phases_within_error",
+    "winning_space_group",
+    DE,
+    "dE_tilt_mev_atom",
+    "phase_error_mev",
+    "ground_state_tilted",
+    "goldschmidt_t",
+    "tau",
+    "tau_perovskite",
+    "n_variants",
+    "n_converged",
+]
 
 
 def ranked(phases: pd.DataFrame, n: int = 20, column: str = DE, ascending: bool = False) -> pd.DataFrame:
@@ -113,10 +148,12 @@ def phase_fractions(phases: pd.DataFrame, by: str = "X_sp") -> pd.DataFrame:
     df = phases[phases["winning_space_group"].notna() | undetermined]
     if df.empty:
         return pd.DataFrame()
-    out = pd.crosstab(df[by], df["winning_space_group"].where(~undetermined[df.index], -1).astype(int),
-                      normalize="index")  # fmt: skip
-    return out.rename(columns={-1: "undetermined"})[[c for c in out.columns if c != -1]
-                                                    + (["undetermined"] if -1 in out.columns else [])]
+    out = pd.crosstab(
+        df[by], df["winning_space_group"].where(~undetermined[df.index], -1).astype(int), normalize="index"
+    )
+    return out.rename(columns={-1: "undetermined"})[
+        [c for c in out.columns if c != -1] + (["undetermined"] if -1 in out.columns else [])
+    ]
 
 
 def _ordering_of(df: pd.DataFrame) -> pd.Series:
@@ -153,8 +190,11 @@ def parity_table(validations: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=out_cols)
     df["ordering"] = _ordering_of(df).to_numpy()
     tilt = df["phase_tilt"].fillna(df["start_tilt"]) if "phase_tilt" in df else df["start_tilt"]
-    untilted = df[tilt == UNTILTED].groupby(["method", "composition_id", "ordering"])[
-        ["dft_energy_per_atom", "mlip_energy_per_atom"]].min()  # fmt: skip
+    untilted = (
+        df[tilt == UNTILTED]
+        .groupby(["method", "composition_id", "ordering"])[["dft_energy_per_atom", "mlip_energy_per_atom"]]
+        .min()
+    )
     untilted.columns = ["dft_ref", "mlip_ref"]
     rel = df[tilt != UNTILTED].join(untilted, on=["method", "composition_id", "ordering"], how="inner")
     rel["dft_rel_mev"] = 1e3 * (rel["dft_energy_per_atom"] - rel["dft_ref"])
@@ -178,9 +218,19 @@ def parity_stats(validations: pd.DataFrame, absolute_methods: tuple[str, ...] = 
     results were left out for an unconverged SCF. ``absolute_methods``: methods whose energies share their
     reference with the MLIP's (a model trained on that method's labels); for them the absolute energy MAE is given
     too (NaN for the others: absolute energies of different codes differ by element references)."""
-    columns = ["n_structures", "n_scf_unconverged", "n_compositions", "n_differences", "energy_mae_mev",
-               "energy_rmse_mev", "rank_correlation", "ground_state_agreement", "abs_energy_mae_mev", "force_mae",
-               "stress_mae_gpa"]  # fmt: skip
+    columns = [
+        "n_structures",
+        "n_scf_unconverged",
+        "n_compositions",
+        "n_differences",
+        "energy_mae_mev",
+        "energy_rmse_mev",
+        "rank_correlation",
+        "ground_state_agreement",
+        "abs_energy_mae_mev",
+        "force_mae",
+        "stress_mae_gpa",
+    ]
     if validations.empty:
         return pd.DataFrame(columns=columns)
     rel = parity_table(validations)
@@ -200,8 +250,10 @@ def parity_stats(validations: pd.DataFrame, absolute_methods: tuple[str, ...] = 
         if method in absolute_methods and len(vals):
             absolute = float(1e3 * np.abs(vals["mlip_energy_per_atom"] - vals["dft_energy_per_atom"]).mean())
         out[method] = {
-            "n_structures": len(vals), "n_scf_unconverged": n_bad,
-            "n_compositions": int(r["composition_id"].nunique()), "n_differences": len(err),
+            "n_structures": len(vals),
+            "n_scf_unconverged": n_bad,
+            "n_compositions": int(r["composition_id"].nunique()),
+            "n_differences": len(err),
             "energy_mae_mev": float(np.abs(err).mean()) if len(err) else np.nan,
             "energy_rmse_mev": float(np.sqrt((err**2).mean())) if len(err) else np.nan,
             "rank_correlation": float(np.mean(rhos_ok)) if rhos_ok else np.nan,
@@ -209,7 +261,7 @@ def parity_stats(validations: pd.DataFrame, absolute_methods: tuple[str, ...] = 
             "abs_energy_mae_mev": absolute,
             "force_mae": float(vals["force_mae"].dropna().mean()) if "force_mae" in vals else np.nan,
             "stress_mae_gpa": float(vals["stress_mae_gpa"].dropna().mean()) if "stress_mae_gpa" in vals else np.nan,
-        }  # fmt: skip
+        }
     df = pd.DataFrame.from_dict(out, orient="index", columns=columns)
     df.index.name = "method"
     return df.astype({"n_structures": int, "n_compositions": int, "n_scf_unconverged": int, "n_differences": int})
@@ -219,19 +271,36 @@ def _grouped_variants(variants: pd.DataFrame, model_sha256: str, settings_hash: 
     """Digest variant columns grouped like the server aggregation of :func:`convergence_stats`."""
     if variants.empty:
         return pd.DataFrame()
-    v = pd.DataFrame({"_id.t": variants["t"], "_id.k": variants["k"],
-                      "_id.r": [r if f else None for r, f in zip(variants["r"], variants["f"], strict=True)],
-                      "converged": variants["ok"].fillna(False).astype(int), "failed": variants["f"].fillna(False).astype(int),
-                      "stayed": (variants["st"] == True).astype(int), "wall": variants["w"].fillna(0.0)})  # noqa: E712  # fmt: skip
-    g = v.groupby(["_id.t", "_id.k", "_id.r"], dropna=False).agg(
-        n=("converged", "size"), converged=("converged", "sum"), failed=("failed", "sum"), stayed=("stayed", "sum"),
-        wall=("wall", "sum")).reset_index()  # fmt: skip
+    v = pd.DataFrame(
+        {
+            "_id.t": variants["t"],
+            "_id.k": variants["k"],
+            "_id.r": [r if f else None for r, f in zip(variants["r"], variants["f"], strict=True)],
+            "converged": variants["ok"].fillna(False).astype(int),
+            "failed": variants["f"].fillna(False).astype(int),
+            "stayed": variants["st"].eq(True).astype(int),
+            "wall": variants["w"].fillna(0.0),
+        }
+    )  # noqa: E712
+    g = (
+        v.groupby(["_id.t", "_id.k", "_id.r"], dropna=False)
+        .agg(
+            n=("converged", "size"),
+            converged=("converged", "sum"),
+            failed=("failed", "sum"),
+            stayed=("stayed", "sum"),
+            wall=("wall", "sum"),
+        )
+        .reset_index()
+    )
     g["_id.m"], g["_id.s"] = model_sha256, settings_hash
     return g
 
 
 def convergence_stats(
-    db: DPScreenSettings | Database | None = None, model_sha256: str | None = None, settings_hash: str | None = None,
+    db: DPScreenSettings | Database | None = None,
+    model_sha256: str | None = None,
+    settings_hash: str | None = None,
     variants: pd.DataFrame | None = None,
 ) -> dict:
     """Convergence of one model's relaxations (the given model / settings, else the pair with the most relaxations),
@@ -242,43 +311,89 @@ def convergence_stats(
     if variants is not None:
         g = _grouped_variants(variants, model_sha256, settings_hash)
     else:
-        g = aggregate("relaxations", [
-            {"$match": match},
-            # grouped by step count too, so the server returns a histogram of steps instead of one value per relaxation
-            {"$group": {"_id": {"m": "$model_sha256", "s": "$settings_hash", "t": "$start_tilt",
-                                "r": {"$cond": ["$failed", "$reason", None]}, "k": "$n_steps"},
-                        "n": {"$sum": 1}, "converged": {"$sum": {"$cond": ["$converged", 1, 0]}},
+        g = aggregate(
+            "relaxations",
+            [
+                {"$match": match},
+                # grouped by step count too, so the server returns a histogram of steps instead of one value per relaxation
+                {
+                    "$group": {
+                        "_id": {
+                            "m": "$model_sha256",
+                            "s": "$settings_hash",
+                            "t": "$start_tilt",
+                            "r": {"$cond": ["$failed", "$reason", None]},
+                            "k": "$n_steps",
+                        },
+                        "n": {"$sum": 1},
+                        "converged": {"$sum": {"$cond": ["$converged", 1, 0]}},
                         "failed": {"$sum": {"$cond": ["$failed", 1, 0]}},
                         "stayed": {"$sum": {"$cond": [{"$eq": ["$phase.stayed_in_start_tilt", True]}, 1, 0]}},
-                        "wall": {"$sum": "$wall_time_s"}}},
-        ], db)  # fmt: skip
+                        "wall": {"$sum": "$wall_time_s"},
+                    }
+                },
+            ],
+            db,
+        )
     if not g.empty:
         g["steps"] = [np.full(int(n), k, dtype=float) for k, n in zip(g["_id.k"].fillna(0), g["n"], strict=True)]
     counts = {} if g.empty else g.groupby(["_id.m", "_id.s"])["n"].sum().to_dict()
     picked = choose_set(counts, model_sha256, settings_hash, db)
-    empty = pd.DataFrame(columns=["n", "converged_fraction", "failed_fraction", "stayed_fraction", "steps_mean",
-                                  "steps_max", "wall_time_s_mean"])  # fmt: skip
+    empty = pd.DataFrame(
+        columns=[
+            "n",
+            "converged_fraction",
+            "failed_fraction",
+            "stayed_fraction",
+            "steps_mean",
+            "steps_max",
+            "wall_time_s_mean",
+        ]
+    )
     if picked is None:
-        return {"model_sha256": None, "settings_hash": None, "overall": {"n": 0}, "by_tilt": empty, "reasons": {},
-                "steps": np.array([])}  # fmt: skip
+        return {
+            "model_sha256": None,
+            "settings_hash": None,
+            "overall": {"n": 0},
+            "by_tilt": empty,
+            "reasons": {},
+            "steps": np.array([]),
+        }
     model, shash = picked
     g = g[(g["_id.m"] == model) & (g["_id.s"] == shash)]
     rows = {}
     for tilt, part in g.groupby("_id.t"):
         steps = np.concatenate([np.asarray(x, dtype=float) for x in part["steps"]])
         n = int(part["n"].sum())
-        rows[tilt] = {"n": n, "converged_fraction": part["converged"].sum() / n, "failed_fraction": part["failed"].sum() / n,
-                      "stayed_fraction": part["stayed"].sum() / n, "steps_mean": steps.mean(), "steps_max": int(steps.max()),
-                      "wall_time_s_mean": part["wall"].sum() / n}  # fmt: skip
+        rows[tilt] = {
+            "n": n,
+            "converged_fraction": part["converged"].sum() / n,
+            "failed_fraction": part["failed"].sum() / n,
+            "stayed_fraction": part["stayed"].sum() / n,
+            "steps_mean": steps.mean(),
+            "steps_max": int(steps.max()),
+            "wall_time_s_mean": part["wall"].sum() / n,
+        }
     table = pd.DataFrame.from_dict(rows, orient="index")[empty.columns]
     table.index.name = "start_tilt"
     steps = np.concatenate([np.asarray(x, dtype=float) for x in g["steps"]])
     total, conv, failed = int(g["n"].sum()), int(g["converged"].sum()), int(g["failed"].sum())
     reasons = g.dropna(subset=["_id.r"]).groupby("_id.r")["n"].sum() if "_id.r" in g else pd.Series(dtype=int)
     overall = {
-        "n": total, "converged": conv, "failed": failed, "converged_fraction": conv / total,
-        "failed_fraction": failed / total, "steps_median": float(np.median(steps)),
-        "steps_p90": float(np.percentile(steps, 90)), "steps_max": int(steps.max()),
-    }  # fmt: skip
-    return {"model_sha256": model, "settings_hash": shash, "overall": overall, "by_tilt": table,
-            "reasons": {str(k): int(v) for k, v in reasons.items()}, "steps": steps}  # fmt: skip
+        "n": total,
+        "converged": conv,
+        "failed": failed,
+        "converged_fraction": conv / total,
+        "failed_fraction": failed / total,
+        "steps_median": float(np.median(steps)),
+        "steps_p90": float(np.percentile(steps, 90)),
+        "steps_max": int(steps.max()),
+    }
+    return {
+        "model_sha256": model,
+        "settings_hash": shash,
+        "overall": overall,
+        "by_tilt": table,
+        "reasons": {str(k): int(v) for k, v in reasons.items()},
+        "steps": steps,
+    }

@@ -31,9 +31,20 @@ OPTIONAL_COLUMNS = ("coordination", "radius")
 DEFAULT_TABLE_NAME = "site_table_r1.csv"
 
 _ROMAN = {
-    1: "I", 2: "II", 3: "III", 4: "IV", 5: "V", 6: "VI", 7: "VII", 8: "VIII",
-    9: "IX", 10: "X", 11: "XI", 12: "XII", 14: "XIV",
-}  # fmt: skip
+    1: "I",
+    2: "II",
+    3: "III",
+    4: "IV",
+    5: "V",
+    6: "VI",
+    7: "VII",
+    8: "VIII",
+    9: "IX",
+    10: "X",
+    11: "XI",
+    12: "XII",
+    14: "XIV",
+}
 _FROM_ROMAN = {v: k for k, v in _ROMAN.items()}
 
 
@@ -75,9 +86,7 @@ class SiteTable:
 
     def on_site(self, site: str) -> list[SiteSpecies]:
         """The species of one site, sorted by (oxidation state, element) so that order in the file never matters."""
-        return sorted(
-            (sp for sp in self.species if sp.site == site), key=lambda s: (s.oxidation_state, s.element)
-        )
+        return sorted((sp for sp in self.species if sp.site == site), key=lambda s: (s.oxidation_state, s.element))
 
     def get(self, site: str, element: str, oxidation_state: int) -> SiteSpecies | None:
         """The table's entry for a species on a site, or None."""
@@ -168,9 +177,13 @@ def _parse_int(value: str, column: str, where: str) -> int:
 
 def parse_site_table(text: str, name: str = "custom") -> SiteTable:
     """Parse site-table CSV text; every malformed line raises InputError naming the line and what is allowed."""
-    lines = [(i + 1, line) for i, line in enumerate(text.splitlines()) if line.strip() and not line.lstrip().startswith("#")]
+    lines = [
+        (i + 1, line) for i, line in enumerate(text.splitlines()) if line.strip() and not line.lstrip().startswith("#")
+    ]
     if not lines:
-        raise InputError(f"{name}: the site table is empty; expected a CSV header {','.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}")
+        raise InputError(
+            f"{name}: the site table is empty; expected a CSV header {','.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}"
+        )
     header = [h.strip().lower() for h in next(csv.reader([lines[0][1]]))]
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     unknown = [c for c in header if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
@@ -247,13 +260,55 @@ def _default_site_table() -> SiteTable:
 
 # --- rule R1, generated from pymatgen's Shannon table (scripts/make_site_table.py writes the packaged file) ---
 
-R1_A_SPECIES = [("Na", 1), ("K", 1), ("Rb", 1), ("Cs", 1), ("Tl", 1), ("Ca", 2), ("Sr", 2), ("Ba", 2), ("Pb", 2),
-                ("Cd", 2), ("La", 3), ("Ce", 3), ("Nd", 3), ("Sm", 3), ("Ce", 4)]  # fmt: skip
+R1_A_SPECIES = [
+    ("Na", 1),
+    ("K", 1),
+    ("Rb", 1),
+    ("Cs", 1),
+    ("Tl", 1),
+    ("Ca", 2),
+    ("Sr", 2),
+    ("Ba", 2),
+    ("Pb", 2),
+    ("Cd", 2),
+    ("La", 3),
+    ("Ce", 3),
+    ("Nd", 3),
+    ("Sm", 3),
+    ("Ce", 4),
+]
 R1_X_SPECIES = [("O", -2), ("F", -1), ("Cl", -1), ("Br", -1), ("I", -1)]
 R1_B_EXCLUDED = {
-    "H", "B", "C", "N", "P", "S", "O", "F", "Cl", "Br", "I", "He", "Ne", "Ar", "Kr", "Xe", "Rn",
-    "Tc", "Pm", "Po", "At", "Fr", "Ra", "Ac", "Th", "Pa", "U", "Np", "Pu",
-}  # fmt: skip
+    "H",
+    "B",
+    "C",
+    "N",
+    "P",
+    "S",
+    "O",
+    "F",
+    "Cl",
+    "Br",
+    "I",
+    "He",
+    "Ne",
+    "Ar",
+    "Kr",
+    "Xe",
+    "Rn",
+    "Tc",
+    "Pm",
+    "Po",
+    "At",
+    "Fr",
+    "Ra",
+    "Ac",
+    "Th",
+    "Pa",
+    "U",
+    "Np",
+    "Pu",
+}
 
 
 def r1_species() -> list[SiteSpecies]:

@@ -83,7 +83,9 @@ def resolve_composition(
         if q is None:
             cands = _candidates(el, site, table)
             if not cands:
-                raise InputError(f"{where}: {el} has no {'anion' if site == 'X' else 'cation'} state with a Shannon radius for site {site}")
+                raise InputError(
+                    f"{where}: {el} has no {'anion' if site == 'X' else 'cation'} state with a Shannon radius for site {site}"
+                )
             options.append(cands)
         else:
             check_oxidation_state(el, q, f"{where}, column {STATE_COLUMNS[col]}")
@@ -192,7 +194,9 @@ def parse_formula(text: str) -> tuple[tuple[str, str, str, str, str], tuple[int 
     while pos < len(compact):
         m = _TOKEN.match(compact, pos)
         if not m or m.end() == pos:
-            raise InputError(f"cannot read formula {text!r} at {compact[pos:]!r}; expected e.g. Cs2AgBiCl6 or Sr2Fe3+Mo5+O6")
+            raise InputError(
+                f"cannot read formula {text!r} at {compact[pos:]!r}; expected e.g. Cs2AgBiCl6 or Sr2Fe3+Mo5+O6"
+            )
         el, charge, count = m.groups()
         if not Element.is_valid_symbol(el):
             raise InputError(f"formula {text!r}: unknown element {el!r}; allowed: a chemical element symbol")
@@ -203,8 +207,12 @@ def parse_formula(text: str) -> tuple[tuple[str, str, str, str, str], tuple[int 
         tokens.append((el, q, int(count) if count else 1))
         pos = m.end()
     counts = [c for _, _, c in tokens]
-    expand = {(2, 1, 1, 6): (0, 0, 1, 2, 3), (1, 1, 1, 1, 6): (0, 1, 2, 3, 4), (1, 1, 2, 6): (0, 1, 2, 2, 3),
-              (2, 2, 6): (0, 0, 1, 1, 2)}  # fmt: skip
+    expand = {
+        (2, 1, 1, 6): (0, 0, 1, 2, 3),
+        (1, 1, 1, 1, 6): (0, 1, 2, 3, 4),
+        (1, 1, 2, 6): (0, 1, 2, 2, 3),
+        (2, 2, 6): (0, 0, 1, 1, 2),
+    }
     if tuple(counts) not in expand:
         raise InputError(
             f"formula {text!r} is not an AA'BB'X6 formula in site order; allowed shapes: A2BB'X6 (Cs2AgBiCl6), "

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-
 from monty.json import MSONable
+
 from dp_screen.errors import DPScreenError
 
 if TYPE_CHECKING:
@@ -112,7 +112,10 @@ class CP2KSettings(MSONable):
     timeout_s: float = 3600.0
 
     def __post_init__(self) -> None:
-        for mixing in (self.mixing, *(e.get("mixing", "NONE") for e in self.scf_fallbacks or () if isinstance(e, dict))):
+        for mixing in (
+            self.mixing,
+            *(e.get("mixing", "NONE") for e in self.scf_fallbacks or () if isinstance(e, dict)),
+        ):
             if str(mixing).upper() not in MIXING_METHODS:
                 raise CP2KError(f"unknown mixing {mixing!r}; allowed: {', '.join(MIXING_METHODS)}")
         allowed = {f for f in self.__dataclass_fields__ if f != "scf_fallbacks"}
@@ -120,8 +123,10 @@ class CP2KSettings(MSONable):
         for entry in self.scf_fallbacks or ():
             unknown = sorted(set(entry) - allowed) if isinstance(entry, dict) else ["(not a dict)"]
             if unknown:
-                raise CP2KError(f"scf_fallbacks entry {entry!r}: unknown {', '.join(unknown)}; each entry is a dict of "
-                                f"CP2KSettings fields: {', '.join(sorted(allowed))}")  # fmt: skip
+                raise CP2KError(
+                    f"scf_fallbacks entry {entry!r}: unknown {', '.join(unknown)}; each entry is a dict of "
+                    f"CP2KSettings fields: {', '.join(sorted(allowed))}"
+                )
             fallbacks.append(dict(entry))
         self.scf_fallbacks = tuple(fallbacks)
 
@@ -160,8 +165,13 @@ def _names(path: str) -> dict[str, list[tuple[set[str], str]]]:
     out: dict[str, list[tuple[set[str], str]]] = {}
     for line in Path(path).read_text(errors="replace").splitlines():
         parts = line.split()
-        if len(parts) >= 2 and parts[0][:1].isupper() and parts[0].isalpha() and len(parts[0]) <= 2 \
-                and not parts[1].lstrip("-").replace(".", "").isdigit():  # fmt: skip
+        if (
+            len(parts) >= 2
+            and parts[0][:1].isupper()
+            and parts[0].isalpha()
+            and len(parts[0]) <= 2
+            and not parts[1].lstrip("-").replace(".", "").isdigit()
+        ):
             out.setdefault(parts[0], []).append((set(parts[1:]), Path(path).name))
     return out
 
@@ -175,8 +185,10 @@ def coverage(elements, settings: CP2KSettings | None = None) -> dict[str, dict]:
     for el in sorted(set(elements)):
         found = {"basis": None, "potential": None}
         if root is not None:
-            for kind, files, name in (("basis", BASIS_FILES, settings.basis),
-                                      ("potential", POTENTIAL_FILES, settings.potential)):  # fmt: skip
+            for kind, files, name in (
+                ("basis", BASIS_FILES, settings.basis),
+                ("potential", POTENTIAL_FILES, settings.potential),
+            ):
                 for f in files:
                     if (root / f).exists() and any(name in names for names, _ in _names(str(root / f)).get(el, [])):
                         found[kind] = f
@@ -190,11 +202,16 @@ def check_coverage(structure: Structure, settings: CP2KSettings) -> dict[str, di
     cov = coverage({site.specie.symbol for site in structure}, settings)
     missing = [el for el, c in cov.items() if not c["covered"]]
     if missing:
-        what = "; ".join(f"{el}: {'no ' + settings.basis if not cov[el]['basis'] else ''}"
-                         f"{' and ' if not cov[el]['basis'] and not cov[el]['potential'] else ''}"
-                         f"{'no ' + settings.potential if not cov[el]['potential'] else ''}" for el in missing)  # fmt: skip
-        raise CP2KError(f"the installed CP2K data does not cover element(s) {', '.join(missing)} ({what}); see "
-                        f"'dp-screen dft check', or choose another basis / potential")  # fmt: skip
+        what = "; ".join(
+            f"{el}: {'no ' + settings.basis if not cov[el]['basis'] else ''}"
+            f"{' and ' if not cov[el]['basis'] and not cov[el]['potential'] else ''}"
+            f"{'no ' + settings.potential if not cov[el]['potential'] else ''}"
+            for el in missing
+        )
+        raise CP2KError(
+            f"the installed CP2K data does not cover element(s) {', '.join(missing)} ({what}); see "
+            f"'dp-screen dft check', or choose another basis / potential"
+        )
     return cov
 
 
@@ -221,9 +238,14 @@ def _structure_of(item) -> Structure:
     return item.structure if isinstance(item, PerovskiteCell) else item
 
 
-def write_cp2k_input(structure: Structure, settings: CP2KSettings, project: str = "dp_screen",
-                     hamiltonian: Hamiltonian | None = None, files: dict[str, dict] | None = None,
-                     restart_file: str | None = None) -> str:  # fmt: skip
+def write_cp2k_input(
+    structure: Structure,
+    settings: CP2KSettings,
+    project: str = "dp_screen",
+    hamiltonian: Hamiltonian | None = None,
+    files: dict[str, dict] | None = None,
+    restart_file: str | None = None,
+) -> str:
     """The CP2K input text of a PBE single point with forces and stress, with the models' Hamiltonian (spin, moments,
     +U; :func:`dp_screen.dft.hamiltonian.hamiltonian_for` unless given); ``restart_file``: start the SCF from that
     wavefunction file instead of the atomic guess. ``structure`` may be a :class:`~dp_screen.cell.PerovskiteCell`."""
@@ -243,17 +265,22 @@ def write_cp2k_input(structure: Structure, settings: CP2KSettings, project: str 
         if el in ham.moments:
             extra += f"\n      MAGNETIZATION {ham.moments[el]:g}"
         if el in ham.u_values:
-            extra += (f"\n      &DFT_PLUS_U\n        L 2\n        U_MINUS_J [eV] {ham.u_values[el]:g}\n"
-                      f"      &END DFT_PLUS_U")  # fmt: skip
+            extra += (
+                f"\n      &DFT_PLUS_U\n        L 2\n        U_MINUS_J [eV] {ham.u_values[el]:g}\n      &END DFT_PLUS_U"
+            )
         return f"    &KIND {el}\n      BASIS_SET {settings.basis}\n      POTENTIAL {settings.potential}{extra}\n    &END KIND"
 
     kinds = "\n".join(kind(el) for el in elements)
-    files_text = "\n".join([f"    BASIS_SET_FILE_NAME {f}" for f in basis_files]
-                           + [f"    POTENTIAL_FILE_NAME {f}" for f in potential_files])  # fmt: skip
+    files_text = "\n".join(
+        [f"    BASIS_SET_FILE_NAME {f}" for f in basis_files]
+        + [f"    POTENTIAL_FILE_NAME {f}" for f in potential_files]
+    )
     spin = f"    UKS\n    MULTIPLICITY {ham.multiplicity}\n" if ham.spin_polarised else ""
     plus_u = "    PLUS_U_METHOD MULLIKEN\n" if ham.u_values else ""
-    coords = "\n".join(f"      {site.specie.symbol} {x:.10f} {y:.10f} {z:.10f}"
-                       for site, (x, y, z) in zip(structure, structure.cart_coords, strict=True))  # fmt: skip
+    coords = "\n".join(
+        f"      {site.specie.symbol} {x:.10f} {y:.10f} {z:.10f}"
+        for site, (x, y, z) in zip(structure, structure.cart_coords, strict=True)
+    )
     kpoints = (
         # no point-group reduction (CP2K's has been unreliable for forces and stress), but k and -k are paired
         # (time reversal, exact for collinear spins): 14 instead of 27 points for 3x3x3, half the cost
@@ -385,8 +412,9 @@ def _run_once(exe: str, inp: Path, out: Path, settings: CP2KSettings, env: dict,
     if settings.nproc > 1 and shutil.which("mpirun"):
         cmd = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", str(settings.nproc), *cmd]
     try:
-        proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=settings.timeout_s,
-                              check=False)  # fmt: skip
+        proc = subprocess.run(
+            cmd, cwd=work, env=env, capture_output=True, text=True, timeout=settings.timeout_s, check=False
+        )
     except subprocess.TimeoutExpired:
         raise CP2KError(f"CP2K did not finish within {settings.timeout_s} s; see {out}") from None
     text = out.read_text(errors="replace") if out.exists() else ""
@@ -406,7 +434,9 @@ def run_cp2k(structure: Structure, settings: CP2KSettings | None = None, work_di
     if exe is None:
         raise CP2KError("CP2K is not installed (no cp2k.psmp on PATH); on Debian: apt-get install -y cp2k")
     if data_dir() is None:
-        raise CP2KError("CP2K's data (BASIS_MOLOPT, GTH_POTENTIALS) is not installed; on Debian: apt-get install -y cp2k-data")
+        raise CP2KError(
+            "CP2K's data (BASIS_MOLOPT, GTH_POTENTIALS) is not installed; on Debian: apt-get install -y cp2k-data"
+        )
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     from dp_screen.dft.hamiltonian import hamiltonian_for
@@ -429,12 +459,20 @@ def run_cp2k(structure: Structure, settings: CP2KSettings | None = None, work_di
     for n, attempt in enumerate(run_settings.attempts()):
         stem = "cp2k" if n == 0 else f"cp2k-retry{n}"
         inp, out = work / f"{stem}.inp", work / f"{stem}.out"
-        inp.write_text(write_cp2k_input(run_structure, attempt, hamiltonian=ham, files=files, restart_file=restart_file))
+        inp.write_text(
+            write_cp2k_input(run_structure, attempt, hamiltonian=ham, files=files, restart_file=restart_file)
+        )
         text = _run_once(exe, inp, out, attempt, env, work)
         converged = "SCF run NOT converged" not in text
-        attempts.append({"overrides": {} if n == 0 else run_settings.scf_fallbacks[n - 1], "scf_converged": converged,
-                         "energy_converged": converged or energy_converged(text, len(run_structure), attempt.ediff_per_atom),
-                         "scf_steps": scf_steps(text), "output_file": str(out)})  # fmt: skip
+        attempts.append(
+            {
+                "overrides": {} if n == 0 else run_settings.scf_fallbacks[n - 1],
+                "scf_converged": converged,
+                "energy_converged": converged or energy_converged(text, len(run_structure), attempt.ediff_per_atom),
+                "scf_steps": scf_steps(text),
+                "output_file": str(out),
+            }
+        )
         outputs.append((inp, out, text))
         if converged:
             break
@@ -457,9 +495,16 @@ def run_cp2k(structure: Structure, settings: CP2KSettings | None = None, work_di
     if images > 1:
         result["energy"] /= images
         result["forces"] = result["forces"][home]
-    result.update({"wall_time_s": time.perf_counter() - t0, "input_file": str(inp), "output_file": str(out),
-                   "scf_attempts": attempts, "scf_steps": sum(a["scf_steps"] or 0 for a in attempts),
-                   "hamiltonian": {**ham.as_dict(), "gamma_supercell": list(grid) if images > 1 else None},
-                   "method": ham.label,
-                   "kpoints": list(grid)})  # fmt: skip
+    result.update(
+        {
+            "wall_time_s": time.perf_counter() - t0,
+            "input_file": str(inp),
+            "output_file": str(out),
+            "scf_attempts": attempts,
+            "scf_steps": sum(a["scf_steps"] or 0 for a in attempts),
+            "hamiltonian": {**ham.as_dict(), "gamma_supercell": list(grid) if images > 1 else None},
+            "method": ham.label,
+            "kpoints": list(grid),
+        }
+    )
     return result

@@ -79,8 +79,13 @@ class Hamiltonian:
         return "cp2k-pbe+u" if self.u_values else "cp2k-pbe"
 
     def as_dict(self) -> dict:
-        return {"spin_polarised": self.spin_polarised, "moments": self.moments, "u_values": self.u_values,
-                "multiplicity": self.multiplicity, "label": self.label}  # fmt: skip
+        return {
+            "spin_polarised": self.spin_polarised,
+            "moments": self.moments,
+            "u_values": self.u_values,
+            "multiplicity": self.multiplicity,
+            "label": self.label,
+        }
 
 
 def hamiltonian_for(structure: Structure) -> Hamiltonian:

@@ -37,23 +37,38 @@ def dft_label(result: Any) -> dict:
         out = _get(result, "output")
         energy, forces, stress = _get(out, "energy"), _get(out, "forces"), _get(out, "stress")
         if energy is None or forces is None:
-            raise InputError(f"VASP task {(_get(result, 'task_id') or '?')!r} has no output energy or forces; "
-                             "allowed: a finished static or relaxation TaskDoc")  # fmt: skip
+            raise InputError(
+                f"VASP task {(_get(result, 'task_id') or '?')!r} has no output energy or forces; "
+                "allowed: a finished static or relaxation TaskDoc"
+            )
         inp = _get(result, "input")
         hubbard = bool(_get(inp, "is_hubbard")) if inp is not None else False
         state = _get(result, "state")
         state = getattr(state, "value", state)
-        return {"method": "vasp-pbe+u" if hubbard else "vasp-pbe", "energy": float(energy),
-                "forces": np.asarray(forces, dtype=float).tolist(),
-                "stress_gpa": None if stress is None else (np.asarray(stress, dtype=float) * VASP_KBAR_TO_GPA).tolist(),
-                "scf_converged": state in (None, "successful"),
-                "settings": {"code": "vasp", "task_type": str(getattr(_get(result, "task_type"), "value",
-                                                                      _get(result, "task_type")))}}  # fmt: skip
+        return {
+            "method": "vasp-pbe+u" if hubbard else "vasp-pbe",
+            "energy": float(energy),
+            "forces": np.asarray(forces, dtype=float).tolist(),
+            "stress_gpa": None if stress is None else (np.asarray(stress, dtype=float) * VASP_KBAR_TO_GPA).tolist(),
+            "scf_converged": state in (None, "successful"),
+            "settings": {
+                "code": "vasp",
+                "task_type": str(getattr(_get(result, "task_type"), "value", _get(result, "task_type"))),
+            },
+        }
     if isinstance(result, dict) and all(k in result for k in LABEL_KEYS):
-        return {"method": result.get("method", "cp2k"), "energy": float(result["energy"]),
-                "forces": np.asarray(result["forces"], dtype=float).tolist(),
-                "stress_gpa": None if result.get("stress_gpa") is None else np.asarray(result["stress_gpa"], dtype=float).tolist(),
-                "scf_converged": bool(result.get("scf_converged", True)), "settings": result.get("settings"),
-                **{k: result[k] for k in ("hamiltonian", "output_file", "kpoints", "wall_time_s") if k in result}}  # fmt: skip
-    raise InputError(f"cannot read a DFT label from a {type(result).__name__}; allowed: a CP2K result dict with "
-                     f"{', '.join(LABEL_KEYS)} or an atomate2 VASP TaskDoc")  # fmt: skip
+        return {
+            "method": result.get("method", "cp2k"),
+            "energy": float(result["energy"]),
+            "forces": np.asarray(result["forces"], dtype=float).tolist(),
+            "stress_gpa": None
+            if result.get("stress_gpa") is None
+            else np.asarray(result["stress_gpa"], dtype=float).tolist(),
+            "scf_converged": bool(result.get("scf_converged", True)),
+            "settings": result.get("settings"),
+            **{k: result[k] for k in ("hamiltonian", "output_file", "kpoints", "wall_time_s") if k in result},
+        }
+    raise InputError(
+        f"cannot read a DFT label from a {type(result).__name__}; allowed: a CP2K result dict with "
+        f"{', '.join(LABEL_KEYS)} or an atomate2 VASP TaskDoc"
+    )

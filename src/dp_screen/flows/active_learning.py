@@ -20,7 +20,6 @@ from dp_screen.jobs import active_learning as al
 from dp_screen.mlip.active_learning import LoopSettings
 from dp_screen.settings import DPScreenSettings
 
-
 logger = logging.getLogger("dp_screen.active_learning")  # progress of each stage (dp-screen learn shows it)
 
 
@@ -35,8 +34,9 @@ def held_out_job(loop: LoopSettings, rows: list[dict], tilts: list[str] | None, 
 
 
 @job
-def select_job(loop: LoopSettings, r: int, rows: list[dict], tilts: list[str] | None, db_settings: dict | None,
-               previous=None) -> dict:  # fmt: skip
+def select_job(
+    loop: LoopSettings, r: int, rows: list[dict], tilts: list[str] | None, db_settings: dict | None, previous=None
+) -> dict:
     """Relax the pool with the current committee and queue the selected structures (``previous``: the round before,
     for the dependency)."""
     rd = al.prepare_round(loop, r, rows, _db(db_settings), tilts, progress=logger.info)
@@ -76,14 +76,30 @@ def store_vasp_labels(loop: LoopSettings, label_ids: list[str], task_docs: list,
             counts["failed"] += 1
             continue
         if not lab["scf_converged"] or lab.get("stress_gpa") is None:
-            store.update_label(label_id, {"status": "failed", "reason": "VASP: electronic SCF not converged"
-                                          if not lab["scf_converged"] else "VASP: no stress in the TaskDoc"})  # fmt: skip
+            store.update_label(
+                label_id,
+                {
+                    "status": "failed",
+                    "reason": "VASP: electronic SCF not converged"
+                    if not lab["scf_converged"]
+                    else "VASP: no stress in the TaskDoc",
+                },
+            )
             counts["failed"] += 1
             continue
         n = len(lab["forces"])
-        store.update_label(label_id, {"status": "labelled", "energy": lab["energy"], "energy_per_atom": lab["energy"] / n,
-                                      "forces": lab["forces"], "stress_gpa": lab["stress_gpa"], "method": lab["method"],
-                                      "oracle": {"oracle": "vasp", "method": lab["method"]}})  # fmt: skip
+        store.update_label(
+            label_id,
+            {
+                "status": "labelled",
+                "energy": lab["energy"],
+                "energy_per_atom": lab["energy"] / n,
+                "forces": lab["forces"],
+                "stress_gpa": lab["stress_gpa"],
+                "method": lab["method"],
+                "oracle": {"oracle": "vasp", "method": lab["method"]},
+            },
+        )
         counts["labelled"] += 1
     return counts
 
@@ -92,8 +108,12 @@ def store_vasp_labels(loop: LoopSettings, label_ids: list[str], task_docs: list,
 def train_job(loop: LoopSettings, r: int, db_settings: dict | None, labelled=None) -> dict:
     """Fine-tune the committee on every label so far and measure it on the held-out set."""
     rd = al.train_round(loop, r, _db(db_settings), progress=logger.info)
-    return {"round": r, "metrics": rd.get("metrics"), "model_sha256": rd.get("model_sha256"),
-            "members": [rd["members"][str(k)]["path"] for k in range(loop.committee_size)]}  # fmt: skip
+    return {
+        "round": r,
+        "metrics": rd.get("metrics"),
+        "model_sha256": rd.get("model_sha256"),
+        "members": [rd["members"][str(k)]["path"] for k in range(loop.committee_size)],
+    }
 
 
 @dataclass

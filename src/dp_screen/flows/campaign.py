@@ -65,15 +65,21 @@ def screening_maker(opts: CampaignOptions):
     from dp_screen.jobs.report import ReportMaker
     from dp_screen.jobs.validate import ValidateMaker
 
-    validate = ValidateMaker(n_samples=opts.n_validate, seed=opts.seed, backend=opts.dft_backend) if opts.n_validate else None
+    validate = (
+        ValidateMaker(n_samples=opts.n_validate, seed=opts.seed, backend=opts.dft_backend) if opts.n_validate else None
+    )
     return ScreeningFlowMaker(
-        campaign=opts.campaign, limit=None if opts.whole_space else opts.limit, seed=opts.seed,
-        chunk_size=opts.chunk_size, enumeration=EnumerationSettings(anions=opts.anions, bv_filter="any"),
+        campaign=opts.campaign,
+        limit=None if opts.whole_space else opts.limit,
+        seed=opts.seed,
+        chunk_size=opts.chunk_size,
+        enumeration=EnumerationSettings(anions=opts.anions, bv_filter="any"),
         build=BuildMaker(settings=BuildSettings(tilts=opts.tilts)),
         relax=RelaxMaker(model=opts.model, settings=opts.relax, device=opts.device),
-        validate=validate, phase_error_mev=opts.phase_error_mev,
+        validate=validate,
+        phase_error_mev=opts.phase_error_mev,
         report=ReportMaker(out_dir=opts.report_dir, phase_error_mev=opts.phase_error_mev) if opts.report_dir else None,
-    )  # fmt: skip
+    )
 
 
 def campaign_flow(opts: CampaignOptions, db_settings: dict) -> Flow:
@@ -93,8 +99,9 @@ def campaign_flow(opts: CampaignOptions, db_settings: dict) -> Flow:
         train["device"] = opts.train_device
     training = TrainingFlowMaker(
         training_set=TrainingSetMaker(n_compositions=opts.training_compositions, seed=opts.seed),
-        dft=DFTStaticMaker(backend=opts.dft_backend), fine_tune=FineTuneMaker(settings=TrainSettings(**train)),
-    ).make(db_settings)  # fmt: skip
+        dft=DFTStaticMaker(backend=opts.dft_backend),
+        fine_tune=FineTuneMaker(settings=TrainSettings(**train)),
+    ).make(db_settings)
     screening = maker.make(db_settings, model=training.output["model_path"])
     return Flow([training, screening], name="dp_screen campaign")
 

@@ -16,8 +16,10 @@ def initialise_launchpad(lpad) -> None:
     if lpad.fw_id_assigner.find_one() is not None:
         return
     if lpad.workflows.find_one() is not None or lpad.fireworks.find_one() is not None:
-        raise InputError(f"launchpad {lpad.name!r} holds workflows but no id counters; repair it or pass --reset "
-                         "(which deletes its workflows)")  # fmt: skip
+        raise InputError(
+            f"launchpad {lpad.name!r} holds workflows but no id counters; repair it or pass --reset "
+            "(which deletes its workflows)"
+        )
     lpad.reset("", require_password=False)
 
 
@@ -26,13 +28,17 @@ def write_worker_files(lpad, home: Path) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     path = home / "launchpad.yaml"
     lpad.to_file(str(path))
-    workers = {"fworker.yaml": ("dp_screen_local", None, "every job (CPU and GPU categories) on one machine"),
-               "fworker_cpu.yaml": ("dp_screen_cpu", "__none__", "enumeration, building, validation, summaries"),
-               "fworker_gpu.yaml": ("dp_screen_gpu", "gpu", "relaxation chunks")}  # fmt: skip
+    workers = {
+        "fworker.yaml": ("dp_screen_local", None, "every job (CPU and GPU categories) on one machine"),
+        "fworker_cpu.yaml": ("dp_screen_cpu", "__none__", "enumeration, building, validation, summaries"),
+        "fworker_gpu.yaml": ("dp_screen_gpu", "gpu", "relaxation chunks"),
+    }
     for name, (wname, category, what) in workers.items():
         cat = "''" if category is None else category  # empty: no category filter, every job
-        (home / name).write_text(f"# FireWorks worker written by dp-screen submit: {what}\nname: {wname}\n"
-                                 f"category: {cat}\nquery: '{{}}'\nenv:\n  OMP_NUM_THREADS: 1\n")  # fmt: skip
+        (home / name).write_text(
+            f"# FireWorks worker written by dp-screen submit: {what}\nname: {wname}\n"
+            f"category: {cat}\nquery: '{{}}'\nenv:\n  OMP_NUM_THREADS: 1\n"
+        )
     return path
 
 

@@ -161,8 +161,14 @@ def work(launchpad_file: str) -> None:
     from fireworks import FWorker, LaunchPad
     from fireworks.core.rocket_launcher import rapidfire
 
-    rapidfire(LaunchPad.from_file(launchpad_file), FWorker(), nlaunches=0, sleep_time=1, strm_lvl="CRITICAL",
-              local_redirect=False)  # fmt: skip
+    rapidfire(
+        LaunchPad.from_file(launchpad_file),
+        FWorker(),
+        nlaunches=0,
+        sleep_time=1,
+        strm_lvl="CRITICAL",
+        local_redirect=False,
+    )
 
 
 if __name__ == "__main__":

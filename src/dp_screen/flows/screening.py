@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 from jobflow import Flow, Maker, Response, job
 
+from dp_screen.campaign_store import CampaignStore
 from dp_screen.jobs.build import BuildMaker
 from dp_screen.jobs.enumerate import EnumerationSettings, enumerate_table
 from dp_screen.jobs.relax import RelaxMaker
@@ -21,7 +22,6 @@ from dp_screen.jobs.validate import ValidateMaker
 from dp_screen.schemas.common import Provenance
 from dp_screen.schemas.composition import CompositionDoc
 from dp_screen.settings import DPScreenSettings
-from dp_screen.campaign_store import CampaignStore
 
 GPU_CATEGORY = "gpu"
 
@@ -71,9 +71,13 @@ def build_chunks(selection: dict, chunk_size: int, maker: BuildMaker, db_setting
 
 @job
 def relax_chunks(
-    selection: dict, built: list, chunk_size: int, maker: RelaxMaker, model: str | None = None,
+    selection: dict,
+    built: list,
+    chunk_size: int,
+    maker: RelaxMaker,
+    model: str | None = None,
     db_settings: dict | None = None,
-) -> Response:  # fmt: skip
+) -> Response:
     """Fan out: one relaxation job per chunk of compositions (all their built structures), on GPU workers.
 
     ``model`` (a file, possibly the training flow's output) overrides the maker's model.
@@ -97,8 +101,13 @@ def _model_accuracy(db, model_sha256: str) -> list[str]:
 
 
 @job
-def summarize_campaign(selection: dict, relaxed: list, validation: dict | None, db_settings: dict | None = None,
-                       phase_error_mev: float | None = None) -> dict:  # fmt: skip
+def summarize_campaign(
+    selection: dict,
+    relaxed: list,
+    validation: dict | None,
+    db_settings: dict | None = None,
+    phase_error_mev: float | None = None,
+) -> dict:
     """Phase counts of the campaign's compositions; its phase table (one row per composition: the call, the lowest
     phase, dE, exclusions) goes to the store (``CampaignStore.campaign_table(output["table_id"])``), so the output
     stays a few kB whatever the campaign's size.
@@ -119,41 +128,63 @@ def summarize_campaign(selection: dict, relaxed: list, validation: dict | None, 
         phase = (d.get("phases") or {}).get(key) or {}
         ground = phase.get("ground_state") or {}
         call = recall((phase.get("orderings") or {}).get(ground.get("ordering"), {}), override or NO_ERROR)
-        rows.append({"composition_id": d["composition_id"], "formula": d["formula"], "X": d["X"],
-                     "tau_perovskite": d["tau_perovskite"], "lowest": phase.get("lowest"),
-                     "ground_state": call["ground_state_phase"], "call": call["call"],
-                     "phases_within_error": call["phases_within_error"], "phase_error_mev": call["phase_error_mev"],
-                     "phase_error_source": call["phase_error_source"], "dE_tilt_mev_atom": call["dE_tilt_mev_atom"],
-                     "dE_untilted_mev_atom": phase.get("dE_untilted_mev_atom"),
-                     "ground_state_tilted": call["ground_state_tilted"], "ordering": ground.get("ordering"),
-                     "excluded": phase.get("excluded") or {}, "n_variants": phase.get("n_variants", 0)})  # fmt: skip
+        rows.append(
+            {
+                "composition_id": d["composition_id"],
+                "formula": d["formula"],
+                "X": d["X"],
+                "tau_perovskite": d["tau_perovskite"],
+                "lowest": phase.get("lowest"),
+                "ground_state": call["ground_state_phase"],
+                "call": call["call"],
+                "phases_within_error": call["phases_within_error"],
+                "phase_error_mev": call["phase_error_mev"],
+                "phase_error_source": call["phase_error_source"],
+                "dE_tilt_mev_atom": call["dE_tilt_mev_atom"],
+                "dE_untilted_mev_atom": phase.get("dE_untilted_mev_atom"),
+                "ground_state_tilted": call["ground_state_tilted"],
+                "ordering": ground.get("ordering"),
+                "excluded": phase.get("excluded") or {},
+                "n_variants": phase.get("n_variants", 0),
+            }
+        )
     calls = {c: sum(1 for r in rows if r["call"] == c) for c in ("tilted", "untilted", "undetermined")}
     by_phase: dict[str, int] = {}
     for r in rows:
         label = str(r["ground_state"]) if r["call"] != "undetermined" else "undetermined"
         by_phase[label] = by_phase.get(label, 0) + 1
     des = [r["dE_untilted_mev_atom"] for r in rows if r["dE_untilted_mev_atom"] is not None]
-    sigmas = sorted({(r["phase_error_mev"], r["phase_error_source"]) for r in rows if r["call"] is not None},
-                    key=lambda x: (x[0] is None, x[0] or 0))  # fmt: skip
+    sigmas = sorted(
+        {(r["phase_error_mev"], r["phase_error_source"]) for r in rows if r["call"] is not None},
+        key=lambda x: (x[0] is None, x[0] or 0),
+    )
     determined = calls["tilted"] + calls["untilted"]
     # the table goes to the store (a job's output must not grow with the campaign: 10^5 rows would pass 16 MB)
     table_id = f"{selection['campaign']}|{key}"
     CampaignStore(db).write_campaign_table(table_id, sorted(rows, key=lambda r: r["composition_id"]))
     return {
-        "campaign": selection["campaign"], "compositions": len(ids), "model_sha256_12": model,
+        "campaign": selection["campaign"],
+        "compositions": len(ids),
+        "model_sha256_12": model,
         "model_accuracy": _model_accuracy(db, relaxed[0]["model"]["model_sha256"]) if relaxed else [],
-        "relaxations": sum(r["relaxed"] for r in relaxed), "converged": sum(r["converged"] for r in relaxed),
-        "failed": sum(r["failed"] for r in relaxed), "lowest_phase_counts": by_phase, "calls": calls,
+        "relaxations": sum(r["relaxed"] for r in relaxed),
+        "converged": sum(r["converged"] for r in relaxed),
+        "failed": sum(r["failed"] for r in relaxed),
+        "lowest_phase_counts": by_phase,
+        "calls": calls,
         "phase_errors": [{"phase_error_mev": s, "source": src} for s, src in sigmas],
-        "excluded": {why: sum(r["excluded"].get(why, 0) for r in rows)
-                     for why in sorted({w for r in rows for w in r["excluded"]})},
+        "excluded": {
+            why: sum(r["excluded"].get(why, 0) for r in rows)
+            for why in sorted({w for r in rows for w in r["excluded"]})
+        },
         "settings_hash": relaxed[0]["settings_hash"] if relaxed else None,
         # tilted calls among the determined ones; the undetermined are counted apart ("calls")
         "tilted_ground_state_fraction": calls["tilted"] / determined if determined else None,
         "mean_dE_untilted_mev_atom": sum(des) / len(des) if des else None,
-        "table_id": table_id, "table_rows": len(rows),
+        "table_id": table_id,
+        "table_rows": len(rows),
         "validation": validation,
-    }  # fmt: skip
+    }
 
 
 @dataclass
@@ -215,4 +246,3 @@ class ScreeningFlowMaker(Maker):
             # the summary's model (a 12-character prefix) picks the same relaxations; it also orders the jobs
             jobs.append(self.report.make(summary.output["model_sha256_12"], db_settings))
         return Flow(jobs, output=summary.output, name=self.name)
-

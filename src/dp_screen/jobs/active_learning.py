@@ -37,7 +37,6 @@ from dp_screen.mlip.active_learning import (
     make_oracle,
     select_random,
     select_uncertain,
-    structure_key,
 )
 from dp_screen.mlip.training import LabelledStructure, train_mace, write_extxyz
 from dp_screen.settings import DPScreenSettings
@@ -73,8 +72,17 @@ def build_items(rows: list[dict], tilts: list[str] | None = None) -> list[tuple[
         ordering = row["expected_ordering"]
         for tilt in tilts or DEFAULT_TILTS[ordering]:
             built = build_bvm_structure(SiteSpeciesSet.from_row(row), ordering, tilt)
-            items.append((built.structure, {"composition_id": row["composition_id"], "formula": row["formula"],
-                                            "tilt": tilt, "ordering": ordering}))  # fmt: skip
+            items.append(
+                (
+                    built.structure,
+                    {
+                        "composition_id": row["composition_id"],
+                        "formula": row["formula"],
+                        "tilt": tilt,
+                        "ordering": ordering,
+                    },
+                )
+            )
     return items
 
 
@@ -121,8 +129,9 @@ class LoopStore:
     def set_round(self, loop_id: str, r: int, fields: dict) -> dict:
         self.store["al_rounds"].update_one(
             {"round_id": f"{loop_id}|{r}"},
-            {"$set": fields, "$setOnInsert": {"loop_id": loop_id, "round": r, "created_at": time.time()}}, upsert=True,
-        )  # fmt: skip
+            {"$set": fields, "$setOnInsert": {"loop_id": loop_id, "round": r, "created_at": time.time()}},
+            upsert=True,
+        )
         return self.round(loop_id, r)
 
 
@@ -137,9 +146,18 @@ def _structure(doc: dict) -> Structure:
 
 
 def _label_doc(loop: LoopSettings, split: str, r: int, cand: Candidate, extra: dict | None = None) -> dict:
-    return {"label_id": f"{loop.loop_id}|{split}|{cand.key}", "loop_id": loop.loop_id, "split": split, "round": r,
-            "status": "pending", "key": cand.key, **cand.meta(), "structure": cand.structure.as_dict(),
-            "n_atoms": len(cand.structure), **(extra or {})}  # fmt: skip
+    return {
+        "label_id": f"{loop.loop_id}|{split}|{cand.key}",
+        "loop_id": loop.loop_id,
+        "split": split,
+        "round": r,
+        "status": "pending",
+        "key": cand.key,
+        **cand.meta(),
+        "structure": cand.structure.as_dict(),
+        "n_atoms": len(cand.structure),
+        **(extra or {}),
+    }
 
 
 def committee_paths(store: LoopStore, loop: LoopSettings, r: int) -> list[str]:
@@ -147,7 +165,9 @@ def committee_paths(store: LoopStore, loop: LoopSettings, r: int) -> list[str]:
     if r > 1:
         prev = store.round(loop.loop_id, r - 1)
         if not prev or prev.get("stage") != "done":
-            raise DPScreenError(f"loop {loop.loop_id!r}: round {r - 1} is not finished; run the loop again to finish it")
+            raise DPScreenError(
+                f"loop {loop.loop_id!r}: round {r - 1} is not finished; run the loop again to finish it"
+            )
         return [prev["members"][str(k)]["path"] for k in range(loop.committee_size)]
     return [_start_model(loop)] * loop.committee_size
 
@@ -160,14 +180,21 @@ def check_settings(store: LoopStore, loop: LoopSettings) -> None:
         old = {k: v for k, v in (rd.get("settings") or {}).items() if k != "rounds"} or None
         if old is not None and old != new:
             keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            raise InputError(f"loop {loop.loop_id!r} was started with other settings ({', '.join(keys)} differ: "
-                             f"{', '.join(f'{k}={old.get(k)!r}' for k in keys)}); resume it with those, or start a "
-                             f"new loop with another loop id")  # fmt: skip
+            raise InputError(
+                f"loop {loop.loop_id!r} was started with other settings ({', '.join(keys)} differ: "
+                f"{', '.join(f'{k}={old.get(k)!r}' for k in keys)}); resume it with those, or start a "
+                f"new loop with another loop id"
+            )
 
 
 # ----------------------------------------------------------------------------------------------------- stages
-def prepare_held_out(loop: LoopSettings, rows: list[dict], db: DPScreenSettings, tilts: list[str] | None = None,
-                     progress: Callable[[str], None] | None = None) -> dict:  # fmt: skip
+def prepare_held_out(
+    loop: LoopSettings,
+    rows: list[dict],
+    db: DPScreenSettings,
+    tilts: list[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
     """The fixed held-out set: each row x tilt relaxed once with the start model and queued for the oracle."""
     from dp_screen.mlip.models import load_model
     from dp_screen.mlip.relax import relax_structures
@@ -185,14 +212,28 @@ def prepare_held_out(loop: LoopSettings, rows: list[dict], db: DPScreenSettings,
         if res.failed:
             continue
         s = res.structure  # with its oxidation states: a DFT oracle needs them (dft.hamiltonian)
-        docs.append(_label_doc(loop, "held_out", 0, Candidate(s, meta["composition_id"], meta["tilt"], "relaxed",
-                                                              res.n_steps), {"converged": res.converged}))  # fmt: skip
+        docs.append(
+            _label_doc(
+                loop,
+                "held_out",
+                0,
+                Candidate(s, meta["composition_id"], meta["tilt"], "relaxed", res.n_steps),
+                {"converged": res.converged},
+            )
+        )
     store.write_labels(docs)
     return {"n": len(docs), "new": len(docs), "failed_relaxations": sum(r.failed for r in results)}
 
 
-def prepare_round(loop: LoopSettings, r: int, rows: list[dict], db: DPScreenSettings, tilts: list[str] | None = None,
-                  progress: Callable[[str], None] | None = None, device: str | None = None) -> dict:  # fmt: skip
+def prepare_round(
+    loop: LoopSettings,
+    r: int,
+    rows: list[dict],
+    db: DPScreenSettings,
+    tilts: list[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+    device: str | None = None,
+) -> dict:
     """Relax the pool with the current committee's first member, collect relaxed structures and path frames, select
     ``per_round`` of them (round 1 and ``selection`` "random": at random; else the largest committee spread), at most
     ``per_composition`` per composition, none already labelled, and queue them for the oracle."""
@@ -220,31 +261,58 @@ def prepare_round(loop: LoopSettings, r: int, rows: list[dict], db: DPScreenSett
     spreads = None
     if r > 1:  # the spread is computed for random rounds too, to compare what each selection picks
         _say(progress, f"round {r}: committee of {len(paths)} on {len(cands)} candidates")
-        preds = committee_predictions([c.structure for c in cands], Committee.load(paths, device=device,
-                                                                                   dtype=loop.train.dtype))  # fmt: skip
+        preds = committee_predictions(
+            [c.structure for c in cands], Committee.load(paths, device=device, dtype=loop.train.dtype)
+        )
         spreads = [p.force_spread_ev_a if loop.score == "force" else p.energy_spread_mev_atom for p in preds]
     if by_spread:
         picked = select_uncertain(cands, spreads, loop.per_round, loop.per_composition, skip)
     else:
         picked = select_random(cands, loop.per_round, loop.per_composition, skip, seed=loop.seed * 1000 + r)
-    docs = [_label_doc(loop, "train", r, cands[i], {"spread": None if spreads is None else float(spreads[i]),
-                                                     "selected_by": "uncertainty" if by_spread else "random"})
-            for i in picked]  # fmt: skip
+    docs = [
+        _label_doc(
+            loop,
+            "train",
+            r,
+            cands[i],
+            {
+                "spread": None if spreads is None else float(spreads[i]),
+                "selected_by": "uncertainty" if by_spread else "random",
+            },
+        )
+        for i in picked
+    ]
     store.write_labels(docs)
     finite = [s for s in (spreads or []) if np.isfinite(s)]
-    return store.set_round(loop.loop_id, r, {
-        "stage": "selected", "selection": "uncertainty" if by_spread else "random", "committee_in": paths,
-        "n_pool": len(items), "n_candidates": len(cands), "n_selected": len(docs),
-        "pool_converged": sum(x.converged for x in results), "pool_failed": sum(x.failed for x in results),
-        "spread_median": float(np.median(finite)) if finite else None,
-        "spread_selected_median": float(np.median([d["spread"] for d in docs])) if docs and spreads else None,
-        "score": loop.score, "settings": json.loads(json.dumps(loop.settings_dict(), default=str)), "dp_screen_version": __version__,
-        "seconds_prepare": round(time.perf_counter() - t0, 2),
-    })  # fmt: skip
+    return store.set_round(
+        loop.loop_id,
+        r,
+        {
+            "stage": "selected",
+            "selection": "uncertainty" if by_spread else "random",
+            "committee_in": paths,
+            "n_pool": len(items),
+            "n_candidates": len(cands),
+            "n_selected": len(docs),
+            "pool_converged": sum(x.converged for x in results),
+            "pool_failed": sum(x.failed for x in results),
+            "spread_median": float(np.median(finite)) if finite else None,
+            "spread_selected_median": float(np.median([d["spread"] for d in docs])) if docs and spreads else None,
+            "score": loop.score,
+            "settings": json.loads(json.dumps(loop.settings_dict(), default=str)),
+            "dp_screen_version": __version__,
+            "seconds_prepare": round(time.perf_counter() - t0, 2),
+        },
+    )
 
 
-def label_pending(loop: LoopSettings, db: DPScreenSettings, oracle: Oracle | None = None, batch: int | None = None,
-                  progress: Callable[[str], None] | None = None) -> dict:  # fmt: skip
+def label_pending(
+    loop: LoopSettings,
+    db: DPScreenSettings,
+    oracle: Oracle | None = None,
+    batch: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
     """Label every ``pending`` document of the loop with the oracle, writing each as it is answered (labelled, or
     failed with the oracle's reason). What is labelled is never labelled again, in this loop or another: a structure
     that any loop had labelled by the same oracle with the same settings takes that answer (``reused_from``).
@@ -256,15 +324,26 @@ def label_pending(loop: LoopSettings, db: DPScreenSettings, oracle: Oracle | Non
     pending = store.labels(loop.loop_id, status="pending")
     counts = {"labelled": 0, "failed": 0, "reused": 0, "pending_before": len(pending)}
     prov = json.loads(json.dumps(oracle.provenance(), default=str))
-    known = {d["key"]: d for d in store.store._by_keys("al_labels", "key", [d["key"] for d in pending], {})
-             if d.get("status") == "labelled" and d.get("oracle") == prov}  # fmt: skip
+    known = {
+        d["key"]: d
+        for d in store.store._by_keys("al_labels", "key", [d["key"] for d in pending], {})
+        if d.get("status") == "labelled" and d.get("oracle") == prov
+    }
     still = []
     for d in pending:
         if d["key"] in known:
             src = known[d["key"]]
-            store.update_label(d["label_id"], {**{k: src[k] for k in ("status", "energy", "energy_per_atom", "forces",
-                                                                      "stress_gpa", "method", "oracle")},
-                                               "reused_from": src["label_id"], "labelled_at": time.time()})  # fmt: skip
+            store.update_label(
+                d["label_id"],
+                {
+                    **{
+                        k: src[k]
+                        for k in ("status", "energy", "energy_per_atom", "forces", "stress_gpa", "method", "oracle")
+                    },
+                    "reused_from": src["label_id"],
+                    "labelled_at": time.time(),
+                },
+            )
             counts["reused"] += 1
         else:
             still.append(d)
@@ -278,16 +357,29 @@ def label_pending(loop: LoopSettings, db: DPScreenSettings, oracle: Oracle | Non
         for d, ans in zip(part, answers, strict=True):
             if isinstance(ans, LabelledStructure):
                 n = len(ans.structure)
-                store.update_label(d["label_id"], {
-                    "status": "labelled", "energy": float(ans.energy), "energy_per_atom": float(ans.energy) / n,
-                    "forces": np.asarray(ans.forces).tolist(), "stress_gpa": np.asarray(ans.stress_gpa).tolist(),
-                    "method": ans.source, "oracle": prov, "labelled_at": time.time(), **ans.meta})  # fmt: skip
+                store.update_label(
+                    d["label_id"],
+                    {
+                        "status": "labelled",
+                        "energy": float(ans.energy),
+                        "energy_per_atom": float(ans.energy) / n,
+                        "forces": np.asarray(ans.forces).tolist(),
+                        "stress_gpa": np.asarray(ans.stress_gpa).tolist(),
+                        "method": ans.source,
+                        "oracle": prov,
+                        "labelled_at": time.time(),
+                        **ans.meta,
+                    },
+                )
                 counts["labelled"] += 1
             else:
                 store.update_label(d["label_id"], {"status": "failed", "reason": str(ans), "oracle": prov})
                 counts["failed"] += 1
-        _say(progress, f"labelled {counts['labelled'] + counts['failed']}/{len(pending)} with {oracle.name} "
-                       f"({counts['failed']} failed, {time.perf_counter() - t0:.0f} s)")  # fmt: skip
+        _say(
+            progress,
+            f"labelled {counts['labelled'] + counts['failed']}/{len(pending)} with {oracle.name} "
+            f"({counts['failed']} failed, {time.perf_counter() - t0:.0f} s)",
+        )
     counts["seconds"] = round(time.perf_counter() - t0, 2)
     return counts
 
@@ -301,11 +393,18 @@ def check_disjoint(pool: list[dict], held_out: list[dict]) -> None:
 
 def as_labelled(doc: dict) -> LabelledStructure:
     """The labelled structure of a labelled ``al_labels`` document."""
-    return LabelledStructure(_structure(doc), doc["energy"], np.asarray(doc["forces"]), np.asarray(doc["stress_gpa"]),
-                             source=doc["composition_id"])  # fmt: skip
+    return LabelledStructure(
+        _structure(doc),
+        doc["energy"],
+        np.asarray(doc["forces"]),
+        np.asarray(doc["stress_gpa"]),
+        source=doc["composition_id"],
+    )
 
 
-def train_round(loop: LoopSettings, r: int, db: DPScreenSettings, progress: Callable[[str], None] | None = None) -> dict:
+def train_round(
+    loop: LoopSettings, r: int, db: DPScreenSettings, progress: Callable[[str], None] | None = None
+) -> dict:
     """Fine-tune each committee member on every label of rounds <= r (member k from its own previous round, seed
     seed + k), store each as it finishes, then measure the committee on the held-out set."""
     store = LoopStore(db)
@@ -329,16 +428,30 @@ def train_round(loop: LoopSettings, r: int, db: DPScreenSettings, progress: Call
             continue
         _say(progress, f"round {r}: fine-tuning member {k + 1}/{loop.committee_size} on {len(train)} labels")
         settings = dataclasses.replace(loop.train, foundation=start[k], seed=loop.seed + k)
-        res = train_mace(data, settings, folder / f"member{k}", name=f"{loop.loop_id}-r{r}-m{k}",
-                         models_dir=folder / "models")  # fmt: skip
-        members[str(k)] = {"path": str(res.model_path), "sha256": res.sha256, "foundation": start[k],
-                           "train_errors": res.errors.get("train"),
-                           "energy_shifts": res.settings.get("energy_shifts")}  # fmt: skip
+        res = train_mace(
+            data, settings, folder / f"member{k}", name=f"{loop.loop_id}-r{r}-m{k}", models_dir=folder / "models"
+        )
+        members[str(k)] = {
+            "path": str(res.model_path),
+            "sha256": res.sha256,
+            "foundation": start[k],
+            "train_errors": res.errors.get("train"),
+            "energy_shifts": res.settings.get("energy_shifts"),
+        }
         store.set_round(loop.loop_id, r, {f"members.{k}": members[str(k)]})
-    metrics = evaluate_held_out(loop, db, [members[str(k)]["path"] for k in range(loop.committee_size)],
-                                shifts=members["0"].get("energy_shifts"))  # fmt: skip
-    fields = {"stage": "done", "metrics": metrics, "n_train": len(train), "seconds_train": round(time.perf_counter() - t0, 2),
-              "model_sha256": [members[str(k)]["sha256"] for k in range(loop.committee_size)]}  # fmt: skip
+    metrics = evaluate_held_out(
+        loop,
+        db,
+        [members[str(k)]["path"] for k in range(loop.committee_size)],
+        shifts=members["0"].get("energy_shifts"),
+    )
+    fields = {
+        "stage": "done",
+        "metrics": metrics,
+        "n_train": len(train),
+        "seconds_train": round(time.perf_counter() - t0, 2),
+        "model_sha256": [members[str(k)]["sha256"] for k in range(loop.committee_size)],
+    }
     if r == 1:
         fields["metrics_start"] = evaluate_held_out(loop, db, [start[0]], shifts=members["0"].get("energy_shifts"))
     return store.set_round(loop.loop_id, r, fields)
@@ -360,31 +473,47 @@ def evaluate_held_out(loop: LoopSettings, db: DPScreenSettings, paths: list[str]
         preds = committee_predictions(structures, Committee.load(paths, device="cpu", dtype=loop.train.dtype))
         ok = [i for i, p in enumerate(preds) if p.failed is None]
         predicted = [{"energy_per_atom": preds[i].energy_per_atom, "forces": preds[i].forces.mean(axis=0)} for i in ok]
-        spread = {"force_spread_median_ev_a": float(np.median([preds[i].force_spread_ev_a for i in ok])) if ok else None,
-                  "energy_spread_median_mev_atom": float(np.median([preds[i].energy_spread_mev_atom for i in ok]))
-                  if ok else None}  # fmt: skip
+        spread = {
+            "force_spread_median_ev_a": float(np.median([preds[i].force_spread_ev_a for i in ok])) if ok else None,
+            "energy_spread_median_mev_atom": float(np.median([preds[i].energy_spread_mev_atom for i in ok]))
+            if ok
+            else None,
+        }
     else:
         from dp_screen.mlip.relax import uncovered_elements
 
         model = load_model(paths[0], device="cpu", dtype=loop.train.dtype)
         ok = [i for i, s in enumerate(structures) if not uncovered_elements(s, model)]
         sp = single_points([structures[i] for i in ok], model)
-        predicted = [{"energy_per_atom": p["energy"] / len(structures[i]), "forces": p["forces"]}
-                     for i, p in zip(ok, sp, strict=True)]  # fmt: skip
+        predicted = [
+            {"energy_per_atom": p["energy"] / len(structures[i]), "forces": p["forces"]}
+            for i, p in zip(ok, sp, strict=True)
+        ]
         spread = {}
     labels = [docs[i] for i in ok]
     if shifts:
-        labels = [{**d, "energy_per_atom": d["energy_per_atom"] - sum(shifts.get(str(site.specie.Z), 0.0)
-                                                                      for site in structures[i]) / len(structures[i])}
-                  for d, i in zip(labels, ok, strict=True)]  # fmt: skip
+        labels = [
+            {
+                **d,
+                "energy_per_atom": d["energy_per_atom"]
+                - sum(shifts.get(str(site.specie.Z), 0.0) for site in structures[i]) / len(structures[i]),
+            }
+            for d, i in zip(labels, ok, strict=True)
+        ]
     metrics = held_out_metrics(predicted, labels)
     return {**metrics, **spread, "n_uncovered": len(docs) - len(ok)}
 
 
 # ------------------------------------------------------------------------------------------------------ a loop
-def run_loop(loop: LoopSettings, pool: list[dict], held_out: list[dict], db: DPScreenSettings,
-             oracle: Oracle | None = None, tilts: list[str] | None = None,
-             progress: Callable[[str], None] | None = None) -> list[dict]:  # fmt: skip
+def run_loop(
+    loop: LoopSettings,
+    pool: list[dict],
+    held_out: list[dict],
+    db: DPScreenSettings,
+    oracle: Oracle | None = None,
+    tilts: list[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict]:
     """Every round of the loop in this process (an in-process oracle: chgnet or cp2k); resumes where it stopped."""
     if loop.oracle == "vasp" and oracle is None:
         make_oracle("vasp")  # raises: VASP runs through the flow on cluster workers

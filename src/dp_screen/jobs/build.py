@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from jobflow import Maker, job
-
 from monty.json import MSONable
+
+from dp_screen.campaign_store import CampaignStore
 from dp_screen.errors import DPScreenError, InputError
 from dp_screen.schemas.common import Provenance
 from dp_screen.schemas.structure import StructureDoc, settings_hash, structure_id
 from dp_screen.settings import DPScreenSettings
-from dp_screen.campaign_store import CampaignStore
 from dp_screen.structures.bond_valence import DEFAULT_BV_SET, bond_valence_table, check_bv_set
 from dp_screen.structures.perovskite import SiteSpeciesSet, build_bvm_structures, build_dls_structure
 from dp_screen.structures.tilts import DEFAULT_TILTS, SPACE_GROUPS, parse_tilt
@@ -23,8 +23,21 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 METHODS = ("bvm", "dls")
-COMPOSITION_FIELDS = ["composition_id", "formula", "A", "nA", "A2", "nA2", "B", "nB", "B2", "nB2", "X", "nX",
-                      "expected_ordering"]  # fmt: skip
+COMPOSITION_FIELDS = [
+    "composition_id",
+    "formula",
+    "A",
+    "nA",
+    "A2",
+    "nA2",
+    "B",
+    "nB",
+    "B2",
+    "nB2",
+    "X",
+    "nX",
+    "expected_ordering",
+]
 
 
 @dataclass
@@ -112,15 +125,18 @@ def build_structures_to_store(
     store = CampaignStore(db_settings)
     rows = store.compositions(query, COMPOSITION_FIELDS, limit)
     if not rows:
-        raise InputError(
-            f"no compositions in the store match {query or {}}; run 'dp-screen enumerate' first"
-        )
+        raise InputError(f"no compositions in the store match {query or {}}; run 'dp-screen enumerate' first")
     counts = {"compositions": len(rows), "built": 0, "failed": 0, "skipped": 0}
-    wanted = [(row, ordering, tilt, method) for row in rows
-              for ordering in [settings.ordering or row["expected_ordering"]]
-              for tilt in settings.tilts_for(ordering) for method in settings.methods]  # fmt: skip
+    wanted = [
+        (row, ordering, tilt, method)
+        for row in rows
+        for ordering in [settings.ordering or row["expected_ordering"]]
+        for tilt in settings.tilts_for(ordering)
+        for method in settings.methods
+    ]
     done = store.structure_ids_with_settings(
-        [structure_id(r["composition_id"], o, t, m) for r, o, t, m in wanted], config_hash)
+        [structure_id(r["composition_id"], o, t, m) for r, o, t, m in wanted], config_hash
+    )
     tasks: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for row, ordering, tilt, method in wanted:
         if structure_id(row["composition_id"], ordering, tilt, method) in done:
@@ -143,8 +159,11 @@ def build_structures_to_store(
             for row, res in zip(chunk, results, strict=True):
                 if isinstance(res, DPScreenError):
                     counts["failed"] += 1
-                    docs.append(StructureDoc.from_error(row["composition_id"], row["formula"], ordering, tilt,
-                                                        method, res, config, provenance))  # fmt: skip
+                    docs.append(
+                        StructureDoc.from_error(
+                            row["composition_id"], row["formula"], ordering, tilt, method, res, config, provenance
+                        )
+                    )
                 else:
                     counts["built"] += 1
                     docs.append(StructureDoc.from_built(row["composition_id"], res, config, provenance))

@@ -75,9 +75,18 @@ def dft_single_point(structure: Structure, settings: CP2KSettings, work_dir: str
     """CP2K single point as a plain dict (lists, for documents)."""
     res = run_cp2k(structure, settings, work_dir)
     return {
-        "method": res["method"], "hamiltonian": res["hamiltonian"], "energy": res["energy"], "energy_per_atom": res["energy"] / len(structure),
-        "forces": res["forces"].tolist(), "stress_gpa": None if res["stress_gpa"] is None else res["stress_gpa"].tolist(),
-        "scf_converged": res["scf_converged"], "scf_converged_by": res.get("scf_converged_by"), "wall_time_s": res["wall_time_s"], "kpoints": res["kpoints"],
-        "scf_steps": res.get("scf_steps"), "scf_attempts": res.get("scf_attempts"),
-        "output_file": res["output_file"], "settings": settings.settings_dict(),
-    }  # fmt: skip
+        "method": res["method"],
+        "hamiltonian": res["hamiltonian"],
+        "energy": res["energy"],
+        "energy_per_atom": res["energy"] / len(structure),
+        "forces": res["forces"].tolist(),
+        "stress_gpa": None if res["stress_gpa"] is None else res["stress_gpa"].tolist(),
+        "scf_converged": res["scf_converged"],
+        "scf_converged_by": res.get("scf_converged_by"),
+        "wall_time_s": res["wall_time_s"],
+        "kpoints": res["kpoints"],
+        "scf_steps": res.get("scf_steps"),
+        "scf_attempts": res.get("scf_attempts"),
+        "output_file": res["output_file"],
+        "settings": settings.settings_dict(),
+    }

@@ -7,14 +7,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from jobflow import Maker, job
-
 from monty.json import MSONable
+
+from dp_screen.campaign_store import CampaignStore
 from dp_screen.chemistry.composition_space import enumerate_compositions, summarize
 from dp_screen.chemistry.site_tables import load_site_table
 from dp_screen.schemas.common import Provenance
 from dp_screen.schemas.composition import CompositionDoc
 from dp_screen.settings import DPScreenSettings
-from dp_screen.campaign_store import CampaignStore
 from dp_screen.structures.bond_valence import bond_valence_coverage
 
 if TYPE_CHECKING:
@@ -54,8 +54,13 @@ class EnumerationSettings(MSONable):
 
     def settings_dict(self) -> dict:
         """Settings as a plain dict for provenance."""
-        return {"table": self.table, "anions": self.anions, "allow_same_a": self.allow_same_a,
-                "allow_same_b": self.allow_same_b, "bv_filter": self.bv_filter}  # fmt: skip
+        return {
+            "table": self.table,
+            "anions": self.anions,
+            "allow_same_a": self.allow_same_a,
+            "allow_same_b": self.allow_same_b,
+            "bv_filter": self.bv_filter,
+        }
 
 
 def enumerate_table(settings: EnumerationSettings) -> tuple[SiteTable, pd.DataFrame]:

@@ -97,8 +97,15 @@ def relax_store(
     done = {sid: states[rid] for sid, rid in rids.items() if rid in states}
     todo = [m for m in todo_meta if not _relaxed_from(done, m)]
     scorer = _CommitteeScorer(committee, device, model.dtype) if committee else None
-    counts = {"structures": len(todo_meta), "skipped": len(todo_meta) - len(todo), "relaxed": 0, "converged": 0,
-              "failed": 0, "not_perovskite": 0, "left_start_tilt": 0}  # fmt: skip
+    counts = {
+        "structures": len(todo_meta),
+        "skipped": len(todo_meta) - len(todo),
+        "relaxed": 0,
+        "converged": 0,
+        "failed": 0,
+        "not_perovskite": 0,
+        "left_start_tilt": 0,
+    }
     if on_total:
         on_total(len(todo_meta))
     if progress and counts["skipped"]:
@@ -136,22 +143,32 @@ def relax_store(
                 pending.append(pool.submit(document, docs[i], res))
                 flush()
 
-            relax_structures([Structure.from_dict(d["structure"]) for d in docs], model, settings, progress=progress,
-                             on_result=finished)  # fmt: skip
+            relax_structures(
+                [Structure.from_dict(d["structure"]) for d in docs],
+                model,
+                settings,
+                progress=progress,
+                on_result=finished,
+            )
             flush(force=True)
     if scorer:  # stored relaxations of the query that this committee has not scored yet
         unscored = [rid for sid, rid in rids.items() if sid in done]
         for start in range(0, len(unscored), chunk_size):
-            docs = [d for d in store.relaxations({"relaxation_id": {"$in": unscored[start : start + chunk_size]}})
-                    if (d.get("uncertainty") or {}).get("committee_sha256") != scorer.shas]  # fmt: skip
+            docs = [
+                d
+                for d in store.relaxations({"relaxation_id": {"$in": unscored[start : start + chunk_size]}})
+                if (d.get("uncertainty") or {}).get("committee_sha256") != scorer.shas
+            ]
             if docs:
                 scorer.score(docs)
                 store.write_relaxations(docs)
         counts["scored_by_committee"] = scorer.n_scored
-    counts["phase_summaries"] = write_phase_summaries(store, sorted({m["composition_id"] for m in todo_meta}),
-                                                      model.sha256, config_hash, phase_error)  # fmt: skip
-    store.register_phase_set(summary_key(model.sha256, config_hash), model.sha256, config_hash, model.name,
-                             counts["relaxed"])  # fmt: skip
+    counts["phase_summaries"] = write_phase_summaries(
+        store, sorted({m["composition_id"] for m in todo_meta}), model.sha256, config_hash, phase_error
+    )
+    store.register_phase_set(
+        summary_key(model.sha256, config_hash), model.sha256, config_hash, model.name, counts["relaxed"]
+    )
     counts.update({"model": prov, "settings_hash": config_hash, "seconds": round(time.perf_counter() - t0, 2)})
     return counts
 
@@ -162,9 +179,13 @@ def _document(doc: dict, res, prov, config: dict, config_hash: str) -> tuple[dic
     from dp_screen.api import assess
 
     phase, check = assess(res, doc["ordering"], doc["tilt"])
-    flags = {"relaxed": 1, "converged": int(res.converged), "failed": int(res.failed),
-             "not_perovskite": int(check is not None and not check.ok),
-             "left_start_tilt": int(phase is not None and not phase.stayed_in_start_tilt)}  # fmt: skip
+    flags = {
+        "relaxed": 1,
+        "converged": int(res.converged),
+        "failed": int(res.failed),
+        "not_perovskite": int(check is not None and not check.ok),
+        "left_start_tilt": int(phase is not None and not phase.stayed_in_start_tilt),
+    }
     return RelaxationDoc.from_result(doc, res, phase, prov, config, config_hash, check).model_dump(), flags
 
 
@@ -193,8 +214,9 @@ def _identification_pool(workers: int):
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"))
 
 
-def write_phase_summaries(store, ids: list[str], model_sha256: str, config_hash: str,
-                          phase_error: PhaseError | None = None, attempts: int = 3) -> int:  # fmt: skip
+def write_phase_summaries(
+    store, ids: list[str], model_sha256: str, config_hash: str, phase_error: PhaseError | None = None, attempts: int = 3
+) -> int:
     """(Re)compute the phase summaries (and the digest) of those of ``ids`` whose summary is missing or stale; return
     how many were written.
 
@@ -220,13 +242,17 @@ def write_phase_summaries(store, ids: list[str], model_sha256: str, config_hash:
         variants: dict[str, list[dict]] = {cid: [] for cid in left}
         for d in store.relaxations_for_summary(left, model_sha256, config_hash):
             variants[d["composition_id"]].append(d)
-        summaries = {cid: {**phase_summary(v, phase_error), "version": versions.get(cid, 0),
-                           "model_phase_error": model_error} for cid, v in variants.items() if v}  # fmt: skip
+        summaries = {
+            cid: {**phase_summary(v, phase_error), "version": versions.get(cid, 0), "model_phase_error": model_error}
+            for cid, v in variants.items()
+            if v
+        }
         written = sorted(store.write_phase_summaries(key, summaries, versions))
         if written:
             comps = store.compositions({"composition_id": {"$in": written}}, ["composition_id", *DIGEST_FIELDS])
-            store.write_phase_digest(key, {c: summaries[c] for c in written}, comps,
-                                     [v for c in written for v in variants[c]], versions)  # fmt: skip
+            store.write_phase_digest(
+                key, {c: summaries[c] for c in written}, comps, [v for c in written for v in variants[c]], versions
+            )
         written_total += len(written)
         left = sorted(set(summaries) - set(written))
     return written_total
@@ -306,8 +332,17 @@ class RelaxMaker(Maker):
     def make(self, query: dict | None = None, limit: int | None = None, db_settings: dict | None = None) -> dict:
         """Relax the structures matching ``query``; the output is counts (no structures)."""
         db = DPScreenSettings(**db_settings) if db_settings else DPScreenSettings()
-        return relax_store(self.model, self.settings, db, query=query, limit=limit, chunk_size=self.chunk_size,
-                           device=self.device, dtype=self.dtype, committee=self.committee)  # fmt: skip
+        return relax_store(
+            self.model,
+            self.settings,
+            db,
+            query=query,
+            limit=limit,
+            chunk_size=self.chunk_size,
+            device=self.device,
+            dtype=self.dtype,
+            committee=self.committee,
+        )
 
 
 def finetune_to_store(
@@ -326,10 +361,17 @@ def finetune_to_store(
     n_train = len(read_extxyz(data))
     result = train_mace(data, settings, work, name=name, test=test, models_dir=models_dir)
     doc = ModelDoc(
-        model_id=result.sha256, sha256=result.sha256, name=name, version=result.version, path=str(result.model_path),
-        foundation=settings.foundation, errors=result.errors, settings=result.settings, n_train=n_train,
+        model_id=result.sha256,
+        sha256=result.sha256,
+        name=name,
+        version=result.version,
+        path=str(result.model_path),
+        foundation=settings.foundation,
+        errors=result.errors,
+        settings=result.settings,
+        n_train=n_train,
         provenance=Provenance(model_sha256=result.sha256, settings=result.settings),
-    )  # fmt: skip
+    )
     from dp_screen.campaign_store import CampaignStore
 
     CampaignStore(db).write_model(doc.model_dump())

@@ -42,7 +42,12 @@ class ReportMaker(Maker):
         out = Path(self.out_dir)
         if not out.is_absolute():
             out = db.home.resolve() / out
-        rep = write_report(out, db, model_sha256=model_sha256, heatmaps=self.heatmaps,
-                           phase_error_mev=self.phase_error_mev)  # fmt: skip
-        return {"html": str(rep.html), "figures": sorted(rep.figures), "missing": rep.missing,
-                "tilted_fraction": rep.summary.get("tilted_fraction")}  # fmt: skip
+        rep = write_report(
+            out, db, model_sha256=model_sha256, heatmaps=self.heatmaps, phase_error_mev=self.phase_error_mev
+        )
+        return {
+            "html": str(rep.html),
+            "figures": sorted(rep.figures),
+            "missing": rep.missing,
+            "tilted_fraction": rep.summary.get("tilted_fraction"),
+        }

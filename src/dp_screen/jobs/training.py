@@ -18,8 +18,15 @@ from dp_screen.structures.tilts import DEFAULT_TILTS
 from dp_screen.structures.training import perturbed_cells
 
 
-def make_training_set(n_compositions: int, cells_per_composition: int, cell_atoms: int, displacement: float,
-                      strain: float, seed: int, enumeration: EnumerationSettings) -> dict:  # fmt: skip
+def make_training_set(
+    n_compositions: int,
+    cells_per_composition: int,
+    cell_atoms: int,
+    displacement: float,
+    strain: float,
+    seed: int,
+    enumeration: EnumerationSettings,
+) -> dict:
     """Perturbed supercells of N random compositions (each built with a tilt system of its default set)."""
     _, df = enumerate_table(enumeration)
     rng = random.Random(seed)
@@ -34,8 +41,14 @@ def make_training_set(n_compositions: int, cells_per_composition: int, cell_atom
             built = build_bvm_structure(SiteSpeciesSet.from_row(row), ordering, tilt)
         except Exception:  # noqa: BLE001 - skip compositions that cannot be built
             continue
-        cells = perturbed_cells(built.structure, cells_per_composition, displacement, strain,
-                                seed=rng.randrange(1 << 30), n_atoms=cell_atoms)  # fmt: skip
+        cells = perturbed_cells(
+            built.structure,
+            cells_per_composition,
+            displacement,
+            strain,
+            seed=rng.randrange(1 << 30),
+            n_atoms=cell_atoms,
+        )
         for k, cell in enumerate(cells):
             structures.append(cell)
             labels.append({"composition_id": row["composition_id"], "tilt": tilt, "cell": k})
@@ -72,8 +85,15 @@ class TrainingSetMaker(Maker):
     @job(data=Structure)
     def make(self) -> dict:
         """The cells (to the "data" store) and their compositions."""
-        return make_training_set(self.n_compositions, self.cells_per_composition, self.cell_atoms, self.displacement,
-                                 self.strain, self.seed, self.enumeration)  # fmt: skip
+        return make_training_set(
+            self.n_compositions,
+            self.cells_per_composition,
+            self.cell_atoms,
+            self.displacement,
+            self.strain,
+            self.seed,
+            self.enumeration,
+        )
 
 
 @dataclass
@@ -101,9 +121,13 @@ class FineTuneMaker(Maker):
 
         converted = [dft_label(lab) for lab in labels]  # CP2K dicts and VASP TaskDocs alike, stress in GPa
         labelled = [
-            LabelledStructure(s, lab["energy"], np.asarray(lab["forces"]),
-                              np.asarray(lab["stress_gpa"] if lab.get("stress_gpa") is not None else np.zeros((3, 3))),
-                              source=meta["composition_id"])  # fmt: skip
+            LabelledStructure(
+                s,
+                lab["energy"],
+                np.asarray(lab["forces"]),
+                np.asarray(lab["stress_gpa"] if lab.get("stress_gpa") is not None else np.zeros((3, 3))),
+                source=meta["composition_id"],
+            )
             for s, lab, meta in zip(selection["structures"], converted, selection["labels"], strict=True)
             if lab["scf_converged"]
         ]

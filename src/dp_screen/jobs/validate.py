@@ -21,15 +21,15 @@ import numpy as np
 from jobflow import Flow, Maker, Response, job
 from pymatgen.core import Structure
 
+from dp_screen.campaign_store import CampaignStore
+from dp_screen.chemistry.composition_space import composition_assignment
 from dp_screen.dft.cp2k import CP2KSettings
 from dp_screen.dft.labels import dft_label
-from dp_screen.chemistry.composition_space import composition_assignment
-from dp_screen.jobs.dft import BACKENDS, dft_single_point, vasp_static_maker
-from dp_screen.structures.roles import with_oxidation_states
 from dp_screen.errors import InputError
+from dp_screen.jobs.dft import BACKENDS, dft_single_point, vasp_static_maker
 from dp_screen.schemas.common import Provenance
 from dp_screen.settings import DPScreenSettings
-from dp_screen.campaign_store import CampaignStore
+from dp_screen.structures.roles import with_oxidation_states
 
 CP2K_METHODS = ["cp2k-pbe", "cp2k-pbe+u"]
 
@@ -112,24 +112,37 @@ def validation_doc(relaxation: dict, dft: dict, structure: Structure) -> dict:
     s_mlip = np.asarray(relaxation["stress_gpa"])
     return {
         "validation_id": f"{relaxation['relaxation_id']}|{dft['method']}",
-        "relaxation_id": relaxation["relaxation_id"], "structure_id": relaxation["structure_id"],
-        "composition_id": relaxation["composition_id"], "formula": relaxation["formula"],
+        "relaxation_id": relaxation["relaxation_id"],
+        "structure_id": relaxation["structure_id"],
+        "composition_id": relaxation["composition_id"],
+        "formula": relaxation["formula"],
         "X": relaxation["composition_id"].rsplit("_", 1)[-1].rstrip("+-0123456789"),
-        "start_tilt": relaxation["start_tilt"], "space_group": (relaxation.get("phase") or {}).get("space_group"),
-        "ordering": relaxation.get("ordering"), "phase_tilt": relaxation.get("phase_tilt"),
-        "method": dft["method"], "n_atoms": n,
-        "dft_energy": dft["energy"], "dft_energy_per_atom": dft["energy"] / n, "dft_forces": f_dft.tolist(),
-        "dft_stress_gpa": None if s_dft is None else s_dft.tolist(), "scf_converged": dft.get("scf_converged"),
-        "mlip_energy": relaxation["energy"], "mlip_energy_per_atom": relaxation["energy_per_atom"],
-        "mlip_forces": None if f_mlip is None else f_mlip.tolist(), "mlip_stress_gpa": s_mlip.tolist(),
+        "start_tilt": relaxation["start_tilt"],
+        "space_group": (relaxation.get("phase") or {}).get("space_group"),
+        "ordering": relaxation.get("ordering"),
+        "phase_tilt": relaxation.get("phase_tilt"),
+        "method": dft["method"],
+        "n_atoms": n,
+        "dft_energy": dft["energy"],
+        "dft_energy_per_atom": dft["energy"] / n,
+        "dft_forces": f_dft.tolist(),
+        "dft_stress_gpa": None if s_dft is None else s_dft.tolist(),
+        "scf_converged": dft.get("scf_converged"),
+        "mlip_energy": relaxation["energy"],
+        "mlip_energy_per_atom": relaxation["energy_per_atom"],
+        "mlip_forces": None if f_mlip is None else f_mlip.tolist(),
+        "mlip_stress_gpa": s_mlip.tolist(),
         "model_sha256": relaxation["model_sha256"],
         "energy_diff_per_atom_raw": relaxation["energy_per_atom"] - dft["energy"] / n,
         "force_mae": None if f_mlip is None else float(np.abs(f_mlip - f_dft).mean()),
         "force_max_dft": float(np.linalg.norm(f_dft, axis=1).max()),
         "stress_mae_gpa": None if s_dft is None else float(np.abs(s_mlip - s_dft).mean()),
-        "dft_settings": dft.get("settings"), "dft_output": dft.get("output_file"),
-        "provenance": Provenance(model_sha256=relaxation["model_sha256"], settings={"dft": dft.get("settings")}).model_dump(),
-    }  # fmt: skip
+        "dft_settings": dft.get("settings"),
+        "dft_output": dft.get("output_file"),
+        "provenance": Provenance(
+            model_sha256=relaxation["model_sha256"], settings={"dft": dft.get("settings")}
+        ).model_dump(),
+    }
 
 
 def validate_sample(
@@ -155,8 +168,11 @@ def validate_sample(
         if rel["relaxation_id"] in done:
             continue
         # DFT reads its Hamiltonian off the oxidation states: a stored structure without them gets its composition's
-        structure = with_oxidation_states(Structure.from_dict(rel["structure"]),
-                                          composition_assignment(rel["composition_id"]), name=rel["relaxation_id"])
+        structure = with_oxidation_states(
+            Structure.from_dict(rel["structure"]),
+            composition_assignment(rel["composition_id"]),
+            name=rel["relaxation_id"],
+        )
         folder = base / rel["relaxation_id"].replace("|", "_").replace(":", "_").replace("+", "p")
         try:
             dft = dft_single_point(structure, cp2k, folder)
@@ -167,16 +183,23 @@ def validate_sample(
         store.write_validations([doc])
         written.append(doc)
     maes = [d["force_mae"] for d in written if d["force_mae"] is not None]
-    return {"validated": len(written), "skipped": len(sample) - len(written) - len(errors), "errors": errors,
-            "method": method, "force_mae_mean": float(np.mean(maes)) if maes else None,
-            "validation_ids": [d["validation_id"] for d in written]}  # fmt: skip
+    return {
+        "validated": len(written),
+        "skipped": len(sample) - len(written) - len(errors),
+        "errors": errors,
+        "method": method,
+        "force_mae_mean": float(np.mean(maes)) if maes else None,
+        "validation_ids": [d["validation_id"] for d in written],
+    }
 
 
 #: what drawing the sample needs of a relaxation (not its structure, forces or provenance)
 SAMPLE_FIELDS = ("relaxation_id", "composition_id", "start_tilt", "energy_per_atom", "phase.space_group")
 
 
-def _ranked_relaxations(store: CampaignStore, composition_ids: list[str] | None, model_sha256: str | None) -> list[dict]:
+def _ranked_relaxations(
+    store: CampaignStore, composition_ids: list[str] | None, model_sha256: str | None
+) -> list[dict]:
     """The ranked relaxations (converged, still perovskites) of the compositions, with :data:`SAMPLE_FIELDS` only."""
     query: dict = {"failed": False, "converged": True, "excluded": None}
     if model_sha256:
@@ -187,8 +210,14 @@ def _ranked_relaxations(store: CampaignStore, composition_ids: list[str] | None,
     return store.relaxations_of_compositions(composition_ids, query, projection)
 
 
-def draw_sample(store: CampaignStore, composition_ids: list[str] | None, model_sha256: str | None, n: int, seed: int,
-                by_composition: bool) -> list[dict]:  # fmt: skip
+def draw_sample(
+    store: CampaignStore,
+    composition_ids: list[str] | None,
+    model_sha256: str | None,
+    n: int,
+    seed: int,
+    by_composition: bool,
+) -> list[dict]:
     """The stratified sample (:func:`stratified_sample`) of the ranked relaxations, drawn from their light fields
     and then read whole by indexed id, in the sample's order: no structure is read that is not validated."""
     light = stratified_sample(_ranked_relaxations(store, composition_ids, model_sha256), n, seed, by_composition)
@@ -205,7 +234,9 @@ def collect_vasp_validations(relaxation_ids: list[str], task_docs: list, db_sett
     rels = {d["relaxation_id"]: d for d in store.relaxations({"relaxation_id": {"$in": relaxation_ids}})}
     docs = []
     for rid, task in zip(relaxation_ids, task_docs, strict=True):
-        structure = task.output.structure if hasattr(task, "output") else Structure.from_dict(task["output"]["structure"])
+        structure = (
+            task.output.structure if hasattr(task, "output") else Structure.from_dict(task["output"]["structure"])
+        )
         docs.append(validation_doc(rels[rid], dft_label(task), structure))
     store.write_validations(docs)
     return {"validated": len(docs), "methods": sorted({d["method"] for d in docs})}
@@ -250,10 +281,18 @@ class ValidateMaker(Maker):
         ids = selection["composition_ids"] if selection else None
         model = relaxed[0]["model"]["model_sha256"] if relaxed else None
         if self.backend == "cp2k":
-            return validate_sample(ids, self.n_samples, self.cp2k, db, seed=self.seed, model_sha256=model,
-                                   by_composition=self.by_composition)  # fmt: skip
+            return validate_sample(
+                ids,
+                self.n_samples,
+                self.cp2k,
+                db,
+                seed=self.seed,
+                model_sha256=model,
+                by_composition=self.by_composition,
+            )
         sample = draw_sample(CampaignStore(db), ids, model, self.n_samples, self.seed, self.by_composition)
         statics = [vasp_static_maker().make(Structure.from_dict(d["structure"])) for d in sample]
-        collect = collect_vasp_validations([d["relaxation_id"] for d in sample], [s.output for s in statics],
-                                           db_settings)  # fmt: skip
+        collect = collect_vasp_validations(
+            [d["relaxation_id"] for d in sample], [s.output for s in statics], db_settings
+        )
         return Response(replace=Flow([*statics, collect], output=collect.output, name="vasp validation"))

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-
 from monty.json import MSONable
+
 from dp_screen.errors import InputError
 from dp_screen.mlip.relax import RelaxSettings
 from dp_screen.mlip.training import LabelledStructure, TrainSettings
@@ -79,8 +79,9 @@ def candidates_from_results(results, metas: list[dict]) -> list[Candidate]:
 
 
 # -------------------------------------------------------------------------------------------------- selection
-def select_uncertain(candidates: list[Candidate], spreads: list[float], n: int, per_composition: int,
-                     skip: set[str] | None = None) -> list[int]:  # fmt: skip
+def select_uncertain(
+    candidates: list[Candidate], spreads: list[float], n: int, per_composition: int, skip: set[str] | None = None
+) -> list[int]:
     """Indices of the ``n`` most uncertain candidates (largest spread first), at most ``per_composition`` from any
     one composition, none whose key is in ``skip`` (already labelled) and no key twice. NaN spreads are never picked."""
     if per_composition < 1 or n < 0:
@@ -89,8 +90,9 @@ def select_uncertain(candidates: list[Candidate], spreads: list[float], n: int, 
     return _take(candidates, order, n, per_composition, skip)
 
 
-def select_random(candidates: list[Candidate], n: int, per_composition: int, skip: set[str] | None = None,
-                  seed: int = 0) -> list[int]:  # fmt: skip
+def select_random(
+    candidates: list[Candidate], n: int, per_composition: int, skip: set[str] | None = None, seed: int = 0
+) -> list[int]:
     """``n`` random candidates under the same diversity cap (the control for :func:`select_uncertain`)."""
     order = list(range(len(candidates)))
     random.Random(seed).shuffle(order)
@@ -190,20 +192,40 @@ class Cp2kOracle(Oracle):
             except (CP2KError, InputError) as exc:
                 out.append(f"CP2K: {exc}")
                 continue
-            lab = dft_label({"energy": res["energy"], "forces": res["forces"].tolist(), "method": res["method"],
-                             "stress_gpa": None if res["stress_gpa"] is None else res["stress_gpa"].tolist(),
-                             "scf_converged": res["scf_converged"]})  # fmt: skip
+            lab = dft_label(
+                {
+                    "energy": res["energy"],
+                    "forces": res["forces"].tolist(),
+                    "method": res["method"],
+                    "stress_gpa": None if res["stress_gpa"] is None else res["stress_gpa"].tolist(),
+                    "scf_converged": res["scf_converged"],
+                }
+            )
             if not lab["scf_converged"]:
                 steps = ", ".join(str(a.get("scf_steps")) for a in res.get("scf_attempts", []))
-                out.append(f"CP2K SCF not converged ({len(res.get('scf_attempts', []))} attempt(s) of {steps} steps; "
-                           f"{res['output_file']})")
+                out.append(
+                    f"CP2K SCF not converged ({len(res.get('scf_attempts', []))} attempt(s) of {steps} steps; "
+                    f"{res['output_file']})"
+                )
                 continue
             stress = np.zeros((3, 3)) if lab.get("stress_gpa") is None else np.asarray(lab["stress_gpa"])
-            out.append(LabelledStructure(s, lab["energy"], np.asarray(lab["forces"]), stress, source=lab["method"],
-                                         meta={"wall_time_s": res["wall_time_s"], "output_file": res["output_file"],
-                                               "nproc": self.settings.nproc, "scf_steps": res.get("scf_steps"),
-                                               "scf_attempts": len(res.get("scf_attempts", [])),
-                                               "scf_converged_by": res.get("scf_converged_by")}))  # fmt: skip
+            out.append(
+                LabelledStructure(
+                    s,
+                    lab["energy"],
+                    np.asarray(lab["forces"]),
+                    stress,
+                    source=lab["method"],
+                    meta={
+                        "wall_time_s": res["wall_time_s"],
+                        "output_file": res["output_file"],
+                        "nproc": self.settings.nproc,
+                        "scf_steps": res.get("scf_steps"),
+                        "scf_attempts": len(res.get("scf_attempts", [])),
+                        "scf_converged_by": res.get("scf_converged_by"),
+                    },
+                )
+            )
         return out
 
     def provenance(self) -> dict:
@@ -217,8 +239,10 @@ def make_oracle(name: str, **kwargs) -> Oracle:
     if name == "cp2k":
         return Cp2kOracle(**kwargs)
     if name == "vasp":
-        raise InputError("the vasp oracle runs atomate2 jobs on cluster workers: submit the loop to FireWorks "
-                         "(dp-screen learn --submit); in-process oracles: chgnet, cp2k")  # fmt: skip
+        raise InputError(
+            "the vasp oracle runs atomate2 jobs on cluster workers: submit the loop to FireWorks "
+            "(dp-screen learn --submit); in-process oracles: chgnet, cp2k"
+        )
     raise InputError(f"unknown oracle {name!r}; allowed: {', '.join(ORACLES)}")
 
 
@@ -265,8 +289,9 @@ class LoopSettings(MSONable):
     start_model: str | None = None
     frames_every: int = 10
     relax: RelaxSettings = field(default_factory=lambda: RelaxSettings(max_steps=200))
-    train: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=6, lr=0.005, batch_size=4,
-                                                                       dtype="float64", stress_weight=10.0))
+    train: TrainSettings = field(
+        default_factory=lambda: TrainSettings(epochs=6, lr=0.005, batch_size=4, dtype="float64", stress_weight=10.0)
+    )
     seed: int = 0
     score: str = "force"
 
@@ -280,8 +305,10 @@ class LoopSettings(MSONable):
         if self.committee_size < 2:
             raise InputError(f"committee_size {self.committee_size} must be >= 2 (3 or more advised)")
         if self.rounds < 1 or self.per_round < 1 or self.per_composition < 1:
-            raise InputError(f"rounds {self.rounds}, per_round {self.per_round} and per_composition "
-                             f"{self.per_composition} must be >= 1")  # fmt: skip
+            raise InputError(
+                f"rounds {self.rounds}, per_round {self.per_round} and per_composition "
+                f"{self.per_composition} must be >= 1"
+            )
 
     def settings_dict(self) -> dict:
         d = asdict(self)
@@ -299,8 +326,16 @@ def held_out_metrics(predicted: list[dict], labels: list[dict]) -> dict:
     E(tilt) - E(a0a0a0) at the same geometries (MAE, meV/atom) and whether the lowest tilt agrees.
     """
     de = np.array([p["energy_per_atom"] - lab["energy_per_atom"] for p, lab in zip(predicted, labels, strict=True)])
-    df = np.concatenate([np.ravel(np.asarray(p["forces"]) - np.asarray(lab["forces"]))
-                         for p, lab in zip(predicted, labels, strict=True)]) if labels else np.array([])  # fmt: skip
+    df = (
+        np.concatenate(
+            [
+                np.ravel(np.asarray(p["forces"]) - np.asarray(lab["forces"]))
+                for p, lab in zip(predicted, labels, strict=True)
+            ]
+        )
+        if labels
+        else np.array([])
+    )
     by_comp: dict[str, dict[str, tuple[float, float]]] = defaultdict(dict)
     for p, lab in zip(predicted, labels, strict=True):
         by_comp[lab["composition_id"]][lab["tilt"]] = (p["energy_per_atom"], lab["energy_per_atom"])
@@ -312,8 +347,11 @@ def held_out_metrics(predicted: list[dict], labels: list[dict]) -> dict:
         diffs += [1e3 * ((pm - pm0) - (lo - lo0)) for t, (pm, lo) in tilts.items() if t != "a0a0a0"]
         agree.append(min(tilts, key=lambda t: tilts[t][0]) == min(tilts, key=lambda t: tilts[t][1]))
     return {
-        "n": len(labels), "energy_mae_mev_atom": float(1e3 * np.abs(de).mean()) if len(de) else None,
+        "n": len(labels),
+        "energy_mae_mev_atom": float(1e3 * np.abs(de).mean()) if len(de) else None,
         "forces_mae_ev_a": float(np.abs(df).mean()) if len(df) else None,
-        "phase_de_mae_mev_atom": float(np.abs(diffs).mean()) if diffs else None, "n_differences": len(diffs),
-        "lowest_phase_agreement": float(np.mean(agree)) if agree else None, "n_compositions": len(agree),
-    }  # fmt: skip
+        "phase_de_mae_mev_atom": float(np.abs(diffs).mean()) if diffs else None,
+        "n_differences": len(diffs),
+        "lowest_phase_agreement": float(np.mean(agree)) if agree else None,
+        "n_compositions": len(agree),
+    }

@@ -48,8 +48,11 @@ class Committee:
 
     def provenance(self) -> dict:
         """What results record about the committee: its members' hashes and files."""
-        return {"committee_sha256": self.shas, "committee_paths": [m.path for m in self.members],
-                "dtype": self.members[0].dtype}  # fmt: skip
+        return {
+            "committee_sha256": self.shas,
+            "committee_paths": [m.path for m in self.members],
+            "dtype": self.members[0].dtype,
+        }
 
 
 @dataclass
@@ -83,12 +86,18 @@ class CommitteePrediction:
 
     def summary(self) -> dict:
         """What a relaxation document stores (``uncertainty``)."""
-        return {"energy_spread_mev_atom": self.energy_spread_mev_atom, "force_spread_ev_a": self.force_spread_ev_a,
-                "energy_per_atom_mean": self.energy_per_atom if self.failed is None else float("nan"),
-                "energies_per_atom": [float(e) for e in self.energies_per_atom], "failed": self.failed}  # fmt: skip
+        return {
+            "energy_spread_mev_atom": self.energy_spread_mev_atom,
+            "force_spread_ev_a": self.force_spread_ev_a,
+            "energy_per_atom_mean": self.energy_per_atom if self.failed is None else float("nan"),
+            "energies_per_atom": [float(e) for e in self.energies_per_atom],
+            "failed": self.failed,
+        }
 
 
-def committee_predictions(structures: list[Structure], committee: Committee, chunk: int = 64) -> list[CommitteePrediction]:
+def committee_predictions(
+    structures: list[Structure], committee: Committee, chunk: int = 64
+) -> list[CommitteePrediction]:
     """Every member's energy, forces and stress on every structure (one TorchSim state per chunk, shared by the
     members). A structure with an element some member does not cover gets ``failed`` with the reason."""
     import torch_sim as ts
@@ -99,9 +108,12 @@ def committee_predictions(structures: list[Structure], committee: Committee, chu
         missing = sorted({e for m in committee.members for e in uncovered_elements(s, m)})
         if missing:
             nan = np.full((len(committee.members),), np.nan)
-            out[i] = CommitteePrediction(nan, np.full((len(committee.members), len(s), 3), np.nan),
-                                         np.full((len(committee.members), 3, 3), np.nan),
-                                         failed=f"the committee does not cover element(s) {', '.join(missing)}")  # fmt: skip
+            out[i] = CommitteePrediction(
+                nan,
+                np.full((len(committee.members), len(s), 3), np.nan),
+                np.full((len(committee.members), 3, 3), np.nan),
+                failed=f"the committee does not cover element(s) {', '.join(missing)}",
+            )
         else:
             ok.append(i)
     models = [_torchsim_model(m) for m in committee.members]

@@ -19,8 +19,19 @@ from dp_screen.errors import DPScreenError, InputError
 os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
 
 DEFAULT_MODEL_FILE = "dp_screen_default.model"
-FOUNDATION_NAMES = ("small", "medium", "large", "medium-mpa-0", "medium-omat-0", "small-0b", "medium-0b",
-                    "small-0b2", "medium-0b2", "large-0b2", "medium-0b3")  # fmt: skip
+FOUNDATION_NAMES = (
+    "small",
+    "medium",
+    "large",
+    "medium-mpa-0",
+    "medium-omat-0",
+    "small-0b",
+    "medium-0b",
+    "small-0b2",
+    "medium-0b2",
+    "large-0b2",
+    "medium-0b3",
+)
 DTYPES = ("float32", "float64")
 
 
@@ -41,8 +52,13 @@ class LoadedModel:
 
     def provenance(self) -> dict:
         """What results record about the model."""
-        return {"model_name": self.name, "model_path": self.path, "model_sha256": self.sha256,
-                "dtype": self.dtype, "device": self.device}  # fmt: skip
+        return {
+            "model_name": self.name,
+            "model_path": self.path,
+            "model_sha256": self.sha256,
+            "dtype": self.dtype,
+            "device": self.device,
+        }
 
 
 def file_sha256(path: str | Path) -> str:
@@ -85,7 +101,9 @@ def import_mace() -> None:
         import torch_sim.models.mace  # noqa: F401
 
 
-def load_model(name_or_path: str | Path | None = None, device: str | None = None, dtype: str = "float64") -> LoadedModel:
+def load_model(
+    name_or_path: str | Path | None = None, device: str | None = None, dtype: str = "float64"
+) -> LoadedModel:
     """Load a MACE model: None = the packaged default; an existing file; or a foundation model name."""
     import_mace()
     import torch
@@ -96,9 +114,7 @@ def load_model(name_or_path: str | Path | None = None, device: str | None = None
     if name_or_path is None:
         path = default_model_path()
         if not path.exists():
-            raise ModelError(
-                f"the default model {path} is missing; make it with: python scripts/make_default_model.py"
-            )
+            raise ModelError(f"the default model {path} is missing; make it with: python scripts/make_default_model.py")
         name = "dp_screen-default"
     else:
         path = Path(name_or_path)
@@ -174,13 +190,20 @@ def accuracy_summary(model_sha256: str, errors: dict | None = None) -> list[str]
         for key in ("phases_vs_teacher", "errors_vs_dft", "known_phases"):
             if card.get(key, {}).get("summary"):
                 lines.append(f"{card[key]['summary']} ({card[key].get('made_by', 'see the card')})")
-        lines.append("energies this far from the teacher do not resolve phase differences of a few meV/atom: "
-                     "rank phases with a fine-tuned model (dp-screen finetune)")
+        lines.append(
+            "energies this far from the teacher do not resolve phase differences of a few meV/atom: "
+            "rank phases with a fine-tuned model (dp-screen finetune)"
+        )
         return lines
     if errors:
-        parts = [f"{split}: energy MAE {e.get('energy_mae_mev_atom', float('nan')):.1f} meV/atom, forces MAE "
-                 f"{e.get('forces_mae_mev_a', float('nan')):.0f} meV/A (n = {e.get('n')})"
-                 for split, e in errors.items() if isinstance(e, dict)]  # fmt: skip
+        parts = [
+            f"{split}: energy MAE {e.get('energy_mae_mev_atom', float('nan')):.1f} meV/atom, forces MAE "
+            f"{e.get('forces_mae_mev_a', float('nan')):.0f} meV/A (n = {e.get('n')})"
+            for split, e in errors.items()
+            if isinstance(e, dict)
+        ]
         return [f"model {model_sha256[:12]}, errors from its training: " + "; ".join(parts)]
-    return [f"model {model_sha256[:12]}: no accuracy on record (no card, not fine-tuned here); measure it with "
-            "benchmarks/bench_validation.py or benchmarks/bench_known_phases.py before trusting the ranking"]
+    return [
+        f"model {model_sha256[:12]}: no accuracy on record (no card, not fine-tuned here); measure it with "
+        "benchmarks/bench_validation.py or benchmarks/bench_known_phases.py before trusting the ranking"
+    ]

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
-
 from monty.json import MSONable
+
 from dp_screen.errors import InputError
 
 if TYPE_CHECKING:
@@ -88,12 +88,19 @@ class RelaxSettings(MSONable):
 
     def settings_dict(self) -> dict:
         """Settings that change results (for the settings hash)."""
-        return {"fmax": self.fmax, "max_stress_gpa": self.max_stress_gpa if self.relax_cell else None,
-                "fix_symmetry": self.fix_symmetry, "symprec": self.symprec if self.fix_symmetry else None,
-                "max_steps": self.max_steps, "check_every": self.check_every,
-                "max_volume_change": self.max_volume_change,
-                "min_distance": self.min_distance, "relax_cell": self.relax_cell, "optimizer": "FIRE",
-                "cell_filter": "frechet" if self.relax_cell else None}  # fmt: skip
+        return {
+            "fmax": self.fmax,
+            "max_stress_gpa": self.max_stress_gpa if self.relax_cell else None,
+            "fix_symmetry": self.fix_symmetry,
+            "symprec": self.symprec if self.fix_symmetry else None,
+            "max_steps": self.max_steps,
+            "check_every": self.check_every,
+            "max_volume_change": self.max_volume_change,
+            "min_distance": self.min_distance,
+            "relax_cell": self.relax_cell,
+            "optimizer": "FIRE",
+            "cell_filter": "frechet" if self.relax_cell else None,
+        }
 
     def is_converged(self, max_force: float, max_stress_gpa: float) -> bool:
         """Both criteria met (the stress one only when the cell is relaxed)."""
@@ -122,13 +129,20 @@ class RelaxResult:
     def summary(self) -> dict:
         """JSON-friendly summary (no structure)."""
         return {
-            "energy": self.energy, "energy_per_atom": self.energy_per_atom, "max_force": self.max_force,
-            "max_stress_gpa": self.max_stress_gpa, "stress_gpa": self.stress_gpa, "n_steps": self.n_steps,
-            "converged": self.converged, "failed": self.failed, "reason": self.reason,
-            "wall_time_s": round(self.wall_time_s, 4), "volume": self.structure.volume,
+            "energy": self.energy,
+            "energy_per_atom": self.energy_per_atom,
+            "max_force": self.max_force,
+            "max_stress_gpa": self.max_stress_gpa,
+            "stress_gpa": self.stress_gpa,
+            "n_steps": self.n_steps,
+            "converged": self.converged,
+            "failed": self.failed,
+            "reason": self.reason,
+            "wall_time_s": round(self.wall_time_s, 4),
+            "volume": self.structure.volume,
             "volume_change": self.structure.volume / self.initial_volume - 1 if self.initial_volume else None,
             "n_atoms": len(self.structure),
-        }  # fmt: skip
+        }
 
 
 def uncovered_elements(structure: Structure, model: LoadedModel) -> list[str]:
@@ -142,10 +156,19 @@ def uncovered_elements(structure: Structure, model: LoadedModel) -> list[str]:
 
 def _uncovered_result(structure: Structure, missing: list[str]) -> RelaxResult:
     nan = float("nan")
-    return RelaxResult(structure=structure, energy=nan, energy_per_atom=nan, max_force=nan, max_stress_gpa=nan,
-                       stress_gpa=[[nan] * 3] * 3, n_steps=0, converged=False, failed=True,
-                       reason=f"the model does not cover element(s) {', '.join(missing)}",
-                       initial_volume=structure.volume)  # fmt: skip
+    return RelaxResult(
+        structure=structure,
+        energy=nan,
+        energy_per_atom=nan,
+        max_force=nan,
+        max_stress_gpa=nan,
+        stress_gpa=[[nan] * 3] * 3,
+        n_steps=0,
+        converged=False,
+        failed=True,
+        reason=f"the model does not cover element(s) {', '.join(missing)}",
+        initial_volume=structure.volume,
+    )
 
 
 def _torchsim_model(loaded: LoadedModel, compute_stress: bool = True):
@@ -153,8 +176,13 @@ def _torchsim_model(loaded: LoadedModel, compute_stress: bool = True):
     from torch_sim.models.mace import MaceModel
 
     dtype = torch.float64 if loaded.dtype == "float64" else torch.float32
-    return MaceModel(model=loaded.model, device=torch.device(loaded.device), dtype=dtype, compute_forces=True,
-                     compute_stress=compute_stress)  # fmt: skip
+    return MaceModel(
+        model=loaded.model,
+        device=torch.device(loaded.device),
+        dtype=dtype,
+        compute_forces=True,
+        compute_stress=compute_stress,
+    )
 
 
 def _min_distance(positions: np.ndarray, cell: np.ndarray) -> float:
@@ -171,8 +199,9 @@ def _min_distance(positions: np.ndarray, cell: np.ndarray) -> float:
     return best
 
 
-def _blow_up(energy: float, forces: np.ndarray, positions: np.ndarray, cell: np.ndarray, v0: float,
-             settings: RelaxSettings) -> str | None:  # fmt: skip
+def _blow_up(
+    energy: float, forces: np.ndarray, positions: np.ndarray, cell: np.ndarray, v0: float, settings: RelaxSettings
+) -> str | None:
     if not math.isfinite(energy) or not np.isfinite(forces).all() or not np.isfinite(positions).all():
         return "non-finite energy, forces or positions"
     volume = abs(float(np.linalg.det(cell)))
@@ -211,8 +240,11 @@ def relax_structures(
         for i, m in enumerate(missing):
             if m and on_result is not None:
                 on_result(i, _uncovered_result(structures[i], m))
-        done = iter(relax_structures([structures[i] for i in keep], model, settings, progress, sub_on_result,
-                                     frames_every) if keep else [])  # fmt: skip
+        done = iter(
+            relax_structures([structures[i] for i in keep], model, settings, progress, sub_on_result, frames_every)
+            if keep
+            else []
+        )
         if progress:  # the uncovered ones count as finished too (after the others, whose results come as they end)
             progress(len(structures) - len(keep))
         return [next(done) if not m else _uncovered_result(s, m) for s, m in zip(structures, missing, strict=True)]
@@ -228,9 +260,11 @@ def relax_structures(
     init_kwargs = {"cell_filter": ts.CellFilter.frechet} if settings.relax_cell else {}
     max_scaler = settings.max_atoms_per_batch or (None if str(device).startswith("cuda") else 2000)
     batcher = ts.InFlightAutoBatcher(
-        model=ts_model, memory_scales_with="n_atoms", max_memory_scaler=max_scaler,
+        model=ts_model,
+        memory_scales_with="n_atoms",
+        max_memory_scaler=max_scaler,
         max_iterations=settings.max_steps // settings.check_every + 2,
-    )  # fmt: skip
+    )
     init_atoms = settings.max_atoms_per_batch or 2000  # FIRE is seeded this many atoms at a time
 
     def initialised():
@@ -265,7 +299,7 @@ def relax_structures(
         flags = torch.as_tensor(done_now | (codes[:, 0] > 0), device=batch.device)
         batch, finished = batcher.next_batch(batch, flags)
         if finished:
-            order = batcher.completed_idx_og_order[-len(finished):]
+            order = batcher.completed_idx_og_order[-len(finished) :]
             for og, st in zip(order, finished, strict=True):
                 results[og] = _result(st, structures[og], og, steps, wall, reasons, settings)
                 if frames_every:
@@ -299,15 +333,26 @@ def _result(st, original: Structure, og: int, steps, wall, reasons, settings: Re
     forces = st.forces.detach().cpu().numpy()
     energy = float(st.energy.detach().cpu().numpy().reshape(-1)[0])
     max_force = float(np.linalg.norm(forces, axis=1).max()) if np.isfinite(forces).all() else float("nan")
-    stress = st.stress.detach().cpu().numpy().reshape(3, 3) * EV_A3_TO_GPA if st.stress is not None else np.zeros((3, 3))
+    stress = (
+        st.stress.detach().cpu().numpy().reshape(3, 3) * EV_A3_TO_GPA if st.stress is not None else np.zeros((3, 3))
+    )
     max_stress = float(np.abs(stress).max())
     failed = og in reasons
     return RelaxResult(
-        structure=structure, energy=energy, energy_per_atom=energy / len(structure), max_force=max_force,
-        max_stress_gpa=max_stress, stress_gpa=stress.tolist(), n_steps=int(steps[og]),
-        converged=(not failed) and settings.is_converged(max_force, max_stress), failed=failed,
-        reason=reasons.get(og), wall_time_s=float(wall[og]), initial_volume=original.volume, forces=forces,
-    )  # fmt: skip
+        structure=structure,
+        energy=energy,
+        energy_per_atom=energy / len(structure),
+        max_force=max_force,
+        max_stress_gpa=max_stress,
+        stress_gpa=stress.tolist(),
+        n_steps=int(steps[og]),
+        converged=(not failed) and settings.is_converged(max_force, max_stress),
+        failed=failed,
+        reason=reasons.get(og),
+        wall_time_s=float(wall[og]),
+        initial_volume=original.volume,
+        forces=forces,
+    )
 
 
 #: blow-up codes of :func:`device_checks`
@@ -340,8 +385,9 @@ def min_distances(batch):
     frac = torch.linalg.solve(cell.transpose(1, 2), pos.transpose(1, 2)).transpose(1, 2)
     diff = frac[:, :, None, :] - frac[:, None, :, :]
     diff = diff - torch.round(diff)
-    shifts = torch.tensor([[i, j, k] for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)],
-                          device=batch.device, dtype=pos.dtype)  # fmt: skip
+    shifts = torch.tensor(
+        [[i, j, k] for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)], device=batch.device, dtype=pos.dtype
+    )
     cart = torch.einsum("sabki,sij->sabkj", diff[:, :, :, None, :] + shifts, cell)
     dist = cart.norm(dim=-1)  # (S, m, m, 27)
     pair = mask[:, :, None] & mask[:, None, :]
@@ -427,8 +473,9 @@ def _ase_calculator(model: LoadedModel):
     return MACECalculator(models=model.model, device=model.device, default_dtype=model.dtype)
 
 
-def relax_structures_ase(structures: list[Structure], model: LoadedModel | None, settings: RelaxSettings | None = None,
-                         calculator=None) -> list[RelaxResult]:  # fmt: skip
+def relax_structures_ase(
+    structures: list[Structure], model: LoadedModel | None, settings: RelaxSettings | None = None, calculator=None
+) -> list[RelaxResult]:
     """One structure at a time: ASE FIRE on FrechetCellFilter(atoms) with the MACE calculator (and ASE's FixSymmetry
     unless ``settings.fix_symmetry`` is False). ``calculator``: another ASE calculator (e.g. CHGNet's, for a
     teacher's relaxations with the same optimiser and criteria); then ``model`` may be None."""
@@ -470,10 +517,20 @@ def relax_structures_ase(structures: list[Structure], model: LoadedModel | None,
         reason = reason or _blow_up(energy, forces, atoms.positions, np.array(atoms.cell), structure.volume, settings)
         atoms.set_constraint()
         relaxed = AseAtomsAdaptor.get_structure(atoms)
-        results.append(RelaxResult(
-            structure=_with_species(relaxed, structure), energy=energy, energy_per_atom=energy / len(atoms),
-            max_force=max_force, max_stress_gpa=max_stress, stress_gpa=stress.tolist(), n_steps=int(opt.nsteps),
-            converged=reason is None and settings.is_converged(max_force, max_stress), failed=reason is not None,
-            reason=reason, wall_time_s=time.perf_counter() - t0, initial_volume=structure.volume,
-        ))  # fmt: skip
+        results.append(
+            RelaxResult(
+                structure=_with_species(relaxed, structure),
+                energy=energy,
+                energy_per_atom=energy / len(atoms),
+                max_force=max_force,
+                max_stress_gpa=max_stress,
+                stress_gpa=stress.tolist(),
+                n_steps=int(opt.nsteps),
+                converged=reason is None and settings.is_converged(max_force, max_stress),
+                failed=reason is not None,
+                reason=reason,
+                wall_time_s=time.perf_counter() - t0,
+                initial_volume=structure.volume,
+            )
+        )
     return results

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-
 from monty.json import MSONable
+
 from dp_screen.errors import DPScreenError, InputError
 from dp_screen.mlip.models import file_sha256, load_model
 
@@ -53,7 +53,9 @@ def write_extxyz(labelled: list[LabelledStructure], path: str | Path) -> Path:
 
     frames = []
     for item in labelled:
-        atoms = AseAtomsAdaptor.get_atoms(item.structure.remove_oxidation_states() if _has_ox(item.structure) else item.structure)
+        atoms = AseAtomsAdaptor.get_atoms(
+            item.structure.remove_oxidation_states() if _has_ox(item.structure) else item.structure
+        )
         atoms.info["REF_energy"] = float(item.energy)
         atoms.arrays["REF_forces"] = np.asarray(item.forces, dtype=float)
         stress = np.asarray(item.stress_gpa, dtype=float).reshape(3, 3) * GPA_TO_EV_A3
@@ -86,9 +88,15 @@ def read_extxyz(path: str | Path) -> list[LabelledStructure]:
         if "REF_energy" not in atoms.info or "REF_forces" not in atoms.arrays:
             raise InputError(f"{path} frame {i}: needs REF_energy (info) and REF_forces (arrays); REF_stress optional")
         stress = np.asarray(atoms.info.get("REF_stress", np.zeros(9)), dtype=float).reshape(3, 3) / GPA_TO_EV_A3
-        out.append(LabelledStructure(AseAtomsAdaptor.get_structure(atoms), float(atoms.info["REF_energy"]),
-                                     np.asarray(atoms.arrays["REF_forces"]), stress,
-                                     source=str(atoms.info.get("config_type", "reference"))))  # fmt: skip
+        out.append(
+            LabelledStructure(
+                AseAtomsAdaptor.get_structure(atoms),
+                float(atoms.info["REF_energy"]),
+                np.asarray(atoms.arrays["REF_forces"]),
+                stress,
+                source=str(atoms.info.get("config_type", "reference")),
+            )
+        )
     return out
 
 
@@ -160,12 +168,18 @@ class TrainSettings(MSONable):
 
     def __post_init__(self) -> None:
         if self.e0s not in ("auto", "average", "foundation", "refit") and not self.e0s.startswith("{"):
-            raise InputError(f"unknown e0s {self.e0s!r}; allowed: auto, average, foundation, refit, or a dict {{Z: eV}}")
+            raise InputError(
+                f"unknown e0s {self.e0s!r}; allowed: auto, average, foundation, refit, or a dict {{Z: eV}}"
+            )
         if self.energy_reference not in ENERGY_REFERENCES:
-            raise InputError(f"unknown energy_reference {self.energy_reference!r}; allowed: {', '.join(ENERGY_REFERENCES)}")
+            raise InputError(
+                f"unknown energy_reference {self.energy_reference!r}; allowed: {', '.join(ENERGY_REFERENCES)}"
+            )
         if self.energy_reference == "per_composition" and not self.foundation:
-            raise InputError("energy_reference 'per_composition' needs a foundation model (its energies are the "
-                             "reference each composition keeps); training from scratch uses 'absolute'")
+            raise InputError(
+                "energy_reference 'per_composition' needs a foundation model (its energies are the "
+                "reference each composition keeps); training from scratch uses 'absolute'"
+            )
 
     def resolved_e0s(self) -> str:
         """The --E0s passed to mace_run_train."""
@@ -233,23 +247,59 @@ def train_mace(
         e0s = "foundation"
     offsets = None
     if settings.energy_reference == "per_composition":  # the test set keeps its absolute labels: errors stay honest
-        offsets = composition_offsets(_foundation_file(settings.foundation), read_extxyz(files["train"]),
-                                      dtype=settings.dtype)  # fmt: skip
+        offsets = composition_offsets(
+            _foundation_file(settings.foundation), read_extxyz(files["train"]), dtype=settings.dtype
+        )
         (work / "composition_offsets.json").write_text(json.dumps(offsets, indent=1))
         for key in [k for k in files if k != "test"]:
             files[key] = write_extxyz(offset_labels(read_extxyz(files[key]), offsets), work / f"{key}_relative.xyz")
     exe = shutil.which("mace_run_train") or str(Path(sys.executable).parent / "mace_run_train")
     cmd = [
-        exe, "--name", name, "--work_dir", str(work), "--train_file", str(files["train"]),
-        "--energy_key", "REF_energy", "--forces_key", "REF_forces", "--stress_key", "REF_stress",
-        "--compute_stress", "True", "--loss", "stress" if settings.stress_weight > 0 else "weighted",
-        "--energy_weight", str(settings.energy_weight), "--forces_weight", str(settings.forces_weight),
-        "--stress_weight", str(settings.stress_weight), "--max_num_epochs", str(settings.epochs),
-        "--lr", str(settings.lr), "--batch_size", str(settings.batch_size),
-        "--valid_batch_size", str(settings.batch_size), "--device", settings.device,
-        "--default_dtype", settings.dtype, "--seed", str(settings.seed), "--E0s", e0s,
-        "--save_cpu", "--eval_interval", "1", "--error_table", "PerAtomRMSEstressvirials",
-    ]  # fmt: skip
+        exe,
+        "--name",
+        name,
+        "--work_dir",
+        str(work),
+        "--train_file",
+        str(files["train"]),
+        "--energy_key",
+        "REF_energy",
+        "--forces_key",
+        "REF_forces",
+        "--stress_key",
+        "REF_stress",
+        "--compute_stress",
+        "True",
+        "--loss",
+        "stress" if settings.stress_weight > 0 else "weighted",
+        "--energy_weight",
+        str(settings.energy_weight),
+        "--forces_weight",
+        str(settings.forces_weight),
+        "--stress_weight",
+        str(settings.stress_weight),
+        "--max_num_epochs",
+        str(settings.epochs),
+        "--lr",
+        str(settings.lr),
+        "--batch_size",
+        str(settings.batch_size),
+        "--valid_batch_size",
+        str(settings.batch_size),
+        "--device",
+        settings.device,
+        "--default_dtype",
+        settings.dtype,
+        "--seed",
+        str(settings.seed),
+        "--E0s",
+        e0s,
+        "--save_cpu",
+        "--eval_interval",
+        "1",
+        "--error_table",
+        "PerAtomRMSEstressvirials",
+    ]
     if "valid" in files:
         cmd += ["--valid_file", str(files["valid"])]
     else:
@@ -257,14 +307,29 @@ def train_mace(
     # the test set is not given to mace_run_train: dp_screen measures it itself (below), also when it holds elements
     # the model does not cover (mace_run_train fails on those: "np.int64(19) is not in list")
     if settings.foundation:
-        cmd += ["--foundation_model", _foundation_file(settings.foundation),
-                "--multiheads_finetuning", str(settings.multihead)]  # fmt: skip
+        cmd += [
+            "--foundation_model",
+            _foundation_file(settings.foundation),
+            "--multiheads_finetuning",
+            str(settings.multihead),
+        ]
         if settings.keep_elements:
             cmd += ["--foundation_model_elements", "True"]
     else:
-        cmd += ["--model", "MACE", "--num_channels", str(settings.num_channels), "--max_L", str(settings.max_l),
-                "--r_max", str(settings.r_max), "--num_interactions", str(settings.num_interactions),
-                "--correlation", str(settings.correlation)]  # fmt: skip
+        cmd += [
+            "--model",
+            "MACE",
+            "--num_channels",
+            str(settings.num_channels),
+            "--max_L",
+            str(settings.max_l),
+            "--r_max",
+            str(settings.r_max),
+            "--num_interactions",
+            str(settings.num_interactions),
+            "--correlation",
+            str(settings.correlation),
+        ]
     for k, v in settings.extra.items():
         cmd += [k] if v is None else [k, str(v)]
     env = dict(os.environ, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1")
@@ -272,7 +337,9 @@ def train_mace(
         proc = subprocess.run(cmd, stdout=logfile, stderr=subprocess.STDOUT, env=env, cwd=work, check=False)
     if proc.returncode != 0:
         tail = (work / "mace_run_train.log").read_text(errors="replace").strip().splitlines()[-3:]
-        raise TrainingError(f"mace_run_train failed (exit {proc.returncode}): {' | '.join(tail)}; see {work}/mace_run_train.log")
+        raise TrainingError(
+            f"mace_run_train failed (exit {proc.returncode}): {' | '.join(tail)}; see {work}/mace_run_train.log"
+        )
     produced = work / f"{name}.model"
     if not produced.exists():
         raise TrainingError(f"mace_run_train finished but wrote no {produced}")
@@ -286,11 +353,22 @@ def train_mace(
     for key in ("train", "valid", "test"):
         if key in files:
             errors[key] = model_errors(final, read_extxyz(files[key]), dtype=settings.dtype)
-    result = TrainResult(final, sha, name, version, errors, {**settings.settings_dict(), **(
-        {"energy_shifts": {str(z): v for z, v in shifts.items()}} if shifts else {}), **(
-        {"n_composition_offsets": len(offsets)} if offsets else {})}, cmd)  # fmt: skip
-    (out_dir / f"{final.stem}.json").write_text(json.dumps(
-        {"model": final.name, "sha256": sha, "errors": errors, "settings": result.settings}, indent=2))  # fmt: skip
+    result = TrainResult(
+        final,
+        sha,
+        name,
+        version,
+        errors,
+        {
+            **settings.settings_dict(),
+            **({"energy_shifts": {str(z): v for z, v in shifts.items()}} if shifts else {}),
+            **({"n_composition_offsets": len(offsets)} if offsets else {}),
+        },
+        cmd,
+    )
+    (out_dir / f"{final.stem}.json").write_text(
+        json.dumps({"model": final.name, "sha256": sha, "errors": errors, "settings": result.settings}, indent=2)
+    )
     return result
 
 
@@ -302,7 +380,9 @@ def _residuals(model, labelled: list[LabelledStructure]) -> np.ndarray:
     return np.array([item.energy - p["energy"] for item, p in zip(labelled, preds, strict=True)])
 
 
-def energy_shifts(foundation: str | Path, labelled: list[LabelledStructure], dtype: str = "float64") -> dict[int, float]:
+def energy_shifts(
+    foundation: str | Path, labelled: list[LabelledStructure], dtype: str = "float64"
+) -> dict[int, float]:
     """Per-element energies d_Z (eV) that move labels to a foundation model's energy reference: E - sum_Z n_Z d_Z.
 
     The residual r_s = E_label(s) - E_foundation(s) of each labelled structure is fitted as sum_Z n_Z(s) d_Z with
@@ -322,8 +402,16 @@ def energy_shifts(foundation: str | Path, labelled: list[LabelledStructure], dty
 
 def shift_labels(labelled: list[LabelledStructure], shifts: dict[int, float]) -> list[LabelledStructure]:
     """The labels with E - sum_Z n_Z d_Z (see :func:`energy_shifts`); forces and stress unchanged."""
-    return [LabelledStructure(item.structure, item.energy - sum(shifts.get(site.specie.Z, 0.0) for site in item.structure),
-                              item.forces, item.stress_gpa, item.source) for item in labelled]  # fmt: skip
+    return [
+        LabelledStructure(
+            item.structure,
+            item.energy - sum(shifts.get(site.specie.Z, 0.0) for site in item.structure),
+            item.forces,
+            item.stress_gpa,
+            item.source,
+        )
+        for item in labelled
+    ]
 
 
 def composition_key(structure: Structure) -> str:
@@ -331,7 +419,9 @@ def composition_key(structure: Structure) -> str:
     return structure.composition.element_composition.reduced_formula
 
 
-def composition_offsets(foundation: str | Path, labelled: list[LabelledStructure], dtype: str = "float64") -> dict[str, float]:
+def composition_offsets(
+    foundation: str | Path, labelled: list[LabelledStructure], dtype: str = "float64"
+) -> dict[str, float]:
     """Per composition (:func:`composition_key`), the mean over its labelled structures of (label - foundation)
     energy per atom, eV/atom: subtracted from the labels (:func:`offset_labels`), it leaves the foundation's
     absolute level for every composition and the labels' energy differences within it."""
@@ -351,9 +441,17 @@ def _by_composition(labelled: list[LabelledStructure]) -> dict[str, list[int]]:
 def offset_labels(labelled: list[LabelledStructure], offsets: dict[str, float]) -> list[LabelledStructure]:
     """The labels less their composition's offset per atom (see :func:`composition_offsets`); forces and stress
     unchanged; a composition without an offset is left as it is."""
-    return [LabelledStructure(item.structure,
-                              item.energy - offsets.get(composition_key(item.structure), 0.0) * len(item.structure),
-                              item.forces, item.stress_gpa, item.source, item.meta) for item in labelled]  # fmt: skip
+    return [
+        LabelledStructure(
+            item.structure,
+            item.energy - offsets.get(composition_key(item.structure), 0.0) * len(item.structure),
+            item.forces,
+            item.stress_gpa,
+            item.source,
+            item.meta,
+        )
+        for item in labelled
+    ]
 
 
 def model_errors(model_path: str | Path, labelled: list[LabelledStructure], dtype: str = "float64") -> dict:
@@ -372,17 +470,32 @@ def model_errors(model_path: str | Path, labelled: list[LabelledStructure], dtyp
     preds = single_points([item.structure for item in labelled], model)
     de = np.array([(p["energy"] - item.energy) / len(item.structure) for p, item in zip(preds, labelled, strict=True)])
     df = np.concatenate([(p["forces"] - item.forces).ravel() for p, item in zip(preds, labelled, strict=True)])
-    ds = np.concatenate([(np.asarray(p["stress_gpa"]) - item.stress_gpa).ravel()
-                         for p, item in zip(preds, labelled, strict=True)])  # fmt: skip
+    ds = np.concatenate(
+        [(np.asarray(p["stress_gpa"]) - item.stress_gpa).ravel() for p, item in zip(preds, labelled, strict=True)]
+    )
     # energy errors relative to each composition's mean error: what ranking phases within a composition sees
-    rel = np.concatenate([de[ix] - de[ix].mean() for ix in _by_composition(labelled).values() if len(ix) > 1]
-                         or [np.zeros(0)])  # fmt: skip
+    rel = np.concatenate(
+        [de[ix] - de[ix].mean() for ix in _by_composition(labelled).values() if len(ix) > 1] or [np.zeros(0)]
+    )
     return {
-        **({"energy_mae_within_composition_mev_atom": float(1e3 * np.abs(rel).mean()),
-            "energy_rmse_within_composition_mev_atom": float(1e3 * np.sqrt((rel**2).mean()))} if len(rel) else {}),
-        "n": len(labelled), **({"n_uncovered": n_uncovered,
-                                "uncovered_elements": sorted({e for m in missing for e in m})} if n_uncovered else {}),
-        "energy_mae_mev_atom": float(1e3 * np.abs(de).mean()), "energy_rmse_mev_atom": float(1e3 * np.sqrt((de**2).mean())),
-        "forces_mae_mev_a": float(1e3 * np.abs(df).mean()), "forces_rmse_mev_a": float(1e3 * np.sqrt((df**2).mean())),
-        "stress_mae_gpa": float(np.abs(ds).mean()), "stress_rmse_gpa": float(np.sqrt((ds**2).mean())),
-    }  # fmt: skip
+        **(
+            {
+                "energy_mae_within_composition_mev_atom": float(1e3 * np.abs(rel).mean()),
+                "energy_rmse_within_composition_mev_atom": float(1e3 * np.sqrt((rel**2).mean())),
+            }
+            if len(rel)
+            else {}
+        ),
+        "n": len(labelled),
+        **(
+            {"n_uncovered": n_uncovered, "uncovered_elements": sorted({e for m in missing for e in m})}
+            if n_uncovered
+            else {}
+        ),
+        "energy_mae_mev_atom": float(1e3 * np.abs(de).mean()),
+        "energy_rmse_mev_atom": float(1e3 * np.sqrt((de**2).mean())),
+        "forces_mae_mev_a": float(1e3 * np.abs(df).mean()),
+        "forces_rmse_mev_a": float(1e3 * np.sqrt((df**2).mean())),
+        "stress_mae_gpa": float(np.abs(ds).mean()),
+        "stress_rmse_gpa": float(np.sqrt((ds**2).mean())),
+    }

@@ -70,10 +70,11 @@ def card_phase_error(card: dict) -> PhaseError | None:
     teacher = card.get("phases_vs_teacher") or {}
     if teacher.get("phase_de_rmse_mev_atom") is not None:
         return PhaseError(
-            float(teacher["phase_de_rmse_mev_atom"]), "card",
+            float(teacher["phase_de_rmse_mev_atom"]),
+            "card",
             f"RMSE of phase energy differences vs its teacher on {teacher.get('n_compositions', '?')} held-out "
             f"compositions, {teacher.get('made_by', 'benchmarks/bench_teacher.py')}",
-        )  # fmt: skip
+        )
     return None
 
 
@@ -82,12 +83,18 @@ def errors_phase_error(errors: dict | None) -> PhaseError | None:
     test = (errors or {}).get("test") or {}
     if test.get("energy_rmse_within_composition_mev_atom") is not None:
         rmse = float(test["energy_rmse_within_composition_mev_atom"])
-        return PhaseError(math.sqrt(2) * rmse, "fine-tune",
-                          f"sqrt(2) x held-out within-composition energy RMSE {rmse:.1f} meV/atom (n = {test.get('n')})")
+        return PhaseError(
+            math.sqrt(2) * rmse,
+            "fine-tune",
+            f"sqrt(2) x held-out within-composition energy RMSE {rmse:.1f} meV/atom (n = {test.get('n')})",
+        )
     if test.get("energy_mae_within_composition_mev_atom") is not None:
         mae = float(test["energy_mae_within_composition_mev_atom"])
-        return PhaseError(math.sqrt(math.pi) * mae, "fine-tune",
-                          f"sqrt(pi) x held-out within-composition energy MAE {mae:.1f} meV/atom (n = {test.get('n')})")
+        return PhaseError(
+            math.sqrt(math.pi) * mae,
+            "fine-tune",
+            f"sqrt(pi) x held-out within-composition energy MAE {mae:.1f} meV/atom (n = {test.get('n')})",
+        )
     return None
 
 
@@ -103,8 +110,9 @@ def model_card(model_path: str | Path | None, model_sha256: str) -> dict | None:
     return card if isinstance(card, dict) and card.get("sha256") == model_sha256 else None
 
 
-def model_phase_error(model_sha256: str, model_path: str | Path | None = None,
-                      errors: dict | None = None) -> PhaseError:  # fmt: skip
+def model_phase_error(
+    model_sha256: str, model_path: str | Path | None = None, errors: dict | None = None
+) -> PhaseError:
     """A model's measured phase-energy sigma: its card (next to ``model_path``, or the packaged model's card when
     the hashes match), else its fine-tuning errors (``errors``), else :data:`NO_ERROR`."""
     from dp_screen.mlip.models import default_model_path
@@ -124,6 +132,9 @@ def ordering_phase_error(model_error: PhaseError | None, committee_spread_mev: f
     if model_error.source == "user":
         return model_error
     if committee_spread_mev is not None and math.isfinite(committee_spread_mev):
-        return PhaseError(math.sqrt(2) * float(committee_spread_mev), "committee",
-                          "sqrt(2) x the committee's largest energy spread over the ranked variants")
+        return PhaseError(
+            math.sqrt(2) * float(committee_spread_mev),
+            "committee",
+            "sqrt(2) x the committee's largest energy spread over the ranked variants",
+        )
     return model_error

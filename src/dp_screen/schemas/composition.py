@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 class CompositionDoc(BaseModel):
     """One charge-balanced AA'BB'X6 composition (one oxidation-state assignment) and its descriptors."""
 
-    composition_id: str = Field(..., description="Canonical id A_A'_B_B'_X in species notation, e.g. Cs+_Cs+_Ag+_Bi3+_Cl-")
+    composition_id: str = Field(
+        ..., description="Canonical id A_A'_B_B'_X in species notation, e.g. Cs+_Cs+_Ag+_Bi3+_Cl-"
+    )
     formula: str = Field(..., description="Formula with the site order kept, e.g. Cs2AgBiCl6")
     A: str
     nA: int

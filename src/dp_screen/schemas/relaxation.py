@@ -70,16 +70,21 @@ class RelaxationDoc(BaseModel):
     volume_change: float | None = None
     phase: dict | None = Field(None, description="space groups, B-X-B' angles, tilt candidates, stayed in start tilt")
     final_space_group: int | None = Field(None, description="space group after relaxation (spglib, 0.01 A)")
-    phase_tilt: str | None = Field(None, description="the phase it is ranked under: the tilt system its final space "
-                                   "group implies for its ordering and species pattern (SG<n>: none of the table)")
+    phase_tilt: str | None = Field(
+        None,
+        description="the phase it is ranked under: the tilt system its final space "
+        "group implies for its ordering and species pattern (SG<n>: none of the table)",
+    )
     left_start_tilt: bool | None = Field(None, description="its final space group no longer allows the start tilt")
     not_perovskite: bool = Field(False, description="no longer a corner-sharing perovskite (see perovskite_check)")
     not_perovskite_reason: str | None = None
     perovskite_check: dict | None = None
-    excluded: str | None = Field(None, description="why it is kept out of rankings: failed, not_converged, "
-                                 "not_perovskite (None: ranked)")
-    energy_spread_mev_atom: float | None = Field(None, description="committee energy spread at the relaxed "
-                                                 "structure (meV/atom; None: not scored)")
+    excluded: str | None = Field(
+        None, description="why it is kept out of rankings: failed, not_converged, not_perovskite (None: ranked)"
+    )
+    energy_spread_mev_atom: float | None = Field(
+        None, description="committee energy spread at the relaxed structure (meV/atom; None: not scored)"
+    )
     force_spread_ev_a: float | None = Field(None, description="committee force spread at the relaxed structure (eV/A)")
     uncertainty: dict | None = Field(None, description="the committee's members (sha256) and per-member energies")
     structure: dict
@@ -87,29 +92,53 @@ class RelaxationDoc(BaseModel):
     created_at: datetime = Field(default_factory=utcnow)
 
     @classmethod
-    def from_result(cls, struct_doc: dict, result: RelaxResult, phase: PhaseIdentification | None, model_prov: dict,
-                    settings: dict, settings_hash: str, check: PerovskiteCheck | None = None) -> RelaxationDoc:  # fmt: skip
+    def from_result(
+        cls,
+        struct_doc: dict,
+        result: RelaxResult,
+        phase: PhaseIdentification | None,
+        model_prov: dict,
+        settings: dict,
+        settings_hash: str,
+        check: PerovskiteCheck | None = None,
+    ) -> RelaxationDoc:
         """Document from a structure document, its relaxation result, its phase and its perovskite check."""
         return cls(
             relaxation_id=relaxation_id(struct_doc["structure_id"], model_prov["model_sha256"], settings_hash),
-            structure_id=struct_doc["structure_id"], composition_id=struct_doc["composition_id"],
-            formula=struct_doc["formula"], ordering=struct_doc["ordering"], start_tilt=struct_doc["tilt"],
-            method=struct_doc["method"], structure_settings_hash=struct_doc.get("settings_hash"),
-            model_sha256=model_prov["model_sha256"], model_name=model_prov["model_name"],
-            settings_hash=settings_hash, energy=result.energy, energy_per_atom=result.energy_per_atom,
-            n_atoms=len(result.structure), max_force=result.max_force, max_stress_gpa=result.max_stress_gpa,
-            stress_gpa=result.stress_gpa, n_steps=result.n_steps, converged=result.converged, failed=result.failed,
-            reason=result.reason, wall_time_s=result.wall_time_s,
+            structure_id=struct_doc["structure_id"],
+            composition_id=struct_doc["composition_id"],
+            formula=struct_doc["formula"],
+            ordering=struct_doc["ordering"],
+            start_tilt=struct_doc["tilt"],
+            method=struct_doc["method"],
+            structure_settings_hash=struct_doc.get("settings_hash"),
+            model_sha256=model_prov["model_sha256"],
+            model_name=model_prov["model_name"],
+            settings_hash=settings_hash,
+            energy=result.energy,
+            energy_per_atom=result.energy_per_atom,
+            n_atoms=len(result.structure),
+            max_force=result.max_force,
+            max_stress_gpa=result.max_stress_gpa,
+            stress_gpa=result.stress_gpa,
+            n_steps=result.n_steps,
+            converged=result.converged,
+            failed=result.failed,
+            reason=result.reason,
+            wall_time_s=result.wall_time_s,
             volume_per_fu=result.structure.volume / (len(result.structure) / 10),
-            volume_change=result.summary()["volume_change"], phase=phase.as_dict() if phase else None,
-            final_space_group=phase.space_group if phase else None, phase_tilt=phase.phase if phase else None,
+            volume_change=result.summary()["volume_change"],
+            phase=phase.as_dict() if phase else None,
+            final_space_group=phase.space_group if phase else None,
+            phase_tilt=phase.phase if phase else None,
             left_start_tilt=None if phase is None else not phase.stayed_in_start_tilt,
-            not_perovskite=check is not None and not check.ok, not_perovskite_reason=check.reason if check else None,
+            not_perovskite=check is not None and not check.ok,
+            not_perovskite_reason=check.reason if check else None,
             perovskite_check=check.as_dict() if check else None,
             excluded=exclusion(result.failed, result.converged, None if check is None else check.ok),
             structure=result.structure.as_dict(),
             provenance=Provenance(model_sha256=model_prov["model_sha256"], settings={**settings, **model_prov}),
-        )  # fmt: skip
+        )
 
 
 class ModelDoc(BaseModel):

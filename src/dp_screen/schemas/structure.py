@@ -48,26 +48,53 @@ class StructureDoc(BaseModel):
     provenance: Provenance
 
     @classmethod
-    def from_built(cls, composition_id: str, built: BuiltStructure, settings: dict, provenance: Provenance) -> StructureDoc:
+    def from_built(
+        cls, composition_id: str, built: BuiltStructure, settings: dict, provenance: Provenance
+    ) -> StructureDoc:
         """Document of a successfully built structure."""
         return cls(
             structure_id=structure_id(composition_id, built.ordering, built.tilt, built.method),
-            composition_id=composition_id, formula=built.species.formula, ordering=built.ordering, tilt=built.tilt,
-            method=built.method, status="built", space_group=built.space_group,
-            space_group_expected=built.space_group_expected, gii=None if built.gii != built.gii else built.gii,
-            tilt_angles=built.tilt_angles, bond_lengths=built.bond_lengths, volume_per_fu=built.volume_per_fu,
-            n_atoms=len(built.structure), structure=built.structure.as_dict(), bv_parameters=built.bv_parameters,
-            settings_hash=settings_hash(settings), provenance=provenance,
-        )  # fmt: skip
+            composition_id=composition_id,
+            formula=built.species.formula,
+            ordering=built.ordering,
+            tilt=built.tilt,
+            method=built.method,
+            status="built",
+            space_group=built.space_group,
+            space_group_expected=built.space_group_expected,
+            gii=None if built.gii != built.gii else built.gii,
+            tilt_angles=built.tilt_angles,
+            bond_lengths=built.bond_lengths,
+            volume_per_fu=built.volume_per_fu,
+            n_atoms=len(built.structure),
+            structure=built.structure.as_dict(),
+            bv_parameters=built.bv_parameters,
+            settings_hash=settings_hash(settings),
+            provenance=provenance,
+        )
 
     @classmethod
     def from_error(
-        cls, composition_id: str, formula: str, ordering: str, tilt: str, method: str, error: Exception,
-        settings: dict, provenance: Provenance,
-    ) -> StructureDoc:  # fmt: skip
+        cls,
+        composition_id: str,
+        formula: str,
+        ordering: str,
+        tilt: str,
+        method: str,
+        error: Exception,
+        settings: dict,
+        provenance: Provenance,
+    ) -> StructureDoc:
         """Document recording why a structure could not be built (so a re-run does not retry it)."""
         return cls(
-            structure_id=structure_id(composition_id, ordering, tilt, method), composition_id=composition_id,
-            formula=formula, ordering=ordering, tilt=tilt, method=method, status="failed", error=str(error),
-            settings_hash=settings_hash(settings), provenance=provenance,
-        )  # fmt: skip
+            structure_id=structure_id(composition_id, ordering, tilt, method),
+            composition_id=composition_id,
+            formula=formula,
+            ordering=ordering,
+            tilt=tilt,
+            method=method,
+            status="failed",
+            error=str(error),
+            settings_hash=settings_hash(settings),
+            provenance=provenance,
+        )

@@ -78,9 +78,13 @@ class BondValenceParameter:
         """Plain dict for documents."""
         return {
             "pair": f"{self.cation}{self.cation_valence:+d}-{self.anion}{self.anion_valence:+d}",
-            "r0": self.r0, "b": self.b, "source": self.source, "ref_id": self.ref_id, "reference": self.reference,
+            "r0": self.r0,
+            "b": self.b,
+            "source": self.source,
+            "ref_id": self.ref_id,
+            "reference": self.reference,
             "parameter_set": self.parameter_set,
-        }  # fmt: skip
+        }
 
 
 @dataclass(frozen=True)
@@ -154,19 +158,34 @@ class BondValenceTable:
             if rows:
                 best = self._best(rows)
                 return BondValenceParameter(
-                    cation, cation_valence, anion, anion_valence, best.r0, best.b, source, best.ref,
-                    self.references.get(best.ref, ""), self.parameter_set,
-                )  # fmt: skip
+                    cation,
+                    cation_valence,
+                    anion,
+                    anion_valence,
+                    best.r0,
+                    best.b,
+                    source,
+                    best.ref,
+                    self.references.get(best.ref, ""),
+                    self.parameter_set,
+                )
         okeeffe = _brese_okeeffe()
         if cation in okeeffe and anion in okeeffe:
             rc, cc = okeeffe[cation]["r"], okeeffe[cation]["c"]
             ra, ca = okeeffe[anion]["r"], okeeffe[anion]["c"]
             r0 = rc + ra - rc * ra * (math.sqrt(cc) - math.sqrt(ca)) ** 2 / (cc * rc + ca * ra)
             return BondValenceParameter(
-                cation, cation_valence, anion, anion_valence, round(r0, 4), 0.37, "brese-okeeffe", "B&OK1991",
+                cation,
+                cation_valence,
+                anion,
+                anion_valence,
+                round(r0, 4),
+                0.37,
+                "brese-okeeffe",
+                "B&OK1991",
                 "Brese and O'Keeffe, (1991), Acta Cryst. B47, 192-197 (element parameters, pymatgen bvparam_1991)",
                 self.parameter_set,
-            )  # fmt: skip
+            )
         raise InputError(
             f"no bond-valence parameters for {cation}{cation_valence:+d}-{anion}{anion_valence:+d}: not in "
             f"{self.name} (exact or unspecified valence) nor in the Brese & O'Keeffe element table"
@@ -266,7 +285,11 @@ def bond_valence_coverage(df, mode: str = "exact") -> np.ndarray:
     x, qx = df["X"].tolist(), df["nX"].tolist()
     for el_col, q_col in (("A", "nA"), ("A2", "nA2"), ("B", "nB"), ("B2", "nB2")):
         mask &= np.fromiter(
-            (covered(e, q, xe, xq) for e, q, xe, xq in zip(df[el_col].tolist(), df[q_col].tolist(), x, qx, strict=True)),
-            dtype=bool, count=len(df),
-        )  # fmt: skip
+            (
+                covered(e, q, xe, xq)
+                for e, q, xe, xq in zip(df[el_col].tolist(), df[q_col].tolist(), x, qx, strict=True)
+            ),
+            dtype=bool,
+            count=len(df),
+        )
     return mask

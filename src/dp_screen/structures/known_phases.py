@@ -66,29 +66,79 @@ _OTHERS = (
     KnownPhase("Ba2MgWO6", _ba(("Mg", 2), ("W", 6)), "rocksalt", 225, _cubic(8.100), 4, VK2015),
     KnownPhase("Ba2NiWO6", _ba(("Ni", 2), ("W", 6)), "rocksalt", 225, _cubic(8.062), 4, VK2015),
     KnownPhase("Ba2ZnWO6", _ba(("Zn", 2), ("W", 6)), "rocksalt", 225, _cubic(8.112), 4, VK2015),
-    KnownPhase("Ba2FeMoO6", _ba(("Fe", 3), ("Mo", 5)), "rocksalt", 225, _cubic(8.060), 4,
-               "Chmaissem et al., Phys. Rev. B 62, 14197 (2000)"),
+    KnownPhase(
+        "Ba2FeMoO6",
+        _ba(("Fe", 3), ("Mo", 5)),
+        "rocksalt",
+        225,
+        _cubic(8.060),
+        4,
+        "Chmaissem et al., Phys. Rev. B 62, 14197 (2000)",
+    ),
     KnownPhase("Ba2BiSbO6", _ba(("Bi", 3), ("Sb", 5)), "rocksalt", 148, None, 6, VK2015),
-    KnownPhase("Sr2FeMoO6", _sr(("Fe", 3), ("Mo", 5)), "rocksalt", 87, (5.572, 5.572, 7.903, 90, 90, 90), 2,
-               "Chmaissem et al., Phys. Rev. B 62, 14197 (2000)"),
-    KnownPhase("Sr2NiWO6", _sr(("Ni", 2), ("W", 6)), "rocksalt", 87, (5.557, 5.557, 7.915, 90, 90, 90), 2,
-               "Iwanaga, Inaguma & Itoh, J. Solid State Chem. 147, 291 (1999)"),
+    KnownPhase(
+        "Sr2FeMoO6",
+        _sr(("Fe", 3), ("Mo", 5)),
+        "rocksalt",
+        87,
+        (5.572, 5.572, 7.903, 90, 90, 90),
+        2,
+        "Chmaissem et al., Phys. Rev. B 62, 14197 (2000)",
+    ),
+    KnownPhase(
+        "Sr2NiWO6",
+        _sr(("Ni", 2), ("W", 6)),
+        "rocksalt",
+        87,
+        (5.557, 5.557, 7.915, 90, 90, 90),
+        2,
+        "Iwanaga, Inaguma & Itoh, J. Solid State Chem. 147, 291 (1999)",
+    ),
     KnownPhase("Sr2CuWO6", _sr(("Cu", 2), ("W", 6)), "rocksalt", 87, (5.428, 5.428, 8.414, 90, 90, 90), 2, VK2015),
     KnownPhase("Sr2MgWO6", _sr(("Mg", 2), ("W", 6)), "rocksalt", 87, None, 2, VK2015),
-    KnownPhase("Ca2FeMoO6", (("Ca", 2), ("Ca", 2), ("Fe", 3), ("Mo", 5), ("O", -2)), "rocksalt", 14,
-               (5.415, 5.522, 7.709, 90, 90.04, 90), 2, VK2015),
-    KnownPhase("La2NiMnO6", (("La", 3), ("La", 3), ("Ni", 2), ("Mn", 4), ("O", -2)), "rocksalt", 14,
-               (5.467, 5.510, 7.751, 90, 90.12, 90), 2,
-               "Bull, Gleeson & Knight, J. Phys.: Condens. Matter 15, 4927 (2003)"),
-    KnownPhase("Cs2AgSbCl6", (("Cs", 1), ("Cs", 1), ("Ag", 1), ("Sb", 3), ("Cl", -1)), "rocksalt", 225,
-               _cubic(10.699), 4, "Tran, Panella, Chamorro, Morey & McQueen, Mater. Horiz. 4, 688 (2017)"),
-    KnownPhase("Cs2NaBiCl6", (("Cs", 1), ("Cs", 1), ("Na", 1), ("Bi", 3), ("Cl", -1)), "rocksalt", 225,
-               _cubic(10.84), 4, "Morss & Robinson, Acta Cryst. B28, 653 (1972)"),
-)  # fmt: skip
+    KnownPhase(
+        "Ca2FeMoO6",
+        (("Ca", 2), ("Ca", 2), ("Fe", 3), ("Mo", 5), ("O", -2)),
+        "rocksalt",
+        14,
+        (5.415, 5.522, 7.709, 90, 90.04, 90),
+        2,
+        VK2015,
+    ),
+    KnownPhase(
+        "La2NiMnO6",
+        (("La", 3), ("La", 3), ("Ni", 2), ("Mn", 4), ("O", -2)),
+        "rocksalt",
+        14,
+        (5.467, 5.510, 7.751, 90, 90.12, 90),
+        2,
+        "Bull, Gleeson & Knight, J. Phys.: Condens. Matter 15, 4927 (2003)",
+    ),
+    KnownPhase(
+        "Cs2AgSbCl6",
+        (("Cs", 1), ("Cs", 1), ("Ag", 1), ("Sb", 3), ("Cl", -1)),
+        "rocksalt",
+        225,
+        _cubic(10.699),
+        4,
+        "Tran, Panella, Chamorro, Morey & McQueen, Mater. Horiz. 4, 688 (2017)",
+    ),
+    KnownPhase(
+        "Cs2NaBiCl6",
+        (("Cs", 1), ("Cs", 1), ("Na", 1), ("Bi", 3), ("Cl", -1)),
+        "rocksalt",
+        225,
+        _cubic(10.84),
+        4,
+        "Morss & Robinson, Acta Cryst. B28, 653 (1972)",
+    ),
+)
 
 #: every known compound, the builder's experimental table first
 KNOWN_PHASES: dict[str, KnownPhase] = {
-    **{e.name: KnownPhase(e.name, e.sites, e.ordering, e.space_group, e.lattice, e.formula_units, e.source)
-       for e in EXPERIMENTS.values()},
+    **{
+        e.name: KnownPhase(e.name, e.sites, e.ordering, e.space_group, e.lattice, e.formula_units, e.source)
+        for e in EXPERIMENTS.values()
+    },
     **{k.name: k for k in _OTHERS},
-}  # fmt: skip
+}

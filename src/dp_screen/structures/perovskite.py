@@ -18,7 +18,6 @@ Every structure is checked with spglib against the tilt tables; the stored cell 
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -82,9 +81,12 @@ class SiteSpeciesSet:
     def from_row(cls, row) -> SiteSpeciesSet:
         """From a composition document or table row (A, nA, A2, nA2, B, nB, B2, nB2, X, nX)."""
         return cls(
-            (row["A"], int(row["nA"])), (row["A2"], int(row["nA2"])), (row["B"], int(row["nB"])),
-            (row["B2"], int(row["nB2"])), (row["X"], int(row["nX"])),
-        )  # fmt: skip
+            (row["A"], int(row["nA"])),
+            (row["A2"], int(row["nA2"])),
+            (row["B"], int(row["nB"])),
+            (row["B2"], int(row["nB2"])),
+            (row["X"], int(row["nX"])),
+        )
 
 
 @dataclass
@@ -129,14 +131,16 @@ class BuiltStructure:
             "tilt": self.tilt,
             "method": self.method,
             "space_group": self.space_group,
-            "lattice": {k: round(v, 4) for k, v in zip(("a", "b", "c", "alpha", "beta", "gamma"),
-                                                        (*lat.abc, *lat.angles), strict=True)},
+            "lattice": {
+                k: round(v, 4)
+                for k, v in zip(("a", "b", "c", "alpha", "beta", "gamma"), (*lat.abc, *lat.angles), strict=True)
+            },
             "volume_per_fu": round(self.volume_per_fu, 3),
             "gii": round(self.gii, 4),
             "tilt_angles": [round(t, 3) for t in self.tilt_angles],
             "a_displacement": round(self.a_displacement, 4),
             "n_atoms": len(self.structure),
-        }  # fmt: skip
+        }
 
 
 def _sign(sense: str, axis: int, i: int, j: int, k: int) -> int:
@@ -190,9 +194,17 @@ def _template(ordering: str, tilt: str) -> _Template:
     roles += ["X"] * len(owner)
     signs = np.array([[_sign(ts.senses[ax], ax, *s) for ax in range(3)] for s in b_species], dtype=float)
     return _Template(
-        ordering, tilt, tuple(roles), np.array(b_species + b_prime, dtype=float), np.array(sites, dtype=float),
-        np.array(owner), np.array(axis), np.array(sigma, dtype=float), signs, ts.groups,
-    )  # fmt: skip
+        ordering,
+        tilt,
+        tuple(roles),
+        np.array(b_species + b_prime, dtype=float),
+        np.array(sites, dtype=float),
+        np.array(owner),
+        np.array(axis),
+        np.array(sigma, dtype=float),
+        signs,
+        ts.groups,
+    )
 
 
 def _geometry(
@@ -273,9 +285,14 @@ def _unpack(t: _Template, x: np.ndarray, fixed: bool, modes: np.ndarray | None):
 
 
 def _residuals(
-    t: _Template, x: np.ndarray, r0: np.ndarray, b: np.ndarray, formal: np.ndarray, fixed: bool,
+    t: _Template,
+    x: np.ndarray,
+    r0: np.ndarray,
+    b: np.ndarray,
+    formal: np.ndarray,
+    fixed: bool,
     modes: np.ndarray | None = None,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """Bond-valence-sum residuals V_i - |v_i| (S, 40) for parameter rows x (S, m)."""
     ci, ai, img, incidence = _pairs(t)
     pos, cell = _geometry(t, *_unpack(t, x, fixed, modes))
@@ -306,7 +323,9 @@ def _least_squares_batch(t, x0, lo, hi, r0, b, formal, fixed, modes=None, max_it
         def rep(arr, idx=idx):
             return np.repeat(arr[idx], m + 1, axis=0)
 
-        res = _residuals(t, probes.reshape(-1, m), rep(r0), rep(b), rep(formal), fixed, modes).reshape(idx.size, m + 1, -1)
+        res = _residuals(t, probes.reshape(-1, m), rep(r0), rep(b), rep(formal), fixed, modes).reshape(
+            idx.size, m + 1, -1
+        )
         r = res[:, 0]
         jac = (res[:, 1:] - r[:, None]) / steps[None, :, None]  # (k, m, 40)
         grad = np.einsum("kmi,ki->km", jac, r)
@@ -461,8 +480,9 @@ def _verify_and_reduce(t, species, pos, cell, ordering, tilt, full_check=False):
     prim_lat = ref.to_primitive @ np.diag(cell)
     prim_frac = pos[ref.primitive_atoms] @ np.linalg.inv(prim_lat)
     site_roles = [t.species_roles[i] for i in ref.primitive_atoms]
-    primitive = Structure(Lattice(prim_lat), [sp[i] for i in ref.primitive_atoms], prim_frac % 1.0,
-                          site_properties={"site": site_roles})  # A, A2, B, B2 or X: kept through relaxation
+    primitive = Structure(
+        Lattice(prim_lat), [sp[i] for i in ref.primitive_atoms], prim_frac % 1.0, site_properties={"site": site_roles}
+    )  # A, A2, B, B2 or X: kept through relaxation
     return number, expected, primitive, (pos, cell, sp)
 
 
@@ -489,8 +509,10 @@ def build_bvm_structures(
     ``bv_set``: the bond-valence parameter set (``bond_valence.BV_PARAMETER_SETS``); ``table``, if given, wins.
     """
     if move_a and fixed_midpoint:
-        raise InputError("move_a and fixed_midpoint do not combine: the fixed-midpoint model is the untilted "
-                         "comparison cell; choose one")
+        raise InputError(
+            "move_a and fixed_midpoint do not combine: the fixed-midpoint model is the untilted "
+            "comparison cell; choose one"
+        )
     table = table or bond_valence_table(bv_set)
     expected_space_group(ordering, tilt, False, False)  # validates ordering and tilt once for everyone
     t = _template(ordering, tilt)
@@ -568,13 +590,20 @@ def build_bvm_structures(
             amps = amps_all[i]
             a_shift = 0.0 if shift is None else float(np.linalg.norm(shift[i], axis=1).max())
             out[n] = BuiltStructure(
-                structure=primitive, species=species, ordering=ordering, tilt=tilt,
-                method="bvm-fixed-midpoint" if fixed_midpoint else "bvm", space_group=number,
-                space_group_expected=expected, gii=float(gii[i]),
+                structure=primitive,
+                species=species,
+                ordering=ordering,
+                tilt=tilt,
+                method="bvm-fixed-midpoint" if fixed_midpoint else "bvm",
+                space_group=number,
+                space_group_expected=expected,
+                gii=float(gii[i]),
                 tilt_angles=[float(amps[g]) if g >= 0 else 0.0 for g in t.groups],
-                bond_lengths={"B-X": float(d_b[i]), "B'-X": float(d_b2[i])}, bv_parameters=bv_used[j],
-                cell40=big, a_displacement=a_shift,
-            )  # fmt: skip
+                bond_lengths={"B-X": float(d_b[i]), "B'-X": float(d_b2[i])},
+                bv_parameters=bv_used[j],
+                cell40=big,
+                a_displacement=a_shift,
+            )
     return out  # type: ignore[return-value]
 
 
@@ -639,11 +668,18 @@ def build_dls_structure(
     except InputError:  # no bond-valence parameters: DLS does not need them
         gii = float("nan")
     return BuiltStructure(
-        structure=primitive, species=species, ordering=ordering, tilt=tilt, method="dls", space_group=number,
-        space_group_expected=expected, gii=gii,
+        structure=primitive,
+        species=species,
+        ordering=ordering,
+        tilt=tilt,
+        method="dls",
+        space_group=number,
+        space_group_expected=expected,
+        gii=gii,
         tilt_angles=[float(amps[0, g]) if g >= 0 else 0.0 for g in t.groups],
-        bond_lengths={"B-X": d_b * scale, "B'-X": d_b2 * scale}, cell40=big,
-    )  # fmt: skip
+        bond_lengths={"B-X": d_b * scale, "B'-X": d_b2 * scale},
+        cell40=big,
+    )
 
 
 def pattern_space_group(ordering: str, tilt: str, same_a: bool, same_b: bool) -> int:

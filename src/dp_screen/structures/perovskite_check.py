@@ -77,9 +77,12 @@ def check_perovskite(structure: Structure) -> PerovskiteCheck:
     short = np.flatnonzero(ends - starts < 6)
     if short.size:
         i = int(b_idx[short[0]])
-        return PerovskiteCheck(False, f"B site {i} ({structure[i].species_string}) has only "
-                                      f"{int(ends[short[0]] - starts[short[0]])} anions within {NEIGHBOUR_RADIUS} A",
-                               measures)  # fmt: skip
+        return PerovskiteCheck(
+            False,
+            f"B site {i} ({structure[i].species_string}) has only "
+            f"{int(ends[short[0]] - starts[short[0]])} anions within {NEIGHBOUR_RADIUS} A",
+            measures,
+        )
     six = starts[:, None] + np.arange(6)  # (n_B, 6) rows of each octahedron's bonds
     ratio = bx_d[six[:, 5]] / bx_d[six[:, 0]]
     has7 = ends - starts > 6
@@ -87,11 +90,17 @@ def check_perovskite(structure: Structure) -> PerovskiteCheck:
     worst_ratio, worst_gap = float(ratio.max()), float(gap.min())
     measures.update(max_bond_ratio=round(worst_ratio, 4), min_shell_gap=round(worst_gap, 4))
     if worst_ratio > MAX_BOND_RATIO:
-        return PerovskiteCheck(False, f"octahedron torn: longest/shortest B-X bond {worst_ratio:.2f} > "
-                                      f"{MAX_BOND_RATIO} (MAX_BOND_RATIO)", measures)  # fmt: skip
+        return PerovskiteCheck(
+            False,
+            f"octahedron torn: longest/shortest B-X bond {worst_ratio:.2f} > {MAX_BOND_RATIO} (MAX_BOND_RATIO)",
+            measures,
+        )
     if worst_gap < MIN_SHELL_GAP:
-        return PerovskiteCheck(False, f"B not six-coordinate: 7th/6th nearest anion distance {worst_gap:.2f} < "
-                                      f"{MIN_SHELL_GAP} (MIN_SHELL_GAP)", measures)  # fmt: skip
+        return PerovskiteCheck(
+            False,
+            f"B not six-coordinate: 7th/6th nearest anion distance {worst_gap:.2f} < {MIN_SHELL_GAP} (MIN_SHELL_GAP)",
+            measures,
+        )
     # 2. corner sharing: each anion (in its home cell) belongs to two octahedra (B site, image of B seen from X)
     owner = np.repeat(b_idx, 6)
     anion = bx_p[six].ravel()
@@ -100,8 +109,9 @@ def check_perovskite(structure: Structure) -> PerovskiteCheck:
     measures["anions_per_octahedra"] = sorted({int(c) for c in counts})
     if (counts != 2).any():
         bad = sorted(set(counts.tolist()) - {2}) or [0]
-        return PerovskiteCheck(False, f"not corner-sharing: an anion belongs to {bad[0]} octahedra (2 expected)",
-                               measures)  # fmt: skip
+        return PerovskiteCheck(
+            False, f"not corner-sharing: an anion belongs to {bad[0]} octahedra (2 expected)", measures
+        )
     by_anion = np.argsort(anion, kind="stable").reshape(-1, 2)  # the two octahedra of each anion
     i, k = owner[by_anion[:, 0]], owner[by_anion[:, 1]]
     im1, im2 = owner_img[by_anion[:, 0]], owner_img[by_anion[:, 1]]
@@ -116,8 +126,9 @@ def check_perovskite(structure: Structure) -> PerovskiteCheck:
     if n_shared.max() > 1:
         return PerovskiteCheck(False, f"octahedra share {int(n_shared.max())} anions (edge or face sharing)", measures)
     if min_angle < MIN_BXB_ANGLE:
-        return PerovskiteCheck(False, f"B-X-B' angle {min_angle:.0f} deg < {MIN_BXB_ANGLE:.0f} (MIN_BXB_ANGLE)",
-                               measures)  # fmt: skip
+        return PerovskiteCheck(
+            False, f"B-X-B' angle {min_angle:.0f} deg < {MIN_BXB_ANGLE:.0f} (MIN_BXB_ANGLE)", measures
+        )
     # 3. A in the cavity of its eight nearest B-site cations
     bb = is_b[centres] & is_b[points]
     nearest_bb = np.full(len(structure), np.inf)
@@ -132,13 +143,18 @@ def check_perovskite(structure: Structure) -> PerovskiteCheck:
     for a in a_idx:
         lo, hi = np.searchsorted(ab_c, a), np.searchsorted(ab_c, a, side="right")
         if hi - lo < 8:
-            return PerovskiteCheck(False, f"A site {a} has fewer than 8 B-site neighbours within {NEIGHBOUR_RADIUS} A",
-                                   measures)  # fmt: skip
+            return PerovskiteCheck(
+                False, f"A site {a} has fewer than 8 B-site neighbours within {NEIGHBOUR_RADIUS} A", measures
+            )
         worst = max(worst, float(np.linalg.norm(cart[a] - ab_pos[lo : lo + 8].mean(axis=0))) / a_b)
     measures["max_a_offcentre"] = round(worst, 4)
     if worst > MAX_A_OFFCENTRE:
-        return PerovskiteCheck(False, f"A cation out of its cavity: {worst:.2f} of the B-B' distance from its centre "
-                                      f"> {MAX_A_OFFCENTRE} (MAX_A_OFFCENTRE)", measures)  # fmt: skip
+        return PerovskiteCheck(
+            False,
+            f"A cation out of its cavity: {worst:.2f} of the B-B' distance from its centre "
+            f"> {MAX_A_OFFCENTRE} (MAX_A_OFFCENTRE)",
+            measures,
+        )
     return PerovskiteCheck(True, None, measures)
 
 

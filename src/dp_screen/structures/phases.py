@@ -27,13 +27,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING
 
 import numpy as np
 from pymatgen.core import Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-
-from functools import cache
 
 from dp_screen.errors import InputError
 from dp_screen.structures.tilts import SPACE_GROUPS
@@ -205,8 +204,14 @@ def phase_call(energies_mev_atom: dict[str, float], phase_error_mev: float | Non
         call = "tilted" if de > band else "untilted" if de < -band else "undetermined"
     order = sorted(energies, key=lambda p: (energies[p], p))
     within = [p for p in order if energies[p] - energies[order[0]] <= band] if order else []
-    return {"call": call, "dE_tilt_mev_atom": de, "lowest_tilted": lowest_tilted,
-            "phases_within_error": " | ".join(within), "phase_error_mev": phase_error_mev, "call_band_mev": band}
+    return {
+        "call": call,
+        "dE_tilt_mev_atom": de,
+        "lowest_tilted": lowest_tilted,
+        "phases_within_error": " | ".join(within),
+        "phase_error_mev": phase_error_mev,
+        "call_band_mev": band,
+    }
 
 
 @dataclass
@@ -261,12 +266,18 @@ def identify_phase(
     mean = float(angles.mean()) if angles.size else None
     stayed = None if start_tilt is None else start_tilt in candidates
     return PhaseIdentification(
-        space_groups=groups, space_group=number, tilt_candidates=candidates, mean_bxb_angle=mean,
+        space_groups=groups,
+        space_group=number,
+        tilt_candidates=candidates,
+        mean_bxb_angle=mean,
         min_bxb_angle=float(angles.min()) if angles.size else None,
-        tilt_estimate_deg=None if mean is None else (180.0 - mean) / 2.0, start_tilt=start_tilt,
-        stayed_in_start_tilt=stayed, phase=phase_label(number, candidates, start_tilt), same_a=same_a,
+        tilt_estimate_deg=None if mean is None else (180.0 - mean) / 2.0,
+        start_tilt=start_tilt,
+        stayed_in_start_tilt=stayed,
+        phase=phase_label(number, candidates, start_tilt),
+        same_a=same_a,
         same_b=same_b,
-    )  # fmt: skip
+    )
 
 
 def compare_phases(variants: list[dict], phase_error_mev: float | None = None) -> dict:
@@ -282,8 +293,15 @@ def compare_phases(variants: list[dict], phase_error_mev: float | None = None) -
     """
     usable = [v for v in variants if v.get("energy_per_atom") is not None and np.isfinite(v["energy_per_atom"])]
     if not usable:
-        return {"lowest": None, "lowest_structure_id": None, "dE_untilted_mev_atom": None, "energies_mev_atom": {},
-                "ground_state_tilted": None, "ground_state_phase": None, **phase_call({}, phase_error_mev)}  # fmt: skip
+        return {
+            "lowest": None,
+            "lowest_structure_id": None,
+            "dE_untilted_mev_atom": None,
+            "energies_mev_atom": {},
+            "ground_state_tilted": None,
+            "ground_state_phase": None,
+            **phase_call({}, phase_error_mev),
+        }
     best = min(usable, key=lambda v: v["energy_per_atom"])
     untilted = [v for v in usable if v["tilt"] == "a0a0a0"]
     de = 1e3 * (min(v["energy_per_atom"] for v in untilted) - best["energy_per_atom"]) if untilted else None
@@ -359,12 +377,16 @@ def phase_summary(variants: list[dict], phase_error: PhaseError | None = None) -
             excluded[why] = excluded.get(why, 0) + 1
             tally["excluded"][why] = tally["excluded"].get(why, 0) + 1
             continue
-        by_ordering[d["ordering"]].append({"tilt": d.get("phase_tilt") or d["start_tilt"],
-                                           "energy_per_atom": d["energy_per_atom"],
-                                           "structure_id": d["structure_id"],
-                                           "space_group": d.get("final_space_group"),
-                                           "u": d.get("energy_spread_mev_atom"),
-                                           "uf": d.get("force_spread_ev_a")})  # fmt: skip
+        by_ordering[d["ordering"]].append(
+            {
+                "tilt": d.get("phase_tilt") or d["start_tilt"],
+                "energy_per_atom": d["energy_per_atom"],
+                "structure_id": d["structure_id"],
+                "space_group": d.get("final_space_group"),
+                "u": d.get("energy_spread_mev_atom"),
+                "uf": d.get("force_spread_ev_a"),
+            }
+        )
     orderings = {}
     for o in sorted(seen):
         v = by_ordering.get(o, [])
@@ -373,14 +395,19 @@ def phase_summary(variants: list[dict], phase_error: PhaseError | None = None) -
         spread = _max_or_none(x["u"] for x in v)
         sigma = ordering_phase_error(phase_error, spread)
         orderings[o] = {
-            **compare_phases(v, sigma.sigma_mev), "phase_error_source": sigma.source, "n_ranked": len(v), **seen[o],
+            **compare_phases(v, sigma.sigma_mev),
+            "phase_error_source": sigma.source,
+            "n_ranked": len(v),
+            **seen[o],
             "e_lowest": best["energy_per_atom"] if best else None,
             "lowest_space_group": best["space_group"] if best else None,
-            "untilted_space_group": min(untilted, key=lambda x: x["energy_per_atom"])["space_group"] if untilted else None,
+            "untilted_space_group": min(untilted, key=lambda x: x["energy_per_atom"])["space_group"]
+            if untilted
+            else None,
             # the committee's largest spread over the ranked variants (None: no committee scored them)
             "energy_spread_mev_atom": spread,
             "force_spread_ev_a": _max_or_none(x["uf"] for x in v),
-        }  # fmt: skip
+        }
     ground = None
     for o, v in by_ordering.items():
         if not v:
@@ -390,11 +417,19 @@ def phase_summary(variants: list[dict], phase_error: PhaseError | None = None) -
             ground = {"ordering": o, "energy_per_atom": best["energy_per_atom"]}
     if ground is not None:
         summ = orderings[ground["ordering"]]
-        ground.update(phase=summ["ground_state_phase"], lowest=summ["lowest"], structure_id=summ["lowest_structure_id"],
-                      dE_untilted_mev_atom=summ["dE_untilted_mev_atom"], ground_state_tilted=summ["ground_state_tilted"],
-                      **{k: summ[k] for k in CALL_KEYS})
+        ground.update(
+            phase=summ["ground_state_phase"],
+            lowest=summ["lowest"],
+            structure_id=summ["lowest_structure_id"],
+            dE_untilted_mev_atom=summ["dE_untilted_mev_atom"],
+            ground_state_tilted=summ["ground_state_tilted"],
+            **{k: summ[k] for k in CALL_KEYS},
+        )
     return {
-        "ground_state": ground, "orderings": orderings, "excluded": excluded, "n_variants": len(variants),
+        "ground_state": ground,
+        "orderings": orderings,
+        "excluded": excluded,
+        "n_variants": len(variants),
         "n_ranked": sum(len(v) for v in by_ordering.values()),
         # the fields of the ground state's ordering at the top level, as read by the campaign summary
         "lowest": ground["lowest"] if ground else None,
@@ -402,4 +437,4 @@ def phase_summary(variants: list[dict], phase_error: PhaseError | None = None) -
         "dE_untilted_mev_atom": ground["dE_untilted_mev_atom"] if ground else None,
         "ground_state_tilted": ground["ground_state_tilted"] if ground else None,
         **{k: ground[k] if ground else None for k in CALL_KEYS},
-    }  # fmt: skip
+    }

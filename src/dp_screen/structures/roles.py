@@ -40,8 +40,9 @@ def has_oxidation_states(structure: Structure) -> bool:
     return all(getattr(sp, "oxi_state", None) is not None for sp in structure.species)
 
 
-def with_oxidation_states(structure: Structure, assignment: dict[str, float] | None = None,
-                          name: str | None = None) -> Structure:  # fmt: skip
+def with_oxidation_states(
+    structure: Structure, assignment: dict[str, float] | None = None, name: str | None = None
+) -> Structure:
     """``structure`` itself when every site has an oxidation state, else a copy with inferred ones.
 
     Inferred, first that works: ``assignment`` (element -> oxidation state, e.g. the composition document's);
@@ -57,8 +58,9 @@ def with_oxidation_states(structure: Structure, assignment: dict[str, float] | N
     if assignment:
         missing = sorted({el.symbol for el in plain.composition.elements} - set(assignment))
         if missing:
-            raise InputError(f"structure {label}: the oxidation-state assignment {assignment} has no state for "
-                             f"{', '.join(missing)}")  # fmt: skip
+            raise InputError(
+                f"structure {label}: the oxidation-state assignment {assignment} has no state for {', '.join(missing)}"
+            )
         plain.add_oxidation_state_by_element(dict(assignment))
         return plain
     from pymatgen.analysis.bond_valence import BVAnalyzer
@@ -72,9 +74,11 @@ def with_oxidation_states(structure: Structure, assignment: dict[str, float] | N
     if guesses:
         plain.add_oxidation_state_by_element(guesses[0])
         return plain
-    raise InputError(f"structure {label} has no oxidation states and none could be inferred (no bond-valence or "
-                     f"charge-balanced assignment of {plain.composition.reduced_formula}); decorate it first, e.g. "
-                     f"structure.add_oxidation_state_by_element({{'Sr': 2, 'Fe': 3, 'Mo': 5, 'O': -2}})")  # fmt: skip
+    raise InputError(
+        f"structure {label} has no oxidation states and none could be inferred (no bond-valence or "
+        f"charge-balanced assignment of {plain.composition.reduced_formula}); decorate it first, e.g. "
+        f"structure.add_oxidation_state_by_element({{'Sr': 2, 'Fe': 3, 'Mo': 5, 'O': -2}})"
+    )
 
 
 def has_site_roles(structure: Structure) -> bool:
@@ -109,13 +113,16 @@ def _two_colouring(n: int, edges: list[tuple[int, int]]) -> list[int] | None:
     return colour
 
 
-def _pair_roles(sites: list[int], species: list, colour: list[int] | None, first: str, second: str,
-                fail) -> dict[int, str]:  # fmt: skip
+def _pair_roles(
+    sites: list[int], species: list, colour: list[int] | None, first: str, second: str, fail
+) -> dict[int, str]:
     """Roles of one site type (B or A) from its species and, for B, its sublattice colouring."""
     kinds = sorted({_key(species[i]) for i in sites})
     if len(kinds) > 2:
-        fail(f"{len(kinds)} species on the {first} sites ({', '.join(f'{el}{q:+g}' for q, el in kinds)}); an "
-             f"AA'BB'X6 double perovskite has at most two")
+        fail(
+            f"{len(kinds)} species on the {first} sites ({', '.join(f'{el}{q:+g}' for q, el in kinds)}); an "
+            f"AA'BB'X6 double perovskite has at most two"
+        )
     if len(kinds) == 1:
         if colour is None:
             return {i: first for i in sites}

@@ -14,26 +14,65 @@ from dp_screen.errors import InputError
 
 #: ABX3 (A = A', B = B'), Howard & Stokes 1998
 SIMPLE_PEROVSKITE: dict[str, int] = {
-    "a0a0a0": 221, "a0a0c-": 140, "a0a0c+": 127, "a0b-b-": 74, "a-a-a-": 167, "a+b-b-": 62, "a0b-c-": 12,
-    "a-b-b-": 15, "a0b+c-": 63, "a0b+b+": 139, "a+a+a+": 204, "a+a+c-": 137, "a+b+c+": 71, "a-b-c-": 2,
+    "a0a0a0": 221,
+    "a0a0c-": 140,
+    "a0a0c+": 127,
+    "a0b-b-": 74,
+    "a-a-a-": 167,
+    "a+b-b-": 62,
+    "a0b-c-": 12,
+    "a-b-b-": 15,
+    "a0b+c-": 63,
+    "a0b+b+": 139,
+    "a+a+a+": 204,
+    "a+a+c-": 137,
+    "a+b+c+": 71,
+    "a-b-c-": 2,
     "a+b-c-": 11,
-}  # fmt: skip
+}
 
 #: ordering -> tilt system -> space-group number
 SPACE_GROUPS: dict[str, dict[str, int]] = {
     "rocksalt": {
-        "a0a0a0": 225, "a0a0c+": 128, "a0a0c-": 87, "a0b+b+": 134, "a+a+a+": 201, "a+b+c+": 48, "a0b-b-": 12,
-        "a-a-a-": 148, "a0b-c-": 2, "a-b-b-": 2, "a-b-c-": 2, "a0b+c-": 15, "a+a+c-": 86, "a+b-b-": 14,
+        "a0a0a0": 225,
+        "a0a0c+": 128,
+        "a0a0c-": 87,
+        "a0b+b+": 134,
+        "a+a+a+": 201,
+        "a+b+c+": 48,
+        "a0b-b-": 12,
+        "a-a-a-": 148,
+        "a0b-c-": 2,
+        "a-b-b-": 2,
+        "a-b-c-": 2,
+        "a0b+c-": 15,
+        "a+a+c-": 86,
+        "a+b-b-": 14,
         "a+b-c-": 2,
     },
     "layered": {
-        "a0a0a0": 129, "a0a0c+": 90, "a0a0c-": 85, "a-a-c0": 11, "a-a-c+": 4, "a0b-c0": 12, "a+a+c-": 81,
+        "a0a0a0": 129,
+        "a0a0c+": 90,
+        "a0a0c-": 85,
+        "a-a-c0": 11,
+        "a-a-c+": 4,
+        "a0b-c0": 12,
+        "a+a+c-": 81,
     },
     "rocksalt-A": {
-        "a0a0a0": 216, "a0a0c+": 118, "a0a0c-": 82, "a0b+b+": 111, "a+a+a+": 195, "a+b+c+": 16, "a0b-b-": 8,
-        "a-a-a-": 146, "a0b+c-": 5, "a+a+c-": 81, "a+b-b-": 7,
+        "a0a0a0": 216,
+        "a0a0c+": 118,
+        "a0a0c-": 82,
+        "a0b+b+": 111,
+        "a+a+a+": 195,
+        "a+b+c+": 16,
+        "a0b-b-": 8,
+        "a-a-a-": 146,
+        "a0b+c-": 5,
+        "a+a+c-": 81,
+        "a+b-b-": 7,
     },
-}  # fmt: skip
+}
 
 #: the five tilt systems that cover ~97% of ordered double perovskites (Lufaso, Barnes & Woodward 2006), per
 #: ordering; the layered ordering gets its own common ones (untilted, a0a0c-, a-a-c+ as in NaLaFeWO6)

@@ -22,7 +22,9 @@ def supercell_80(structure: Structure, n_atoms: int = TRAINING_ATOMS) -> Structu
     """The most compact diagonal supercell of ``structure`` with exactly ``n_atoms`` atoms."""
     n = len(structure)
     if n_atoms % n:
-        raise InputError(f"a {n}-atom cell cannot make an {n_atoms}-atom supercell ({n_atoms} is not a multiple of {n})")
+        raise InputError(
+            f"a {n}-atom cell cannot make an {n_atoms}-atom supercell ({n_atoms} is not a multiple of {n})"
+        )
     k = n_atoms // n
     best, best_score = None, np.inf
     lengths = np.array(structure.lattice.abc)
