@@ -7,7 +7,6 @@ is missing (no relaxations yet, no validations yet) instead of leaving a gap.
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,11 +23,6 @@ if TYPE_CHECKING:
     from pymongo.database import Database
 
     from dp_screen.settings import DPScreenSettings
-
-CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
-table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:2px 6px;
-text-align:right}th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee;margin:0.5em 0}
-.note{color:#885;font-style:italic}.meta td{text-align:left}"""
 
 
 @dataclass
@@ -79,6 +73,54 @@ def _call_rule(phases: pd.DataFrame) -> str:
     return f"{rule}; {'; '.join(parts)}{detail}"
 
 
+@dataclass
+class _Section:
+    """One part of the page: a title and its blocks (paragraphs, notes, figures, tables), in order."""
+
+    title: str
+    blocks: list[dict] = field(default_factory=list)
+
+
+class _Writer:
+    """Writes figures and tables beside the page and records them in the report and the current section."""
+
+    def __init__(self, out: Path, report: Report) -> None:
+        self.out, self.report = out, report
+        self.figdir = out / "figures"
+        self.figdir.mkdir(parents=True, exist_ok=True)
+        self.sections: list[_Section] = []
+
+    def section(self, title: str) -> None:
+        self.sections.append(_Section(title))
+
+    def _add(self, **block) -> None:
+        self.sections[-1].blocks.append(block)
+
+    def text(self, text: str) -> None:
+        self._add(kind="text", text=text)
+
+    def figure(self, name: str, fig, caption: str) -> None:
+        path = plots.save_figure(fig, self.figdir / f"{name}.png")
+        self.report.figures[name] = path
+        self._add(kind="figure", file=path.name, text=caption)
+
+    def table(self, name: str, df: pd.DataFrame, title: str, index: bool = True) -> None:
+        path = self.out / f"{name}.csv"
+        df.to_csv(path, index=index)
+        self.report.tables[name] = path
+        self._add(kind="table", file=path.name, text=title, html=_table(df, index))
+
+    def note(self, what: str | None, text: str) -> None:
+        """A note in place of a missing part (``what`` None: an optional part, not counted as missing)."""
+        if what:
+            self.report.missing.append(what)
+        self._add(kind="note", text=text)
+
+    def link(self, name: str, path: Path, text: str) -> None:
+        self.report.tables[name] = path
+        self._add(kind="link", file=path.name, text=text)
+
+
 def write_report(
     out_dir: str | Path,
     db: DPScreenSettings | Database | None = None,
@@ -96,47 +138,49 @@ def write_report(
     ``max_force_spread`` (eV/A) / ``max_energy_spread`` (meV/atom): leave out of the phases and trends every
     (composition, ordering) whose committee spread is above the bound or that no committee scored
     (:func:`dp_screen.analysis.data.uncertainty_filter`); the report says how many. ``phase_error_mev``: sigma of
-    the phase calls instead of the model's measured error (:mod:`dp_screen.mlip.uncertainty`).
+    the phase calls instead of the model's measured error (:mod:`dp_screen.mlip.uncertainty`). The page is
+    rendered from ``src/dp_screen/data/templates/report.html.j2``.
     """
     say = progress or (lambda _msg: None)
     out = Path(out_dir)
-    figdir = out / "figures"
-    figdir.mkdir(parents=True, exist_ok=True)
     report = Report(html=out / "index.html")
-    body: list[str] = []
-
-    def figure(name: str, fig, caption: str) -> None:
-        path = plots.save_figure(fig, figdir / f"{name}.png")
-        report.figures[name] = path
-        body.append(
-            f'<figure><img src="figures/{path.name}" alt="{html.escape(caption)}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-        )
-
-    def table(name: str, df: pd.DataFrame, title: str, index: bool = True) -> None:
-        path = out / f"{name}.csv"
-        df.to_csv(path, index=index)
-        report.tables[name] = path
-        body.append(f"<h3>{html.escape(title)} <small>(<a href='{path.name}'>csv</a>)</small></h3>{_table(df, index)}")
-
-    def note(what: str, text: str) -> None:
-        report.missing.append(what)
-        body.append(f"<p class='note'>{html.escape(text)}</p>")
-
+    w = _Writer(out, report)
     store = data.describe_store(db)
     say(f"grouping {store['counts']['relaxations']} relaxations by composition")
     registered = data._registered_set(db, model_sha256, settings_hash)
     digest = data.read_phase_digest(db, *registered) if registered else None  # read once, used twice
-    by_ordering = data.phase_table(db, model_sha256, settings_hash, phase_error_mev=phase_error_mev, digest=digest)
-    scored = by_ordering[by_ordering["force_spread_ev_a"].notna()] if "force_spread_ev_a" in by_ordering else []
-    unfiltered = by_ordering
-    by_ordering = data.uncertainty_filter(by_ordering, max_force_spread, max_energy_spread)
+    unfiltered = data.phase_table(db, model_sha256, settings_hash, phase_error_mev=phase_error_mev, digest=digest)
+    by_ordering = data.uncertainty_filter(unfiltered, max_force_spread, max_energy_spread)
     picked = (
         (by_ordering.attrs["model_sha256"], by_ordering.attrs["settings_hash"])
         if "model_sha256" in by_ordering.attrs
         else None
     )
-    phases = data.ground_state_table(by_ordering)  # trends and maps: each composition's ground state
+    meta = _meta(db, store, picked, by_ordering, report)
+    _composition_section(w, db, store, say)
+    _phase_section(w, by_ordering, heatmaps, say)
+    _uncertainty_section(w, unfiltered, by_ordering)
+    _active_learning_section(w, db)
+    _validation_section(w, db, store, picked, say)
+    _convergence_section(w, db, store, picked or (model_sha256, settings_hash), digest, say)
+    report.html.write_text(_render(meta, w.sections))
+    return report
+
+
+def _render(meta: dict, sections: list[_Section]) -> str:
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("dp_screen", "data/templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return env.get_template("report.html.j2").render(meta=meta, sections=sections)
+
+
+def _meta(db, store: dict, picked: tuple[str, str] | None, by_ordering: pd.DataFrame, report: Report) -> dict:
+    """The header: what the page describes (database, model, settings, call rule, version, time)."""
     accuracy = data.model_accuracy(db, picked[0]) if picked else []
     report.summary["model_accuracy"] = accuracy
     meta = {
@@ -150,178 +194,149 @@ def write_report(
         "written": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
     report.summary["meta"] = meta
-    body.append(
-        "<table class='meta'>"
-        + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in meta.items())
-        + "</table>"
-    )
+    return meta
 
-    # composition space
-    body.append("<h2>Composition space</h2>")
+
+def _composition_section(w: _Writer, db, store: dict, say) -> None:
+    w.section("Composition space")
     say(f"binning {store['counts']['compositions']} compositions")
     hist = data.composition_space(db, n_stored=store["counts"]["compositions"])
     if hist.empty:
-        note("composition_space", "No compositions in the store yet: run `dp-screen enumerate`.")
-    else:
-        figure(
-            "composition_space",
-            plots.plot_composition_space(hist),
-            "Compositions by Goldschmidt tolerance factor and anion",
-        )
-        by_x = hist.groupby("X")[["n", "n_tau_perovskite", "n_goldschmidt_ok"]].sum()
-        table("compositions_by_anion", by_x, "Compositions by anion")
+        w.note("composition_space", "No compositions in the store yet: run `dp-screen enumerate`.")
+        return
+    caption = "Compositions by Goldschmidt tolerance factor and anion"
+    w.figure("composition_space", plots.plot_composition_space(hist), caption)
+    by_x = hist.groupby("X")[["n", "n_tau_perovskite", "n_goldschmidt_ok"]].sum()
+    w.table("compositions_by_anion", by_x, "Compositions by anion")
 
-    # phases
-    body.append("<h2>Phases and trends</h2>")
+
+def _phase_section(w: _Writer, by_ordering: pd.DataFrame, heatmaps, say) -> None:
+    w.section("Phases and trends")
     if by_ordering.empty:
-        note("phases", "No relaxations in the store yet: run `dp-screen relax` (or `dp-screen run`).")
-    else:
-        excluded: dict[str, int] = {}
-        for ex in by_ordering["excluded"]:
-            for why, n in ex.items():
-                excluded[why] = excluded.get(why, 0) + n
-        report.summary["excluded"] = excluded
-        n_none = int(by_ordering.groupby("composition_id")["n_ranked"].sum().eq(0).sum())
-        body.append(
-            f"<p>Ranked: converged relaxations that are still perovskites, each under the phase it ended "
-            f"in. Kept out of the ranking: {', '.join(f'{n} {w}' for w, n in sorted(excluded.items())) or 'none'}"
-            f"; {n_none} compositions have no ranked variant.</p>"
+        w.note("phases", "No relaxations in the store yet: run `dp-screen relax` (or `dp-screen run`).")
+        return
+    phases = data.ground_state_table(by_ordering)  # trends and maps: each composition's ground state
+    _ranking_text(w, by_ordering, phases)
+    say("phase figures and trend tables")
+    title = "The 20 largest dE (meV/atom): the strongest preference for a tilted phase"
+    w.table("largest_dE", trends.ranked(phases, 20), title, index=False)
+    fractions = trends.phase_fractions(phases, "X_sp")
+    if not fractions.empty:
+        w.figure("phase_fractions", plots.plot_phase_fractions(fractions), "Lowest-energy space group by anion")
+        w.table("phase_fractions", fractions.rename(columns=plots.space_group_label), "Phase fractions by anion")
+    w.figure("de_histogram", plots.plot_de_histogram(phases), "dE(untilted - lowest), stacked by anion")
+    w.figure("de_vs_tolerance", plots.plot_de_vs_tolerance(phases), "dE against the Goldschmidt tolerance factor")
+    for a, a2, x in heatmaps if heatmaps is not None else _heatmap_choices(phases):
+        name = "heatmap_" + "_".join(s.replace("+", "p").replace("-", "m") for s in (a, a2, x))
+        w.figure(name, plots.plot_de_heatmap(phases, a, a2, x), f"dE over (B, B') for A={a}, A'={a2}, X={x}")
+    if not any(k.startswith("heatmap_") for k in w.report.figures):
+        w.note("heatmap", "No (A, A', X) with at least two B and two B' cations relaxed: no dE heatmap.")
+    for site, label in (("A2_sp", "A'"), ("B_sp", "B"), ("B2_sp", "B'"), ("X_sp", "X")):
+        w.table(f"trend_by_{site[:-3]}", trends.trend_by(phases, site), f"Trend by {label} (dE in meV/atom)")
+    w.table("trend_by_tolerance", trends.trend_by_tolerance(phases), "Trend by Goldschmidt tolerance factor")
+    export = by_ordering.assign(
+        energies_mev_atom=[json.dumps(e) for e in by_ordering["energies_mev_atom"]],
+        excluded=[json.dumps(e) for e in by_ordering["excluded"]],
+    )
+    export.to_csv(w.out / "phases.csv", index=False)
+    w.link("phases", w.out / "phases.csv", "Per (composition, ordering) table, with the exclusions")
+
+
+def _ranking_text(w: _Writer, by_ordering: pd.DataFrame, phases: pd.DataFrame) -> None:
+    """What was ranked, what was kept out, and the calls (the undetermined counted apart)."""
+    excluded: dict[str, int] = {}
+    for ex in by_ordering["excluded"]:
+        for why, n in ex.items():
+            excluded[why] = excluded.get(why, 0) + n
+    w.report.summary["excluded"] = excluded
+    n_none = int(by_ordering.groupby("composition_id")["n_ranked"].sum().eq(0).sum())
+    kept_out = ", ".join(f"{n} {why}" for why, n in sorted(excluded.items())) or "none"
+    w.text(
+        "Ranked: converged relaxations that are still perovskites, each under the phase it ended in. Kept out of "
+        f"the ranking: {kept_out}; {n_none} compositions have no ranked variant."
+    )
+    tf = trends.tilted_fraction(phases)
+    w.report.summary["tilted_fraction"] = tf
+    frac = "-" if tf["fraction"] is None else f"{100 * tf['fraction']:.1f}%"
+    w.text(
+        f"{len(phases)} relaxed compositions: {tf['n_tilted']} called tilted, {tf['n_untilted']} untilted ({frac} "
+        f"tilted of the {tf['n']} determined calls) and {tf['n_undetermined']} undetermined (the untilted and the "
+        "lowest tilted phase within 2 sigma of each other, or no untilted variant ranked), counted apart in every "
+        "statistic below."
+    )
+
+
+def _uncertainty_section(w: _Writer, unfiltered: pd.DataFrame, by_ordering: pd.DataFrame) -> None:
+    w.section("Committee uncertainty")
+    scored = unfiltered[unfiltered["force_spread_ev_a"].notna()] if "force_spread_ev_a" in unfiltered else []
+    if len(scored) == 0:  # optional (not "missing"): a campaign need not have a committee
+        w.note(
+            None,
+            "No relaxation scored by a committee: `dp-screen relax --committee M1,M2,M3` (members of a "
+            "`dp-screen learn` round) stores each structure's committee spread.",
         )
-        tf = trends.tilted_fraction(phases)
-        report.summary["tilted_fraction"] = tf
-        frac = "-" if tf["fraction"] is None else f"{100 * tf['fraction']:.1f}%"
-        body.append(
-            f"<p>{len(phases)} relaxed compositions: {tf['n_tilted']} called tilted, {tf['n_untilted']} "
-            f"untilted ({frac} tilted of the {tf['n']} determined calls) and {tf['n_undetermined']} "
-            f"undetermined (the untilted and the lowest tilted phase within 2 sigma of each other, or no "
-            f"untilted variant ranked), counted apart in every statistic below.</p>"
-        )
-        say("phase figures and trend tables")
-        table(
-            "largest_dE",
-            trends.ranked(phases, 20),
-            "The 20 largest dE (meV/atom): the strongest preference for a tilted phase",
-            index=False,
-        )
-        fractions = trends.phase_fractions(phases, "X_sp")
-        if not fractions.empty:
-            figure("phase_fractions", plots.plot_phase_fractions(fractions), "Lowest-energy space group by anion")
-            table("phase_fractions", fractions.rename(columns=plots.space_group_label), "Phase fractions by anion")
-        figure("de_histogram", plots.plot_de_histogram(phases), "dE(untilted - lowest), stacked by anion")
-        figure("de_vs_tolerance", plots.plot_de_vs_tolerance(phases), "dE against the Goldschmidt tolerance factor")
-        for a, a2, x in heatmaps if heatmaps is not None else _heatmap_choices(phases):
-            name = "heatmap_" + "_".join(s.replace("+", "p").replace("-", "m") for s in (a, a2, x))
-            figure(name, plots.plot_de_heatmap(phases, a, a2, x), f"dE over (B, B') for A={a}, A'={a2}, X={x}")
-        if not any(k.startswith("heatmap_") for k in report.figures):
-            note("heatmap", "No (A, A', X) with at least two B and two B' cations relaxed: no dE heatmap.")
-        for site, label in (("A2_sp", "A'"), ("B_sp", "B"), ("B2_sp", "B'"), ("X_sp", "X")):
-            table(f"trend_by_{site[:-3]}", trends.trend_by(phases, site), f"Trend by {label} (dE in meV/atom)")
-        table("trend_by_tolerance", trends.trend_by_tolerance(phases), "Trend by Goldschmidt tolerance factor")
-        export = by_ordering.assign(
-            energies_mev_atom=[json.dumps(e) for e in by_ordering["energies_mev_atom"]],
-            excluded=[json.dumps(e) for e in by_ordering["excluded"]],
-        )
-        export.to_csv(out / "phases.csv", index=False)
-        report.tables["phases"] = out / "phases.csv"
-        body.append(
-            "<p>Per (composition, ordering) table, with the exclusions: <a href='phases.csv'>phases.csv</a></p>"
+        return
+    w.report.summary["uncertainty"] = {
+        "scored_orderings": len(scored),
+        "of": len(unfiltered),
+        "force_spread_median_ev_a": float(scored["force_spread_ev_a"].median()),
+        "energy_spread_median_mev_atom": float(scored["energy_spread_mev_atom"].median()),
+        "filter": by_ordering.attrs.get("uncertainty_filter"),
+    }
+    caption = "Committee spread of each (composition, ordering): the largest over its ranked variants"
+    w.figure("committee_spread", plots.plot_spread(scored), caption)
+    cols = ["composition_id", "ordering", "lowest_tilt", "dE_untilted_mev_atom", "energy_spread_mev_atom"]
+    worst = scored.sort_values("force_spread_ev_a", ascending=False)[[*cols, "force_spread_ev_a"]].head(20)
+    w.table("most_uncertain", worst, "The 20 most uncertain (composition, ordering): label these first", index=False)
+    filt = by_ordering.attrs.get("uncertainty_filter")
+    if filt:
+        w.text(
+            f"Phases and trends above use only rows within the committee bounds (force spread <= "
+            f"{filt['max_force_spread_ev_a']} eV/A, energy spread <= {filt['max_energy_spread_mev_atom']} "
+            f"meV/atom): {filt['kept']} kept, {filt['above']} above a bound, {filt['unscored']} not scored."
         )
 
-    # committee uncertainty
-    body.append("<h2>Committee uncertainty</h2>")
-    if len(scored) == 0:
-        # optional (not "missing"): a campaign need not have a committee
-        body.append(
-            "<p class='note'>No relaxation scored by a committee: `dp-screen relax --committee M1,M2,M3` "
-            "(members of a `dp-screen learn` round) stores each structure's committee spread.</p>"
-        )
-    else:
-        report.summary["uncertainty"] = {
-            "scored_orderings": len(scored),
-            "of": len(unfiltered),
-            "force_spread_median_ev_a": float(scored["force_spread_ev_a"].median()),
-            "energy_spread_median_mev_atom": float(scored["energy_spread_mev_atom"].median()),
-            "filter": by_ordering.attrs.get("uncertainty_filter"),
-        }
-        figure(
-            "committee_spread",
-            plots.plot_spread(scored),
-            "Committee spread of each (composition, ordering): the largest over its ranked variants",
-        )
-        cols = [
-            "composition_id",
-            "ordering",
-            "lowest_tilt",
-            "dE_untilted_mev_atom",
-            "energy_spread_mev_atom",
-            "force_spread_ev_a",
-        ]
-        table(
-            "most_uncertain",
-            scored.sort_values("force_spread_ev_a", ascending=False)[cols].head(20),
-            "The 20 most uncertain (composition, ordering): label these first",
-            index=False,
-        )
-        filt = by_ordering.attrs.get("uncertainty_filter")
-        if filt:
-            body.append(
-                f"<p>Phases and trends above use only rows within the committee bounds (force spread <= "
-                f"{filt['max_force_spread_ev_a']} eV/A, energy spread <= {filt['max_energy_spread_mev_atom']} "
-                f"meV/atom): {filt['kept']} kept, {filt['above']} above a bound, {filt['unscored']} not "
-                f"scored.</p>"
-            )
+
+def _active_learning_section(w: _Writer, db) -> None:
     loops = data.active_learning_rounds(db)
-    if not loops.empty:
-        figure(
-            "active_learning",
-            plots.plot_active_learning(loops),
-            "Held-out errors per active-learning round (committee mean against the oracle), by loop",
-        )
-        table("active_learning", loops, "Active-learning rounds", index=False)
+    if loops.empty:
+        return
+    caption = "Held-out errors per active-learning round (committee mean against the oracle), by loop"
+    w.figure("active_learning", plots.plot_active_learning(loops), caption)
+    w.table("active_learning", loops, "Active-learning rounds", index=False)
 
-    # validation
-    body.append("<h2>MLIP vs DFT</h2>")
+
+def _validation_section(w: _Writer, db, store: dict, picked, say) -> None:
+    w.section("MLIP vs DFT")
     say(f"comparing {store['counts']['validations']} validations")
     vals = data.validation_table(db, model_sha256=picked[0] if picked else None)
-    parity = trends.parity_table(vals)
     if vals.empty:
-        note("validation", "No validations in the store yet: run `dp-screen run --validate N` or submit with --dft.")
+        w.note("validation", "No validations in the store yet: run `dp-screen run --validate N` or submit with --dft.")
+        return
+    parity = trends.parity_table(vals)
+    stats = trends.parity_stats(vals)
+    w.report.summary["parity"] = stats.to_dict(orient="index")
+    if parity.empty:
+        w.note("parity", "No composition has a validated untilted and tilted variant yet: no phase-energy parity.")
     else:
-        stats = trends.parity_stats(vals)
-        report.summary["parity"] = stats.to_dict(orient="index")
-        if parity.empty:
-            note("parity", "No composition has a validated untilted and tilted variant yet: no phase-energy parity.")
-        else:
-            figure(
-                "parity",
-                plots.plot_parity(parity),
-                "MLIP vs DFT phase energies, relative to the untilted variant of the same composition",
-            )
-        table(
-            "parity_stats",
-            stats,
-            "Errors per DFT method (phase energy differences in meV/atom, forces in eV/A, "
-            "stress in GPa; SCF-unconverged DFT results left out and counted)",
-        )
-
-    # convergence
-    body.append("<h2>Relaxation convergence</h2>")
-    say("convergence statistics")
-    if store["counts"]["relaxations"]:  # (also when every relaxation failed and the phase table is empty)
-        conv = trends.convergence_stats(
-            db, *(picked or (model_sha256, settings_hash)), variants=digest.variants if digest is not None else None
-        )
-        report.summary["convergence"] = conv["overall"]
-        figure("convergence", plots.plot_convergence(conv["steps"]), "Optimiser steps per relaxation")
-        table("convergence_by_tilt", conv["by_tilt"], "Convergence by starting tilt system")
-        if conv["reasons"]:
-            table("failure_reasons", pd.Series(conv["reasons"], name="n").to_frame(), "Failure reasons")
-    else:
-        note("convergence", "No relaxations yet.")
-
-    page = (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>dp_screen report</title><style>{CSS}</style>"
-        f"</head><body><h1>dp_screen report</h1>{''.join(body)}</body></html>"
+        caption = "MLIP vs DFT phase energies, relative to the untilted variant of the same composition"
+        w.figure("parity", plots.plot_parity(parity), caption)
+    title = (
+        "Errors per DFT method (phase energy differences in meV/atom, forces in eV/A, stress in GPa; "
+        "SCF-unconverged DFT results left out and counted)"
     )
-    report.html.write_text(page)
-    return report
+    w.table("parity_stats", stats, title)
+
+
+def _convergence_section(w: _Writer, db, store: dict, key: tuple, digest, say) -> None:
+    w.section("Relaxation convergence")
+    say("convergence statistics")
+    if not store["counts"]["relaxations"]:  # (also written when every relaxation failed: no phase table then)
+        w.note("convergence", "No relaxations yet.")
+        return
+    conv = trends.convergence_stats(db, *key, variants=digest.variants if digest is not None else None)
+    w.report.summary["convergence"] = conv["overall"]
+    w.figure("convergence", plots.plot_convergence(conv["steps"]), "Optimiser steps per relaxation")
+    w.table("convergence_by_tilt", conv["by_tilt"], "Convergence by starting tilt system")
+    if conv["reasons"]:
+        w.table("failure_reasons", pd.Series(conv["reasons"], name="n").to_frame(), "Failure reasons")
