@@ -97,72 +97,30 @@ def relax_store(
     done = {sid: states[rid] for sid, rid in rids.items() if rid in states}
     todo = [m for m in todo_meta if not _relaxed_from(done, m)]
     scorer = _CommitteeScorer(committee, device, model.dtype) if committee else None
-    counts = {
-        "structures": len(todo_meta),
-        "skipped": len(todo_meta) - len(todo),
-        "relaxed": 0,
-        "converged": 0,
-        "failed": 0,
-        "not_perovskite": 0,
-        "left_start_tilt": 0,
-    }
+    counts = {"structures": len(todo_meta), "skipped": len(todo_meta) - len(todo)}
+    counts |= dict.fromkeys(("relaxed", "converged", "failed", "not_perovskite", "left_start_tilt"), 0)
     if on_total:
         on_total(len(todo_meta))
     if progress and counts["skipped"]:
         progress(counts["skipped"])
-    if identify_workers is None:  # the cores this process does not use, unless they run other worker processes
-        from dp_screen.flows.local import WORKER_ENV, default_workers
-
-        alone = not os.environ.get(WORKER_ENV) and resolve_device(device).startswith("cuda")
-        identify_workers = default_workers() - 1 if alone else 0
+    if identify_workers is None:
+        identify_workers = _default_identify_workers(device)
+    writer = _Writer(store, scorer, counts, write_every)
     document = partial(_document, prov=prov, config=config, config_hash=config_hash)
     with _identification_pool(identify_workers) as pool:
-        pending: list = []
-
-        def flush(force: bool = False) -> None:
-            ready = [f for f in pending if f.done()] if not force else list(pending)
-            if ready and (force or len(ready) >= write_every):
-                docs_ready = []
-                for f in ready:
-                    doc, flags = f.result()
-                    docs_ready.append(doc)
-                    for key, hit in flags.items():
-                        counts[key] += hit
-                if scorer:
-                    scorer.score(docs_ready)
-                store.write_relaxations(docs_ready)
-                for f in ready:
-                    pending.remove(f)
-
         for start in range(0, len(todo), chunk_size):
             chunk = todo[start : start + chunk_size]
             full = store.structures_by_id([m["structure_id"] for m in chunk])
             docs = [full[m["structure_id"]] for m in chunk]
 
             def finished(i: int, res, docs=docs) -> None:
-                pending.append(pool.submit(document, docs[i], res))
-                flush()
+                writer.add(pool.submit(document, docs[i], res))
 
-            relax_structures(
-                [Structure.from_dict(d["structure"]) for d in docs],
-                model,
-                settings,
-                progress=progress,
-                on_result=finished,
-            )
-            flush(force=True)
+            structures = [Structure.from_dict(d["structure"]) for d in docs]
+            relax_structures(structures, model, settings, progress=progress, on_result=finished)
+            writer.flush(force=True)
     if scorer:  # stored relaxations of the query that this committee has not scored yet
-        unscored = [rid for sid, rid in rids.items() if sid in done]
-        for start in range(0, len(unscored), chunk_size):
-            docs = [
-                d
-                for d in store.relaxations({"relaxation_id": {"$in": unscored[start : start + chunk_size]}})
-                if (d.get("uncertainty") or {}).get("committee_sha256") != scorer.shas
-            ]
-            if docs:
-                scorer.score(docs)
-                store.write_relaxations(docs)
-        counts["scored_by_committee"] = scorer.n_scored
+        counts["scored_by_committee"] = scorer.score_stored(store, [rid for sid, rid in rids.items() if sid in done])
     counts["phase_summaries"] = write_phase_summaries(
         store, sorted({m["composition_id"] for m in todo_meta}), model.sha256, config_hash, phase_error
     )
@@ -171,6 +129,16 @@ def relax_store(
     )
     counts.update({"model": prov, "settings_hash": config_hash, "seconds": round(time.perf_counter() - t0, 2)})
     return counts
+
+
+def _default_identify_workers(device: str | None) -> int:
+    """The cores this process does not use when it feeds a GPU alone; none on the CPU (the model uses the cores)
+    or in one of several worker processes (they use the cores)."""
+    from dp_screen.flows.local import WORKER_ENV, default_workers
+    from dp_screen.mlip.models import resolve_device
+
+    alone = not os.environ.get(WORKER_ENV) and resolve_device(device).startswith("cuda")
+    return default_workers() - 1 if alone else 0
 
 
 def _document(doc: dict, res, prov, config: dict, config_hash: str) -> tuple[dict, dict[str, int]]:
@@ -258,6 +226,35 @@ def write_phase_summaries(
     return written_total
 
 
+class _Writer:
+    """Collects the identification workers' finished documents and writes them every ``write_every`` (all of them
+    with ``force``), counting them in ``counts`` and scoring them with the committee first, if any."""
+
+    def __init__(self, store, scorer, counts: dict, write_every: int) -> None:
+        self.store, self.scorer, self.counts, self.write_every = store, scorer, counts, write_every
+        self.pending: list[Future] = []
+
+    def add(self, future: Future) -> None:
+        self.pending.append(future)
+        self.flush()
+
+    def flush(self, force: bool = False) -> None:
+        ready = list(self.pending) if force else [f for f in self.pending if f.done()]
+        if not ready or (not force and len(ready) < self.write_every):
+            return
+        docs = []
+        for f in ready:
+            doc, flags = f.result()
+            docs.append(doc)
+            for key, hit in flags.items():
+                self.counts[key] += hit
+        if self.scorer:
+            self.scorer.score(docs)
+        self.store.write_relaxations(docs)
+        for f in ready:
+            self.pending.remove(f)
+
+
 class _CommitteeScorer:
     """Scores relaxation documents with a committee (one batched evaluation per write)."""
 
@@ -279,6 +276,20 @@ class _CommitteeScorer:
             d["force_spread_ev_a"] = None if p.failed else summ["force_spread_ev_a"]
             d["uncertainty"] = {**summ, "committee_sha256": self.shas}
         self.n_scored += len(live)
+
+    def score_stored(self, store, relaxation_ids: list[str], chunk_size: int = 4096) -> int:
+        """Score the stored relaxations among ``relaxation_ids`` that this committee has not scored yet; return how
+        many relaxations it has scored in all."""
+        for start in range(0, len(relaxation_ids), chunk_size):
+            docs = [
+                d
+                for d in store.relaxations({"relaxation_id": {"$in": relaxation_ids[start : start + chunk_size]}})
+                if (d.get("uncertainty") or {}).get("committee_sha256") != self.shas
+            ]
+            if docs:
+                self.score(docs)
+                store.write_relaxations(docs)
+        return self.n_scored
 
 
 def _relaxed_from(done: dict[str, str | None], structure: dict) -> bool:

@@ -235,27 +235,52 @@ def relax_structures(
     settings = settings or RelaxSettings()
     missing = [uncovered_elements(s, model) for s in structures]
     if any(missing):  # relax the covered ones; the others fail with the reason
-        keep = [i for i, m in enumerate(missing) if not m]
-        sub_on_result = None if on_result is None else (lambda k, r: on_result(keep[k], r))
-        for i, m in enumerate(missing):
-            if m and on_result is not None:
-                on_result(i, _uncovered_result(structures[i], m))
-        done = iter(
-            relax_structures([structures[i] for i in keep], model, settings, progress, sub_on_result, frames_every)
-            if keep
-            else []
-        )
-        if progress:  # the uncovered ones count as finished too (after the others, whose results come as they end)
-            progress(len(structures) - len(keep))
-        return [next(done) if not m else _uncovered_result(s, m) for s, m in zip(structures, missing, strict=True)]
+        return _relax_covered(structures, missing, model, settings, progress, on_result, frames_every)
     if not structures:
         return []
     import torch
-    import torch_sim as ts
 
     ts_model = _torchsim_model(model)
+    batcher, step_fn = _batcher(structures, ts_model, settings)
+    run = _Run(structures, settings, frames_every, on_result, progress)
+    v0_all = torch.tensor([s.volume for s in structures], device=ts_model.device, dtype=ts_model.dtype)
+    batch, _ = batcher.next_batch(None, None)
+    while batch is not None:
+        # check every structure of the batch before stepping it: converged, out of steps, or blown up
+        flags = run.check(batch, list(batcher.current_idx), v0_all)
+        batch, finished = batcher.next_batch(batch, flags)
+        if finished:
+            run.finish(batcher.completed_idx_og_order[-len(finished) :], finished)
+        if batch is None:
+            break
+        batch = run.step(batch, list(batcher.current_idx), step_fn, ts_model)
+    return [run.results[i] for i in range(len(structures))]
+
+
+def _relax_covered(structures, missing, model, settings, progress, on_result, frames_every) -> list[RelaxResult]:
+    """Relax the structures whose elements the model covers; the others fail with the elements it lacks (reported
+    first; counted as finished after the others, whose results come as they end)."""
+    keep = [i for i, m in enumerate(missing) if not m]
+    sub_on_result = None if on_result is None else (lambda k, r: on_result(keep[k], r))
+    for i, m in enumerate(missing):
+        if m and on_result is not None:
+            on_result(i, _uncovered_result(structures[i], m))
+    relaxed = relax_structures([structures[i] for i in keep], model, settings, progress, sub_on_result, frames_every)
+    done = iter(relaxed if keep else [])
+    if progress:
+        progress(len(structures) - len(keep))
+    return [next(done) if not m else _uncovered_result(s, m) for s, m in zip(structures, missing, strict=True)]
+
+
+def _batcher(structures: list[Structure], ts_model, settings: RelaxSettings):
+    """TorchSim's in-flight batcher loaded with the FIRE states of the structures, and FIRE's step function.
+
+    The device batch is sized by memory (TorchSim's estimate on a GPU; ``settings.max_atoms_per_batch`` overrides
+    it; 2,000 atoms on a CPU); FIRE is seeded that many atoms at a time (one model call per group) as the batcher
+    pulls the states in."""
+    import torch_sim as ts
+
     device = ts_model.device
-    v0_all = torch.tensor([s.volume for s in structures], device=device, dtype=ts_model.dtype)
     init_fn, step_fn = ts.OPTIM_REGISTRY[ts.Optimizer.fire]
     init_kwargs = {"cell_filter": ts.CellFilter.frechet} if settings.relax_cell else {}
     max_scaler = settings.max_atoms_per_batch or (None if str(device).startswith("cuda") else 2000)
@@ -265,10 +290,9 @@ def relax_structures(
         max_memory_scaler=max_scaler,
         max_iterations=settings.max_steps // settings.check_every + 2,
     )
-    init_atoms = settings.max_atoms_per_batch or 2000  # FIRE is seeded this many atoms at a time
+    init_atoms = settings.max_atoms_per_batch or 2000
 
     def initialised():
-        """FIRE states of the structures, seeded in batches (one model call per batch), yielded one at a time."""
         group: list[Structure] = []
         for k, s in enumerate(structures):
             group.append(s)
@@ -280,50 +304,64 @@ def relax_structures(
                 group = []
 
     batcher.load_states(initialised())
-    n = len(structures)
-    steps = np.zeros(n, dtype=int)
-    wall = np.zeros(n)
-    reasons: dict[int, str] = {}
-    results: dict[int, RelaxResult] = {}
-    frames: dict[int, list] = {i: [] for i in range(n)} if frames_every else {}
-    batch, _ = batcher.next_batch(None, None)
-    while batch is not None:
-        # check every structure of the batch before stepping it: converged, out of steps, or blown up
-        idx = list(batcher.current_idx)
-        codes, done_now = device_checks(batch, v0_all[idx], settings)  # one host transfer
+    return batcher, step_fn
+
+
+class _Run:
+    """The book-keeping of one batched relaxation: steps, wall time and failure reason per structure, the results
+    as they finish (handed to ``on_result`` and counted by ``progress``) and, with ``frames_every``, the frames."""
+
+    def __init__(self, structures, settings: RelaxSettings, frames_every, on_result, progress) -> None:
+        n = len(structures)
+        self.structures, self.settings, self.frames_every = structures, settings, frames_every
+        self.on_result, self.progress = on_result, progress
+        self.steps = np.zeros(n, dtype=int)
+        self.wall = np.zeros(n)
+        self.reasons: dict[int, str] = {}
+        self.results: dict[int, RelaxResult] = {}
+        self.frames: dict[int, list] = {i: [] for i in range(n)} if frames_every else {}
+
+    def check(self, batch, idx: list[int], v0_all):
+        """The device's verdict on each structure of the batch (one host transfer): done when converged, blown up
+        (with its reason) or out of steps; returned as the batcher's flags."""
+        import torch
+
+        codes, done_now = device_checks(batch, v0_all[idx], self.settings)
         for k, og in enumerate(idx):
             if codes[k, 0] > 0:
-                reasons[og] = _reason(codes[k], settings)
-            elif steps[og] >= settings.max_steps:
+                self.reasons[og] = _reason(codes[k], self.settings)
+            elif self.steps[og] >= self.settings.max_steps:
                 done_now[k] = True
-        flags = torch.as_tensor(done_now | (codes[:, 0] > 0), device=batch.device)
-        batch, finished = batcher.next_batch(batch, flags)
-        if finished:
-            order = batcher.completed_idx_og_order[-len(finished) :]
-            for og, st in zip(order, finished, strict=True):
-                results[og] = _result(st, structures[og], og, steps, wall, reasons, settings)
-                if frames_every:
-                    results[og].extra["frames"] = frames.pop(og)
-                if on_result is not None:
-                    on_result(og, results[og])
-            if progress:
-                progress(len(finished))
-        if batch is None:
-            break
-        idx = list(batcher.current_idx)
+        return torch.as_tensor(done_now | (codes[:, 0] > 0), device=batch.device)
+
+    def finish(self, order: list[int], finished) -> None:
+        for og, st in zip(order, finished, strict=True):
+            result = _result(st, self.structures[og], og, self.steps, self.wall, self.reasons, self.settings)
+            if self.frames_every:
+                result.extra["frames"] = self.frames.pop(og)
+            self.results[og] = result
+            if self.on_result is not None:
+                self.on_result(og, result)
+        if self.progress:
+            self.progress(len(finished))
+
+    def step(self, batch, idx: list[int], step_fn, ts_model):
+        """``check_every`` FIRE steps of the batch; the wall time shared out by atoms; frames where due."""
+        import torch_sim as ts
+
         t0 = time.perf_counter()
-        for _ in range(settings.check_every):
+        for _ in range(self.settings.check_every):
             batch = step_fn(state=batch, model=ts_model)
-        steps[idx] += settings.check_every
-        if frames_every:
-            due = [k for k, og in enumerate(idx) if steps[og] % frames_every < settings.check_every]
+        self.steps[idx] += self.settings.check_every
+        if self.frames_every:
+            due = [k for k, og in enumerate(idx) if self.steps[og] % self.frames_every < self.settings.check_every]
             if due:
                 snap = ts.io.state_to_structures(batch)
                 for k in due:
-                    frames[idx[k]].append(_with_species(snap[k], structures[idx[k]]))
+                    self.frames[idx[k]].append(_with_species(snap[k], self.structures[idx[k]]))
         n_atoms = batch.n_atoms_per_system.detach().cpu().numpy()
-        wall[idx] += (time.perf_counter() - t0) * n_atoms / n_atoms.sum()
-    return [results[i] for i in range(n)]
+        self.wall[idx] += (time.perf_counter() - t0) * n_atoms / n_atoms.sum()
+        return batch
 
 
 def _result(st, original: Structure, og: int, steps, wall, reasons, settings: RelaxSettings) -> RelaxResult:

@@ -225,113 +225,122 @@ def train_mace(
     """Run ``mace_run_train``; copy the model to ``models_dir`` as ``{name}-v{N}-{sha[:8]}.model``; measure errors."""
     work = Path(work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for key, data in (("train", train), ("valid", valid), ("test", test)):
-        if data is None:
-            continue
-        if isinstance(data, (str, Path)):
-            files[key] = Path(data).resolve()
-            if not files[key].exists():
-                raise InputError(f"{key} data {str(data)!r} does not exist")
-        else:
-            files[key] = write_extxyz(data, work / f"{key}.xyz")
+    files = _input_files(work, {"train": train, "valid": valid, "test": test})
     e0s = settings.resolved_e0s()
     if e0s in ("foundation", "refit") and not settings.foundation:
         raise InputError(f"e0s {e0s!r} needs a foundation model; training from scratch uses 'average'")
-    shifts = None
-    if e0s == "refit":  # labels moved to the foundation's energy reference; the foundation's E0s kept
+    shifts, offsets = _moved_labels(files, settings, work, e0s)
+    cmd = _mace_command(name, work, files, settings, "foundation" if e0s == "refit" else e0s)
+    produced = _run_mace(cmd, work, name)
+    out_dir = Path(models_dir) if models_dir else work
+    out_dir.mkdir(parents=True, exist_ok=True)
+    version = 1 + len(list(out_dir.glob(f"{name}-v*.model")))
+    sha = file_sha256(produced)
+    final = out_dir / f"{name}-v{version}-{sha[:8]}.model"
+    shutil.copy2(produced, final)
+    errors = {key: model_errors(final, read_extxyz(path), dtype=settings.dtype) for key, path in files.items()}
+    recorded = {
+        **settings.settings_dict(),
+        **({"energy_shifts": {str(z): v for z, v in shifts.items()}} if shifts else {}),
+        **({"n_composition_offsets": len(offsets)} if offsets else {}),
+    }
+    result = TrainResult(final, sha, name, version, errors, recorded, cmd)
+    card = {"model": final.name, "sha256": sha, "errors": errors, "settings": result.settings}
+    (out_dir / f"{final.stem}.json").write_text(json.dumps(card, indent=2))
+    return result
+
+
+def _input_files(work: Path, data: dict[str, list[LabelledStructure] | str | Path | None]) -> dict[str, Path]:
+    """The train / valid / test sets as extxyz files: given paths (which must exist), or written into ``work``."""
+    files = {}
+    for key, value in data.items():
+        if value is None:
+            continue
+        if isinstance(value, (str, Path)):
+            files[key] = Path(value).resolve()
+            if not files[key].exists():
+                raise InputError(f"{key} data {str(value)!r} does not exist")
+        else:
+            files[key] = write_extxyz(value, work / f"{key}.xyz")
+    return files
+
+
+def _moved_labels(
+    files: dict[str, Path], settings: TrainSettings, work: Path, e0s: str
+) -> tuple[dict | None, dict | None]:
+    """Move the labels to the energy reference the settings ask for (``files`` is updated to the moved files):
+    ``e0s="refit"``: every set to the foundation's per-element reference (the foundation's E0s kept);
+    ``energy_reference="per_composition"``: train and valid by per-composition offsets (the test set keeps its
+    absolute labels, so its errors stay honest). Returns (shifts, offsets), None where not applied."""
+    shifts = offsets = None
+    if e0s == "refit":
         shifts = energy_shifts(_foundation_file(settings.foundation), read_extxyz(files["train"]), dtype=settings.dtype)
         (work / "energy_shifts.json").write_text(json.dumps({str(z): v for z, v in shifts.items()}))
         for key in list(files):
             files[key] = write_extxyz(shift_labels(read_extxyz(files[key]), shifts), work / f"{key}_shifted.xyz")
-        e0s = "foundation"
-    offsets = None
-    if settings.energy_reference == "per_composition":  # the test set keeps its absolute labels: errors stay honest
-        offsets = composition_offsets(
-            _foundation_file(settings.foundation), read_extxyz(files["train"]), dtype=settings.dtype
-        )
+    if settings.energy_reference == "per_composition":
+        train = read_extxyz(files["train"])
+        offsets = composition_offsets(_foundation_file(settings.foundation), train, dtype=settings.dtype)
         (work / "composition_offsets.json").write_text(json.dumps(offsets, indent=1))
         for key in [k for k in files if k != "test"]:
             files[key] = write_extxyz(offset_labels(read_extxyz(files[key]), offsets), work / f"{key}_relative.xyz")
+    return shifts, offsets
+
+
+def _mace_command(name: str, work: Path, files: dict[str, Path], settings: TrainSettings, e0s: str) -> list[str]:
+    """The ``mace_run_train`` command line. The test set is not given to it: dp_screen measures it itself, also
+    when it holds elements the model does not cover (mace_run_train fails on those: "np.int64(19) is not in list")."""
     exe = shutil.which("mace_run_train") or str(Path(sys.executable).parent / "mace_run_train")
-    cmd = [
-        exe,
-        "--name",
-        name,
-        "--work_dir",
-        str(work),
-        "--train_file",
-        str(files["train"]),
-        "--energy_key",
-        "REF_energy",
-        "--forces_key",
-        "REF_forces",
-        "--stress_key",
-        "REF_stress",
-        "--compute_stress",
-        "True",
-        "--loss",
-        "stress" if settings.stress_weight > 0 else "weighted",
-        "--energy_weight",
-        str(settings.energy_weight),
-        "--forces_weight",
-        str(settings.forces_weight),
-        "--stress_weight",
-        str(settings.stress_weight),
-        "--max_num_epochs",
-        str(settings.epochs),
-        "--lr",
-        str(settings.lr),
-        "--batch_size",
-        str(settings.batch_size),
-        "--valid_batch_size",
-        str(settings.batch_size),
-        "--device",
-        settings.device,
-        "--default_dtype",
-        settings.dtype,
-        "--seed",
-        str(settings.seed),
-        "--E0s",
-        e0s,
-        "--save_cpu",
-        "--eval_interval",
-        "1",
-        "--error_table",
-        "PerAtomRMSEstressvirials",
-    ]
+    flags: dict[str, object] = {
+        "--name": name,
+        "--work_dir": work,
+        "--train_file": files["train"],
+        "--energy_key": "REF_energy",
+        "--forces_key": "REF_forces",
+        "--stress_key": "REF_stress",
+        "--compute_stress": "True",
+        "--loss": "stress" if settings.stress_weight > 0 else "weighted",
+        "--energy_weight": settings.energy_weight,
+        "--forces_weight": settings.forces_weight,
+        "--stress_weight": settings.stress_weight,
+        "--max_num_epochs": settings.epochs,
+        "--lr": settings.lr,
+        "--batch_size": settings.batch_size,
+        "--valid_batch_size": settings.batch_size,
+        "--device": settings.device,
+        "--default_dtype": settings.dtype,
+        "--seed": settings.seed,
+        "--E0s": e0s,
+        "--save_cpu": None,
+        "--eval_interval": 1,
+        "--error_table": "PerAtomRMSEstressvirials",
+    }
     if "valid" in files:
-        cmd += ["--valid_file", str(files["valid"])]
+        flags["--valid_file"] = files["valid"]
     else:
-        cmd += ["--valid_fraction", str(settings.valid_fraction)]
-    # the test set is not given to mace_run_train: dp_screen measures it itself (below), also when it holds elements
-    # the model does not cover (mace_run_train fails on those: "np.int64(19) is not in list")
+        flags["--valid_fraction"] = settings.valid_fraction
     if settings.foundation:
-        cmd += [
-            "--foundation_model",
-            _foundation_file(settings.foundation),
-            "--multiheads_finetuning",
-            str(settings.multihead),
-        ]
+        flags |= {
+            "--foundation_model": _foundation_file(settings.foundation),
+            "--multiheads_finetuning": settings.multihead,
+        }
         if settings.keep_elements:
-            cmd += ["--foundation_model_elements", "True"]
+            flags["--foundation_model_elements"] = "True"
     else:
-        cmd += [
-            "--model",
-            "MACE",
-            "--num_channels",
-            str(settings.num_channels),
-            "--max_L",
-            str(settings.max_l),
-            "--r_max",
-            str(settings.r_max),
-            "--num_interactions",
-            str(settings.num_interactions),
-            "--correlation",
-            str(settings.correlation),
-        ]
-    for k, v in settings.extra.items():
-        cmd += [k] if v is None else [k, str(v)]
+        flags |= {
+            "--model": "MACE",
+            "--num_channels": settings.num_channels,
+            "--max_L": settings.max_l,
+            "--r_max": settings.r_max,
+            "--num_interactions": settings.num_interactions,
+            "--correlation": settings.correlation,
+        }
+    flags |= settings.extra
+    return [exe, *(arg for k, v in flags.items() for arg in ([k] if v is None else [k, str(v)]))]
+
+
+def _run_mace(cmd: list[str], work: Path, name: str) -> Path:
+    """Run the command in ``work`` (its log in mace_run_train.log); return the model file it wrote."""
     env = dict(os.environ, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1")
     with open(work / "mace_run_train.log", "w") as logfile:
         proc = subprocess.run(cmd, stdout=logfile, stderr=subprocess.STDOUT, env=env, cwd=work, check=False)
@@ -343,33 +352,7 @@ def train_mace(
     produced = work / f"{name}.model"
     if not produced.exists():
         raise TrainingError(f"mace_run_train finished but wrote no {produced}")
-    out_dir = Path(models_dir) if models_dir else work
-    out_dir.mkdir(parents=True, exist_ok=True)
-    version = 1 + len(list(out_dir.glob(f"{name}-v*.model")))
-    sha = file_sha256(produced)
-    final = out_dir / f"{name}-v{version}-{sha[:8]}.model"
-    shutil.copy2(produced, final)
-    errors = {}
-    for key in ("train", "valid", "test"):
-        if key in files:
-            errors[key] = model_errors(final, read_extxyz(files[key]), dtype=settings.dtype)
-    result = TrainResult(
-        final,
-        sha,
-        name,
-        version,
-        errors,
-        {
-            **settings.settings_dict(),
-            **({"energy_shifts": {str(z): v for z, v in shifts.items()}} if shifts else {}),
-            **({"n_composition_offsets": len(offsets)} if offsets else {}),
-        },
-        cmd,
-    )
-    (out_dir / f"{final.stem}.json").write_text(
-        json.dumps({"model": final.name, "sha256": sha, "errors": errors, "settings": result.settings}, indent=2)
-    )
-    return result
+    return produced
 
 
 def _residuals(model, labelled: list[LabelledStructure]) -> np.ndarray:

@@ -516,9 +516,64 @@ def build_bvm_structures(
     table = table or bond_valence_table(bv_set)
     expected_space_group(ordering, tilt, False, False)  # validates ordering and tilt once for everyone
     t = _template(ordering, tilt)
-    ci = _pairs(t)[0]
-    n_amp = _n_amplitudes(t)
     out: list[BuiltStructure | DPScreenError | None] = [None] * len(species_list)
+    inputs = _bv_inputs(t, species_list, table, ordering, out)
+    if not inputs.rows:
+        return out  # type: ignore[return-value]
+    # compositions with the same species pattern share the symmetry, hence the allowed A displacements
+    # (without A displacements one batch holds everyone: larger batches are cheaper per structure)
+    patterns: dict[tuple[int, ...] | None, list[int]] = {}
+    for j, n in enumerate(inputs.rows):
+        patterns.setdefault(_codes(t, species_list[n]) if move_a else None, []).append(j)
+    for codes, members in patterns.items():
+        sel = np.array(members)
+        modes = None if codes is None else _a_modes(t, codes)
+        x, gii = _optimise(t, inputs, sel, modes, fixed_midpoint, species_list)
+        d_b, d_b2, amps_all, shift = _unpack(t, x, fixed_midpoint, modes)
+        pos, cell = _geometry(t, d_b, d_b2, amps_all, shift)
+        for i, j in enumerate(sel):
+            n = inputs.rows[j]
+            try:
+                number, expected, primitive, big = _verify_and_reduce(
+                    t, species_list[n], pos[i], cell[i], ordering, tilt
+                )
+            except DPScreenError as exc:
+                out[n] = exc
+                continue
+            out[n] = BuiltStructure(
+                structure=primitive,
+                species=species_list[n],
+                ordering=ordering,
+                tilt=tilt,
+                method="bvm-fixed-midpoint" if fixed_midpoint else "bvm",
+                space_group=number,
+                space_group_expected=expected,
+                gii=float(gii[i]),
+                tilt_angles=[float(amps_all[i][g]) if g >= 0 else 0.0 for g in t.groups],
+                bond_lengths={"B-X": float(d_b[i]), "B'-X": float(d_b2[i])},
+                bv_parameters=inputs.bv_used[j],
+                cell40=big,
+                a_displacement=0.0 if shift is None else float(np.linalg.norm(shift[i], axis=1).max()),
+            )
+    return out  # type: ignore[return-value]
+
+
+@dataclass
+class _BVInputs:
+    """Per buildable composition (``rows``: its index in the input list): the bond-valence parameters of the
+    template's bonds (r0, b), the formal valences of its sites, the ideal B-X and B'-X lengths, the parameters used."""
+
+    rows: list[int]
+    r0: np.ndarray
+    b: np.ndarray
+    formal: np.ndarray
+    d0: np.ndarray
+    bv_used: list[list[dict]]
+
+
+def _bv_inputs(t, species_list: list[SiteSpeciesSet], table: BondValenceTable, ordering: str, out: list) -> _BVInputs:
+    """The optimisation's inputs of every composition that can be built; the others get their error in ``out``."""
+    ci = _pairs(t)[0]
     rows, r0s, bs, formals, d0s, bv_used = [], [], [], [], [], []
     for n, species in enumerate(species_list):
         try:
@@ -539,72 +594,42 @@ def build_bvm_structures(
             rows.append(n)
         except DPScreenError as exc:
             out[n] = exc
-    if not rows:
-        return out  # type: ignore[return-value]
-    r0_all, b_all, formal_all, d0_all = (np.array(v, dtype=float) for v in (r0s, bs, formals, d0s))
+    arrays = (np.array(v, dtype=float) for v in (r0s, bs, formals, d0s))
+    return _BVInputs(rows, *arrays, bv_used) if rows else _BVInputs([], *(np.empty(0),) * 4, [])
+
+
+def _optimise(t, inputs: _BVInputs, sel: np.ndarray, modes, fixed_midpoint: bool, species_list) -> tuple:
+    """The GII minimisation of the compositions ``sel`` (one Levenberg-Marquardt batch): the parameters x (bond
+    lengths, tilt amplitudes, A shifts) and each composition's GII."""
+    r0, b, formal, d0 = inputs.r0[sel], inputs.b[sel], inputs.formal[sel], inputs.d0[sel]
+    n_amp = _n_amplitudes(t)
+    n_modes = 0 if modes is None else len(modes)
+    n_rows = len(sel)
+    start = np.tile([START_TILT_DEG - 2.0 * k for k in range(n_amp)], (n_rows, 1))
+    amp_lo, amp_hi = np.full((n_rows, n_amp), 0.5), np.full((n_rows, n_amp), MAX_TILT_DEG)
+    shift0, shift_lim = np.zeros((n_rows, n_modes)), np.full((n_rows, n_modes), MAX_A_SHIFT)
+    # bond-length columns: d_B and d_B', or their common value for the fixed-midpoint model
+    d_start, d_lo, d_hi = (d0.mean(axis=1), d0.min(axis=1), d0.max(axis=1)) if fixed_midpoint else (d0, d0, d0)
+    x0 = np.column_stack([d_start, start, shift0])
+    lo = np.column_stack([0.7 * d_lo, amp_lo, -shift_lim])
+    hi = np.column_stack([1.3 * d_hi, amp_hi, shift_lim])
+    x = _least_squares_batch(t, x0, lo, hi, r0, b, formal, fixed_midpoint, modes)
     k0 = 1 if fixed_midpoint else 2
-    # compositions with the same species pattern share the symmetry, hence the allowed A displacements
-    # (without A displacements one batch holds everyone: larger batches are cheaper per structure)
-    patterns: dict[tuple[int, ...] | None, list[int]] = {}
-    for j, n in enumerate(rows):
-        patterns.setdefault(_codes(t, species_list[n]) if move_a else None, []).append(j)
-    for codes, members in patterns.items():
-        sel = np.array(members)
-        r0, b, formal, d0 = r0_all[sel], b_all[sel], formal_all[sel], d0_all[sel]
-        modes = None if codes is None else _a_modes(t, codes)
-        n_modes = 0 if modes is None else len(modes)
-        n_rows = len(sel)
-        start = np.tile([START_TILT_DEG - 2.0 * k for k in range(n_amp)], (n_rows, 1))
-        amp_lo, amp_hi = np.full((n_rows, n_amp), 0.5), np.full((n_rows, n_amp), MAX_TILT_DEG)
-        shift0, shift_lim = np.zeros((n_rows, n_modes)), np.full((n_rows, n_modes), MAX_A_SHIFT)
-        # bond-length columns: d_B and d_B', or their common value for the fixed-midpoint model
-        d_start, d_lo, d_hi = (d0.mean(axis=1), d0.min(axis=1), d0.max(axis=1)) if fixed_midpoint else (d0, d0, d0)
-        x0 = np.column_stack([d_start, start, shift0])
-        lo = np.column_stack([0.7 * d_lo, amp_lo, -shift_lim])
-        hi = np.column_stack([1.3 * d_hi, amp_hi, shift_lim])
-        x = _least_squares_batch(t, x0, lo, hi, r0, b, formal, fixed_midpoint, modes)
-        if n_amp > 1:
-            # GII may drive two distinct letters (b != c) to equal amplitudes, which is another tilt system:
-            # keep them at least MIN_LETTER_SPLIT_DEG apart
-            for row in x:
-                amps = row[k0 : k0 + n_amp]
-                order = np.argsort(-amps)
-                for hi_i, lo_i in itertools.pairwise(order):
-                    if amps[hi_i] - amps[lo_i] < MIN_LETTER_SPLIT_DEG:
-                        amps[lo_i] = max(amps[hi_i] - MIN_LETTER_SPLIT_DEG, 0.5)
-        if not fixed_midpoint:
-            # B = B': the optimum is symmetric; remove the finite-difference asymmetry so the symmetry is exact
-            same_b = np.array([species_list[rows[j]].same_b for j in sel])
-            x[same_b, 0] = x[same_b, 1] = x[same_b, :2].mean(axis=1)
-        gii = np.sqrt((_residuals(t, x, r0, b, formal, fixed_midpoint, modes) ** 2).mean(axis=1))
-        d_b, d_b2, amps_all, shift = _unpack(t, x, fixed_midpoint, modes)
-        pos, cell = _geometry(t, d_b, d_b2, amps_all, shift)
-        for i, j in enumerate(sel):
-            n = rows[j]
-            species = species_list[n]
-            try:
-                number, expected, primitive, big = _verify_and_reduce(t, species, pos[i], cell[i], ordering, tilt)
-            except DPScreenError as exc:
-                out[n] = exc
-                continue
-            amps = amps_all[i]
-            a_shift = 0.0 if shift is None else float(np.linalg.norm(shift[i], axis=1).max())
-            out[n] = BuiltStructure(
-                structure=primitive,
-                species=species,
-                ordering=ordering,
-                tilt=tilt,
-                method="bvm-fixed-midpoint" if fixed_midpoint else "bvm",
-                space_group=number,
-                space_group_expected=expected,
-                gii=float(gii[i]),
-                tilt_angles=[float(amps[g]) if g >= 0 else 0.0 for g in t.groups],
-                bond_lengths={"B-X": float(d_b[i]), "B'-X": float(d_b2[i])},
-                bv_parameters=bv_used[j],
-                cell40=big,
-                a_displacement=a_shift,
-            )
-    return out  # type: ignore[return-value]
+    if n_amp > 1:
+        # GII may drive two distinct letters (b != c) to equal amplitudes, which is another tilt system:
+        # keep them at least MIN_LETTER_SPLIT_DEG apart
+        for row in x:
+            amps = row[k0 : k0 + n_amp]
+            order = np.argsort(-amps)
+            for hi_i, lo_i in itertools.pairwise(order):
+                if amps[hi_i] - amps[lo_i] < MIN_LETTER_SPLIT_DEG:
+                    amps[lo_i] = max(amps[hi_i] - MIN_LETTER_SPLIT_DEG, 0.5)
+    if not fixed_midpoint:
+        # B = B': the optimum is symmetric; remove the finite-difference asymmetry so the symmetry is exact
+        same_b = np.array([species_list[inputs.rows[j]].same_b for j in sel])
+        x[same_b, 0] = x[same_b, 1] = x[same_b, :2].mean(axis=1)
+    gii = np.sqrt((_residuals(t, x, r0, b, formal, fixed_midpoint, modes) ** 2).mean(axis=1))
+    return x, gii
 
 
 def build_bvm_structure(

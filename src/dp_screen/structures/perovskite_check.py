@@ -60,16 +60,47 @@ def _roles(structure: Structure) -> list[str]:
 def check_perovskite(structure: Structure) -> PerovskiteCheck:
     """Check that a structure is still a corner-sharing perovskite (module docstring: checks and thresholds).
 
-    One neighbour search; the checks run on its arrays (numpy), a few small loops over the B sites only."""
-    roles = np.array(_roles(structure))
-    is_b, is_a, is_x = roles == "B", roles == "A", roles == "X"
-    b_idx, a_idx = np.flatnonzero(is_b), np.flatnonzero(is_a)
-    centres, points, images, dists = structure.get_neighbor_list(NEIGHBOUR_RADIUS)
-    cart, lattice = structure.cart_coords, structure.lattice.matrix
+    One neighbour search; the checks run on its arrays (numpy), a few small loops over the B sites only. The
+    first check that fails gives the reason; the measures of the checks that ran are returned either way."""
+    gate = _Gate.of(structure)
     measures: dict = {}
-    # 1. octahedra: the anions of each B site by distance
-    bx = is_b[centres] & is_x[points]
-    bx_c, bx_p, bx_img, bx_d = centres[bx], points[bx], images[bx].astype(int), dists[bx]
+    for check in (_octahedra, _corner_sharing, _a_in_cavity):
+        reason = check(gate, measures)
+        if reason:
+            return PerovskiteCheck(False, reason, measures)
+    return PerovskiteCheck(True, None, measures)
+
+
+@dataclass
+class _Gate:
+    """The structure's roles and its one neighbour search (centres, points, images, distances within
+    ``NEIGHBOUR_RADIUS``); the octahedra (each B site's anions by distance) once the first check has found them."""
+
+    structure: Structure
+    is_b: np.ndarray
+    is_a: np.ndarray
+    is_x: np.ndarray
+    centres: np.ndarray
+    points: np.ndarray
+    images: np.ndarray
+    dists: np.ndarray
+    octahedra: tuple = ()
+
+    @classmethod
+    def of(cls, structure: Structure) -> _Gate:
+        roles = np.array(_roles(structure))
+        return cls(structure, roles == "B", roles == "A", roles == "X", *structure.get_neighbor_list(NEIGHBOUR_RADIUS))
+
+    @property
+    def b_idx(self) -> np.ndarray:
+        return np.flatnonzero(self.is_b)
+
+
+def _octahedra(g: _Gate, measures: dict) -> str | None:
+    """1. Each B site six-coordinate: its six nearest anions, the bond ratio and the gap to the seventh."""
+    b_idx = g.b_idx
+    bx = g.is_b[g.centres] & g.is_x[g.points]
+    bx_c, bx_p, bx_img, bx_d = g.centres[bx], g.points[bx], g.images[bx].astype(int), g.dists[bx]
     order = np.lexsort((bx_d, bx_c))
     bx_c, bx_p, bx_img, bx_d = bx_c[order], bx_p[order], bx_img[order], bx_d[order]
     starts = np.searchsorted(bx_c, b_idx)
@@ -77,41 +108,33 @@ def check_perovskite(structure: Structure) -> PerovskiteCheck:
     short = np.flatnonzero(ends - starts < 6)
     if short.size:
         i = int(b_idx[short[0]])
-        return PerovskiteCheck(
-            False,
-            f"B site {i} ({structure[i].species_string}) has only "
-            f"{int(ends[short[0]] - starts[short[0]])} anions within {NEIGHBOUR_RADIUS} A",
-            measures,
-        )
+        n = int(ends[short[0]] - starts[short[0]])
+        return f"B site {i} ({g.structure[i].species_string}) has only {n} anions within {NEIGHBOUR_RADIUS} A"
     six = starts[:, None] + np.arange(6)  # (n_B, 6) rows of each octahedron's bonds
     ratio = bx_d[six[:, 5]] / bx_d[six[:, 0]]
     has7 = ends - starts > 6
     gap = np.where(has7, bx_d[np.minimum(starts + 6, len(bx_d) - 1)] / bx_d[six[:, 5]], np.inf)
     worst_ratio, worst_gap = float(ratio.max()), float(gap.min())
     measures.update(max_bond_ratio=round(worst_ratio, 4), min_shell_gap=round(worst_gap, 4))
+    g.octahedra = (bx_p[six].ravel(), -bx_img[six].reshape(-1, 3))  # each octahedron's anions and their images
     if worst_ratio > MAX_BOND_RATIO:
-        return PerovskiteCheck(
-            False,
-            f"octahedron torn: longest/shortest B-X bond {worst_ratio:.2f} > {MAX_BOND_RATIO} (MAX_BOND_RATIO)",
-            measures,
-        )
+        return f"octahedron torn: longest/shortest B-X bond {worst_ratio:.2f} > {MAX_BOND_RATIO} (MAX_BOND_RATIO)"
     if worst_gap < MIN_SHELL_GAP:
-        return PerovskiteCheck(
-            False,
-            f"B not six-coordinate: 7th/6th nearest anion distance {worst_gap:.2f} < {MIN_SHELL_GAP} (MIN_SHELL_GAP)",
-            measures,
-        )
-    # 2. corner sharing: each anion (in its home cell) belongs to two octahedra (B site, image of B seen from X)
-    owner = np.repeat(b_idx, 6)
-    anion = bx_p[six].ravel()
-    owner_img = -bx_img[six].reshape(-1, 3)
-    counts = np.bincount(anion, minlength=len(structure))[is_x]
+        return f"B not six-coordinate: 7th/6th nearest anion distance {worst_gap:.2f} < {MIN_SHELL_GAP} (MIN_SHELL_GAP)"
+    return None
+
+
+def _corner_sharing(g: _Gate, measures: dict) -> str | None:
+    """2. Each anion (in its home cell) in two octahedra (B site, image of B seen from X), no two octahedra
+    sharing more than one anion, and every B-X-B' angle open enough."""
+    cart, lattice = g.structure.cart_coords, g.structure.lattice.matrix
+    anion, owner_img = g.octahedra
+    owner = np.repeat(g.b_idx, 6)
+    counts = np.bincount(anion, minlength=len(g.structure))[g.is_x]
     measures["anions_per_octahedra"] = sorted({int(c) for c in counts})
     if (counts != 2).any():
         bad = sorted(set(counts.tolist()) - {2}) or [0]
-        return PerovskiteCheck(
-            False, f"not corner-sharing: an anion belongs to {bad[0]} octahedra (2 expected)", measures
-        )
+        return f"not corner-sharing: an anion belongs to {bad[0]} octahedra (2 expected)"
     by_anion = np.argsort(anion, kind="stable").reshape(-1, 2)  # the two octahedra of each anion
     i, k = owner[by_anion[:, 0]], owner[by_anion[:, 1]]
     im1, im2 = owner_img[by_anion[:, 0]], owner_img[by_anion[:, 1]]
@@ -124,38 +147,37 @@ def check_perovskite(structure: Structure) -> PerovskiteCheck:
     _, n_shared = np.unique(_canonical_pairs(i, k, im2 - im1), axis=0, return_counts=True)
     measures["min_bxb_angle"] = round(min_angle, 2)
     if n_shared.max() > 1:
-        return PerovskiteCheck(False, f"octahedra share {int(n_shared.max())} anions (edge or face sharing)", measures)
+        return f"octahedra share {int(n_shared.max())} anions (edge or face sharing)"
     if min_angle < MIN_BXB_ANGLE:
-        return PerovskiteCheck(
-            False, f"B-X-B' angle {min_angle:.0f} deg < {MIN_BXB_ANGLE:.0f} (MIN_BXB_ANGLE)", measures
-        )
-    # 3. A in the cavity of its eight nearest B-site cations
-    bb = is_b[centres] & is_b[points]
-    nearest_bb = np.full(len(structure), np.inf)
-    np.minimum.at(nearest_bb, centres[bb], dists[bb])
+        return f"B-X-B' angle {min_angle:.0f} deg < {MIN_BXB_ANGLE:.0f} (MIN_BXB_ANGLE)"
+    return None
+
+
+def _a_in_cavity(g: _Gate, measures: dict) -> str | None:
+    """3. Each A site near the centre of its eight nearest B-site cations (relative to the mean B-B' distance)."""
+    cart, lattice, b_idx = g.structure.cart_coords, g.structure.lattice.matrix, g.b_idx
+    bb = g.is_b[g.centres] & g.is_b[g.points]
+    nearest_bb = np.full(len(g.structure), np.inf)
+    np.minimum.at(nearest_bb, g.centres[bb], g.dists[bb])
     a_b = float(np.mean(nearest_bb[b_idx][np.isfinite(nearest_bb[b_idx])])) if bb.any() else np.nan
-    ab = is_a[centres] & is_b[points]
-    ab_c, ab_d = centres[ab], dists[ab]
-    ab_pos = cart[points[ab]] + images[ab] @ lattice
+    ab = g.is_a[g.centres] & g.is_b[g.points]
+    ab_c, ab_d = g.centres[ab], g.dists[ab]
+    ab_pos = cart[g.points[ab]] + g.images[ab] @ lattice
     order = np.lexsort((ab_d, ab_c))
     ab_c, ab_pos = ab_c[order], ab_pos[order]
     worst = 0.0
-    for a in a_idx:
+    for a in np.flatnonzero(g.is_a):
         lo, hi = np.searchsorted(ab_c, a), np.searchsorted(ab_c, a, side="right")
         if hi - lo < 8:
-            return PerovskiteCheck(
-                False, f"A site {a} has fewer than 8 B-site neighbours within {NEIGHBOUR_RADIUS} A", measures
-            )
+            return f"A site {a} has fewer than 8 B-site neighbours within {NEIGHBOUR_RADIUS} A"
         worst = max(worst, float(np.linalg.norm(cart[a] - ab_pos[lo : lo + 8].mean(axis=0))) / a_b)
     measures["max_a_offcentre"] = round(worst, 4)
     if worst > MAX_A_OFFCENTRE:
-        return PerovskiteCheck(
-            False,
-            f"A cation out of its cavity: {worst:.2f} of the B-B' distance from its centre "
-            f"> {MAX_A_OFFCENTRE} (MAX_A_OFFCENTRE)",
-            measures,
+        return (
+            f"A cation out of its cavity: {worst:.2f} of the B-B' distance from its centre > {MAX_A_OFFCENTRE} "
+            "(MAX_A_OFFCENTRE)"
         )
-    return PerovskiteCheck(True, None, measures)
+    return None
 
 
 def _canonical_pairs(i: np.ndarray, k: np.ndarray, rel: np.ndarray) -> np.ndarray:
