@@ -238,70 +238,8 @@ def _structure_of(item) -> Structure:
     return item.structure if isinstance(item, PerovskiteCell) else item
 
 
-def write_cp2k_input(
-    structure: Structure,
-    settings: CP2KSettings,
-    project: str = "dp_screen",
-    hamiltonian: Hamiltonian | None = None,
-    files: dict[str, dict] | None = None,
-    restart_file: str | None = None,
-) -> str:
-    """The CP2K input text of a PBE single point with forces and stress, with the models' Hamiltonian (spin, moments,
-    +U; :func:`dp_screen.dft.hamiltonian.hamiltonian_for` unless given); ``restart_file``: start the SCF from that
-    wavefunction file instead of the atomic guess. ``structure`` may be a :class:`~dp_screen.cell.PerovskiteCell`."""
-    from dp_screen.dft.hamiltonian import hamiltonian_for
-
-    structure = _structure_of(structure)
-    ham = hamiltonian or hamiltonian_for(structure)
-    elements = sorted({site.specie.symbol for site in structure})
-    files = files or {}
-    basis_files = sorted({c["basis"] for c in files.values() if c.get("basis")} | {"BASIS_MOLOPT"})
-    potential_files = sorted({c["potential"] for c in files.values() if c.get("potential")} | {"GTH_POTENTIALS"})
-    grid = kpoint_grid(structure, settings.kpoint_length)
-    lat = structure.lattice.matrix
-
-    def kind(el: str) -> str:
-        extra = ""
-        if el in ham.moments:
-            extra += f"\n      MAGNETIZATION {ham.moments[el]:g}"
-        if el in ham.u_values:
-            extra += (
-                f"\n      &DFT_PLUS_U\n        L 2\n        U_MINUS_J [eV] {ham.u_values[el]:g}\n      &END DFT_PLUS_U"
-            )
-        return f"    &KIND {el}\n      BASIS_SET {settings.basis}\n      POTENTIAL {settings.potential}{extra}\n    &END KIND"
-
-    kinds = "\n".join(kind(el) for el in elements)
-    files_text = "\n".join(
-        [f"    BASIS_SET_FILE_NAME {f}" for f in basis_files]
-        + [f"    POTENTIAL_FILE_NAME {f}" for f in potential_files]
-    )
-    spin = f"    UKS\n    MULTIPLICITY {ham.multiplicity}\n" if ham.spin_polarised else ""
-    plus_u = "    PLUS_U_METHOD MULLIKEN\n" if ham.u_values else ""
-    coords = "\n".join(
-        f"      {site.specie.symbol} {x:.10f} {y:.10f} {z:.10f}"
-        for site, (x, y, z) in zip(structure, structure.cart_coords, strict=True)
-    )
-    kpoints = (
-        # no point-group reduction (CP2K's has been unreliable for forces and stress), but k and -k are paired
-        # (time reversal, exact for collinear spins): 14 instead of 27 points for 3x3x3, half the cost
-        f"    &KPOINTS\n      SCHEME MONKHORST-PACK {grid[0]} {grid[1]} {grid[2]}\n      SYMMETRY OFF\n"
-        f"      FULL_GRID OFF\n    &END KPOINTS\n"
-        if grid != (1, 1, 1)
-        else ""
-    )
-    history = ""
-    if settings.mixing_history > 0 and settings.mixing.upper() in ("BROYDEN_MIXING", "PULAY_MIXING"):
-        history = f"        {'NBROYDEN' if settings.mixing.upper() == 'BROYDEN_MIXING' else 'NPULAY'} {settings.mixing_history}\n"
-    smear = (
-        f"      ADDED_MOS 40\n      &SMEAR ON\n        METHOD FERMI_DIRAC\n        ELECTRONIC_TEMPERATURE [K] "
-        f"{settings.smearing_k}\n      &END SMEAR\n      &MIXING\n        METHOD {settings.mixing.upper()}\n"
-        f"        ALPHA {settings.mixing_alpha:g}\n{history}      &END MIXING\n"
-        if settings.smearing_k > 0
-        else ""
-    )
-    guess = "RESTART" if restart_file else "ATOMIC"
-    restart = f"    WFN_RESTART_FILE_NAME {restart_file}\n" if restart_file else ""
-    return f"""&GLOBAL
+# The single point's input; write_cp2k_input fills the fields (str.format)
+CP2K_INPUT = """&GLOBAL
   PROJECT {project}
   RUN_TYPE ENERGY_FORCE
   PRINT_LEVEL MEDIUM
@@ -348,6 +286,87 @@ def write_cp2k_input(
   &END PRINT
 &END FORCE_EVAL
 """
+
+
+def write_cp2k_input(
+    structure: Structure,
+    settings: CP2KSettings,
+    project: str = "dp_screen",
+    hamiltonian: Hamiltonian | None = None,
+    files: dict[str, dict] | None = None,
+    restart_file: str | None = None,
+) -> str:
+    """The CP2K input text of a PBE single point with forces and stress, with the models' Hamiltonian (spin, moments,
+    +U; :func:`dp_screen.dft.hamiltonian.hamiltonian_for` unless given); ``restart_file``: start the SCF from that
+    wavefunction file instead of the atomic guess. ``structure`` may be a :class:`~dp_screen.cell.PerovskiteCell`.
+    The text is :data:`CP2K_INPUT` filled in."""
+    from dp_screen.dft.hamiltonian import hamiltonian_for
+
+    structure = _structure_of(structure)
+    ham = hamiltonian or hamiltonian_for(structure)
+    files = files or {}
+    basis_files = sorted({c["basis"] for c in files.values() if c.get("basis")} | {"BASIS_MOLOPT"})
+    potential_files = sorted({c["potential"] for c in files.values() if c.get("potential")} | {"GTH_POTENTIALS"})
+    files_text = "\n".join(
+        [f"    BASIS_SET_FILE_NAME {f}" for f in basis_files]
+        + [f"    POTENTIAL_FILE_NAME {f}" for f in potential_files]
+    )
+    coords = "\n".join(
+        f"      {site.specie.symbol} {x:.10f} {y:.10f} {z:.10f}"
+        for site, (x, y, z) in zip(structure, structure.cart_coords, strict=True)
+    )
+    return CP2K_INPUT.format(
+        project=project,
+        settings=settings,
+        files_text=files_text,
+        restart=f"    WFN_RESTART_FILE_NAME {restart_file}\n" if restart_file else "",
+        spin=f"    UKS\n    MULTIPLICITY {ham.multiplicity}\n" if ham.spin_polarised else "",
+        plus_u="    PLUS_U_METHOD MULLIKEN\n" if ham.u_values else "",
+        kpoints=_kpoints_section(kpoint_grid(structure, settings.kpoint_length)),
+        guess="RESTART" if restart_file else "ATOMIC",
+        smear=_smearing_section(settings),
+        lat=structure.lattice.matrix,
+        coords=coords,
+        kinds="\n".join(_kind_section(el, settings, ham) for el in sorted({site.specie.symbol for site in structure})),
+    )
+
+
+def _kind_section(el: str, settings: CP2KSettings, ham: Hamiltonian) -> str:
+    """One element's &KIND: basis, potential, initial moment, +U."""
+    extra = ""
+    if el in ham.moments:
+        extra += f"\n      MAGNETIZATION {ham.moments[el]:g}"
+    if el in ham.u_values:
+        extra += f"\n      &DFT_PLUS_U\n        L 2\n        U_MINUS_J [eV] {ham.u_values[el]:g}\n      &END DFT_PLUS_U"
+    return (
+        f"    &KIND {el}\n      BASIS_SET {settings.basis}\n      POTENTIAL {settings.potential}{extra}\n    &END KIND"
+    )
+
+
+def _kpoints_section(grid: tuple[int, int, int]) -> str:
+    """The k-point mesh (none at Gamma only). No point-group reduction (CP2K's has been unreliable for forces and
+    stress), but k and -k are paired (time reversal, exact for collinear spins): 14 instead of 27 points for 3x3x3."""
+    if grid == (1, 1, 1):
+        return ""
+    return (
+        f"    &KPOINTS\n      SCHEME MONKHORST-PACK {grid[0]} {grid[1]} {grid[2]}\n      SYMMETRY OFF\n"
+        f"      FULL_GRID OFF\n    &END KPOINTS\n"
+    )
+
+
+def _smearing_section(settings: CP2KSettings) -> str:
+    """Fermi-Dirac smearing with added MOs and the density mixing (none when ``smearing_k`` is 0)."""
+    if settings.smearing_k <= 0:
+        return ""
+    history = ""
+    if settings.mixing_history > 0 and settings.mixing.upper() in ("BROYDEN_MIXING", "PULAY_MIXING"):
+        key = "NBROYDEN" if settings.mixing.upper() == "BROYDEN_MIXING" else "NPULAY"
+        history = f"        {key} {settings.mixing_history}\n"
+    return (
+        f"      ADDED_MOS 40\n      &SMEAR ON\n        METHOD FERMI_DIRAC\n        ELECTRONIC_TEMPERATURE [K] "
+        f"{settings.smearing_k}\n      &END SMEAR\n      &MIXING\n        METHOD {settings.mixing.upper()}\n"
+        f"        ALPHA {settings.mixing_alpha:g}\n{history}      &END MIXING\n"
+    )
 
 
 def parse_cp2k_output(text: str, n_atoms: int) -> dict:
