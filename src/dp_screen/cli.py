@@ -6,6 +6,7 @@ mistakes caught by click exit with 2).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -786,8 +787,6 @@ def run_cmd(
 
     With several workers, the build and relax chunk jobs run concurrently in worker processes (a private FireWorks
     launchpad in the database, dropped afterwards); one worker runs every job in this process."""
-    import logging
-
     from dp_screen.flows.local import default_workers, run_flow
     from dp_screen.mlip.models import load_model
     from dp_screen.stores import database_uri
@@ -821,24 +820,10 @@ def run_cmd(
         f"{uri}/{settings.database}, {workers} worker{'s' * (workers > 1)}",
         err=True,
     )
-    import contextlib
-
-    # jobflow's per-job log lines with --verbose; otherwise one progress bar per stage (building, relaxing) and only
-    # the failures (a failed job's traceback, jobflow's warnings)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    if not verbose:
-        handler.addFilter(lambda r: r.levelno >= logging.WARNING or "failed with exception" in r.getMessage())
-    jobflow_log = logging.getLogger("jobflow")
-    jobflow_log.setLevel(logging.INFO)
-    jobflow_log.addHandler(handler)
     summary_uuid = flow.output.uuid
     report_uuids = [j.uuid for j in flow.jobs if j.name == "report"] if report_dir else []
-    try:
-        with contextlib.redirect_stdout(sys.stderr), progress_bars(enabled=not verbose):  # stdout is the result
-            outputs = run_flow(flow, settings, workers, [summary_uuid, *report_uuids], progress=not verbose)
-    finally:
-        jobflow_log.removeHandler(handler)
+    with _job_log(verbose):
+        outputs = run_flow(flow, settings, workers, [summary_uuid, *report_uuids], progress=not verbose)
     summary = outputs.get(summary_uuid)
     report = next((outputs[u] for u in report_uuids if u in outputs), None)
     if summary is None:
@@ -854,6 +839,27 @@ def run_cmd(
         click.echo(json.dumps(summary, default=str))
         return
     _print_campaign(summary, settings)
+
+
+@contextlib.contextmanager
+def _job_log(verbose: bool):
+    """jobflow's per-job log lines with ``verbose``; otherwise one progress bar per stage (building, relaxing) and
+    only the failures (a failed job's traceback, jobflow's warnings). Stdout goes to stderr meanwhile: stdout is
+    the result."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    if not verbose:
+        handler.addFilter(lambda r: r.levelno >= logging.WARNING or "failed with exception" in r.getMessage())
+    jobflow_log = logging.getLogger("jobflow")
+    jobflow_log.setLevel(logging.INFO)
+    jobflow_log.addHandler(handler)
+    try:
+        with contextlib.redirect_stdout(sys.stderr), progress_bars(enabled=not verbose):
+            yield
+    finally:
+        jobflow_log.removeHandler(handler)
 
 
 def _print_campaign(summary: dict, settings) -> None:
@@ -1104,92 +1110,30 @@ def submit_cmd(
 @click.option("--submit", is_flag=True, help="Submit the loop to the FireWorks launchpad instead of running it here.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def learn_cmd(
-    ctx,
-    loop_id,
-    oracle,
-    selection,
-    rounds,
-    per_round,
-    per_composition,
-    committee_size,
-    n_pool,
-    n_held_out,
-    formulas,
-    held_out_formulas,
-    tilts,
-    start_model,
-    epochs,
-    lr,
-    e0s,
-    max_steps,
-    frames_every,
-    seed,
-    submit,
-    as_json,
-):  # noqa: PLR0913
+def learn_cmd(ctx, **opts):
     """Active learning: relax a pool with the current committee, label its most uncertain structures with the
     oracle, fine-tune the committee, measure it on a held-out set; per round, resumable."""
     from dp_screen.flows.active_learning import ActiveLearningFlowMaker
     from dp_screen.jobs.active_learning import LoopStore, check_disjoint, pool_rows
-    from dp_screen.mlip.active_learning import LoopSettings
-    from dp_screen.mlip.relax import RelaxSettings
-    from dp_screen.mlip.training import TrainSettings
     from dp_screen.stores import database_uri, get_job_store
 
     settings = _settings(ctx)
-    if submit:
+    loop_id, oracle, tilts, seed = opts["loop_id"], opts["oracle"], _split(opts["tilts"]), opts["seed"]
+    if opts["submit"]:
         settings = settings.model_copy(update={"home": settings.home.resolve()})
     elif oracle == "vasp":
         raise InputError(
             "the vasp oracle runs atomate2 jobs on cluster workers: add --submit (in-process oracles: chgnet, cp2k)"
         )
-    from dp_screen.mlip.models import load_model
-    from dp_screen.structures.tilts import parse_tilt
-
-    for t in _split(tilts) or []:
-        parse_tilt(t)  # a bad tilt system or start model fails here, naming it, not inside a job
-    load_model(start_model, device="cpu")
-    loop = LoopSettings(
-        loop_id=loop_id,
-        oracle=oracle,
-        selection=selection,
-        rounds=rounds,
-        per_round=per_round,
-        per_composition=per_composition,
-        committee_size=committee_size,
-        start_model=str(Path(start_model).resolve()) if start_model and Path(start_model).exists() else start_model,
-        frames_every=frames_every,
-        relax=RelaxSettings(max_steps=max_steps),
-        train=TrainSettings(
-            epochs=epochs,
-            lr=lr,
-            batch_size=4,
-            dtype="float64",
-            stress_weight=10.0,
-            e0s=e0s or ("refit" if oracle in ("cp2k", "vasp") else "auto"),
-        ),
-        seed=seed,
-    )
-    held = pool_rows(n_held_out, seed + 1, formulas=_split(held_out_formulas))
-    pool = pool_rows(n_pool, seed, exclude={r["composition_id"] for r in held}, formulas=_split(formulas))
+    loop = _loop_settings(opts)
+    held = pool_rows(opts["n_held_out"], seed + 1, formulas=_split(opts["held_out_formulas"]))
+    exclude = {r["composition_id"] for r in held}
+    pool = pool_rows(opts["n_pool"], seed, exclude=exclude, formulas=_split(opts["formulas"]))
     check_disjoint(pool, held)
     uri = database_uri(settings)  # (after the input is checked: bad input starts no server)
-    flow = ActiveLearningFlowMaker(loop=loop, tilts=_split(tilts)).make(pool, held, settings.model_dump(mode="json"))
-    if submit:
-        from jobflow.managers.fireworks import flow_to_workflow
-
-        lpad = launchpad(settings, None)
-        initialise_launchpad(lpad)
-        mapping = lpad.add_wf(flow_to_workflow(flow, store=get_job_store(settings, uri)))
-        lp_file = write_worker_files(lpad, settings.home)
-        click.echo(
-            f"submitted active-learning loop '{loop_id}' ({len(mapping)} fireworks) to {redact(lpad.host)}/{lpad.name}"
-        )
-        click.echo(
-            f"run it with: rlaunch -l {lp_file} -w {settings.home / 'fworker.yaml'} rapidfire (fine-tuning "
-            f"jobs carry the category 'gpu': fworker_gpu.yaml)"
-        )
+    flow = ActiveLearningFlowMaker(loop=loop, tilts=tilts).make(pool, held, settings.model_dump(mode="json"))
+    if opts["submit"]:
+        _submit_learning(flow, settings, uri, loop_id)
         return
     import contextlib
     import logging
@@ -1198,7 +1142,7 @@ def learn_cmd(
 
     click.echo(
         f"dp-screen learn: loop '{loop_id}', {len(pool)} pool and {len(held)} held-out compositions, oracle "
-        f"{oracle}, {rounds} rounds of {per_round} labels, committee of {committee_size}",
+        f"{oracle}, {loop.rounds} rounds of {loop.per_round} labels, committee of {loop.committee_size}",
         err=True,
     )
     logging.getLogger("jobflow").setLevel(logging.INFO)
@@ -1207,39 +1151,97 @@ def learn_cmd(
     if not progress.handlers:
         progress.addHandler(logging.StreamHandler(sys.stderr))
     with contextlib.redirect_stdout(sys.stderr):
-        run_locally(
-            flow, store=get_job_store(settings, uri), create_folders=False, log="%(message)s", ensure_success=False
-        )
+        store = get_job_store(settings, uri)
+        run_locally(flow, store=store, create_folders=False, log="%(message)s", ensure_success=False)
     done = LoopStore(settings).rounds(loop_id)
-    if len([d for d in done if d.get("stage") == "done"]) < rounds:
+    if len([d for d in done if d.get("stage") == "done"]) < loop.rounds:
         raise DPScreenError(
             f"loop '{loop_id}' did not finish: see the messages above; run the same command again to "
             "resume (nothing finished is repeated)"
         )
-    rows = [
-        {
-            "round": d["round"],
-            "selection": d.get("selection"),
-            "n_train": d.get("n_train"),
-            **{
-                k: (d.get("metrics") or {}).get(k)
-                for k in (
-                    "energy_mae_mev_atom",
-                    "forces_mae_ev_a",
-                    "phase_de_mae_mev_atom",
-                    "lowest_phase_agreement",
-                    "force_spread_median_ev_a",
-                )
-            },
-            "model_sha256": d.get("model_sha256"),
-        }
-        for d in done
-    ]
     start = (done[0].get("metrics_start") or {}) if done else {}
-    if as_json:
+    rows = [_round_row(d) for d in done]
+    if opts["as_json"]:
         click.echo(json.dumps({"loop_id": loop_id, "start": start, "rounds": rows}, default=str))
         return
+    _print_rounds(start, rows)
+    click.echo(
+        "held-out errors (meV/atom, eV/A) of the committee's mean against the oracle; committee files in "
+        f"{settings.home.resolve() / 'active_learning' / loop_id}"
+    )
 
+
+def _loop_settings(opts: dict):
+    """The loop's settings from ``dp-screen learn``'s options (tilt systems and the start model checked first)."""
+    from dp_screen.mlip.active_learning import LoopSettings
+    from dp_screen.mlip.models import load_model
+    from dp_screen.mlip.relax import RelaxSettings
+    from dp_screen.mlip.training import TrainSettings
+    from dp_screen.structures.tilts import parse_tilt
+
+    for t in _split(opts["tilts"]) or []:
+        parse_tilt(t)  # a bad tilt system or start model fails here, naming it, not inside a job
+    start_model = opts["start_model"]
+    load_model(start_model, device="cpu")
+    e0s = opts["e0s"] or ("refit" if opts["oracle"] in ("cp2k", "vasp") else "auto")
+    train = TrainSettings(
+        epochs=opts["epochs"], lr=opts["lr"], batch_size=4, dtype="float64", stress_weight=10.0, e0s=e0s
+    )
+    return LoopSettings(
+        loop_id=opts["loop_id"],
+        oracle=opts["oracle"],
+        selection=opts["selection"],
+        rounds=opts["rounds"],
+        per_round=opts["per_round"],
+        per_composition=opts["per_composition"],
+        committee_size=opts["committee_size"],
+        start_model=str(Path(start_model).resolve()) if start_model and Path(start_model).exists() else start_model,
+        frames_every=opts["frames_every"],
+        relax=RelaxSettings(max_steps=opts["max_steps"]),
+        train=train,
+        seed=opts["seed"],
+    )
+
+
+def _submit_learning(flow, settings, uri: str, loop_id: str) -> None:
+    from jobflow.managers.fireworks import flow_to_workflow
+
+    from dp_screen.stores import get_job_store
+
+    lpad = launchpad(settings, None)
+    initialise_launchpad(lpad)
+    mapping = lpad.add_wf(flow_to_workflow(flow, store=get_job_store(settings, uri)))
+    lp_file = write_worker_files(lpad, settings.home)
+    click.echo(
+        f"submitted active-learning loop '{loop_id}' ({len(mapping)} fireworks) to {redact(lpad.host)}/{lpad.name}"
+    )
+    click.echo(
+        f"run it with: rlaunch -l {lp_file} -w {settings.home / 'fworker.yaml'} rapidfire (fine-tuning "
+        f"jobs carry the category 'gpu': fworker_gpu.yaml)"
+    )
+
+
+ROUND_METRICS = (
+    "energy_mae_mev_atom",
+    "forces_mae_ev_a",
+    "phase_de_mae_mev_atom",
+    "lowest_phase_agreement",
+    "force_spread_median_ev_a",
+)
+
+
+def _round_row(d: dict) -> dict:
+    metrics = d.get("metrics") or {}
+    return {
+        "round": d["round"],
+        "selection": d.get("selection"),
+        "n_train": d.get("n_train"),
+        **{k: metrics.get(k) for k in ROUND_METRICS},
+        "model_sha256": d.get("model_sha256"),
+    }
+
+
+def _print_rounds(start: dict, rows: list[dict]) -> None:
     def fmt(v, spec):
         return "-" if v is None else format(v, spec)
 
@@ -1258,10 +1260,6 @@ def learn_cmd(
             f"{fmt(r['forces_mae_ev_a'], '7.3f')} {fmt(r['phase_de_mae_mev_atom'], '7.2f')} "
             f"{fmt(r['lowest_phase_agreement'], '6.2f')} {fmt(r['force_spread_median_ev_a'], '8.3f')}"
         )
-    click.echo(
-        "held-out errors (meV/atom, eV/A) of the committee's mean against the oracle; committee files in "
-        f"{settings.home.resolve() / 'active_learning' / loop_id}"
-    )
 
 
 @cli.group()
