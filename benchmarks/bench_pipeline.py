@@ -256,6 +256,7 @@ def main() -> None:
     parser.add_argument("--compare", default=None, metavar="REV", help="also measure this commit, side by side")
     parser.add_argument("--workers", type=int, default=None, help="N of the 1-vs-N throughput (default: all cores)")
     parser.add_argument("--throughput-n", type=int, default=1000, help="compositions of the 1-vs-N campaigns")
+    parser.add_argument("--save", action="store_true", help="also write benchmarks/results/bench_pipeline.json (docs)")
     parser.add_argument("--json-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--campaign", default=None, help=argparse.SUPPRESS)
@@ -300,6 +301,26 @@ def main() -> None:
         "N workers >= 1.7x one on this 2-core machine"
     )
     print(json.dumps({"this": here, **({args.compare: other} if other else {})}))
+    if args.save:
+        save(here, other, args)
+
+
+def save(here: dict, other: dict | None, args) -> None:
+    """The figures for the documentation's benchmarks page (docs/hooks.py renders them)."""
+    import platform
+    from datetime import UTC, datetime
+
+    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    runs = {f"this checkout ({sha.stdout.strip()})": here, **({args.compare: other} if other else {})}
+    out = ROOT / "benchmarks" / "results" / "bench_pipeline.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = "python benchmarks/bench_pipeline.py " + " ".join(sys.argv[1:])
+    machine = (
+        f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}"
+    )
+    date = datetime.now(UTC).strftime("%Y-%m-%d")
+    out.write_text(json.dumps({"command": command, "machine": machine, "date": date, "runs": runs}, indent=1) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -313,15 +313,16 @@ def test_submit_cli_puts_the_campaign_on_the_launchpad(
     assert lpad.workflows.count_documents({}) == 2
 
 
-def test_readme_submit_and_rlaunch_in_a_fresh_folder(tmp_path):
-    """The README's cluster path on the embedded default, exactly as written, in a fresh folder: the campaign lands
-    in that folder's database; rockets run in their own launcher folders yet start no server of their own."""
+def test_documented_submit_and_rlaunch_in_a_fresh_folder(tmp_path):
+    """The documentation's cluster path on the embedded default (docs/guide/campaign.md), exactly as written, in a
+    fresh folder: the campaign lands in that folder's database; rockets run in their own launcher folders yet start
+    no server of their own."""
     import re
 
     from dp_screen.settings import DPScreenSettings
     from dp_screen.stores import EmbeddedServer
 
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    readme = (Path(__file__).parents[1] / "docs" / "guide" / "campaign.md").read_text()
     submit = re.search(r"^\s*(dp-screen submit --limit 3.*)$", readme, re.M).group(1)
     rlaunch = re.search(r"^\s*(rlaunch -l \.dp_screen/launchpad\.yaml.*)$", readme, re.M).group(1)
     env = dict(os.environ, OMP_NUM_THREADS="1", PATH=f"{BIN}:{os.environ['PATH']}")

@@ -1,4 +1,19 @@
-"""Relax the stored starting structures with a MACE model (a function and its jobflow Maker), and fine-tune."""
+"""Relax the stored starting structures with a MACE model (a function and its jobflow Maker), and fine-tune.
+
+Resumable: relaxations are keyed by structure, model hash and settings; a re-run skips those already stored,
+unless the starting structure has been rebuilt since with other build settings (then it is relaxed again and
+the stale relaxation replaced).
+After relaxing, every composition of the query whose phase summary is missing or stale gets one (see
+:func:`write_phase_summaries`) under ``phases.<model sha[:12]>_<relaxation settings hash>`` in the compositions
+collection, with the calls' sigma of the model (:func:`dp_screen.mlip.uncertainty.model_phase_error`). The
+settings hash covers every setting that changes a result (the relaxation settings and the model's dtype), so
+runs with other settings are kept side by side.
+
+``relax_store(committee=...)``: model files of a committee (:mod:`dp_screen.mlip.committee`) that scores every relaxed
+structure, new and already stored, as it is written: ``energy_spread_mev_atom``, ``force_spread_ev_a`` and
+``uncertainty`` (member hashes, per-member energies) in the relaxation documents, and the largest spread of each
+ordering's ranked variants in the phase summaries (the report shows them and can filter on them).
+"""
 
 from __future__ import annotations
 
@@ -58,19 +73,7 @@ def relax_store(
     relaxations are written every ``write_every`` (so a killed job loses at most those in flight). ``dtype`` None:
     float32 on CUDA, float64 on the CPU.
 
-    Resumable: relaxations are keyed by structure, model hash and settings; a re-run skips those already stored,
-    unless the starting structure has been rebuilt since with other build settings (then it is relaxed again and
-    the stale relaxation replaced).
-    After relaxing, every composition of the query whose phase summary is missing or stale gets one (see
-    :func:`write_phase_summaries`) under ``phases.<model sha[:12]>_<relaxation settings hash>`` in the compositions
-    collection, with the calls' sigma of the model (:func:`dp_screen.mlip.uncertainty.model_phase_error`). The
-    settings hash covers every setting that changes a result (the relaxation settings and the model's dtype), so
-    runs with other settings are kept side by side.
-
-    ``committee``: model files of a committee (:mod:`dp_screen.mlip.committee`) that scores every relaxed
-    structure, new and already stored, as it is written: ``energy_spread_mev_atom``, ``force_spread_ev_a`` and
-    ``uncertainty`` (member hashes, per-member energies) in the relaxation documents, and the largest spread of each
-    ordering's ranked variants in the phase summaries (the report shows them and can filter on them).
+    Resumable, with phase summaries and a committee's scores written as the module docstring says.
     """
     from dp_screen.campaign_store import CampaignStore
     from dp_screen.mlip.models import resolve_device

@@ -1,0 +1,116 @@
+"""MkDocs hook: pages holding a ``<!-- generated: NAME -->`` line get it replaced by a section made from a file the
+project ships or a benchmark wrote, so no figure on those pages is copied by hand.
+
+- ``model_card``: from ``src/dp_screen/data/models/dp_screen_default.json`` (the packaged model's card);
+- ``bench_pipeline``: from ``benchmarks/results/bench_pipeline.json`` (``python benchmarks/bench_pipeline.py --save``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CARD = ROOT / "src" / "dp_screen" / "data" / "models" / "dp_screen_default.json"
+PIPELINE = ROOT / "benchmarks" / "results" / "bench_pipeline.json"
+
+
+def _fmt(v, spec: str = ".3g") -> str:
+    return "-" if v is None else format(v, spec) if isinstance(v, (int, float)) else str(v)
+
+
+def model_card() -> str:
+    card = json.loads(CARD.read_text())
+    out = [
+        f"Generated from `{CARD.relative_to(ROOT)}` when the site is built.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| file | `{card['model']}` |",
+        f"| sha256 | `{card['sha256']}` |",
+        f"| teacher | {card['teacher']} |",
+        f"| made by | {card['made_by']} |",
+    ]
+    s = card.get("settings", {})
+    arch = f"{s.get('num_channels')} channels, L = {s.get('max_l')}, {s.get('num_interactions')} interactions"
+    out += [f"| architecture | {arch}, r_max {s.get('r_max')} A, {s.get('dtype')} |", ""]
+    out += [
+        "## Errors against the teacher (held-out cells)",
+        "",
+        "| split | n | energy MAE (meV/atom) | energy RMSE | forces MAE (meV/A) | stress MAE (GPa) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for split, e in card.get("errors_vs_teacher", {}).items():
+        if isinstance(e, dict):
+            out.append(
+                f"| {split} | {e['n']} | {_fmt(e['energy_mae_mev_atom'], '.1f')} | "
+                f"{_fmt(e['energy_rmse_mev_atom'], '.1f')} | {_fmt(e['forces_mae_mev_a'], '.0f')} | "
+                f"{_fmt(e['stress_mae_gpa'], '.2f')} |"
+            )
+    test_set = card.get("errors_vs_teacher", {}).get("test_set")
+    if test_set:
+        out += ["", f"Test set: {test_set}"]
+    titles = {
+        "phases_vs_teacher": "Phase ranking against the teacher",
+        "errors_vs_dft": "Against the CP2K reference set",
+        "known_phases": "Against experimentally known phases",
+    }
+    for key, title in titles.items():
+        part = card.get(key) or {}
+        if part.get("summary"):
+            out += ["", f"## {title}", "", part["summary"] + ".", "", f"Measured by `{part.get('made_by', '?')}`."]
+            numbers = {k: v for k, v in part.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            if numbers:
+                out += ["", "| quantity | value |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in numbers.items()]
+    chain, prev = [], card.get("previous")
+    while isinstance(prev, dict):
+        chain.append(f"`{prev.get('sha256', '?')[:12]}` ({prev.get('made_by', '?')})")
+        prev = prev.get("previous")
+    if chain:
+        out += ["", "## Earlier versions", "", "Each version starts from the one before: " + " <- ".join(chain) + "."]
+    return "\n".join(out)
+
+
+PIPELINE_ROWS = [
+    ("build_ms", "build, ms per structure per core", ".1f"),
+    ("relax_machinery_ms", "relax-side machinery, ms per structure per core", ".1f"),
+    ("identify_ms", "of which phase identification", ".1f"),
+    ("gate_ms", "of which the perovskite gate", ".1f"),
+    ("job_start_s", "relax job start (imports, model load), s", ".1f"),
+    ("model_share", "packaged model: share of a relax job's wall time in model + optimiser", ".0%"),
+]
+
+
+def bench_pipeline() -> str:
+    if not PIPELINE.exists():
+        return f"No `{PIPELINE.relative_to(ROOT)}` yet: run `python benchmarks/bench_pipeline.py --save`."
+    data = json.loads(PIPELINE.read_text())
+    runs = data["runs"]
+    names = list(runs)
+    out = [
+        f"Generated from `{PIPELINE.relative_to(ROOT)}`, written by `{data['command']}` on {data['machine']} "
+        f"({data['date']}); the columns were measured side by side in that one run.",
+        "",
+        "| | " + " | ".join(f"`{n}`" for n in names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for key, label, spec in PIPELINE_ROWS:
+        out.append(f"| {label} | " + " | ".join(_fmt(runs[n].get(key), spec) for n in names) + " |")
+    here = runs[names[0]]
+    if "throughput_1" in here:
+        one, many = here["throughput_1"], here["throughput_N"]
+        out += [
+            "",
+            f"Whole campaign with the zero-cost model, {one['structures']} structures: 1 worker "
+            f"{one['structures_per_s']:.1f} structures/s ({one['wall_s']} s), {many['workers']} worker processes "
+            f"{many['structures_per_s']:.1f} structures/s ({many['wall_s']} s): **{here['workers_speedup']:.2f}x**.",
+        ]
+    return "\n".join(out)
+
+
+GENERATORS = {"model_card": model_card, "bench_pipeline": bench_pipeline}
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:
+    return re.sub(r"<!-- generated: (\w+) -->", lambda m: GENERATORS[m.group(1)](), markdown)
