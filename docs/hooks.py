@@ -25,7 +25,7 @@ def model_card() -> str:
     out = [
         f"Generated from `{CARD.relative_to(ROOT)}` when the site is built.",
         "",
-        "| | |",
+        "| field | value |",
         "|---|---|",
         f"| file | `{card['model']}` |",
         f"| sha256 | `{card['sha256']}` |",
@@ -62,7 +62,8 @@ def model_card() -> str:
             out += ["", f"## {title}", "", part["summary"] + ".", "", f"Measured by `{part.get('made_by', '?')}`."]
             numbers = {k: v for k, v in part.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
             if numbers:
-                out += ["", "| quantity | value |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in numbers.items()]
+                rows = [f"| {_label(k)} | {_fmt(v)} |" for k, v in numbers.items()]
+                out += ["", "| quantity | value |", "|---|---|", *rows]
     chain, prev = [], card.get("previous")
     while isinstance(prev, dict):
         chain.append(f"`{prev.get('sha256', '?')[:12]}` ({prev.get('made_by', '?')})")
@@ -70,6 +71,20 @@ def model_card() -> str:
     if chain:
         out += ["", "## Earlier versions", "", "Each version starts from the one before: " + " <- ".join(chain) + "."]
     return "\n".join(out)
+
+
+UNITS = {"mev_atom": "(meV/atom)", "mev_a": "(meV/A)", "ev_a": "(eV/A)", "gpa": "(GPa)", "pct": "(%)", "n": ""}
+
+
+def _label(key: str) -> str:
+    """A card field as words: ``phase_de_mae_mev_atom`` -> ``phase dE MAE (meV/atom)``."""
+    for suffix, unit in UNITS.items():
+        if key.endswith("_" + suffix):
+            key = key[: -len(suffix) - 1] + (" " + unit if unit else "")
+            break
+    words = key.replace("_", " ").split(" ")
+    names = {"de": "dE", "mae": "MAE", "rmse": "RMSE", "n": "number of"}
+    return " ".join(names.get(w, w) for w in words)
 
 
 PIPELINE_ROWS = [
