@@ -121,6 +121,13 @@ def bench_pipeline() -> str:
             f"{one['structures_per_s']:.1f} structures/s ({one['wall_s']} s), {many['workers']} worker processes "
             f"{many['structures_per_s']:.1f} structures/s ({many['wall_s']} s): **{here['workers_speedup']:.2f}x**.",
         ]
+        if "workers_ceiling" in here:
+            out += [
+                "",
+                f"The embedded database server used {one['server_cpu_s']} s of CPU in the 1-worker run, on the same "
+                f"cores: {many['workers']} workers cannot pass {here['workers_ceiling']:.2f}x here "
+                "(N x wall / (wall + server CPU)).",
+            ]
     return "\n".join(out)
 
 

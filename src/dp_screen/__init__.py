@@ -13,7 +13,19 @@ except PackageNotFoundError:  # running from a source tree that was not installe
     __version__ = "0.0.0+unknown"
 
 #: the public API (dp_screen.api), imported on first use so that ``import dp_screen`` stays light
-_API = ("PerovskiteCell", "Relaxation", "build", "compositions", "ground_states", "load", "rank", "relax", "screen")
+_API = (
+    "PerovskiteCell",
+    "Relaxation",
+    "build",
+    "compositions",
+    "ground_states",
+    "load",
+    "load_map",
+    "maps",
+    "rank",
+    "relax",
+    "screen",
+)
 __all__ = ["__version__", *_API]
 
 

@@ -577,3 +577,46 @@ __all__ = [
     "resolve_formula",
     "screen",
 ]
+
+
+# -------------------------------------------------------------------------------------------------- shipped maps
+MAP_JSON_COLUMNS = ("phases_within_error", "energies_mev_atom", "excluded", "variants")
+
+
+def maps() -> list[str]:
+    """The names of the phase maps shipped in the package (``src/dp_screen/data/maps``)."""
+    from importlib import resources
+
+    folder = resources.files("dp_screen") / "data" / "maps"
+    return sorted(p.name[:-4] for p in folder.iterdir() if p.name.endswith(".csv")) if folder.is_dir() else []
+
+
+def load_map(name: str = "cs2bbx6") -> pd.DataFrame:
+    """A phase map shipped with dp_screen: one row per composition and ordering.
+
+    Made by ``scripts/make_map.py NAME`` (bond-valence starts in the default tilt systems, relaxed with the packaged
+    model, symmetry held, ranked with the calls of :func:`rank`). Columns: the call, ground state and lowest phase,
+    dE and its error bar, the composition's descriptors (``goldschmidt_t``, ``tau``, ...), ``hexagonal_candidate``
+    (t >= 1.05, where face-sharing hexagonal polytypes compete; dp_screen builds none of them), ``variants`` (each
+    variant's energy, the phase and space group it ended in, convergence and gate verdicts) and the provenance
+    (model sha256, build and relaxation settings hashes, dp_screen version). ``n_family`` is the number of
+    compositions of the family; a map with fewer rows is a seeded random sample of it, not yet complete.
+
+    Parameters
+    ----------
+    name
+        A map name; :func:`maps` lists them.
+    """
+    import json
+    from importlib import resources
+
+    import pandas as pd
+
+    names = maps()
+    if name not in names:
+        raise InputError(f"no shipped map {name!r}; shipped: {', '.join(names) or 'none'}")
+    with resources.as_file(resources.files("dp_screen") / "data" / "maps" / f"{name}.csv") as path:
+        table = pd.read_csv(path)
+    for column in MAP_JSON_COLUMNS:
+        table[column] = [json.loads(v) for v in table[column]]
+    return table

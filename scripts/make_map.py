@@ -1,0 +1,167 @@
+"""Make (or extend) a shipped phase map: every composition of a family of the default space, in the default tilt
+systems, built (bond valence), relaxed with the packaged model (symmetry held) and ranked with the error-barred
+calls of ``dp_screen.api.rank``; one row per composition and ordering, appended as each chunk finishes.
+
+Resumable: compositions already in the output are skipped, so the same command continues an interrupted run. The
+compositions are processed in a seeded random order, so a map that is not finished yet is a random sample of its
+family (the ``n_family`` column says how many it has in all).
+
+    python scripts/make_map.py cs2bbx6 [--workers 2] [--chunk 8] [--limit N] [--hours H]
+
+Families: ``cs2bbx6`` (A = A' = Cs: 3,359 compositions of the default space).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+ROOT = Path(__file__).resolve().parents[1]
+MAPS = ROOT / "src" / "dp_screen" / "data" / "maps"
+FAMILIES = {"cs2bbx6": "A == 'Cs' and A2 == 'Cs'"}
+DESCRIPTORS = [
+    "nB",
+    "nB2",
+    "goldschmidt_t",
+    "tau",
+    "tau_perovskite",
+    "octahedral_factor",
+    "dqB",
+    "drB",
+    "expected_ordering",
+]
+
+
+def family(name: str, seed: int = 0):
+    """The family's compositions (enumeration rows of the default space) in the map's seeded random order."""
+    from dp_screen.jobs.enumerate import EnumerationSettings, enumerate_table
+
+    _, df = enumerate_table(EnumerationSettings())
+    rows = df.query(FAMILIES[name])
+    return rows.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+def map_rows(rows: list[dict], n_family: int) -> list[dict]:
+    """Build, relax and rank the compositions of ``rows`` (one process); the map's rows."""
+    import dp_screen
+    from dp_screen.api import rank, relax
+    from dp_screen.cell import PerovskiteCell
+    from dp_screen.mlip.relax import RelaxSettings
+    from dp_screen.schemas.structure import settings_hash
+    from dp_screen.structures.bond_valence import DEFAULT_BV_SET
+    from dp_screen.structures.perovskite import SiteSpeciesSet, build_bvm_structures
+    from dp_screen.structures.tilts import DEFAULT_TILTS
+
+    species = [SiteSpeciesSet.from_row(r) for r in rows]
+    build = {"method": "bvm", "bv_set": DEFAULT_BV_SET, "fixed_midpoint": False, "move_a": False}
+    cells = []
+    for ordering in sorted({r["expected_ordering"] for r in rows}):
+        mine = [s for s, r in zip(species, rows, strict=True) if r["expected_ordering"] == ordering]
+        for tilt in DEFAULT_TILTS[ordering]:
+            built = build_bvm_structures(mine, ordering, tilt, bv_set=DEFAULT_BV_SET)
+            cells += [PerovskiteCell.from_built(b, build) for b in built if not isinstance(b, Exception)]
+    settings = RelaxSettings()
+    results = relax(cells, model="default", device="cpu", settings=settings, progress=False)
+    table = rank(results)
+    by_comp: dict[str, list] = {}
+    for r in results:
+        by_comp.setdefault(r.start.composition_id, []).append(r)
+    desc = {r["composition_id"]: r for r in rows}
+    relax_hash = settings_hash({**settings.settings_dict(), "dtype": "float64"})
+    out = []
+    for row in table.drop(columns=["ground_state_cell"]).to_dict("records"):
+        cid = row["composition_id"]
+        variants = [
+            {
+                "tilt": r.start.tilt,
+                "energy_per_atom": r.energy_per_atom,
+                "phase": r.phase.phase if r.phase else None,
+                "space_group": r.phase.space_group if r.phase else None,
+                "converged": r.converged,
+                "failed": r.failed,
+                "perovskite_ok": None if r.gate is None else r.gate.ok,
+                "excluded": r.excluded,
+            }
+            for r in by_comp[cid]
+            if r.start.ordering == row["ordering"]
+        ]
+        d = desc[cid]
+        out.append(
+            {
+                **{k: row[k] for k in ("composition_id", "formula", "ordering", "call", "ground_state", "lowest")},
+                "B": d["B"],
+                "B2": d["B2"],
+                "X": d["X"],
+                **{k: d.get(k) for k in DESCRIPTORS},
+                "hexagonal_candidate": bool(d["goldschmidt_t"] >= 1.05),
+                "dE_tilt_mev_atom": row["dE_tilt_mev_atom"],
+                "dE_untilted_mev_atom": row["dE_untilted_mev_atom"],
+                "phase_error_mev": row["phase_error_mev"],
+                "phase_error_source": row["phase_error_source"],
+                "phases_within_error": json.dumps(row["phases_within_error"]),
+                "n_variants": row["n_variants"],
+                "n_ranked": row["n_ranked"],
+                "energies_mev_atom": json.dumps(row["energies_mev_atom"]),
+                "excluded": json.dumps(row["excluded"]),
+                "variants": json.dumps(variants),
+                "model_sha256": row["model_sha256"],
+                "build_settings_hash": settings_hash(build),
+                "relax_settings_hash": relax_hash,
+                "dp_screen_version": dp_screen.__version__,
+                "n_family": n_family,
+            }
+        )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name", choices=sorted(FAMILIES))
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--chunk", type=int, default=8, help="compositions per job")
+    parser.add_argument("--limit", type=int, default=None, help="stop after this many compositions in the map")
+    parser.add_argument("--hours", type=float, default=None, help="stop submitting new chunks after this long")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None, help="default: src/dp_screen/data/maps/NAME.csv")
+    args = parser.parse_args()
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    import pandas as pd
+
+    out = args.out or MAPS / f"{args.name}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = set(pd.read_csv(out, usecols=["composition_id"])["composition_id"]) if out.exists() else set()
+    rows = family(args.name, args.seed)
+    target = len(rows) if args.limit is None else min(len(rows), args.limit)
+    todo = [r for r in rows.to_dict("records") if r["composition_id"] not in done][: max(0, target - len(done))]
+    chunks = [todo[i : i + args.chunk] for i in range(0, len(todo), args.chunk)]
+    print(f"{args.name}: {len(rows)} compositions, {len(done)} in {out.name}, {len(todo)} to do", flush=True)
+    t0 = time.perf_counter()
+    deadline = None if args.hours is None else t0 + 3600 * args.hours
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
+        pending = set()
+        n_done = 0
+        while chunks or pending:
+            while chunks and len(pending) < 2 * args.workers and (deadline is None or time.perf_counter() < deadline):
+                pending.add(pool.submit(map_rows, chunks.pop(0), len(rows)))
+            if not pending:
+                break
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in finished:
+                new = pd.DataFrame(f.result())
+                new.to_csv(out, mode="a", header=not out.exists(), index=False)
+                n_done += new["composition_id"].nunique()
+            rate = n_done / (time.perf_counter() - t0)
+            print(f"{len(done) + n_done} of {len(rows)} compositions ({rate * 3600:.0f} per hour)", flush=True)
+    print(f"wall {time.perf_counter() - t0:.0f} s for {n_done} compositions", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
