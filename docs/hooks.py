@@ -131,7 +131,98 @@ def bench_pipeline() -> str:
     return "\n".join(out)
 
 
-GENERATORS = {"model_card": model_card, "bench_pipeline": bench_pipeline}
+MAP = ROOT / "src" / "dp_screen" / "data" / "maps" / "cs2bbx6.csv"
+
+
+def _markdown(df, fmt: str = ".3g") -> str:
+    """A DataFrame as a Markdown table (its index as the first column)."""
+    head = [str(df.index.name or ""), *map(str, df.columns)]
+    rows = [
+        [str(i), *(("-" if v != v else _fmt(v, fmt)) if isinstance(v, float) else str(v) for v in r)]
+        for i, r in zip(df.index, df.itertuples(index=False), strict=True)
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def map_cs2bbx6() -> str:
+    import dp_screen as dps
+    from dp_screen.analysis import maps
+
+    if not MAP.exists():
+        return f"No `{MAP.relative_to(ROOT)}` yet: run `python scripts/make_map.py cs2bbx6`."
+    t = dps.load_map("cs2bbx6")
+    hexagonal = t[t["hexagonal_candidate"]]
+    corner = t[~t["hexagonal_candidate"]]
+    return "\n".join(
+        [
+            f"Generated from `{MAP.relative_to(ROOT)}` by `docs/hooks.py` with `dp_screen.analysis.maps` "
+            f"({len(t)} of the family's {int(t['n_family'].iloc[0])} compositions; model "
+            f"`{t['model_sha256'].iloc[0][:12]}`, dp_screen {t['dp_screen_version'].iloc[0]}).",
+            "",
+            "**Calls and dE per anion** (dE = E(untilted) - E(lowest phase), meV/atom; the "
+            f"{len(hexagonal)} hexagonal candidates, t >= 1.05, left out):",
+            "",
+            _markdown(maps.call_counts(corner, "X")),
+            "",
+            "**The hexagonal candidates**, counted apart:",
+            "",
+            _markdown(maps.call_counts(hexagonal, "X")) if len(hexagonal) else "none",
+            "",
+            "**By Goldschmidt t band**, against the rule of thumb of Vasala & Karppinen (2015):",
+            "",
+            _markdown(maps.t_band_comparison(t), ".0%"),
+            "",
+            "**Against what is known:**",
+            "",
+            _markdown(maps.literature_comparison(t)),
+        ]
+    )
+
+
+def map_dft_check() -> str:
+    import importlib.util
+
+    import dp_screen as dps
+
+    path = MAP.with_name("cs2bbx6_dft_check.jsonl")
+    if not path.exists():
+        return f"No `{path.relative_to(ROOT)}` yet: run `python scripts/make_map_dft_check.py cs2bbx6`."
+    spec = importlib.util.spec_from_file_location("make_map_dft_check", ROOT / "scripts" / "make_map_dft_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    points = [json.loads(line) for line in path.read_text().splitlines()]
+    s = module.summary(points, dps.load_map("cs2bbx6"))
+    if not s["n"]:
+        return f"`{path.relative_to(ROOT)}` holds {len(points)} points, no complete pair yet."
+    rows = [
+        f"| {r['formula']} | {r['tilted_phase']} | {r['dE_mlip_mev_atom']:.1f} | {r['dE_dft_mev_atom']:.1f} | "
+        f"{'yes' if r['same_sign'] else 'no'} | {r['call']} |"
+        for r in s["rows"]
+    ]
+    return "\n".join(
+        [
+            f"Generated from `{path.relative_to(ROOT)}` (`scripts/make_map_dft_check.py`): {s['n']} compositions, "
+            f"{len(points)} CP2K single points, {s['wall_time_s'] / 60:.0f} min of CP2K wall time on this machine.",
+            "",
+            f"MLIP and DFT agree on the sign of dE for {s['same_sign']} of {s['n']}; DFT puts the tilted phase lower for "
+            f"{s['dft_tilted']} of {s['n']}; dE MAE {s['dE_mae_mev_atom']:.1f} meV/atom. The map's call agrees with "
+            f"DFT's sign for {s['calls_agree']} of its {s['determined_calls']} determined calls (the others are "
+            "undetermined: within 2 sigma, no claim).",
+            "",
+            "| composition | tilted phase | dE MLIP (meV/atom) | dE DFT | same sign | map call |",
+            "|---|---|---|---|---|---|",
+            *rows,
+        ]
+    )
+
+
+GENERATORS = {
+    "model_card": model_card,
+    "bench_pipeline": bench_pipeline,
+    "map_cs2bbx6": map_cs2bbx6,
+    "map_dft_check": map_dft_check,
+}
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:

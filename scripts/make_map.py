@@ -8,7 +8,8 @@ family (the ``n_family`` column says how many it has in all).
 
     python scripts/make_map.py cs2bbx6 [--workers 2] [--chunk 8] [--limit N] [--hours H]
 
-Families: ``cs2bbx6`` (A = A' = Cs: 3,359 compositions of the default space).
+Families: ``cs2bbx6`` (A = A' = Cs: 3,359 compositions of the default space); ``sample1000`` (1,000 compositions
+of the whole default space, stratified by anion, A-site type and tau band, seeded: space-wide trends).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 MAPS = ROOT / "src" / "dp_screen" / "data" / "maps"
-FAMILIES = {"cs2bbx6": "A == 'Cs' and A2 == 'Cs'"}
+FAMILIES = {"cs2bbx6": "A == 'Cs' and A2 == 'Cs'", "sample1000": None}  # None: a stratified sample (below)
+SAMPLE_SIZE = 1000
 DESCRIPTORS = [
     "nB",
     "nB2",
@@ -42,8 +44,21 @@ def family(name: str, seed: int = 0):
     from dp_screen.jobs.enumerate import EnumerationSettings, enumerate_table
 
     _, df = enumerate_table(EnumerationSettings())
-    rows = df.query(FAMILIES[name])
+    rows = df.query(FAMILIES[name]) if FAMILIES[name] else stratified_sample(df, SAMPLE_SIZE, seed)
     return rows.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+def stratified_sample(df, n: int, seed: int = 0):
+    """``n`` compositions of the whole space, stratified by anion, A-site type (the pair of A charges) and tau band
+    (perovskite by tau, not, undefined): each stratum in proportion to its size, at least one from each."""
+    import numpy as np
+    import pandas as pd
+
+    a_type = df["nA"].astype(int).astype(str) + "+" + df["nA2"].astype(int).astype(str)
+    tau_band = np.where(df["tau"].isna(), "undefined", np.where(df["tau_perovskite"], "perovskite", "not"))
+    strata = df.assign(a_type=a_type, tau_band=tau_band).groupby(["X", "a_type", "tau_band"])
+    picked = pd.concat([g.sample(max(1, round(n * len(g) / len(df))), random_state=seed) for _, g in strata])
+    return picked.sample(n=min(n, len(picked)), random_state=seed) if len(picked) > n else picked
 
 
 def map_rows(rows: list[dict], n_family: int) -> list[dict]:

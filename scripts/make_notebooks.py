@@ -213,6 +213,54 @@ NOTEBOOKS = {
             'plots.plot_convergence(conv.get("steps", []))'
         ),
     ],
+    "04_cs2bbx6_map.ipynb": [
+        new_markdown_cell(
+            '# The Cs2BB\'X6 phase map\n\nThe map shipped with dp_screen (`dps.load_map("cs2bbx6")`, made by '
+            "`scripts/make_map.py cs2bbx6`): every Cs2BB'X6 composition of the default space in the five default "
+            "tilt systems, relaxed with the packaged model (symmetry held) and ranked with the error-barred calls. "
+            "dE = E(untilted) - E(lowest phase). Hexagonal candidates (t >= 1.05) are kept apart: dp_screen builds "
+            "no face-sharing polytype. The functions are `dp_screen.analysis.maps`'s."
+        ),
+        new_code_cell(
+            "%matplotlib inline\n"
+            "import numpy as np\n"
+            "import pandas as pd\n"
+            "from IPython.display import display\n\n"
+            "import dp_screen as dps\n"
+            "from dp_screen.analysis import maps\n\n"
+            'pd.set_option("display.precision", 3)\n'
+            'cs2 = dps.load_map("cs2bbx6")\n'
+            'corner = cs2[~cs2["hexagonal_candidate"]]\n'
+            'print(len(cs2), "of", cs2["n_family"].iloc[0], "compositions;", len(corner), '
+            '"perovskite-corner rows;", int(cs2["hexagonal_candidate"].sum()), "hexagonal candidates")'
+        ),
+        new_markdown_cell("## Calls and dE per anion (hexagonal candidates apart)"),
+        new_code_cell('display(maps.call_counts(corner, "X"))\nmaps.call_counts(cs2[cs2["hexagonal_candidate"]], "X")'),
+        new_markdown_cell("## Against the tolerance factors, per anion"),
+        new_code_cell(
+            'display(maps.plot_trends(cs2, "goldschmidt_t"))\nmaps.plot_trends(cs2.dropna(subset=["tau"]), "tau")'
+        ),
+        new_code_cell('maps.binned(corner, "goldschmidt_t", [0.8, 0.9, 0.95, 0.97, 1.0, 1.05])'),
+        new_markdown_cell(
+            "## Against what is known\n\nThe rule of thumb by t band (Vasala & Karppinen 2015), the share "
+            "of tilted ordered double perovskites (Lufaso, Barnes & Woodward 2006) and the seed's claim that the "
+            "cubic phase lies ~0.1 eV/atom above the ground state."
+        ),
+        new_code_cell("display(maps.t_band_comparison(cs2))\nmaps.literature_comparison(cs2)"),
+        new_markdown_cell("## B x B' maps per halide"),
+        new_code_cell(
+            'for x in ["F", "Cl", "Br", "I"]:\n'
+            '    if (corner["X"] == x).sum() > 1:\n'
+            "        display(maps.plot_b_pair_matrix(corner, x))"
+        ),
+        new_markdown_cell("## Where the undetermined calls sit"),
+        new_code_cell(
+            'undetermined = cs2[cs2["call"] == "undetermined"]\n'
+            'print(f"{len(undetermined)} of {len(cs2)} undetermined")\n'
+            'undetermined.groupby(["X", pd.cut(undetermined["goldschmidt_t"], [0.8, 0.9, 0.97, 1.0, 1.05, 1.2])], '
+            "observed=True).size().unstack(fill_value=0)"
+        ),
+    ],
 }
 
 

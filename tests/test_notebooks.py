@@ -127,7 +127,7 @@ def test_screen_your_own_notebook_builds_relaxes_and_ranks():
 
 @pytest.mark.parametrize("path", NOTEBOOKS[1:], ids=lambda p: p.name)
 def test_notebook_runs(path, campaign_store, monkeypatch):
-    assert len(NOTEBOOKS) == 4
+    assert len(NOTEBOOKS) == 5
     monkeypatch.setenv("DP_SCREEN_DB_URI", campaign_store.db_uri)
     monkeypatch.setenv("DP_SCREEN_DATABASE", campaign_store.database)
     monkeypatch.setenv("DP_SCREEN_HOME", str(campaign_store.home))
