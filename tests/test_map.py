@@ -3,7 +3,7 @@ and the script that makes it, run on two compositions."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import math
 import sys
@@ -40,12 +40,12 @@ REQUIRED = [
 ]
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("make_map", ROOT / "scripts" / "make_map.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["make_map"] = module
-    spec.loader.exec_module(module)
-    return module
+def _script(monkeypatch):
+    """scripts/make_map.py as the module ``make_map``, importable by its worker processes (they unpickle its
+    functions by module name; multiprocessing hands them this sys.path)."""
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    monkeypatch.delitem(sys.modules, "make_map", raising=False)
+    return importlib.import_module("make_map")
 
 
 def check_map(table: pd.DataFrame) -> None:
@@ -86,7 +86,7 @@ def test_an_unknown_map_is_named_with_the_shipped_ones():
 
 def test_make_map_appends_and_resumes(tmp_path, monkeypatch):
     """Two compositions, then the same command again: nothing is repeated; the rows pass the map's checks."""
-    module = _script()
+    module = _script(monkeypatch)
     out = tmp_path / "m.csv"
     monkeypatch.setattr(
         sys, "argv", ["make_map.py", "cs2bbx6", "--limit", "2", "--chunk", "1", "--workers", "1", "--out", str(out)]
