@@ -39,10 +39,9 @@ def closed_shell_sample(table, anions: list[str], per_anion: int, seed: int = 0)
     # the map's own seeded order (the order make_map.py appends in): the sample does not move as the map grows
     order = {cid: k for k, cid in enumerate(make_map.family("cs2bbx6", seed)["composition_id"])}
     table = table.assign(order=table["composition_id"].map(order)).sort_values("order")
-    rows = []
+    by_anion: dict[str, list] = {x: [] for x in anions}
     for x in anions:
         pool = table[(table["X"] == x) & ~table["hexagonal_candidate"]]
-        picked = 0
         for r in pool.itertuples():
             phases = set(r.energies_mev_atom)
             if "a0a0a0" not in phases or len(phases) < 2:
@@ -56,11 +55,11 @@ def closed_shell_sample(table, anions: list[str], per_anion: int, seed: int = 0)
                 check_coverage(structure, CP2KSettings())
             except DPScreenError:
                 continue
-            rows.append(r)
-            picked += 1
-            if picked == per_anion:
+            by_anion[x].append(r)
+            if len(by_anion[x]) == per_anion:
                 break
-    return rows
+    # round robin over the anions: a check cut short still has some of each
+    return [rows[k] for k in range(per_anion) for rows in by_anion.values() if k < len(rows)]
 
 
 def _species(row):

@@ -3,6 +3,7 @@ and the script that makes it, run on two compositions."""
 
 from __future__ import annotations
 
+import html
 import importlib
 import json
 import math
@@ -103,3 +104,24 @@ def test_make_map_appends_and_resumes(tmp_path, monkeypatch):
         table[column] = [json.loads(v) for v in table[column]]
     check_map(table)
     assert all(not math.isnan(t) for t in table["goldschmidt_t"])
+
+
+def test_dp_screen_report_writes_the_map_report(tmp_path, capsys):
+    """`dp-screen report --map cs2bbx6`: the map's page (tables, trend figures, B x B' per halide) from the shipped
+    data, with the counts of the map itself."""
+    from conftest import run_cli
+
+    code, out, err = run_cli(["report", "--map", "cs2bbx6", "--out", str(tmp_path / "rep"), "--json"], capsys)
+    assert code == 0, err
+    written = json.loads(out)
+    page = html.unescape(Path(written["html"]).read_text())
+    table = dps.load_map("cs2bbx6")
+    assert f"cs2bbx6 ({len(table)} of its family's 3359 compositions)" in page
+    assert f"The {int(table['hexagonal_candidate'].sum())} hexagonal candidates" in page
+    assert {"trends_t", "trends_tau"} <= set(written["figures"])
+    assert all(Path(p).exists() for p in written["figures"].values())
+    calls = pd.read_csv(tmp_path / "rep" / "calls_by_anion.csv")
+    corner = table[~table["hexagonal_candidate"]]
+    assert calls["compositions"].sum() == len(corner)
+    code, out, err = run_cli(["report", "--map", "cs3", "--out", str(tmp_path / "r2")], capsys)
+    assert code != 0 and "no shipped map 'cs3'" in err

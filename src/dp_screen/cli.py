@@ -1314,6 +1314,12 @@ def dft_check(table, basis, potential, as_json) -> None:
     help="Folder for index.html, its figures and CSV tables.",
 )
 @click.option(
+    "--map",
+    "map_name",
+    default=None,
+    help="Report a phase map shipped with dp_screen (e.g. cs2bbx6) instead of the store.",
+)
+@click.option(
     "--model",
     default=None,
     help="sha256 (or prefix) of the model whose relaxations to report (default: the one with the most relaxations).",
@@ -1343,10 +1349,20 @@ def dft_check(table, basis, potential, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 @click.pass_context
 def report_cmd(
-    ctx, out_dir, model, settings_hash, heatmaps, phase_error, max_force_spread, max_energy_spread, as_json
+    ctx, out_dir, map_name, model, settings_hash, heatmaps, phase_error, max_force_spread, max_energy_spread, as_json
 ) -> None:  # noqa: PLR0913
-    """Write an HTML report (phase maps, trends, MLIP-vs-DFT parity, convergence) of the current store."""
-    from dp_screen.analysis.report import write_report
+    """Write an HTML report (phase maps, trends, MLIP-vs-DFT parity, convergence) of the current store, or of a
+    shipped phase map (--map)."""
+    from dp_screen.analysis.report import write_map_report, write_report
+
+    if map_name is not None:
+        rep = write_map_report(out_dir, map_name)
+        click.echo(
+            json.dumps({"html": str(rep.html), "figures": {k: str(v) for k, v in rep.figures.items()}})
+            if as_json
+            else f"wrote {rep.html} ({len(rep.figures)} figures, {len(rep.tables)} tables) of the map {map_name}"
+        )
+        return
 
     triples = []
     for h in heatmaps:

@@ -340,3 +340,47 @@ def _convergence_section(w: _Writer, db, store: dict, key: tuple, digest, say) -
     w.table("convergence_by_tilt", conv["by_tilt"], "Convergence by starting tilt system")
     if conv["reasons"]:
         w.table("failure_reasons", pd.Series(conv["reasons"], name="n").to_frame(), "Failure reasons")
+
+
+def write_map_report(out_dir: str | Path, name: str = "cs2bbx6") -> Report:
+    """Write the report of a shipped phase map (:func:`dp_screen.api.load_map`) into ``out_dir``: calls and dE per
+    anion (hexagonal candidates apart), the comparison with what is known, the t bands, trend figures and the
+    B x B' matrices per halide (:mod:`dp_screen.analysis.maps`), rendered from the same template as
+    :func:`write_report`."""
+    from dp_screen.analysis import maps
+    from dp_screen.api import load_map
+
+    table = load_map(name)
+    out = Path(out_dir)
+    report = Report(html=out / "index.html")
+    w = _Writer(out, report)
+    hexagonal = table[table["hexagonal_candidate"]]
+    corner = table[~table["hexagonal_candidate"]]
+    meta = {
+        "map": f"{name} ({len(table)} of its family's {int(table['n_family'].iloc[0])} compositions)",
+        "model (sha256)": table["model_sha256"].iloc[0],
+        "relaxation settings hash": table["relax_settings_hash"].iloc[0],
+        "made by": f"scripts/make_map.py {name}, dp_screen {table['dp_screen_version'].iloc[0]}",
+        "report": f"dp_screen {__version__}, {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+    }
+    w.section("Calls and dE per anion")
+    w.text(
+        "dE = E(untilted) - E(lowest phase) in meV/atom; calls at 2 sigma of the model's measured phase error. "
+        f"The {len(hexagonal)} hexagonal candidates (t >= 1.05: face-sharing polytypes compete, and dp_screen builds "
+        "none) are counted apart."
+    )
+    w.table("calls_by_anion", maps.call_counts(corner, "X"), "Perovskite-corner compositions")
+    if len(hexagonal):
+        w.table("hexagonal_by_anion", maps.call_counts(hexagonal, "X"), "Hexagonal candidates (t >= 1.05)")
+    w.section("Against what is known")
+    w.table("literature", maps.literature_comparison(table), "The map next to experiment and the seed's claim")
+    w.table("t_bands", maps.t_band_comparison(table), "By Goldschmidt t band (Vasala & Karppinen 2015)")
+    w.section("Trends")
+    w.figure("trends_t", maps.plot_trends(table, "goldschmidt_t"), "Against Goldschmidt t, per anion")
+    w.figure("trends_tau", maps.plot_trends(table.dropna(subset=["tau"]), "tau"), "Against Bartel tau, per anion")
+    for x in ("F", "Cl", "Br", "I"):
+        if (corner["X"] == x).sum() > 1:
+            w.figure(f"bb_{x}", maps.plot_b_pair_matrix(corner, x), f"E(untilted) - E(lowest) over (B, B'), X = {x}")
+    report.summary = {"meta": meta, "compositions": len(table), "calls": table["call"].value_counts().to_dict()}
+    report.html.write_text(_render(meta, w.sections))
+    return report
