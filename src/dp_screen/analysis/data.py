@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from dp_screen.campaign_store import DIGEST_FIELDS
 from dp_screen.errors import DatabaseError, InputError
 from dp_screen.schemas.relaxation import exclusion, summary_key
 from dp_screen.settings import DPScreenSettings
@@ -28,28 +29,8 @@ if TYPE_CHECKING:
     from pymongo.database import Database
 
 UNTILTED = "a0a0a0"
-COMPOSITION_FIELDS = (
-    "composition_id",
-    "formula",
-    "A",
-    "nA",
-    "A2",
-    "nA2",
-    "B",
-    "nB",
-    "B2",
-    "nB2",
-    "X",
-    "nX",
-    "rA_mean",
-    "rB_mean",
-    "goldschmidt_t",
-    "goldschmidt_ok",
-    "tau",
-    "tau_perovskite",
-    "octahedral_factor",
-    "expected_ordering",
-)
+#: the composition fields of the analysis tables: the id and the descriptors a digest carries
+COMPOSITION_FIELDS = ("composition_id", *DIGEST_FIELDS)
 SPECIES_COLUMNS = ("A_sp", "A2_sp", "B_sp", "B2_sp", "X_sp")
 INTERNAL = (
     "phase_sets",
