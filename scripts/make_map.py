@@ -63,6 +63,8 @@ def stratified_sample(df, n: int, seed: int = 0):
 
 def map_rows(rows: list[dict], n_family: int) -> list[dict]:
     """Build, relax and rank the compositions of ``rows`` (one process); the map's rows."""
+    import pandas as pd
+
     import dp_screen
     from dp_screen.api import rank, relax
     from dp_screen.cell import PerovskiteCell
@@ -75,14 +77,53 @@ def map_rows(rows: list[dict], n_family: int) -> list[dict]:
     species = [SiteSpeciesSet.from_row(r) for r in rows]
     build = {"method": "bvm", "bv_set": DEFAULT_BV_SET, "fixed_midpoint": False, "move_a": False}
     cells = []
+    not_built: dict[str, list[str]] = {}
     for ordering in sorted({r["expected_ordering"] for r in rows}):
-        mine = [s for s, r in zip(species, rows, strict=True) if r["expected_ordering"] == ordering]
+        mine = [(s, r) for s, r in zip(species, rows, strict=True) if r["expected_ordering"] == ordering]
         for tilt in DEFAULT_TILTS[ordering]:
-            built = build_bvm_structures(mine, ordering, tilt, bv_set=DEFAULT_BV_SET)
-            cells += [PerovskiteCell.from_built(b, build) for b in built if not isinstance(b, Exception)]
+            built = build_bvm_structures([s for s, _ in mine], ordering, tilt, bv_set=DEFAULT_BV_SET)
+            for b, (_, r) in zip(built, mine, strict=True):
+                if isinstance(b, Exception):
+                    not_built.setdefault(r["composition_id"], []).append(f"{tilt}: {b}")
+                else:
+                    cells.append(PerovskiteCell.from_built(b, build))
     settings = RelaxSettings()
-    results = relax(cells, model="default", device="cpu", settings=settings, progress=False)
+    results = relax(cells, model="default", device="cpu", settings=settings, progress=False) if cells else []
     table = rank(results)
+    # a composition none of whose cells could be built is in the map too: undetermined, with the builder's reasons
+    missing = [r for r in rows if r["composition_id"] not in set(table["composition_id"])]
+    if missing:
+        from dp_screen.mlip.models import default_model_path, file_sha256
+        from dp_screen.mlip.uncertainty import model_phase_error
+
+        sha = file_sha256(default_model_path())
+        error = model_phase_error(sha, default_model_path())
+        empty = {
+            "call": "undetermined",
+            "ground_state": None,
+            "lowest": None,
+            "dE_tilt_mev_atom": None,
+            "dE_untilted_mev_atom": None,
+            "phase_error_mev": error.sigma_mev,
+            "phase_error_source": error.source,
+            "phases_within_error": "",
+            "n_variants": 0,
+            "n_ranked": 0,
+            "energies_mev_atom": {},
+            "excluded": {},
+            "model_sha256": sha,
+            "ground_state_cell": None,
+        }
+        extra = [
+            {
+                "composition_id": r["composition_id"],
+                "formula": r["formula"],
+                "ordering": r["expected_ordering"],
+                **empty,
+            }
+            for r in missing
+        ]
+        table = pd.concat([table, pd.DataFrame(extra)], ignore_index=True) if len(table) else pd.DataFrame(extra)
     by_comp: dict[str, list] = {}
     for r in results:
         by_comp.setdefault(r.start.composition_id, []).append(r)
@@ -102,7 +143,7 @@ def map_rows(rows: list[dict], n_family: int) -> list[dict]:
                 "perovskite_ok": None if r.gate is None else r.gate.ok,
                 "excluded": r.excluded,
             }
-            for r in by_comp[cid]
+            for r in by_comp.get(cid, [])
             if r.start.ordering == row["ordering"]
         ]
         d = desc[cid]
@@ -124,6 +165,7 @@ def map_rows(rows: list[dict], n_family: int) -> list[dict]:
                 "energies_mev_atom": json.dumps(row["energies_mev_atom"]),
                 "excluded": json.dumps(row["excluded"]),
                 "variants": json.dumps(variants),
+                "not_built": json.dumps(not_built.get(cid, [])),
                 "model_sha256": row["model_sha256"],
                 "build_settings_hash": settings_hash(build),
                 "relax_settings_hash": relax_hash,
@@ -151,6 +193,13 @@ def main() -> None:
 
     out = args.out or MAPS / f"{args.name}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
+    columns = None
+    if out.exists():
+        existing = pd.read_csv(out, dtype=str, keep_default_na=False)
+        if "not_built" not in existing:  # a map made before the column existed: every row was built
+            existing.insert(existing.columns.get_loc("model_sha256"), "not_built", "[]")
+            existing.to_csv(out, index=False)
+        columns = list(existing.columns)
     done = set(pd.read_csv(out, usecols=["composition_id"])["composition_id"]) if out.exists() else set()
     rows = family(args.name, args.seed)
     target = len(rows) if args.limit is None else min(len(rows), args.limit)
@@ -171,7 +220,11 @@ def main() -> None:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for f in finished:
                 new = pd.DataFrame(f.result())
+                if new.empty:
+                    continue
+                new = new if columns is None else new[columns]
                 new.to_csv(out, mode="a", header=not out.exists(), index=False)
+                columns = list(new.columns)
                 n_done += new["composition_id"].nunique()
             rate = n_done / (time.perf_counter() - t0)
             print(f"{len(done) + n_done} of {len(rows)} compositions ({rate * 3600:.0f} per hour)", flush=True)

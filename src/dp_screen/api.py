@@ -580,7 +580,7 @@ __all__ = [
 
 
 # -------------------------------------------------------------------------------------------------- shipped maps
-MAP_JSON_COLUMNS = ("phases_within_error", "energies_mev_atom", "excluded", "variants")
+MAP_JSON_COLUMNS = ("phases_within_error", "energies_mev_atom", "excluded", "variants", "not_built")
 
 
 def maps() -> list[str]:
