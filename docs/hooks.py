@@ -180,6 +180,27 @@ def map_cs2bbx6() -> str:
     )
 
 
+def map_sample1000() -> str:
+    import dp_screen as dps
+    from dp_screen.analysis import maps
+
+    path = MAP.with_name("sample1000.csv")
+    if not path.exists():
+        return f"No `{path.relative_to(ROOT)}` yet: run `python scripts/make_map.py sample1000`."
+    t = dps.load_map("sample1000")
+    corner = t[~t["hexagonal_candidate"]]
+    return "\n".join(
+        [
+            f"Generated from `{path.relative_to(ROOT)}` ({len(t)} of the sample's {int(t['n_family'].iloc[0])} "
+            f"compositions; {int(t['hexagonal_candidate'].sum())} hexagonal candidates left out below).",
+            "",
+            _markdown(maps.call_counts(corner, "X")),
+            "",
+            _markdown(maps.literature_comparison(t)),
+        ]
+    )
+
+
 def map_dft_check() -> str:
     import importlib.util
 
@@ -222,6 +243,7 @@ GENERATORS = {
     "bench_pipeline": bench_pipeline,
     "map_cs2bbx6": map_cs2bbx6,
     "map_dft_check": map_dft_check,
+    "map_sample1000": map_sample1000,
 }
 
 

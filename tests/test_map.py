@@ -125,3 +125,11 @@ def test_dp_screen_report_writes_the_map_report(tmp_path, capsys):
     assert calls["compositions"].sum() == len(corner)
     code, out, err = run_cli(["report", "--map", "cs3", "--out", str(tmp_path / "r2")], capsys)
     assert code != 0 and "no shipped map 'cs3'" in err
+
+
+@pytest.mark.parametrize("name", dps.maps())
+def test_every_shipped_map_passes_the_map_checks(name):
+    """Each map in the package (the Cs2BB'X6 family, the space-wide sample): provenance, values and calls."""
+    table = dps.load_map(name)
+    check_map(table)
+    assert int(table["n_family"].iloc[0]) >= len(table)
