@@ -160,6 +160,9 @@ def map_cs2bbx6() -> str:
             f"({len(t)} of the family's {int(t['n_family'].iloc[0])} compositions; model "
             f"`{t['model_sha256'].iloc[0][:12]}`, dp_screen {t['dp_screen_version'].iloc[0]}).",
             "",
+            f"Each chemistry counts once ({len(maps.one_per_chemistry(t))} chemistries: oxidation-state twins, the "
+            "same elements on the same sites, are one structure to the model; `maps.one_per_chemistry`).",
+            "",
             "**Calls and dE per anion** (dE = E(untilted) - E(lowest phase), meV/atom; the "
             f"{len(hexagonal)} hexagonal candidates, t >= 1.05, left out):",
             "",

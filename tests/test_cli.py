@@ -23,6 +23,8 @@ def test_dry_run_json_counts(capsys):
         "total": 220570,
         "with_Cs": 33520,
         "by_anion": {"Br": 19050, "Cl": 19050, "F": 19050, "I": 19050, "O": 144370},
+        "chemistries": 179400,
+        "oxidation_state_twins": 41170,
     }
 
 

@@ -610,6 +610,16 @@ class CampaignStore:
     def relaxations(self, query: dict, projection: dict | None = None) -> list[dict]:
         return self._find("relaxations", query, projection)
 
+    @_guard("reading shared relaxations")
+    def shared_relaxations(self, share_keys: list[str]) -> dict[str, dict]:
+        """share key -> a stored relaxation document with that key (the relaxed original where there is one), for
+        the keys that have one (:func:`dp_screen.schemas.relaxation.share_key`)."""
+        out: dict[str, dict] = {}
+        for d in self._by_keys("relaxations", "share_key", share_keys, {}):
+            if d["share_key"] not in out or not d.get("relaxed_as"):
+                out[d["share_key"]] = d
+        return out
+
     @_guard("reading relaxations")
     def relaxations_of_compositions(
         self, composition_ids: list[str], equal: dict, projection: dict | None = None

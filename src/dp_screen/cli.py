@@ -141,12 +141,19 @@ def enumerate_cmd(ctx, table, anions, same_a, same_b, bv_filter, dry_run, as_jso
         bv_filter=bv_filter,
     )
     if dry_run:
+        from dp_screen.jobs.build import relaxation_counts
+
         _, df = enumerate_table(settings)
         summary = summarize(df)
         if as_json:
             click.echo(json.dumps(summary))
-        else:
-            _print_summary(summary)
+            return
+        counts = relaxation_counts(df)
+        _print_summary(summary)
+        click.echo(
+            f"default tilt systems: {counts['structures']} starting structures, {counts['relaxations']} "
+            f"relaxations (oxidation-state twins share theirs: {counts['saved']} saved)"
+        )
         return
 
     with StageBar("writing compositions", "comp") as bar:
@@ -164,7 +171,10 @@ def enumerate_cmd(ctx, table, anions, same_a, same_b, bv_filter, dry_run, as_jso
 
 
 def _print_summary(summary: dict) -> None:
-    click.echo(f"compositions: {summary['total']}  (with Cs: {summary['with_Cs']})")
+    click.echo(
+        f"compositions: {summary['total']}  (with Cs: {summary['with_Cs']}; {summary['chemistries']} distinct "
+        f"chemistries x orderings, {summary['oxidation_state_twins']} oxidation-state twins)"
+    )
     for anion, n in summary["by_anion"].items():
         click.echo(f"  X = {anion:2s} {n:>8d}")
 
@@ -424,6 +434,13 @@ def _relax_settings(fmax, max_stress, free, max_steps):
     help="Committee model files (comma-separated, >= 2; e.g. a 'dp-screen learn' round's members): score "
     "every relaxed structure with the committee's energy and force spread.",
 )
+@click.option(
+    "--share-twins/--no-share-twins",
+    default=True,
+    show_default=True,
+    help="Oxidation-state twins (the same elements on the same sites) share one relaxation; --no-share-twins "
+    "relaxes each composition's own start.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def relax_cmd(
@@ -441,6 +458,7 @@ def relax_cmd(
     limit,
     chunk_size,
     committee,
+    share_twins,
     as_json,
 ):  # noqa: PLR0913
     """Relax the stored starting structures (chunked, resumable) or one structure file.
@@ -468,6 +486,7 @@ def relax_cmd(
             progress=bar.update,
             on_total=bar.start,
             committee=_split(committee),
+            share_twins=share_twins,
         )
     if as_json:
         click.echo(json.dumps(summary))
@@ -475,7 +494,8 @@ def relax_cmd(
     click.echo(
         f"{summary['structures']} structures: {summary['relaxed']} relaxed ({summary['converged']} converged, "
         f"{summary['failed']} failed, {summary['not_perovskite']} no longer perovskites, {summary['left_start_tilt']} "
-        f"left their tilt system), {summary['skipped']} already relaxed with this model and settings; phase summaries of "
+        f"left their tilt system), {summary['shared']} copied from an oxidation-state twin's relaxation, "
+        f"{summary['skipped']} already relaxed with this model and settings; phase summaries of "
         f"{summary['phase_summaries']} compositions updated; model {summary['model']['model_name']} "
         f"({summary['model']['model_sha256'][:12]}) on {summary['model']['device']} ({summary['seconds']} s)"
         + (f"; {summary['scored_by_committee']} scored by the committee" if committee else "")

@@ -62,7 +62,7 @@ INDEXES: dict[str, list[str]] = {
     # ones that select compositions by their species; descriptor filters run server-side without them
     "compositions": ["formula", "X", "A", "A2", "B", "B2"],
     "structures": ["composition_id", "ordering", "tilt", "method", "space_group", "settings_hash"],
-    "relaxations": ["composition_id", "structure_id", "model_sha256", "settings_hash", "converged"],
+    "relaxations": ["composition_id", "structure_id", "model_sha256", "settings_hash", "converged", "share_key"],
     "validations": ["composition_id", "relaxation_id", "method"],
     "models": ["sha256", "name"],
     "phase_digests": ["key"],

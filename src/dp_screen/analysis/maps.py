@@ -6,6 +6,13 @@ untilted cell is the lowest); the calls carry the model's error bar (tilted / un
 :mod:`dp_screen.structures.phases`). Hexagonal candidates (t >= 1.05, ``hexagonal_candidate``) are kept apart in
 every statistic: dp_screen builds no face-sharing polytype, so their perovskite ranking answers a narrower question.
 
+Each chemistry counts once: oxidation-state twins (Cs2Ag+Co3+Cl6 and Cs2Co+Ag3+Cl6, the same elements on the same
+sites, :func:`dp_screen.chemistry.composition_space.chemistry_id`) are one structure to an MLIP, so the statistics
+keep one row per chemistry and ordering (:func:`one_per_chemistry`): the twin first in composition-id order, whose
+start the relax jobs relax for all of them (:mod:`dp_screen.jobs.relax`), with its descriptors. The columns that
+count are called ``chemistries``. The B x B' matrices keep every composition (twins put their elements in
+different cells).
+
 Reference points:
 
 - Vasala & Karppinen, Prog. Solid State Chem. 43, 1 (2015): by Goldschmidt t, >= 1.05 hexagonal polytypes,
@@ -33,9 +40,22 @@ LITERATURE_TILTED_FRACTION = 0.70  # Lufaso, Barnes & Woodward (2006)
 SEED_CUBIC_ABOVE_GROUND_MEV = 100.0  # the seed's ~0.1 eV/atom
 
 
+def one_per_chemistry(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per chemistry and ordering: the twin first in composition-id order (module docstring)."""
+    from dp_screen.chemistry.composition_space import chemistry_id
+
+    keys = pd.DataFrame(
+        {"c": table["composition_id"].map(chemistry_id), "o": table["ordering"], "cid": table["composition_id"]}
+    )
+    first = keys.sort_values("cid", kind="stable").drop_duplicates(["c", "o"]).index
+    return table[table.index.isin(first)]
+
+
 def call_counts(table: pd.DataFrame, by: str | list[str] | None = None) -> pd.DataFrame:
-    """Per group (e.g. ``"X"``): compositions, the three calls, the tilted share of the determined calls, the share
-    whose lowest phase is tilted (no error bar), and the median and mean dE (meV/atom)."""
+    """Per group (e.g. ``"X"``): chemistries (:func:`one_per_chemistry`), the three calls, the tilted share of the
+    determined calls, the share whose lowest phase is tilted (no error bar), and the median and mean dE
+    (meV/atom)."""
+    table = one_per_chemistry(table)
     groups = [("all", table)] if by is None else list(table.groupby(by, observed=True))
     rows = []
     for key, g in groups:
@@ -45,7 +65,7 @@ def call_counts(table: pd.DataFrame, by: str | list[str] | None = None) -> pd.Da
         rows.append(
             {
                 "group": key,
-                "compositions": len(g),
+                "chemistries": len(g),
                 **{c: int(n.get(c, 0)) for c in CALLS},
                 "tilted_of_determined": n.get("tilted", 0) / determined if determined else np.nan,
                 "lowest_tilted": float((g["lowest"].notna() & (g["lowest"] != UNTILTED)).mean()) if len(g) else np.nan,
@@ -57,8 +77,9 @@ def call_counts(table: pd.DataFrame, by: str | list[str] | None = None) -> pd.Da
 
 
 def t_band_comparison(table: pd.DataFrame) -> pd.DataFrame:
-    """The map against the rule of thumb by t band: compositions, calls, the share whose lowest phase is the
-    expected tilt system (untilted for the cubic band) and the most common lowest phase."""
+    """The map against the rule of thumb by t band: chemistries (:func:`one_per_chemistry`), calls, the share whose
+    lowest phase is the expected tilt system (untilted for the cubic band) and the most common lowest phase."""
+    table = one_per_chemistry(table)
     rows = []
     for lo, hi, label, expected, tilt in T_BANDS:
         g = table[(table["goldschmidt_t"] >= lo) & (table["goldschmidt_t"] < hi)]
@@ -67,7 +88,7 @@ def t_band_comparison(table: pd.DataFrame) -> pd.DataFrame:
             {
                 "t band": label,
                 "expected (experiment)": expected,
-                "compositions": len(g),
+                "chemistries": len(g),
                 **{c: int(n.get(c, 0)) for c in CALLS},
                 "lowest is the expected phase": float((g["lowest"] == tilt).mean()) if tilt and len(g) else np.nan,
                 "most common lowest phase": g["lowest"].mode().iloc[0] if len(g) else None,
@@ -92,8 +113,8 @@ def b_pair_matrix(table: pd.DataFrame, x: str, value: str = "dE_untilted_mev_ato
 
 def literature_comparison(table: pd.DataFrame) -> pd.DataFrame:
     """The map's figures next to the three reference points of the module docstring (perovskite-corner rows,
-    hexagonal candidates left out)."""
-    corner = table[~table["hexagonal_candidate"].astype(bool)]
+    hexagonal candidates left out; each chemistry once)."""
+    corner = one_per_chemistry(table[~table["hexagonal_candidate"].astype(bool)])
     counts = call_counts(corner).iloc[0]
     bands = t_band_comparison(corner)
     de = corner["dE_untilted_mev_atom"].dropna()
@@ -104,7 +125,7 @@ def literature_comparison(table: pd.DataFrame) -> pd.DataFrame:
                 "literature": f"{LITERATURE_TILTED_FRACTION:.0%}",
                 "map": f"{counts['tilted_of_determined']:.0%} of {int(counts['tilted'] + counts['untilted'])} determined "
                 f"calls tilted ({int(counts['undetermined'])} undetermined); lowest phase tilted for "
-                f"{counts['lowest_tilted']:.0%} of {int(counts['compositions'])}",
+                f"{counts['lowest_tilted']:.0%} of {int(counts['chemistries'])} chemistries",
             },
             {
                 "claim": "cubic Fm-3m for 1.00 <= t < 1.05 (Vasala & Karppinen 2015)",
@@ -131,21 +152,21 @@ def literature_comparison(table: pd.DataFrame) -> pd.DataFrame:
 
 def _band_text(bands: pd.DataFrame, label: str) -> str:
     r = bands.loc[label]
-    if not r["compositions"]:
-        return "no compositions"
+    if not r["chemistries"]:
+        return "no chemistries"
     share = r["lowest is the expected phase"]
     return (
-        f"{r['compositions']} compositions: lowest phase the expected one for {share:.0%}; calls "
+        f"{r['chemistries']} chemistries: lowest phase the expected one for {share:.0%}; calls "
         f"{r['tilted']} tilted / {r['untilted']} untilted / {r['undetermined']} undetermined"
     )
 
 
 def plot_trends(table: pd.DataFrame, column: str = "goldschmidt_t", bins: int = 12):
     """Two panels per anion against ``column``: the share of compositions whose lowest phase is tilted (with the
-    share called tilted at 2 sigma) and the median dE; hexagonal candidates left out."""
+    share called tilted at 2 sigma) and the median dE; hexagonal candidates left out, each chemistry once."""
     from matplotlib.figure import Figure
 
-    corner = table[~table["hexagonal_candidate"].astype(bool)]
+    corner = one_per_chemistry(table[~table["hexagonal_candidate"].astype(bool)])
     edges = np.linspace(corner[column].min(), corner[column].max(), bins + 1)
     fig = Figure(figsize=(9, 3.6), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)

@@ -4,6 +4,11 @@
 oxidation-state assignment; charge balance qA + qA' + qB + qB' = 6 |qX|. Within a pair the species are ordered by
 (oxidation state, element), so a composition's id never depends on the order of the input table:
 ``Cs+_Cs+_Ag+_Bi3+_Cl-`` (A_A'_B_B'_X in pymatgen species notation).
+
+Oxidation-state twins: compositions that differ only in their oxidation states (Sr2Fe2+Mo6+O6 and Sr2Fe3+Mo5+O6,
+Cs2Tl+Au3+Cl6 and Cs2Au+Tl3+Cl6) have the same elements on the same sites, which is all an MLIP sees. They share
+one :func:`chemistry_id` (the elements, each pair in element order: ``Sr_Sr_Fe_Mo_O``); the relax jobs relax one
+start per chemistry, ordering, tilt and method and give each twin its copy (:mod:`dp_screen.jobs.relax`).
 """
 
 from __future__ import annotations
@@ -43,6 +48,27 @@ def composition_assignment(cid: str) -> dict[str, int] | None:
         if out.setdefault(m.group(1), q) != q:
             return None
     return out or None
+
+
+def chemistry_id(cid: str) -> str:
+    """The elements of a composition id, each site pair in element order: ``Sr2+_Sr2+_Fe3+_Mo5+_O2-`` and
+    ``Sr2+_Sr2+_Fe2+_Mo6+_O2-`` both give ``Sr_Sr_Fe_Mo_O`` (oxidation-state twins share it)."""
+    import re
+
+    labels = cid.split("_")
+    if len(labels) != 5:
+        raise ValueError(f"not a composition id: {cid!r}; expected A_A'_B_B'_X in species notation")
+    els = [re.sub(r"\d*[+-]$", "", label) for label in labels]
+    return "_".join([*sorted(els[:2]), *sorted(els[2:4]), els[4]])
+
+
+def twin_counts(df: pd.DataFrame, by: str | None = "expected_ordering") -> dict:
+    """How many compositions of an enumeration table and how many distinct chemistries (:func:`chemistry_id`, and
+    ``by`` too: twins relax together only in the same ordering) they hold, and the twins beyond the first of each."""
+    chem = df["composition_id"].map(chemistry_id) if len(df) else pd.Series([], dtype=str)
+    keys = pd.DataFrame({"c": chem, "b": df[by] if by and len(df) else ""})
+    distinct = int(len(keys.drop_duplicates())) if len(df) else 0
+    return {"compositions": int(len(df)), "chemistries": distinct, "twins": int(len(df)) - distinct}
 
 
 def formula(a: str, a2: str, b: str, b2: str, x: str) -> str:
@@ -153,4 +179,11 @@ def summarize(df: pd.DataFrame) -> dict:
     """The counts printed by ``dp-screen enumerate --dry-run --json``."""
     with_cs = int(((df["A"] == "Cs") | (df["A2"] == "Cs")).sum()) if len(df) else 0
     by_anion = {str(k): int(v) for k, v in df["X"].value_counts().sort_index().items()} if len(df) else {}
-    return {"total": int(len(df)), "with_Cs": with_cs, "by_anion": by_anion}
+    twins = twin_counts(df, "expected_ordering" if "expected_ordering" in df else None)
+    return {
+        "total": int(len(df)),
+        "with_Cs": with_cs,
+        "by_anion": by_anion,
+        "chemistries": twins["chemistries"],
+        "oxidation_state_twins": twins["twins"],
+    }

@@ -55,7 +55,19 @@ def select_compositions(
 
 
 def _chunks(ids: list[str], chunk_size: int) -> list[list[str]]:
-    return [ids[i : i + chunk_size] for i in range(0, len(ids), chunk_size)]
+    """Chunks of about ``chunk_size`` ids that never split a chemistry: oxidation-state twins are relaxed in one
+    job, which relaxes one start for all of them (:mod:`dp_screen.jobs.relax`)."""
+    from dp_screen.chemistry.composition_space import chemistry_id
+
+    keyed = sorted((chemistry_id(c), c) for c in ids)
+    chunks: list[list[str]] = []
+    last = None
+    for chem, cid in keyed:
+        if not chunks or (len(chunks[-1]) >= chunk_size and chem != last):
+            chunks.append([])
+        chunks[-1].append(cid)
+        last = chem
+    return chunks
 
 
 @job

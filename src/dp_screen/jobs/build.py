@@ -99,6 +99,22 @@ class BuildSettings(MSONable):
         return {"tilts": self.tilts, "methods": sorted(self.methods), "ordering": self.ordering}
 
 
+def relaxation_counts(df, settings: BuildSettings | None = None) -> dict[str, int]:
+    """Starting structures an enumeration table asks for with these build settings, and the relaxations they need
+    when oxidation-state twins share one per (chemistry, ordering, tilt, method) (:mod:`dp_screen.jobs.relax`)."""
+    from dp_screen.chemistry.composition_space import chemistry_id
+
+    settings = settings or BuildSettings()
+    structures, shared = 0, set()
+    for cid, expected in zip(df["composition_id"], df["expected_ordering"], strict=True):
+        ordering = settings.ordering or expected
+        variants = [(t, m) for t in settings.tilts_for(ordering) for m in settings.methods]
+        structures += len(variants)
+        chem = chemistry_id(cid)
+        shared.update((chem, ordering, t, m) for t, m in variants)
+    return {"structures": structures, "relaxations": len(shared), "saved": structures - len(shared)}
+
+
 def build_structures_to_store(
     settings: BuildSettings,
     db_settings: DPScreenSettings | None = None,

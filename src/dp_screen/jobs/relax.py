@@ -9,6 +9,14 @@ collection, with the calls' sigma of the model (:func:`dp_screen.mlip.uncertaint
 settings hash covers every setting that changes a result (the relaxation settings and the model's dtype), so
 runs with other settings are kept side by side.
 
+Oxidation-state twins (:mod:`dp_screen.structures.twins`) share one relaxation per chemistry, ordering, tilt,
+method and build settings (:func:`dp_screen.schemas.relaxation.share_key`): of the twins a job relaxes together the
+start of the one first in composition-id order is relaxed (a campaign's chunks never split a chemistry, so in a
+campaign: the first of its twins), and every other twin gets a copy re-decorated with its own oxidation states
+(:func:`dp_screen.schemas.relaxation.twin_copy`, ``relaxed_as`` names the start that was relaxed); a twin met by a
+later job copies the stored relaxation. Each composition keeps its own documents, descriptors and phase summary.
+``share_twins=False`` relaxes every composition's own start.
+
 ``relax_store(committee=...)``: model files of a committee (:mod:`dp_screen.mlip.committee`) that scores every relaxed
 structure, new and already stored, as it is written: ``energy_spread_mev_atom``, ``force_spread_ev_a`` and
 ``uncertainty`` (member hashes, per-member energies) in the relaxation documents, and the largest spread of each
@@ -32,7 +40,7 @@ from dp_screen.errors import InputError
 from dp_screen.mlip.models import load_model
 from dp_screen.mlip.relax import RelaxSettings, relax_structures
 from dp_screen.schemas.common import Provenance
-from dp_screen.schemas.relaxation import ModelDoc, RelaxationDoc, relaxation_id, summary_key
+from dp_screen.schemas.relaxation import ModelDoc, RelaxationDoc, relaxation_id, share_key, summary_key, twin_copy
 from dp_screen.schemas.structure import settings_hash
 from dp_screen.settings import DPScreenSettings
 from dp_screen.structures.phases import phase_summary
@@ -60,6 +68,7 @@ def relax_store(
     write_every: int = 64,
     identify_workers: int | None = None,
     committee: list[str] | None = None,
+    share_twins: bool = True,
 ) -> dict:
     """Relax every built structure (``query`` filters) not yet relaxed with this model and these settings.
 
@@ -73,7 +82,8 @@ def relax_store(
     relaxations are written every ``write_every`` (so a killed job loses at most those in flight). ``dtype`` None:
     float32 on CUDA, float64 on the CPU.
 
-    Resumable, with phase summaries and a committee's scores written as the module docstring says.
+    Resumable, with phase summaries, shared relaxations of oxidation-state twins (``share_twins``) and a
+    committee's scores written as the module docstring says.
     """
     from dp_screen.campaign_store import CampaignStore
     from dp_screen.mlip.models import resolve_device
@@ -101,14 +111,17 @@ def relax_store(
     todo = [m for m in todo_meta if not _relaxed_from(done, m)]
     scorer = _CommitteeScorer(committee, device, model.dtype) if committee else None
     counts = {"structures": len(todo_meta), "skipped": len(todo_meta) - len(todo)}
-    counts |= dict.fromkeys(("relaxed", "converged", "failed", "not_perovskite", "left_start_tilt"), 0)
+    counts |= dict.fromkeys(("relaxed", "converged", "failed", "not_perovskite", "left_start_tilt", "shared"), 0)
     if on_total:
         on_total(len(todo_meta))
     if progress and counts["skipped"]:
         progress(counts["skipped"])
     if identify_workers is None:
         identify_workers = _default_identify_workers(device)
-    writer = _Writer(store, scorer, counts, write_every)
+    writer = _Writer(store, scorer, counts, write_every, progress)
+    twins = _Twins(store, todo, model.sha256, config_hash, share_twins)
+    writer.copy_stored(twins.of_stored)
+    todo = twins.relax
     document = partial(_document, prov=prov, config=config, config_hash=config_hash)
     with _identification_pool(identify_workers) as pool:
         for start in range(0, len(todo), chunk_size):
@@ -117,7 +130,7 @@ def relax_store(
             docs = [full[m["structure_id"]] for m in chunk]
 
             def finished(i: int, res, docs=docs) -> None:
-                writer.add(pool.submit(document, docs[i], res))
+                writer.add(pool.submit(document, docs[i], res), twins.followers[docs[i]["structure_id"]])
 
             structures = [Structure.from_dict(d["structure"]) for d in docs]
             relax_structures(structures, model, settings, progress=progress, on_result=finished)
@@ -150,6 +163,8 @@ def _document(doc: dict, res, prov, config: dict, config_hash: str) -> tuple[dic
     from dp_screen.api import assess
 
     phase, check = assess(res, doc["ordering"], doc["tilt"])
+    out = RelaxationDoc.from_result(doc, res, phase, prov, config, config_hash, check).model_dump()
+    out["share_key"] = share_key(doc, prov["model_sha256"], config_hash)
     flags = {
         "relaxed": 1,
         "converged": int(res.converged),
@@ -157,7 +172,7 @@ def _document(doc: dict, res, prov, config: dict, config_hash: str) -> tuple[dic
         "not_perovskite": int(check is not None and not check.ok),
         "left_start_tilt": int(phase is not None and not phase.stayed_in_start_tilt),
     }
-    return RelaxationDoc.from_result(doc, res, phase, prov, config, config_hash, check).model_dump(), flags
+    return out, flags
 
 
 class _InProcess:
@@ -229,33 +244,78 @@ def write_phase_summaries(
     return written_total
 
 
+class _Twins:
+    """Which of the structures to relax are relaxed (``relax``), which twins get a copy of each (``followers``: by
+    the structure id relaxed) and which copy a stored relaxation (``of_stored``: (document, twins) pairs); see the
+    module docstring. Without ``share``, every structure is relaxed."""
+
+    def __init__(self, store, todo: list[dict], model_sha256: str, config_hash: str, share: bool = True) -> None:
+        from collections import defaultdict
+
+        self.followers: dict[str, list[dict]] = defaultdict(list)
+        self.of_stored: list[tuple[dict, list[dict]]] = []
+        if not share:
+            self.relax = todo
+            return
+        groups: dict[str, list[dict]] = defaultdict(list)
+        for m in todo:
+            groups[share_key(m, model_sha256, config_hash)].append(m)
+        stored = store.shared_relaxations(list(groups)) if groups else {}
+        self.relax = []
+        for key, members in groups.items():
+            if key in stored:
+                self.of_stored.append((stored[key], members))
+                continue
+            first, *rest = sorted(members, key=lambda m: m["composition_id"])
+            self.relax.append(first)
+            self.followers[first["structure_id"]] = rest
+        self.relax.sort(key=lambda m: m["structure_id"])
+
+
 class _Writer:
-    """Collects the identification workers' finished documents and writes them every ``write_every`` (all of them
-    with ``force``), counting them in ``counts`` and scoring them with the committee first, if any."""
+    """Collects the identification workers' finished documents (and their twins' copies) and writes them every
+    ``write_every`` (all of them with ``force``), counting them in ``counts`` and scoring them with the committee
+    first, if any."""
 
-    def __init__(self, store, scorer, counts: dict, write_every: int) -> None:
+    def __init__(self, store, scorer, counts: dict, write_every: int, progress=None) -> None:
         self.store, self.scorer, self.counts, self.write_every = store, scorer, counts, write_every
-        self.pending: list[Future] = []
+        self.progress = progress
+        self.pending: list[tuple[Future, list[dict]]] = []
 
-    def add(self, future: Future) -> None:
-        self.pending.append(future)
+    def add(self, future: Future, twins: list[dict] = ()) -> None:
+        self.pending.append((future, list(twins)))
         self.flush()
 
     def flush(self, force: bool = False) -> None:
-        ready = list(self.pending) if force else [f for f in self.pending if f.done()]
+        ready = list(self.pending) if force else [p for p in self.pending if p[0].done()]
         if not ready or (not force and len(ready) < self.write_every):
             return
-        docs = []
-        for f in ready:
+        docs, copies = [], []
+        for f, twins in ready:
             doc, flags = f.result()
             docs.append(doc)
             for key, hit in flags.items():
                 self.counts[key] += hit
+            copies += [(doc, t) for t in twins]
         if self.scorer:
             self.scorer.score(docs)
-        self.store.write_relaxations(docs)
-        for f in ready:
-            self.pending.remove(f)
+        self.store.write_relaxations(docs + self._copies(copies))
+        for p in ready:
+            self.pending.remove(p)
+
+    def copy_stored(self, of_stored: list[tuple[dict, list[dict]]]) -> None:
+        """Write the copies of stored relaxations for twins that have one."""
+        copies = self._copies([(doc, t) for doc, twins in of_stored for t in twins])
+        if copies:
+            if self.scorer:
+                self.scorer.score(copies)
+            self.store.write_relaxations(copies)
+
+    def _copies(self, pairs: list[tuple[dict, dict]]) -> list[dict]:
+        self.counts["shared"] += len(pairs)
+        if self.progress and pairs:
+            self.progress(len(pairs))
+        return [twin_copy(doc, t) for doc, t in pairs]
 
 
 class _CommitteeScorer:
@@ -332,6 +392,8 @@ class RelaxMaker(Maker):
         memory, independently of this).
     committee
         Model files of a committee that scores each relaxed structure (see :func:`relax_store`).
+    share_twins
+        Oxidation-state twins share one relaxation (see :func:`relax_store`).
     """
 
     name: str = "relax structures"
@@ -341,6 +403,7 @@ class RelaxMaker(Maker):
     dtype: str | None = None
     chunk_size: int = 4096
     committee: list[str] | None = None
+    share_twins: bool = True
 
     @job
     def make(self, query: dict | None = None, limit: int | None = None, db_settings: dict | None = None) -> dict:
@@ -356,6 +419,7 @@ class RelaxMaker(Maker):
             device=self.device,
             dtype=self.dtype,
             committee=self.committee,
+            share_twins=self.share_twins,
         )
 
 

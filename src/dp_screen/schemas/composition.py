@@ -20,6 +20,11 @@ class CompositionDoc(BaseModel):
         ..., description="Canonical id A_A'_B_B'_X in species notation, e.g. Cs+_Cs+_Ag+_Bi3+_Cl-"
     )
     formula: str = Field(..., description="Formula with the site order kept, e.g. Cs2AgBiCl6")
+    chemistry_id: str | None = Field(
+        None,
+        description="Its elements on the sites, e.g. Cs_Cs_Ag_Bi_Cl: oxidation-state twins share it and one "
+        "relaxation per ordering, tilt and method (dp_screen.structures.twins); None: stored before 0.4",
+    )
     A: str
     nA: int
     rA: float = Field(..., description="Radius of A (Angstrom, Shannon, coordination of the site table)")
@@ -59,13 +64,16 @@ class CompositionDoc(BaseModel):
         Every document is validated against this schema; the validated dicts are returned as built (their values
         are already native Python types), which avoids a second pass through pydantic.
         """
-        fields = [f for f in cls.model_fields if f != "provenance"]
+        from dp_screen.chemistry.composition_space import chemistry_id
+
+        fields = [f for f in cls.model_fields if f not in ("provenance", "chemistry_id")]
         columns = [df[f].tolist() for f in fields]
         prov = provenance.model_dump()
         tau_at = fields.index("tau")
         records = []
         for row in zip(*columns, strict=True):
             rec = dict(zip(fields, row, strict=True))
+            rec["chemistry_id"] = chemistry_id(rec["composition_id"])
             if math.isnan(row[tau_at]):
                 rec["tau"] = None
             rec["provenance"] = prov

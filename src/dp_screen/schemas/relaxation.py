@@ -34,6 +34,38 @@ def relaxation_id(structure_id: str, model_sha256: str, settings_hash: str) -> s
     return f"{structure_id}|{model_sha256[:12]}|{settings_hash}"
 
 
+def share_key(structure_doc: dict, model_sha256: str, settings_hash: str) -> str:
+    """What oxidation-state twins share one relaxation by: the start's chemistry (its elements on the sites,
+    :func:`dp_screen.chemistry.composition_space.chemistry_id`), ordering, tilt, method and build settings, the model
+    and the relaxation settings."""
+    from dp_screen.chemistry.composition_space import chemistry_id
+
+    d = structure_doc
+    chem = chemistry_id(d["composition_id"])
+    return f"{chem}:{d['ordering']}:{d['tilt']}:{d['method']}:{d['settings_hash']}|{model_sha256[:12]}|{settings_hash}"
+
+
+def twin_copy(doc: dict, structure_doc: dict) -> dict:
+    """A relaxation document for the twin whose starting-structure document is ``structure_doc``: ``doc``'s
+    relaxation (energies, phase, verdicts) with the twin's ids and its own oxidation states and site roles
+    (:func:`dp_screen.structures.twins.redecorate`); ``relaxed_as`` names the start that was relaxed, and
+    ``volume_change`` stays relative to that start."""
+    from dp_screen.structures.twins import redecorate
+
+    sid = structure_doc["structure_id"]
+    return {
+        **doc,
+        "relaxation_id": relaxation_id(sid, doc["model_sha256"], doc["settings_hash"]),
+        "structure_id": sid,
+        "composition_id": structure_doc["composition_id"],
+        "formula": structure_doc["formula"],
+        "structure_settings_hash": structure_doc.get("settings_hash"),
+        "relaxed_as": doc.get("relaxed_as") or doc["structure_id"],
+        "structure": redecorate(doc["structure"], structure_doc["composition_id"]),
+        "created_at": utcnow(),
+    }
+
+
 def summary_key(model_sha256: str, config_hash: str) -> str:
     """Field of a composition's phase summary for one model and relaxation settings: ``<sha[:12]>_<hash>``."""
     return f"{model_sha256[:12]}_{config_hash}"
@@ -87,6 +119,14 @@ class RelaxationDoc(BaseModel):
     )
     force_spread_ev_a: float | None = Field(None, description="committee force spread at the relaxed structure (eV/A)")
     uncertainty: dict | None = Field(None, description="the committee's members (sha256) and per-member energies")
+    share_key: str | None = Field(
+        None,
+        description="what oxidation-state twins share: chemistry, ordering, tilt, method, build settings, model, "
+        "relaxation settings (see dp_screen.jobs.relax); None: made before relaxations were shared",
+    )
+    relaxed_as: str | None = Field(
+        None, description="the structure id whose start was relaxed, when that is a twin's (None: its own start)"
+    )
     structure: dict
     provenance: Provenance
     created_at: datetime = Field(default_factory=utcnow)
