@@ -7,7 +7,9 @@
 2. Speed: a random sample of the default composition space, the default tilt set of each composition's expected
    ordering, built in batches on one core; structures per second and the projected time for the whole default space.
 
-Usage: OMP_NUM_THREADS=1 python benchmarks/bench_structures.py [--sample 2000] [--chunk 1000]
+Usage: OMP_NUM_THREADS=1 python benchmarks/bench_structures.py [--sample 2000] [--chunk 1000] [--save]
+
+``--save`` writes the figures to benchmarks/results/bench_structures.json for the documentation.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from dp_screen.structures.tilts import DEFAULT_TILTS  # noqa: E402
 METHODS = ("bvm", "bvm+A", "bvm-BA", "dls")  # bvm-BA: the Brown & Altermatt parameter set (b = 0.37)
 
 
-def accuracy() -> None:
+def accuracy() -> dict[str, str]:
     print("== accuracy against experiment (volume per formula unit, A^3) ==")
     print("bvm: default parameters (adams2001); bvm+A: with A displacements; bvm-BA: brown-altermatt parameter set")
     print(
@@ -67,6 +69,11 @@ def accuracy() -> None:
             )
     counts = ", ".join(f"{m} {misses[m]}/{len(EXPERIMENTS)}" for m in METHODS)
     print(f"misses (|dV| > 3% or wrong space group): {counts}")
+    figures = {
+        f"{m}: built within 3% of the experimental volume, right space group": f"{len(EXPERIMENTS) - misses[m]} of "
+        f"{len(EXPERIMENTS)}"
+        for m in METHODS
+    }
     print("== GII of the observed structures under each parameter set (v.u.; < 0.1 unstrained) ==")
     for name, exp in EXPERIMENTS.items():
         if exp.asymmetric_unit:
@@ -75,9 +82,10 @@ def accuracy() -> None:
                 f"{bv}: {global_instability_index(s, table=bond_valence_table(bv)):.3f}" for bv in BV_PARAMETER_SETS
             )
             print(f"{name:11s} {row}")
+    return figures
 
 
-def speed(sample: int, chunk: int) -> None:
+def speed(sample: int, chunk: int) -> dict[str, object]:
     df = enumerate_compositions(load_site_table())
     rows = df.sample(sample, random_state=0).to_dict("records")
     groups: dict[tuple[str, str], list[SiteSpeciesSet]] = defaultdict(list)
@@ -107,15 +115,29 @@ def speed(sample: int, chunk: int) -> None:
         f"{full / rate / 3600:.2f} h on one core, {full / rate / 2 / 3600:.2f} h on this 2-core machine "
         f"(target < 1 h)"
     )
+    return {
+        "speed sample": f"{sample} compositions, {n_total} structures ({built} built, {failed} failed)",
+        "BVM builds per second, one core": round(rate),
+        "the default space on this machine's cores (h)": round(full / rate / (os.cpu_count() or 1) / 3600, 2),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sample", type=int, default=2000, help="compositions in the speed sample")
     parser.add_argument("--chunk", type=int, default=1000, help="compositions per batch")
+    parser.add_argument("--save", action="store_true", help="write benchmarks/results/bench_structures.json (docs)")
     args = parser.parse_args()
-    accuracy()
-    speed(args.sample, args.chunk)
+    figures = accuracy()
+    figures |= speed(args.sample, args.chunk)
+    if args.save:
+        from _results import save_figures
+
+        save_figures(
+            "bench_structures",
+            figures,
+            note="bvm: adams2001 parameters; bvm+A: with A displacements; bvm-BA: brown-altermatt; dls: DLS volumes",
+        )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ rock-salt tilt system, each also rattled by 0.004 A (40% of the 0.01 A identific
 design), searched at the three tolerances of dp_screen.structures.phases.SYMPRECS. It says why identification stays
 on spglib although moyopy is faster.
 
-    python benchmarks/bench_symmetry.py
+    python benchmarks/bench_symmetry.py [--save]
+
+``--save`` writes the figures to benchmarks/results/bench_symmetry.json for the documentation.
 """
 
 from __future__ import annotations
@@ -48,11 +50,16 @@ def cells():
 
 
 def main() -> None:
+    import argparse
+
     import moyopy
     import spglib
 
     from dp_screen.structures.phases import SYMPRECS
 
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--save", action="store_true", help="write benchmarks/results/bench_symmetry.json (docs)")
+    args = parser.parse_args()
     logging.getLogger("moyo").setLevel(logging.ERROR)  # moyopy's notes on primitive-cell orbits
     arrays = []
     for name, s in cells():
@@ -81,6 +88,21 @@ def main() -> None:
     print(f"disagreements: {len(mismatches)} of {n}")
     for m in mismatches:
         print("  " + m)
+    if args.save:
+        from _results import save_figures
+
+        save_figures(
+            "bench_symmetry",
+            {
+                "searches (cells x tolerances)": f"{len(arrays)} x {len(SYMPRECS)} = {n}",
+                "spglib, ms per search": round(1e3 * timing["spglib"] / n, 2),
+                "moyopy, ms per search": round(1e3 * timing["moyopy"] / n, 2),
+                "spglib / moyopy time": round(timing["spglib"] / timing["moyopy"], 1),
+                "searches where they disagree": f"{len(mismatches)} of {n}",
+                **{f"disagreement {k + 1}": m for k, m in enumerate(mismatches)},
+            },
+            note="why identification stays on spglib although moyopy is faster",
+        )
 
 
 if __name__ == "__main__":

@@ -241,9 +241,33 @@ def map_dft_check() -> str:
     )
 
 
+def bench_results() -> str:
+    """Every result file a benchmark's ``--save`` wrote (``benchmarks/_results.py``), bench_pipeline's apart."""
+    out = []
+    for path in sorted(PIPELINE.parent.glob("*.json")):
+        if path == PIPELINE:
+            continue
+        data = json.loads(path.read_text())
+        out += [
+            f"### `{path.stem}.py`",
+            "",
+            f"Generated from `{path.relative_to(ROOT)}`, written by `{data['command'].strip()}` on {data['machine']} "
+            f"(commit {data['commit']}, {data['date']}; 1-minute load average {data['load_average_1min']} when it "
+            "saved: a load above the core count means other jobs shared the machine, and times are longer than on an "
+            "idle one)." + (f" {data['note'][0].upper()}{data['note'][1:]}." if data.get("note") else ""),
+            "",
+            "| figure | value |",
+            "|---|---|",
+            *[f"| {k} | {v} |" for k, v in data["figures"].items()],
+            "",
+        ]
+    return "\n".join(out) if out else "No result files yet: run a benchmark with `--save`."
+
+
 GENERATORS = {
     "model_card": model_card,
     "bench_pipeline": bench_pipeline,
+    "bench_results": bench_results,
     "map_cs2bbx6": map_cs2bbx6,
     "map_dft_check": map_dft_check,
     "map_sample1000": map_sample1000,
