@@ -181,7 +181,14 @@ def test_device_checks_flag_the_same_blow_ups_as_the_host_path(tiny_model_path):
 
 
 def test_array_space_groups_agree_with_pymatgen():
-    from dp_screen.structures.phases import space_groups, space_groups_pymatgen
+    from dp_screen.structures.phases import (
+        UNTILTED,
+        _is_exactly,
+        space_groups,
+        space_groups_pymatgen,
+        species_pattern,
+        tilt_table,
+    )
     from dp_screen.structures.tilts import SPACE_GROUPS
 
     rng = np.random.default_rng(0)
@@ -198,8 +205,19 @@ def test_array_space_groups_agree_with_pymatgen():
                     s.lattice, s.species, s.cart_coords + rng.normal(0, 0.004, (len(s), 3)), coords_are_cartesian=True
                 ),
             ]
-    assert [space_groups(s) for s in structures] == [space_groups_pymatgen(s) for s in structures]
+    reference = [space_groups_pymatgen(s) for s in structures]
+    assert [space_groups(s) for s in structures] == reference
     assert len({space_groups(s)["0.001"] for s in structures}) > 10
+    # told the aristotype of the structure's species pattern (as identification is for an untilted start), the
+    # moyopy shortcut answers the untilted starts and leaves every other structure to spglib: the same answers
+    aristotypes = [tilt_table("rocksalt", *species_pattern(s))[UNTILTED] for s in structures]
+    assert [space_groups(s, maximal=m) for s, m in zip(structures, aristotypes, strict=True)] == reference
+    assert sum(_is_exactly(m, _cell(s), 0.1) for s, m in zip(structures, aristotypes, strict=True)) == 2
+
+
+def _cell(s):
+    codes: dict[str, int] = {}
+    return (s.lattice.matrix, s.frac_coords, [codes.setdefault(x.species_string, len(codes) + 1) for x in s])
 
 
 def _angles_one_anion_at_a_time(structure) -> list[float]:

@@ -52,35 +52,89 @@ CALL_SIGMAS = 2.0
 CALL_KEYS = ("call", "dE_tilt_mev_atom", "phases_within_error", "phase_error_mev", "phase_error_source")
 
 
-def space_groups(structure: Structure, symprecs=SYMPRECS) -> dict[str, int]:
+#: how exactly (Angstrom; Angstrom^2 for the metric) the loosest search's operations must hold for its group to stand
+#: for every tolerance: far below the tightest tolerance, as a symmetry-held relaxation keeps them (to ~1e-8 A)
+EXACT_OPERATIONS = 1e-4
+
+
+def space_groups(structure: Structure, symprecs=SYMPRECS, maximal: int | None = None) -> dict[str, int]:
     """Space-group number at each tolerance (Angstrom): spglib on the cell's arrays (species told apart as pymatgen's
     SpacegroupAnalyzer does, oxidation states included), without building an analyzer per tolerance.
 
-    A looser tolerance finds the same operations and maybe more, so when the tightest and the loosest give the same
-    group, every tolerance between gives it too: the searches between are skipped (one spglib search of ~6 ms
-    saved per structure in the common case, a symmetry-held relaxation that neither lost nor gained symmetry;
-    tests/test_scale_machinery.py checks the answers against a search at every tolerance)."""
+    A looser tolerance finds the same operations and maybe more. So the loosest search comes first, and when every
+    operation it found holds exactly (:data:`EXACT_OPERATIONS`: atoms onto atoms of their species, the metric kept),
+    the tighter tolerances find those operations too and no more: its group is every tolerance's (one spglib
+    search per structure in the common case, a symmetry-held relaxation). Otherwise the tightest is searched, and
+    the one between only when those two differ (tests/test_scale_machinery.py checks the answers against a search
+    at every tolerance).
+
+    ``maximal``: the highest group a structure of this ordering and species pattern can have (its untilted
+    aristotype, e.g. Fm-3m for rock-salt B order). moyopy checks it first: when moyopy finds it at the loosest
+    tolerance and its operations hold exactly, no tolerance can find more or less, and spglib is not asked (its
+    search of an untilted rock-salt cell takes ~50 times longer than of a tilted one: benchmarks/bench_pipeline.py).
+    """
     import spglib
 
     codes: dict[str, int] = {}
     numbers = [codes.setdefault(site.species_string, len(codes) + 1) for site in structure]
     cell = (structure.lattice.matrix, structure.frac_coords, numbers)
+    if maximal is not None and _is_exactly(maximal, cell, max(symprecs)):
+        return {f"{tol:g}": maximal for tol in symprecs}
 
-    def search(tol: float) -> int:
+    def search(tol: float):
         try:
-            data = spglib.get_symmetry_dataset(cell, symprec=tol)
-            return int(data.number) if data is not None else 1
+            return spglib.get_symmetry_dataset(cell, symprec=tol)
         except Exception:  # noqa: BLE001 - spglib gives up on badly distorted cells
-            return 1
+            return None
+
+    def number(data) -> int:
+        return int(data.number) if data is not None else 1
 
     tols = sorted(symprecs)
-    found = {tols[0]: search(tols[0])}
+    loose = search(tols[-1])
+    if loose is not None and operations_hold(loose.rotations, loose.translations, *cell, EXACT_OPERATIONS):
+        return {f"{tol:g}": number(loose) for tol in symprecs}
+    found = {tols[-1]: number(loose)}
     if len(tols) > 1:
-        found[tols[-1]] = search(tols[-1])
+        found[tols[0]] = number(search(tols[0]))
     same = found[tols[0]] == found[tols[-1]]
     for tol in tols[1:-1]:
-        found[tol] = found[tols[0]] if same else search(tol)
+        found[tol] = found[tols[0]] if same else number(search(tol))
     return {f"{tol:g}": found[tol] for tol in symprecs}
+
+
+def _is_exactly(number: int, cell, symprec: float) -> bool:
+    """Whether moyopy finds space group ``number`` at ``symprec`` and all its operations hold exactly."""
+    import moyopy
+
+    lattice, frac, numbers = cell
+    try:
+        data = moyopy.MoyoDataset(moyopy.Cell(lattice.tolist(), frac.tolist(), list(numbers)), symprec=symprec)
+    except Exception:  # noqa: BLE001 - moyopy gives up on badly distorted cells: the spglib path decides
+        return False
+    if data.number != number:
+        return False
+    ops = data.operations
+    return operations_hold(np.array(ops.rotations), np.array(ops.translations), *cell, EXACT_OPERATIONS)
+
+
+def operations_hold(
+    rotations: np.ndarray, translations: np.ndarray, lattice: np.ndarray, frac: np.ndarray, numbers, tol: float
+) -> bool:
+    """Whether every operation (fractional rotations and translations, as spglib gives them) keeps the metric to
+    ``tol`` A^2 and maps every atom onto an atom of its species within ``tol`` A."""
+    lattice, frac = np.asarray(lattice, dtype=float), np.asarray(frac, dtype=float)
+    numbers = np.asarray(numbers)
+    metric = lattice @ lattice.T
+    rot = np.asarray(rotations, dtype=float)
+    if np.abs(np.einsum("nji,jk,nkl->nil", rot, metric, rot) - metric).max() > tol:
+        return False
+    moved = np.einsum("nij,aj->nai", rot, frac) + np.asarray(translations)[:, None, :]
+    diff = moved[:, :, None, :] - frac[None, None, :, :]
+    diff -= np.round(diff)
+    dist = np.linalg.norm(diff @ lattice, axis=-1)
+    dist[:, numbers[:, None] != numbers[None, :]] = np.inf
+    return bool((dist.min(axis=2) <= tol).all())
 
 
 def space_groups_pymatgen(structure: Structure, symprecs=SYMPRECS) -> dict[str, int]:
@@ -259,7 +313,8 @@ def identify_phase(
     own_a, own_b = species_pattern(structure)
     same_a = own_a if same_a is None else same_a
     same_b = own_b if same_b is None else same_b
-    groups = space_groups(structure)
+    aristotype = tilt_table(ordering, same_a, same_b).get(UNTILTED) if start_tilt == UNTILTED else None
+    groups = space_groups(structure, maximal=aristotype)
     number = groups[f"{IDENTIFY_SYMPREC:g}"]
     candidates = tilts_for_space_group(number, ordering, same_a, same_b)
     angles = b_x_b_angles(structure)
