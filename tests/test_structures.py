@@ -274,3 +274,34 @@ def test_training_cells_are_80_atoms_and_reproducible():
     assert first[0].composition.reduced_formula == base.composition.reduced_formula
     with pytest.raises(InputError, match="cannot make an 80-atom supercell"):
         supercell_80(built.structure.copy().make_supercell([3, 1, 1]))
+
+
+def test_structures_from_stored_dicts_equal_pymatgens():
+    """structure_from_dict (the relax jobs' reader) gives Structure.from_dict's structure: species with and without
+    oxidation states, site roles, every tilt system; a disordered cell goes to pymatgen."""
+    from pymatgen.core import Lattice, Structure
+
+    from dp_screen.structures.dicts import structure_from_dict
+    from dp_screen.structures.perovskite import SiteSpeciesSet, build_bvm_structure
+    from dp_screen.structures.tilts import DEFAULT_TILTS
+
+    def same(d):
+        a, b = Structure.from_dict(d), structure_from_dict(d)
+        return (
+            a == b
+            and a.labels == b.labels
+            and a.site_properties == b.site_properties
+            and [str(x.specie) for x in a] == [str(x.specie) for x in b]
+            and a.lattice.pbc == b.lattice.pbc
+        )
+
+    sp = SiteSpeciesSet(("Sr", 2), ("Sr", 2), ("Co", 2), ("Mo", 6), ("O", -2))
+    for tilt in DEFAULT_TILTS["rocksalt"]:
+        s = build_bvm_structure(sp, "rocksalt", tilt).structure
+        assert same(s.as_dict())
+        bare = s.copy()
+        bare.remove_oxidation_states()
+        assert same(bare.as_dict())
+        assert structure_from_dict(s.as_dict()).site_properties["site"] == s.site_properties["site"]
+    disordered = Structure(Lattice.cubic(4), [{"Fe": 0.5, "Co": 0.5}], [[0, 0, 0]])
+    assert structure_from_dict(disordered.as_dict()) == disordered

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jobflow import Maker, job
-from pymatgen.core import Structure
 
 from dp_screen.errors import InputError
 from dp_screen.mlip.models import load_model
@@ -43,6 +42,7 @@ from dp_screen.schemas.common import Provenance
 from dp_screen.schemas.relaxation import ModelDoc, RelaxationDoc, relaxation_id, share_key, summary_key, twin_copy
 from dp_screen.schemas.structure import settings_hash
 from dp_screen.settings import DPScreenSettings
+from dp_screen.structures.dicts import structure_from_dict
 from dp_screen.structures.phases import phase_summary
 
 __all__ = ["RelaxMaker", "phase_summary", "relax_store", "relaxation_config", "summary_key"]
@@ -132,7 +132,7 @@ def relax_store(
             def finished(i: int, res, docs=docs) -> None:
                 writer.add(pool.submit(document, docs[i], res), twins.followers[docs[i]["structure_id"]])
 
-            structures = [Structure.from_dict(d["structure"]) for d in docs]
+            structures = [structure_from_dict(d["structure"]) for d in docs]
             relax_structures(structures, model, settings, progress=progress, on_result=finished)
             writer.flush(force=True)
     if scorer:  # stored relaxations of the query that this committee has not scored yet
@@ -332,7 +332,7 @@ class _CommitteeScorer:
         from dp_screen.mlip.committee import committee_predictions
 
         live = [d for d in docs if not d.get("failed")]
-        preds = committee_predictions([Structure.from_dict(d["structure"]) for d in live], self.committee)
+        preds = committee_predictions([structure_from_dict(d["structure"]) for d in live], self.committee)
         for d, p in zip(live, preds, strict=True):
             summ = p.summary()
             d["energy_spread_mev_atom"] = None if p.failed else summ["energy_spread_mev_atom"]
