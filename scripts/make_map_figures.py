@@ -2,7 +2,7 @@
 dp_screen.analysis.maps: trends against Goldschmidt t and Bartel tau per anion, and the B x B' matrix of dE per
 halide.
 
-    python scripts/make_map_figures.py [cs2bbx6]
+    python scripts/make_map_figures.py [cs2bbx6 | sample1000]    (B x B' matrices only for the Cs2BB'X6 family)
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def main(name: str = "cs2bbx6") -> None:
         f"{name}_trends_tau.png": maps.plot_trends(table.dropna(subset=["tau"]), "tau"),
     }
     corner = table[~table["hexagonal_candidate"]]
-    for x in ("F", "Cl", "Br", "I"):
+    for x in ("F", "Cl", "Br", "I") if name == "cs2bbx6" else ():
         if (corner["X"] == x).sum() > 1:
             figures[f"{name}_bb_{x}.png"] = maps.plot_b_pair_matrix(corner, x)
     for file, fig in figures.items():
