@@ -2,7 +2,9 @@
 the atomate2 ForceFieldRelaxMaker way), same model, same starting structures, fmax 0.05.
 Prints structures/s, atom-steps/s and the ratio. Target: >= 3x on this 2-core CPU, >= 30x on a GPU.
 
-Usage: OMP_NUM_THREADS=1 python benchmarks/bench_relax.py [--n 64] [--model PATH] [--device cpu|cuda]
+Usage: OMP_NUM_THREADS=1 python benchmarks/bench_relax.py [--n 64] [--model PATH] [--device cpu|cuda] [--save]
+
+``--save`` writes the figures to benchmarks/results/bench_relax.json for the documentation.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def starting_structures(n: int, model, seed: int = 0):
     ]
 
 
-def report(name, results, seconds):
+def report(name, results, seconds) -> tuple[float, float]:
     atom_steps = sum(len(r.structure) * max(r.n_steps, 1) for r in results)
     conv = sum(r.converged for r in results)
     print(
@@ -57,7 +59,7 @@ def report(name, results, seconds):
         f"{atom_steps / seconds:8.0f} atom-steps/s; converged {conv}/{len(results)}, "
         f"mean steps {np.mean([r.n_steps for r in results]):.0f}"
     )
-    return len(results) / seconds
+    return len(results) / seconds, atom_steps / seconds
 
 
 def main() -> None:
@@ -67,6 +69,7 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--max-steps", type=int, default=300)
+    parser.add_argument("--save", action="store_true", help="write benchmarks/results/bench_relax.json (docs)")
     args = parser.parse_args()
     model = load_model(args.model, device=args.device, dtype=args.dtype)
     structures = starting_structures(args.n, model)
@@ -78,10 +81,10 @@ def main() -> None:
     relax_structures(structures[:2], model, settings)  # warm-up (first-call overheads)
     t0 = time.perf_counter()
     batched = relax_structures(structures, model, settings)
-    rate_b = report("batched", batched, time.perf_counter() - t0)
+    rate_b, steps_b = report("batched", batched, time.perf_counter() - t0)
     t0 = time.perf_counter()
     single = relax_structures_ase(structures, model, settings)
-    rate_a = report("ASE", single, time.perf_counter() - t0)
+    rate_a, steps_a = report("ASE", single, time.perf_counter() - t0)
     de = [
         abs(b.energy_per_atom - a.energy_per_atom) * 1e3
         for b, a in zip(batched, single, strict=True)
@@ -91,6 +94,23 @@ def main() -> None:
         f"speed-up (structures/s, batched / ASE): {rate_b / rate_a:.1f}x; median |dE| between the two final "
         f"energies {np.median(de):.2f} meV/atom over {len(de)} structures converged in both"
     )
+    if args.save:
+        from _results import save_figures
+
+        save_figures(
+            "bench_relax",
+            {
+                "model": f"{model.name} ({model.sha256[:12]}), {model.dtype}, {model.device}",
+                "structures": f"{len(structures)} of {np.mean([len(s) for s in structures]):.0f} atoms, fmax 0.05",
+                "batched (TorchSim), structures/s": round(rate_b, 2),
+                "batched, atom-steps/s": round(steps_b),
+                "one at a time (ASE), structures/s": round(rate_a, 2),
+                "ASE, atom-steps/s": round(steps_a),
+                "speed-up, batched / ASE": f"{rate_b / rate_a:.1f}x (target >= 3x on a 2-core CPU, >= 30x on a GPU)",
+                "median final-energy difference (meV/atom)": f"{np.median(de):.2f} over {len(de)} converged in both",
+            },
+            note="same model, same rattled bond-valence starts (a0a0c-), the two optimisers",
+        )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -187,7 +188,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="default: src/dp_screen/data/maps/NAME.csv")
     args = parser.parse_args()
     import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     import pandas as pd
 
@@ -209,26 +209,58 @@ def main() -> None:
     t0 = time.perf_counter()
     deadline = None if args.hours is None else t0 + 3600 * args.hours
     context = multiprocessing.get_context("forkserver")
+    signal.signal(signal.SIGTERM, _interrupted)  # a kill stops the workers too (they are the forkserver's children)
+    try:
+        _run(args, chunks, rows, out, columns, done, t0, deadline, context)
+    except KeyboardInterrupt:
+        print("interrupted: what finished is in the map; the same command resumes", file=sys.stderr)
+        sys.exit(130)
+
+
+def _interrupted(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _run(args, chunks, rows, out, columns, done, t0, deadline, context) -> None:  # noqa: PLR0913
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
-        pending = set()
-        n_done = 0
-        while chunks or pending:
-            while chunks and len(pending) < 2 * args.workers and (deadline is None or time.perf_counter() < deadline):
-                pending.add(pool.submit(map_rows, chunks.pop(0), len(rows)))
-            if not pending:
-                break
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for f in finished:
-                new = pd.DataFrame(f.result())
-                if new.empty:
-                    continue
-                new = new if columns is None else new[columns]
-                new.to_csv(out, mode="a", header=not out.exists(), index=False)
-                columns = list(new.columns)
-                n_done += new["composition_id"].nunique()
-            rate = n_done / (time.perf_counter() - t0)
-            print(f"{len(done) + n_done} of {len(rows)} compositions ({rate * 3600:.0f} per hour)", flush=True)
+        try:
+            n_done = _collect(pool, args, chunks, rows, out, columns, done, t0, deadline)
+        except KeyboardInterrupt:  # stop the workers now, not after their chunks (the pool's exit would wait)
+            for child in multiprocessing.active_children():
+                child.terminate()
+            raise
     print(f"wall {time.perf_counter() - t0:.0f} s for {n_done} compositions", file=sys.stderr)
+
+
+def _collect(pool, args, chunks, rows, out, columns, done, t0, deadline) -> int:  # noqa: PLR0913
+    """Submit the chunks (two per worker in flight) and append each finished one to the map; return how many
+    compositions were added."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    import pandas as pd
+
+    pending = set()
+    n_done = 0
+    while chunks or pending:
+        while chunks and len(pending) < 2 * args.workers and (deadline is None or time.perf_counter() < deadline):
+            pending.add(pool.submit(map_rows, chunks.pop(0), len(rows)))
+        if not pending:
+            break
+        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+        for f in finished:
+            new = pd.DataFrame(f.result())
+            if new.empty:
+                continue
+            new = new if columns is None else new[columns]
+            new.to_csv(out, mode="a", header=not out.exists(), index=False)
+            columns = list(new.columns)
+            n_done += new["composition_id"].nunique()
+        rate = n_done / (time.perf_counter() - t0)
+        print(f"{len(done) + n_done} of {len(rows)} compositions ({rate * 3600:.0f} per hour)", flush=True)
+    return n_done
 
 
 if __name__ == "__main__":
