@@ -34,41 +34,50 @@ def composition_id(a: str, na: int, a2: str, na2: int, b: str, nb: int, b2: str,
     return "_".join(_label(el, q) for el, q in ((a, na), (a2, na2), (b, nb), (b2, nb2), (x, nx)))
 
 
+SITE_ROLES = ("A", "A2", "B", "B2", "X")
+
+
+def parse_composition_id(cid: str) -> list[tuple[str, int]]:
+    """(element, oxidation state) of each site of a composition id, in the order A, A', B, B', X
+    (``Cs+_Cs+_Ag+_Bi3+_Cl-`` -> [("Cs", 1), ("Cs", 1), ("Ag", 1), ("Bi", 3), ("Cl", -1)])."""
+    import re
+
+    labels = cid.split("_")
+    found = [re.fullmatch(r"([A-Z][a-z]?)(\d*)([+-])", label) for label in labels]
+    if len(labels) != len(SITE_ROLES) or not all(found):
+        raise ValueError(f"not a composition id: {cid!r}; expected A_A'_B_B'_X in species notation")
+    return [(m.group(1), int(m.group(2) or 1) * (1 if m.group(3) == "+" else -1)) for m in found]
+
+
 def composition_assignment(cid: str) -> dict[str, int] | None:
     """element -> oxidation state of a composition id (``Sr2+_Sr2+_Fe3+_Mo5+_O2-``); None when an element holds two
     states (Fe2+/Fe4+ say: a per-element assignment cannot say which site is which) or the id is not one."""
-    import re
-
+    try:
+        sites = parse_composition_id(cid)
+    except ValueError:
+        return None
     out: dict[str, int] = {}
-    for label in cid.split("_"):
-        m = re.fullmatch(r"([A-Z][a-z]?)(\d*)([+-])", label)
-        if not m:
+    for element, q in sites:
+        if out.setdefault(element, q) != q:
             return None
-        q = int(m.group(2) or 1) * (1 if m.group(3) == "+" else -1)
-        if out.setdefault(m.group(1), q) != q:
-            return None
-    return out or None
+    return out
 
 
 def chemistry_id(cid: str) -> str:
     """The elements of a composition id, each site pair in element order: ``Sr2+_Sr2+_Fe3+_Mo5+_O2-`` and
     ``Sr2+_Sr2+_Fe2+_Mo6+_O2-`` both give ``Sr_Sr_Fe_Mo_O`` (oxidation-state twins share it)."""
-    import re
-
-    labels = cid.split("_")
-    if len(labels) != 5:
-        raise ValueError(f"not a composition id: {cid!r}; expected A_A'_B_B'_X in species notation")
-    els = [re.sub(r"\d*[+-]$", "", label) for label in labels]
+    els = [element for element, _ in parse_composition_id(cid)]
     return "_".join([*sorted(els[:2]), *sorted(els[2:4]), els[4]])
 
 
 def twin_counts(df: pd.DataFrame, by: str | None = "expected_ordering") -> dict:
     """How many compositions of an enumeration table and how many distinct chemistries (:func:`chemistry_id`, and
     ``by`` too: twins relax together only in the same ordering) they hold, and the twins beyond the first of each."""
-    chem = df["composition_id"].map(chemistry_id) if len(df) else pd.Series([], dtype=str)
-    keys = pd.DataFrame({"c": chem, "b": df[by] if by and len(df) else ""})
-    distinct = int(len(keys.drop_duplicates())) if len(df) else 0
-    return {"compositions": int(len(df)), "chemistries": distinct, "twins": int(len(df)) - distinct}
+    keys = df["composition_id"].map(chemistry_id)
+    if by:
+        keys = keys + "|" + df[by].astype(str)
+    distinct = int(keys.nunique())
+    return {"compositions": len(df), "chemistries": distinct, "twins": len(df) - distinct}
 
 
 def formula(a: str, a2: str, b: str, b2: str, x: str) -> str:

@@ -11,22 +11,13 @@ are related by a lattice translation of the aristotype, so either naming describ
 
 from __future__ import annotations
 
-import re
-
-ROLES = ("A", "A2", "B", "B2", "X")
-_LABEL = re.compile(r"([A-Z][a-z]?)(\d*)([+-])")
+from dp_screen.chemistry.composition_space import SITE_ROLES, parse_composition_id
+from dp_screen.chemistry.site_tables import species_label
 
 
 def composition_species(composition_id: str) -> dict[str, tuple[str, int]]:
     """Site role -> (element, oxidation state) of a composition id (``Cs+_Cs+_Ag+_Bi3+_Cl-``)."""
-    labels = composition_id.split("_")
-    out = {}
-    for role, label in zip(ROLES, labels, strict=False):
-        m = _LABEL.fullmatch(label)
-        if m is None or len(labels) != len(ROLES):
-            raise ValueError(f"not a composition id: {composition_id!r}; expected A_A'_B_B'_X in species notation")
-        out[role] = (m.group(1), int(m.group(2) or 1) * (1 if m.group(3) == "+" else -1))
-    return out
+    return dict(zip(SITE_ROLES, parse_composition_id(composition_id), strict=True))
 
 
 def _role_of(element: str, role: str, species: dict[str, tuple[str, int]]) -> str:
@@ -56,13 +47,12 @@ def redecorate(structure: dict, composition_id: str) -> dict:
         element, q = species[role]
         if element != sp["element"]:
             raise ValueError(f"site {role} holds {sp['element']}, the twin {composition_id} puts {element} there")
-        label = f"{element}{'' if abs(q) == 1 else abs(q)}{'+' if q > 0 else '-'}"
         sites.append(
             {
                 **site,
                 "species": [{**sp, "oxidation_state": q}],
                 "properties": {**site["properties"], "site": role},
-                "label": label,
+                "label": species_label(element, q),
             }
         )
     return {**structure, "sites": sites}
