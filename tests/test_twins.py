@@ -126,3 +126,25 @@ def test_relaxation_counts_and_chunks_that_keep_twins_together(table_path):
     assert sorted(c for chunk in chunks for c in chunk) == ids
     assert any(set(chunk) == {TWIN_1, TWIN_2} for chunk in chunks)
     assert all(len({chemistry_id(c) for c in chunk}) == 1 for chunk in chunks)
+
+
+def test_a_later_twin_copies_the_committee_scores_of_the_stored_relaxation(twins_store, tiny_model_path, tmp_path):
+    """With a committee, a twin that copies a stored relaxation gets the committee's scores of that relaxation,
+    scored once (the stored original is scored and written back; the copy carries the same spreads)."""
+    from conftest import TINY_ELEMENTS, make_tiny_mace
+
+    settings = RelaxSettings(max_steps=30)
+    relax_store(str(tiny_model_path), settings, twins_store, query={"composition_id": TWIN_2}, device="cpu")
+    members = [str(tiny_model_path), str(make_tiny_mace(tmp_path / "m1.model", TINY_ELEMENTS, seed=1))]
+    out = relax_store(
+        str(tiny_model_path), settings, twins_store, query={"composition_id": TWIN_1}, device="cpu", committee=members
+    )
+    assert (out["relaxed"], out["shared"]) == (0, 2)
+    docs = {d["structure_id"]: d for d in CampaignStore(twins_store).relaxations({})}
+    pairs = [(docs[f"{TWIN_2}:rocksalt:{t}:bvm"], docs[f"{TWIN_1}:rocksalt:{t}:bvm"]) for t in ("a0a0a0", "a0a0c-")]
+    assert any(not own["failed"] for own, _ in pairs)
+    for own, copy in pairs:
+        if own["failed"]:
+            continue
+        assert own["uncertainty"]["committee_sha256"] == copy["uncertainty"]["committee_sha256"]
+        assert own["energy_spread_mev_atom"] == copy["energy_spread_mev_atom"] is not None

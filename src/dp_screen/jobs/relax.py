@@ -304,11 +304,17 @@ class _Writer:
             self.pending.remove(p)
 
     def copy_stored(self, of_stored: list[tuple[dict, list[dict]]]) -> None:
-        """Write the copies of stored relaxations for twins that have one."""
+        """Write the copies of stored relaxations for twins that have one (a committee scores each stored one it
+        has not scored yet, once, and the copies take its scores)."""
+        if self.scorer:
+            unscored = [
+                d for d, _ in of_stored if (d.get("uncertainty") or {}).get("committee_sha256") != self.scorer.shas
+            ]
+            if unscored:
+                self.scorer.score(unscored)
+                self.store.write_relaxations(unscored)
         copies = self._copies([(doc, t) for doc, twins in of_stored for t in twins])
         if copies:
-            if self.scorer:
-                self.scorer.score(copies)
             self.store.write_relaxations(copies)
 
     def _copies(self, pairs: list[tuple[dict, dict]]) -> list[dict]:
