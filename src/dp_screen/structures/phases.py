@@ -71,7 +71,7 @@ def space_groups(structure: Structure, symprecs=SYMPRECS, maximal: int | None = 
     ``maximal``: the highest group a structure of this ordering and species pattern can have (its untilted
     aristotype, e.g. Fm-3m for rock-salt B order). moyopy checks it first: when moyopy finds it at the loosest
     tolerance and its operations hold exactly, no tolerance can find more or less, and spglib is not asked (its
-    search of an untilted rock-salt cell takes ~50 times longer than of a tilted one: benchmarks/bench_pipeline.py).
+    search of an untilted start takes 10 times longer than of a tilted one on average: benchmarks/bench_symmetry.py).
     """
     import spglib
 
