@@ -180,8 +180,8 @@ def map_rows(rows: list[dict], n_family: int) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", choices=sorted(FAMILIES))
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--chunk", type=int, default=8, help="compositions per job")
+    parser.add_argument("--workers", type=_positive, default=2)
+    parser.add_argument("--chunk", type=_positive, default=8, help="compositions per job")
     parser.add_argument("--limit", type=int, default=None, help="stop after this many compositions in the map")
     parser.add_argument("--hours", type=float, default=None, help="stop submitting new chunks after this long")
     parser.add_argument("--seed", type=int, default=0)
@@ -215,6 +215,13 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted: what finished is in the map; the same command resumes", file=sys.stderr)
         sys.exit(130)
+
+
+def _positive(text: str) -> int:
+    """An argparse type: a whole number >= 1, or an error naming the value."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return int(text)
 
 
 def _interrupted(signum, frame) -> None:
