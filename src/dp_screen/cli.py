@@ -862,10 +862,11 @@ def run_cmd(
 
 
 @contextlib.contextmanager
-def _job_log(verbose: bool):
+def _job_log(verbose: bool, also: tuple = (), bars: bool = True):
     """jobflow's per-job log lines with ``verbose``; otherwise one progress bar per stage (building, relaxing) and
-    only the failures (a failed job's traceback, jobflow's warnings). Stdout goes to stderr meanwhile: stdout is
-    the result."""
+    only the failures (a failed job's traceback, jobflow's warnings); ``bars=False`` leaves the bars as they are.
+    Stdout goes to stderr meanwhile: stdout is the result. ``also``: more loggers whose lines go to stderr. The handlers are removed afterwards, so none
+    outlives the stream it writes to (an in-process caller's, e.g. a notebook's or a test's)."""
     import logging
 
     handler = logging.StreamHandler(sys.stderr)
@@ -874,12 +875,16 @@ def _job_log(verbose: bool):
         handler.addFilter(lambda r: r.levelno >= logging.WARNING or "failed with exception" in r.getMessage())
     jobflow_log = logging.getLogger("jobflow")
     jobflow_log.setLevel(logging.INFO)
-    jobflow_log.addHandler(handler)
+    loggers = (jobflow_log, *also)
+    for log in loggers:
+        log.addHandler(handler)
     try:
-        with contextlib.redirect_stdout(sys.stderr), progress_bars(enabled=not verbose):
+        bar_setting = progress_bars(enabled=not verbose) if bars else contextlib.nullcontext()
+        with contextlib.redirect_stdout(sys.stderr), bar_setting:
             yield
     finally:
-        jobflow_log.removeHandler(handler)
+        for log in loggers:
+            log.removeHandler(handler)
 
 
 def _print_campaign(summary: dict, settings) -> None:
@@ -1155,7 +1160,6 @@ def learn_cmd(ctx, **opts):
     if opts["submit"]:
         _submit_learning(flow, settings, uri, loop_id)
         return
-    import contextlib
     import logging
 
     from jobflow import run_locally
@@ -1165,14 +1169,11 @@ def learn_cmd(ctx, **opts):
         f"{oracle}, {loop.rounds} rounds of {loop.per_round} labels, committee of {loop.committee_size}",
         err=True,
     )
-    logging.getLogger("jobflow").setLevel(logging.INFO)
     progress = logging.getLogger("dp_screen.active_learning")
     progress.setLevel(logging.INFO)
-    if not progress.handlers:
-        progress.addHandler(logging.StreamHandler(sys.stderr))
-    with contextlib.redirect_stdout(sys.stderr):
+    with _job_log(verbose=True, also=(progress,), bars=False):  # handlers removed afterwards: no stale streams
         store = get_job_store(settings, uri)
-        run_locally(flow, store=store, create_folders=False, log="%(message)s", ensure_success=False)
+        run_locally(flow, store=store, create_folders=False, log=False, ensure_success=False)
     done = LoopStore(settings).rounds(loop_id)
     if len([d for d in done if d.get("stage") == "done"]) < loop.rounds:
         raise DPScreenError(

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 RUN_DB_PREFIX = "dp_screen_run_"  # the private launchpads' databases: <prefix><database hash>_<token>
 
 
+WORKER_COMMAND = [sys.executable, "-m", "dp_screen.flows.local"]  # + the launchpad file: one worker process
+RELAUNCHES = 2  # times the workers are started again while jobs are left ready to run (see _run_with_workers)
 WORKER_ENV = "DP_SCREEN_WORKER_PROCESS"  # set in the worker processes: their jobs use no process pools of their own
 
 
@@ -82,7 +85,7 @@ def _run_with_workers(flow, settings, uri, store, workers, wanted, worker_comman
         if name.startswith(mine) and not _owner_alive(client[name]["run_owner"].find_one() or {}):
             client.drop_database(name)
     name = f"{mine}{uuid.uuid4().hex[:8]}"
-    lpad = LaunchPad(host=uri, uri_mode=True, name=name)
+    lpad = LaunchPad(host=uri, uri_mode=True, name=name, strm_lvl="ERROR")  # not its INFO lines
     lpad.reset("", require_password=False)
     client[name]["run_owner"].insert_one({"host": socket.gethostname(), "pid": os.getpid()})
     work = Path(tempfile.mkdtemp(prefix="dp_screen_run_"))
@@ -90,10 +93,22 @@ def _run_with_workers(flow, settings, uri, store, workers, wanted, worker_comman
         lpad.add_wf(flow_to_workflow(flow, store=store))
         lp_file = work / "launchpad.yaml"
         lpad.to_file(str(lp_file))
-        command = [*(worker_command or [sys.executable, "-m", "dp_screen.flows.local"]), str(lp_file)]
+        command = [*(worker_command or WORKER_COMMAND), str(lp_file)]
         env = dict(os.environ, OMP_NUM_THREADS="1", **{WORKER_ENV: "1"})
-        procs = [subprocess.Popen(command, cwd=work, env=env, stdout=subprocess.DEVNULL) for _ in range(workers)]
-        _watch(lpad, procs, progress)
+        for attempt in range(1, RELAUNCHES + 2):
+            procs = [subprocess.Popen(command, cwd=work, env=env, stdout=subprocess.DEVNULL) for _ in range(workers)]
+            _watch(lpad, procs, progress)
+            if not lpad.run_exists():
+                break
+            # a worker stops when it sees nothing ready and nothing running that could make more (FireWorks'
+            # future_run_exists); a job that crashed its worker or a check made between two states of the workflow
+            # can leave ready jobs behind: start the workers again rather than report an unfinished campaign
+            codes = sorted({p.returncode for p in procs})
+            print(
+                f"the workers stopped (exit codes {codes}) with jobs ready to run: starting them again "
+                f"({attempt} of {RELAUNCHES})",
+                file=sys.stderr,
+            )
         if os.environ.get("DP_SCREEN_RUN_TIMELINE"):  # the jobs' start and end (benchmarks/bench_pipeline.py)
             for launch in lpad.launches.find({}, {"fw_id": 1, "time_start": 1, "time_end": 1, "host": 1}):
                 fw = lpad.fireworks.find_one({"fw_id": launch["fw_id"]}, {"name": 1})
@@ -142,6 +157,10 @@ def _watch(lpad, procs: list[subprocess.Popen], progress: bool) -> None:
 
 
 def _report_failures(lpad) -> None:
+    """Print each failed job's last traceback line and, when jobs were left unfinished, how many in which state."""
+    states = Counter(fw["state"] for fw in lpad.fireworks.find({}, {"state": 1}))
+    if set(states) - {"COMPLETED"}:
+        print(f"jobs by state: {dict(sorted(states.items()))}", file=sys.stderr)
     for fw in lpad.fireworks.find({"state": "FIZZLED"}, {"fw_id": 1, "name": 1}):
         launch = lpad.launches.find_one({"fw_id": fw["fw_id"], "state": "FIZZLED"}, sort=[("launch_id", -1)]) or {}
         exc = ((launch.get("action") or {}).get("stored_data") or {}).get("_exception", {})
