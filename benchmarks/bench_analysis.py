@@ -49,6 +49,7 @@ def fake_structure(rng) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--relaxations", type=int, default=100_000)
+    parser.add_argument("--save", action="store_true", help="write benchmarks/results/bench_analysis.json (docs)")
     args = parser.parse_args()
     n = args.relaxations
     rng = np.random.default_rng(0)
@@ -131,8 +132,29 @@ def main() -> None:
         print(f"phase_table (server-side $group):  {t_server:7.2f} s  ({n / t_server:,.0f} relaxations/s)")
         print(f"fetch everything + pandas groupby:  {t_naive:7.2f} s  (ratio {t_naive / t_server:.1f}x)")
         print(f"projected fetch of 4 fields:        {t_proj:7.2f} s  (ratio {t_proj / t_server:.1f}x)")
+        if args.save:
+            _save(
+                {
+                    "relaxations (compositions)": f"{n:,d} ({n_comp:,d})",
+                    "phase_table (server-side $group)": f"{t_server:.2f} s ({n / t_server:,.0f} relaxations/s)",
+                    "fetch everything + pandas groupby": f"{t_naive:.2f} s ({t_naive / t_server:.1f}x)",
+                    "projected fetch of 4 fields": f"{t_proj:.2f} s ({t_proj / t_server:.1f}x)",
+                },
+                note="the embedded SecantusDB server, which scans every document for any query",
+            )
     finally:
         server.stop()
+
+
+def _save(figures: dict, note: str = "") -> None:
+    """The printed figures into benchmarks/results/bench_analysis.json for the documentation (benchmarks/_results.py)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _results import save_figures
+
+    save_figures("bench_analysis", figures, note=note)
 
 
 if __name__ == "__main__":

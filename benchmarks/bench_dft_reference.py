@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument(
         "--update-card", action="store_true", help="write the packaged model's figures into its card (errors_vs_dft)"
     )
+    parser.add_argument("--save", action="store_true", help="write benchmarks/results/bench_dft_reference.json (docs)")
     args = parser.parse_args()
     points = load_reference()
     c = card()
@@ -107,6 +108,18 @@ def main() -> None:
     print(f"parity figure: {out / 'parity.png'}")
     if args.update_card and "packaged" in rows:
         update_card(rows, c)
+    if args.save:
+        figures = {
+            "reference set": f"{len(points)} points, {len({p['formula'] for p in points})} compositions, "
+            f"{c.get('cost', {}).get('cp2k_core_hours')} CP2K core-hours (scripts/make_dft_reference.py)"
+        }
+        for name, m in rows.items():
+            figures[name] = (
+                f"phase dE MAE {m['phase_de_mae_mev']:.1f} meV/atom (DFT |dE| {m['dft_de_mean_abs_mev']:.1f}), lowest "
+                f"phase {round(m['lowest_phase_agreement'] * m['n_lowest_compared'])} of {m['n_lowest_compared']}, "
+                f"forces {m['force_mae']:.2f} eV/A, stress {m['stress_mae_gpa']:.2f} GPa ({m['n_points']} points)"
+            )
+        _save(figures, note="single points of each model at the reference set's structures")
 
 
 def update_card(rows: dict, ref_card: dict) -> None:
@@ -141,6 +154,17 @@ def update_card(rows: dict, ref_card: dict) -> None:
             "dp_screen_version": __version__,
         },
     )
+
+
+def _save(figures: dict, note: str = "") -> None:
+    """The printed figures into benchmarks/results/bench_dft_reference.json for the documentation (benchmarks/_results.py)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _results import save_figures
+
+    save_figures("bench_dft_reference", figures, note=note)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ k-points stay available; Gamma only here to keep it cheap: the question is the m
 dp_screen writes it (MULTIPLICITY 4) and once started at MULTIPLICITY 2 (1 unpaired electron). A free moment ends
 both at the same total spin and energy.
 
-    python benchmarks/bench_free_moment.py     # about 8 minutes on 2 cores
+    python benchmarks/bench_free_moment.py [--save]    # about 8 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ def run(multiplicity: int | None, work: str) -> dict:
 def main() -> None:
     from dp_screen.dft.cp2k import cp2k_executable
 
+    save = "--save" in sys.argv[1:]
     if cp2k_executable() is None:
         sys.exit("cp2k is not installed (apt-get install -y cp2k)")
     work = tempfile.mkdtemp(prefix="dp_screen_moment_")
@@ -67,6 +68,27 @@ def main() -> None:
     print(
         f"moment free during the SCF: {free} (energy difference {1e3 * (rows[1]['energy_ev'] - rows[0]['energy_ev']):.4f} meV)"
     )
+    if save:
+        figures = {
+            f"started at MULTIPLICITY {r['start_multiplicity']}": f"total spin moment {r['final_spin']:.3f}, "
+            f"E {r['energy_ev']:.6f} eV, SCF converged {r['scf_converged']}"
+            for r in rows
+        }
+        figures["moment free during the SCF"] = (
+            f"{free} (energy difference {1e3 * (rows[1]['energy_ev'] - rows[0]['energy_ev']):.4f} meV)"
+        )
+        _save(figures, note="Cs2NaCrCl6 (Cr3+, 3 unpaired electrons), CP2K at Gamma")
+
+
+def _save(figures: dict, note: str = "") -> None:
+    """The printed figures into benchmarks/results/bench_free_moment.json for the documentation (benchmarks/_results.py)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _results import save_figures
+
+    save_figures("bench_free_moment", figures, note=note)
 
 
 if __name__ == "__main__":

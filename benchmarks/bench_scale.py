@@ -166,6 +166,7 @@ def fill(db, store, comps, n_structures: int, model_sha: str, shash: str, batch:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1e4,1e5,1e6", help="structure documents in the store, comma-separated")
+    parser.add_argument("--save", action="store_true", help="write benchmarks/results/bench_scale.json (docs)")
     args = parser.parse_args()
     sizes = [int(float(x)) for x in args.sizes.split(",")]
 
@@ -250,12 +251,32 @@ def main() -> None:
         return f"{n:.0e}".replace("e+0", "e").replace("e+", "e")
 
     print(f"scale ratio {short(hi)}/{short(lo)}: {ratio:.2f}")
+    if args.save:
+        figures = {
+            f"{short(n)} structure documents (+ as many relaxations)": f"build {1e3 * r['build']:.2f} ms, relax "
+            f"machinery {1e3 * r['relax']:.2f} ms per structure (probe of {r['n_probe']}); report of the whole "
+            f"store {r['report']:.1f} s; filler {r['fill']:.0f} s"
+            for n, r in results.items()
+        }
+        figures[f"scale ratio {short(hi)}/{short(lo)}"] = f"{ratio:.2f}"
+        _save(figures, note="a zero-cost stand-in model; the embedded SecantusDB server")
 
 
 def relax_store(*args, **kwargs):
     import dp_screen.jobs.relax as relax_job
 
     return relax_job.relax_store(*args, **kwargs)
+
+
+def _save(figures: dict, note: str = "") -> None:
+    """The printed figures into benchmarks/results/bench_scale.json for the documentation (benchmarks/_results.py)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _results import save_figures
+
+    save_figures("bench_scale", figures, note=note)
 
 
 if __name__ == "__main__":

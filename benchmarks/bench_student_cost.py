@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="at least 3 (per-epoch time from the log's epoch lines)")
     parser.add_argument("--arch", default="32x0,64x1,128x1", help="CHANNELSxL, comma-separated; the first is the base")
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--save", action="store_true", help="write benchmarks/results/bench_student_cost.json (docs)")
     args = parser.parse_args()
     archs = [tuple(int(v) for v in a.split("x")) for a in args.arch.split(",")]
     t0 = time.perf_counter()
@@ -130,6 +131,29 @@ def main() -> None:
     for r in rows:
         hours = r["train_s_per_epoch_per_1k"] * 2.25 * 33 / 3600
         print(f"{r['arch']}: the packaged model's recipe (2,250 cells x 33 epochs) ~ {hours:.1f} h of training here")
+    if args.save:
+        _save(
+            {
+                r["arch"]: f"{r['params']:,d} parameters; training {r['train_s_per_epoch_per_1k']:.1f} s per epoch per "
+                f"1,000 cells ({r['train_s_per_epoch_per_1k'] / base['train_s_per_epoch_per_1k']:.1f}x); inference "
+                f"{r['infer_s_per_batch16']:.3f} s per 16 cells ({r['infer_s_per_batch16'] / base['infer_s_per_batch16']:.1f}x); "
+                f"{r['file_mb']:.2f} MB; the packaged recipe (2,250 cells x 33 epochs) "
+                f"~{r['train_s_per_epoch_per_1k'] * 2.25 * 33 / 3600:.1f} h here"
+                for r in rows
+            },
+            note=f"{len(train)} CHGNet-labelled training cells, {args.epochs} epochs each, float32, one process",
+        )
+
+
+def _save(figures: dict, note: str = "") -> None:
+    """The printed figures into benchmarks/results/bench_student_cost.json for the documentation (benchmarks/_results.py)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _results import save_figures
+
+    save_figures("bench_student_cost", figures, note=note)
 
 
 if __name__ == "__main__":

@@ -306,6 +306,7 @@ def main() -> None:
         "fine-tuned on (no teacher relaxations, so no volumes): with held-out, whether the phase "
         "errors come from fitting or from generalising to new compositions",
     )
+    parser.add_argument("--save", action="store_true", help="write benchmarks/results/bench_teacher.json (docs)")
     args = parser.parse_args()
     if args.set == "trained":
         items, teacher = build_items(trained_rows(args.n)), {}
@@ -358,6 +359,19 @@ def main() -> None:
             f"determined calls right (teacher's sign of dE_tilt) {c['determined_right']}/{c['determined']} ({frac}); "
             f"teacher's lowest phase among those within 2 sigma: {within}"
         )
+    if args.save:
+        figures = {}
+        for m in measured.values():
+            c = m["calls"]
+            figures[f"{m['model']} ({m['sha256']})"] = (
+                f"phase dE MAE {m['phase_de_mae_mev_atom']:.1f} meV/atom (teacher |dE| "
+                f"{m['teacher_de_mean_abs_mev_atom']:.1f}); lowest phase agrees {100 * m['lowest_phase_agreement']:.0f}%"
+                f" of {m['n_compositions']}"
+                + (f"; volume within 3% {100 * m['volume_within_3pct']:.0f}%" if m["n_volumes"] else "")
+                + f"; calls {c['tilted']} tilted, {c['untilted']} untilted, {c['undetermined']} undetermined, "
+                f"determined right {c['determined_right']}/{c['determined']}"
+            )
+        _save(figures, note=f"{args.set} compositions ({args.n}) x 5 tilt systems; teacher CHGNet")
     if args.update_card and "packaged" in measured:
         update_card(measured["packaged"], args.n, {k: v for k, v in measured.items() if k.startswith("chgnet:")})
 
@@ -387,6 +401,17 @@ def update_card(m: dict, n: int, yardsticks: dict | None = None) -> None:
             **({"yardsticks": yardsticks} if yardsticks else {}),
         },
     )
+
+
+def _save(figures: dict, note: str = "") -> None:
+    """The printed figures into benchmarks/results/bench_teacher.json for the documentation (benchmarks/_results.py)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _results import save_figures
+
+    save_figures("bench_teacher", figures, note=note)
 
 
 if __name__ == "__main__":

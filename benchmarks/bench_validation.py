@@ -33,6 +33,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tilts", default="a0a0a0,a0a0c-,a-a-a-")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--save", action="store_true", help="write benchmarks/results/bench_validation.json (docs)")
     args = parser.parse_args()
     tilts = args.tilts.split(",")
     home = Path(tempfile.mkdtemp(prefix="bench_validation_"))
@@ -49,7 +50,8 @@ def main() -> None:
         cp2k = CP2KSettings(nproc=2)
         t0 = time.perf_counter()
         done = validate_sample(None, 2 * len(tilts), cp2k, settings, work_dir=home / "cp2k")
-        print(f"CP2K: {done['validated']} single points in {time.perf_counter() - t0:.0f} s; errors: {done['errors']}")
+        cp2k_s = time.perf_counter() - t0
+        print(f"CP2K: {done['validated']} single points in {cp2k_s:.0f} s; errors: {done['errors']}")
         vals = data.validation_table(settings)
         pd.set_option("display.width", 160)
         print(
@@ -69,11 +71,28 @@ def main() -> None:
         print(
             trends.parity_table(vals)[["formula", "start_tilt", "dft_rel_mev", "mlip_rel_mev"]].to_string(index=False)
         )
-        print(trends.parity_stats(vals).T.to_string())
+        stats = trends.parity_stats(vals)
+        print(stats.T.to_string())
+        if args.save:
+            figures = {"CP2K single points": f"{done['validated']} in {cp2k_s:.0f} s (errors: {done['errors']})"}
+            for key, value in stats.iloc[0].items():
+                figures[str(key)] = f"{value:.3g}" if isinstance(value, float) else str(value)
+            _save(figures, note="packaged model vs CP2K PBE on Ba2CaWO6 and Cs2AgBiCl6 in " + ", ".join(tilts))
         if args.out:
             print("report:", write_report(args.out, settings).html)
     finally:
         server.stop()
+
+
+def _save(figures: dict, note: str = "") -> None:
+    """The printed figures into benchmarks/results/bench_validation.json for the documentation (benchmarks/_results.py)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _results import save_figures
+
+    save_figures("bench_validation", figures, note=note)
 
 
 if __name__ == "__main__":
