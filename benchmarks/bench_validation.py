@@ -77,8 +77,18 @@ def main() -> None:
         print(stats.T.to_string())
         if args.save:
             figures = {"CP2K single points": f"{done['validated']} in {cp2k_s:.0f} s (errors: {done['errors']})"}
-            for key, value in stats.iloc[0].items():
-                figures[str(key)] = f"{value:.3g}" if isinstance(value, float) else str(value)
+            row = stats.iloc[0]
+            figures.update(
+                {
+                    "phase energy differences E(tilt) - E(a0a0a0)": f"MAE {row['energy_mae_mev']:.1f}, RMSE "
+                    f"{row['energy_rmse_mev']:.1f} meV/atom on {int(row['n_differences'])} differences",
+                    "rank correlation": f"{row['rank_correlation']:.2f}",
+                    "same lowest phase": f"{row['ground_state_agreement']:.0%} of {int(row['n_compositions'])} compositions",
+                    "forces MAE (eV/A)": f"{row['force_mae']:.3f}",
+                    "stress MAE (GPa)": f"{row['stress_mae_gpa']:.2f}",
+                    "SCF unconverged": f"{int(row['n_scf_unconverged'])} of {int(row['n_structures'])}",
+                }
+            )
             _save(figures, note="packaged model vs CP2K PBE on Ba2CaTeO6 and Cs2AgBiCl6 in " + ", ".join(tilts))
         if args.out:
             print("report:", write_report(args.out, settings).html)
