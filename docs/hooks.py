@@ -241,6 +241,11 @@ def map_dft_check() -> str:
     )
 
 
+def _cell(value) -> str:
+    """A value for a Markdown table cell: a '|' in it (e.g. |dE|) would end the cell."""
+    return str(value).replace("|", "\\|")
+
+
 def bench_results() -> str:
     """Every result file a benchmark's ``--save`` wrote (``benchmarks/_results.py``), bench_pipeline's apart."""
     out = []
@@ -258,7 +263,7 @@ def bench_results() -> str:
             "",
             "| figure | value |",
             "|---|---|",
-            *[f"| {k} | {v} |" for k, v in data["figures"].items()],
+            *[f"| {_cell(k)} | {_cell(v)} |" for k, v in data["figures"].items()],
             "",
         ]
     return "\n".join(out) if out else "No result files yet: run a benchmark with `--save`."
