@@ -133,7 +133,10 @@ def main() -> None:
         print(f"fetch everything + pandas groupby:  {t_naive:7.2f} s  (ratio {t_naive / t_server:.1f}x)")
         print(f"projected fetch of 4 fields:        {t_proj:7.2f} s  (ratio {t_proj / t_server:.1f}x)")
         if args.save:
-            _save(
+            from _results import save_figures  # benchmarks/_results.py, next to this script
+
+            save_figures(
+                "bench_analysis",
                 {
                     "relaxations (compositions)": f"{n:,d} ({n_comp:,d})",
                     "phase_table (server-side $group)": f"{t_server:.2f} s ({n / t_server:,.0f} relaxations/s)",
@@ -144,17 +147,6 @@ def main() -> None:
             )
     finally:
         server.stop()
-
-
-def _save(figures: dict, note: str = "") -> None:
-    """The printed figures into benchmarks/results/bench_analysis.json for the documentation (benchmarks/_results.py)."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _results import save_figures
-
-    save_figures("bench_analysis", figures, note=note)
 
 
 if __name__ == "__main__":

@@ -119,7 +119,11 @@ def main() -> None:
                 f"phase {round(m['lowest_phase_agreement'] * m['n_lowest_compared'])} of {m['n_lowest_compared']}, "
                 f"forces {m['force_mae']:.2f} eV/A, stress {m['stress_mae_gpa']:.2f} GPa ({m['n_points']} points)"
             )
-        _save(figures, note="single points of each model at the reference set's structures")
+        from _results import save_figures  # benchmarks/_results.py, next to this script
+
+        save_figures(
+            "bench_dft_reference", figures, note="single points of each model at the reference set's structures"
+        )
 
 
 def update_card(rows: dict, ref_card: dict) -> None:
@@ -154,17 +158,6 @@ def update_card(rows: dict, ref_card: dict) -> None:
             "dp_screen_version": __version__,
         },
     )
-
-
-def _save(figures: dict, note: str = "") -> None:
-    """The printed figures into benchmarks/results/bench_dft_reference.json for the documentation (benchmarks/_results.py)."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _results import save_figures
-
-    save_figures("bench_dft_reference", figures, note=note)
 
 
 if __name__ == "__main__":

@@ -77,18 +77,9 @@ def main() -> None:
         figures["moment free during the SCF"] = (
             f"{free} (energy difference {1e3 * (rows[1]['energy_ev'] - rows[0]['energy_ev']):.4f} meV)"
         )
-        _save(figures, note="Cs2NaCrCl6 (Cr3+, 3 unpaired electrons), CP2K at Gamma")
+        from _results import save_figures  # benchmarks/_results.py, next to this script
 
-
-def _save(figures: dict, note: str = "") -> None:
-    """The printed figures into benchmarks/results/bench_free_moment.json for the documentation (benchmarks/_results.py)."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _results import save_figures
-
-    save_figures("bench_free_moment", figures, note=note)
+        save_figures("bench_free_moment", figures, note="Cs2NaCrCl6 (Cr3+, 3 unpaired electrons), CP2K at Gamma")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -203,8 +202,7 @@ def main() -> None:
 
 def save(everything: list[dict]) -> None:
     """Each model's ground states, calls and volumes for the documentation (benchmarks/_results.py)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _results import save_figures
+    from _results import save_figures  # benchmarks/_results.py, next to this script
 
     figures = {}
     for out in everything:

@@ -262,24 +262,15 @@ def main() -> None:
             for n, r in results.items()
         }
         figures[f"scale ratio {short(hi)}/{short(lo)}"] = f"{ratio:.2f}"
-        _save(figures, note="a zero-cost stand-in model; the embedded SecantusDB server")
+        from _results import save_figures  # benchmarks/_results.py, next to this script
+
+        save_figures("bench_scale", figures, note="a zero-cost stand-in model; the embedded SecantusDB server")
 
 
 def relax_store(*args, **kwargs):
     import dp_screen.jobs.relax as relax_job
 
     return relax_job.relax_store(*args, **kwargs)
-
-
-def _save(figures: dict, note: str = "") -> None:
-    """The printed figures into benchmarks/results/bench_scale.json for the documentation (benchmarks/_results.py)."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _results import save_figures
-
-    save_figures("bench_scale", figures, note=note)
 
 
 if __name__ == "__main__":

@@ -132,7 +132,10 @@ def main() -> None:
         hours = r["train_s_per_epoch_per_1k"] * 2.25 * 33 / 3600
         print(f"{r['arch']}: the packaged model's recipe (2,250 cells x 33 epochs) ~ {hours:.1f} h of training here")
     if args.save:
-        _save(
+        from _results import save_figures  # benchmarks/_results.py, next to this script
+
+        save_figures(
+            "bench_student_cost",
             {
                 r["arch"]: f"{r['params']:,d} parameters; training {r['train_s_per_epoch_per_1k']:.1f} s per epoch per "
                 f"1,000 cells ({r['train_s_per_epoch_per_1k'] / base['train_s_per_epoch_per_1k']:.1f}x); inference "
@@ -143,17 +146,6 @@ def main() -> None:
             },
             note=f"{len(train)} CHGNet-labelled training cells, {args.epochs} epochs each, float32, one process",
         )
-
-
-def _save(figures: dict, note: str = "") -> None:
-    """The printed figures into benchmarks/results/bench_student_cost.json for the documentation (benchmarks/_results.py)."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _results import save_figures
-
-    save_figures("bench_student_cost", figures, note=note)
 
 
 if __name__ == "__main__":

@@ -371,7 +371,11 @@ def main() -> None:
                 + f"; calls {c['tilted']} tilted, {c['untilted']} untilted, {c['undetermined']} undetermined, "
                 f"determined right {c['determined_right']}/{c['determined']}"
             )
-        _save(figures, note=f"{args.set} compositions ({args.n}) x 5 tilt systems; teacher CHGNet")
+        from _results import save_figures  # benchmarks/_results.py, next to this script
+
+        save_figures(
+            "bench_teacher", figures, note=f"{args.set} compositions ({args.n}) x 5 tilt systems; teacher CHGNet"
+        )
     if args.update_card and "packaged" in measured:
         update_card(measured["packaged"], args.n, {k: v for k, v in measured.items() if k.startswith("chgnet:")})
 
@@ -401,17 +405,6 @@ def update_card(m: dict, n: int, yardsticks: dict | None = None) -> None:
             **({"yardsticks": yardsticks} if yardsticks else {}),
         },
     )
-
-
-def _save(figures: dict, note: str = "") -> None:
-    """The printed figures into benchmarks/results/bench_teacher.json for the documentation (benchmarks/_results.py)."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _results import save_figures
-
-    save_figures("bench_teacher", figures, note=note)
 
 
 if __name__ == "__main__":

@@ -89,22 +89,17 @@ def main() -> None:
                     "SCF unconverged": f"{int(row['n_scf_unconverged'])} of {int(row['n_structures'])}",
                 }
             )
-            _save(figures, note="packaged model vs CP2K PBE on Ba2CaTeO6 and Cs2AgBiCl6 in " + ", ".join(tilts))
+            from _results import save_figures  # benchmarks/_results.py, next to this script
+
+            save_figures(
+                "bench_validation",
+                figures,
+                note="packaged model vs CP2K PBE on Ba2CaTeO6 and Cs2AgBiCl6 in " + ", ".join(tilts),
+            )
         if args.out:
             print("report:", write_report(args.out, settings).html)
     finally:
         server.stop()
-
-
-def _save(figures: dict, note: str = "") -> None:
-    """The printed figures into benchmarks/results/bench_validation.json for the documentation (benchmarks/_results.py)."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _results import save_figures
-
-    save_figures("bench_validation", figures, note=note)
 
 
 if __name__ == "__main__":
