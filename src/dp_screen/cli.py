@@ -865,8 +865,9 @@ def run_cmd(
 def _job_log(verbose: bool, also: tuple = (), bars: bool = True):
     """jobflow's per-job log lines with ``verbose``; otherwise one progress bar per stage (building, relaxing) and
     only the failures (a failed job's traceback, jobflow's warnings); ``bars=False`` leaves the bars as they are.
-    Stdout goes to stderr meanwhile: stdout is the result. ``also``: more loggers whose lines go to stderr. The handlers are removed afterwards, so none
-    outlives the stream it writes to (an in-process caller's, e.g. a notebook's or a test's)."""
+    Stdout goes to stderr meanwhile: stdout is the result. ``also``: more loggers whose lines go to stderr. The
+    handlers are removed afterwards, so none outlives the stream it writes to (an in-process caller's, e.g. a
+    notebook's or a test's)."""
     import logging
 
     handler = logging.StreamHandler(sys.stderr)

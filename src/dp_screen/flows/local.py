@@ -30,8 +30,6 @@ if TYPE_CHECKING:
     from dp_screen.settings import DPScreenSettings
 
 RUN_DB_PREFIX = "dp_screen_run_"  # the private launchpads' databases: <prefix><database hash>_<token>
-
-
 WORKER_COMMAND = [sys.executable, "-m", "dp_screen.flows.local"]  # + the launchpad file: one worker process
 RELAUNCHES = 2  # times the workers are started again while jobs are left ready to run (see _run_with_workers)
 WORKER_ENV = "DP_SCREEN_WORKER_PROCESS"  # set in the worker processes: their jobs use no process pools of their own
@@ -98,7 +96,7 @@ def _run_with_workers(flow, settings, uri, store, workers, wanted, worker_comman
         for attempt in range(1, RELAUNCHES + 2):
             procs = [subprocess.Popen(command, cwd=work, env=env, stdout=subprocess.DEVNULL) for _ in range(workers)]
             _watch(lpad, procs, progress)
-            if not lpad.run_exists():
+            if not lpad.run_exists() or attempt > RELAUNCHES:
                 break
             # a worker stops when it sees nothing ready and nothing running that could make more (FireWorks'
             # future_run_exists); a job that crashed its worker or a check made between two states of the workflow
